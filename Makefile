@@ -1,0 +1,29 @@
+# Convenience targets; each works from a fresh clone with only python3.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+
+.PHONY: venv demo test lint check bench clean
+
+$(BIN)/feedsync: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,lint]'
+	touch $@
+
+venv: $(BIN)/feedsync
+
+demo: venv          ## sync the bundled feeds into the bundled emulator
+	$(BIN)/python -m feedsync.demo config/demo.yaml
+
+test: venv          ## the test suite
+	$(BIN)/pytest -q
+
+lint: venv          ## mypy --strict and ruff
+	$(BIN)/mypy --strict feedsync
+	$(BIN)/ruff check feedsync tests bench
+
+check: test lint    ## what CI runs
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info demo-state

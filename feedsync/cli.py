@@ -1,0 +1,178 @@
+"""The ``feedsync`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Sequence
+
+from feedsync import __version__, config, daemon, logs, report
+from feedsync.emulator import serve
+from feedsync.errors import AuthError, ConfigError, FeedsyncError, StoreError
+from feedsync.sources import source_for
+from feedsync.store import Store
+from feedsync.sync import Cycle
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logs.configure(level=args.log_level, json=_json_logs(args.log_format))
+    try:
+        code: int = args.handler(args)
+    except ConfigError as exc:
+        print(f"feedsync: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreError as exc:
+        print(f"feedsync: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except AuthError as exc:
+        print(f"feedsync: authentication failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except FeedsyncError as exc:
+        print(f"feedsync: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="feedsync",
+        description="Mirror threat-intelligence feeds into Kaspersky CyberTrace suppliers.",
+    )
+    parser.add_argument("--version", action="version", version=f"feedsync {__version__}")
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument(
+        "--log-format",
+        default="auto",
+        choices=["auto", "json", "console"],
+        help="auto: console on a terminal, JSON otherwise",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the daemon: sync every feed on its schedule")
+    _config_option(run)
+    run.set_defaults(handler=_run)
+
+    sync = commands.add_parser("sync", help="one cycle for the named (or all) feeds, then exit")
+    _config_option(sync)
+    sync.add_argument("feeds", nargs="*", metavar="FEED", help="feed names (default: all)")
+    sync.add_argument(
+        "--dry-run", action="store_true", help="show the planned changes, send nothing"
+    )
+    sync.add_argument("--force", action="store_true", help="apply changes held by the shrink guard")
+    sync.add_argument(
+        "--resync",
+        action="store_true",
+        help="re-send every desired indicator of the feeds' suppliers (after a CyberTrace restore)",
+    )
+    sync.set_defaults(handler=_sync)
+
+    check = commands.add_parser("check", help="validate the configuration (exit 0 or 2)")
+    _config_option(check)
+    check.set_defaults(handler=_check)
+
+    status = commands.add_parser(
+        "status", help="per feed and supplier: freshness, counts, problems"
+    )
+    _config_option(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=_status)
+
+    emulator = commands.add_parser("emulator", help="run the bundled CyberTrace emulator")
+    emulator.add_argument("--listen", default="127.0.0.1:9443", metavar="HOST:PORT")
+    emulator.add_argument("--user", default="feedsync")
+    emulator.add_argument("--password", default="feedsync")
+    emulator.add_argument(
+        "--api-versions", default="1.0,1.1,1.2,1.3", help="comma-separated, e.g. 1.1,1.2"
+    )
+    emulator.set_defaults(handler=_emulator)
+    return parser
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        default=None,
+        help="configuration file (default: $FEEDSYNC_CONFIG, then /etc/feedsync/feedsync.yaml)",
+    )
+
+
+def _json_logs(choice: str) -> bool | None:
+    return None if choice == "auto" else choice == "json"
+
+
+def _load(args: argparse.Namespace) -> config.Config:
+    return config.load(args.config or config.default_path())
+
+
+def _check(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    for feed in loaded.feeds:
+        source_for(feed)
+    print(
+        f"{loaded.path}: ok ({len(loaded.feeds)} feeds,"
+        f" {len({f.supplier for f in loaded.feeds})} suppliers)"
+    )
+    return EXIT_OK
+
+
+def _sync(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    known = {feed.name for feed in loaded.feeds}
+    unknown = [name for name in args.feeds if name not in known]
+    if unknown:
+        print(
+            f"feedsync: unknown feed(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    store = Store.open(loaded.state.path)
+    try:
+        cycle = Cycle(loaded, store, dry_run=args.dry_run, force=args.force, resync=args.resync)
+        feeds, suppliers = asyncio.run(cycle.run(args.feeds))
+    finally:
+        store.close()
+    print(report.cycle(feeds, suppliers, dry_run=args.dry_run))
+    failed = any(f.result == "failed" for f in feeds) or any(s.error for s in suppliers)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+
+    loaded = _load(args)
+    store = Store.open(loaded.state.path, readonly=True)
+    try:
+        snapshot = report.status(loaded, store)
+    finally:
+        store.close()
+    print(report.status_json(snapshot) if args.json else report.status_text(snapshot))
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    return daemon.run(args.config or config.default_path())
+
+
+def _emulator(args: argparse.Namespace) -> int:
+    versions = [v.strip() for v in args.api_versions.split(",") if v.strip()]
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            serve(args.listen, user=args.user, password=args.password, api_versions=versions)
+        )
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

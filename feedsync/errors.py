@@ -1,0 +1,77 @@
+"""The exceptions feedsync raises.
+
+Every error that leaves a feedsync module is one of these; third-party
+exceptions (aiohttp, sqlite3, yaml, ...) are translated once, where they enter,
+with ``raise ... from exc``::
+
+    FeedsyncError
+    ├── ConfigError            the configuration is invalid (names the key path)
+    ├── SourceError            a feed could not be fetched or parsed; its snapshot is untouched
+    │   ├── FetchError         transport: HTTP status, connection, truncated body
+    │   └── ParseError         the body is not what the feed type promises
+    ├── StoreError             the state database cannot be opened, read or written
+    └── CyberTraceError        the CyberTrace API failed a request
+        ├── AuthError          401/403: wrong credentials or role; retrying cannot help
+        ├── RequestError       a request answered with an error status (has .status)
+        └── TransportError     connection failure or timeout; the outcome is unknown
+"""
+
+from __future__ import annotations
+
+
+class FeedsyncError(Exception):
+    """Base class of every feedsync error."""
+
+
+class ConfigError(FeedsyncError):
+    """The configuration is invalid; the message starts with the key path."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class SourceError(FeedsyncError):
+    """A feed could not be read; the feed's snapshot stays as it was."""
+
+    def __init__(self, feed: str, message: str) -> None:
+        self.feed = feed
+        self.message = message
+        super().__init__(f"feed {feed}: {message}")
+
+
+class FetchError(SourceError):
+    """The feed's body could not be downloaded completely."""
+
+
+class ParseError(SourceError):
+    """The feed's body does not parse as its type."""
+
+
+class StoreError(FeedsyncError):
+    """The state database failed."""
+
+
+class CyberTraceError(FeedsyncError):
+    """A CyberTrace request failed."""
+
+
+class AuthError(CyberTraceError):
+    """CyberTrace refused the credentials (401) or the role (403)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class RequestError(CyberTraceError):
+    """CyberTrace answered a request with an error status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class TransportError(CyberTraceError):
+    """The request did not complete: connection error or timeout."""

@@ -1,0 +1,192 @@
+"""Downloading a feed's body to a local spool file.
+
+A body is spooled to disk completely before anything parses it: a download
+that fails or is cut short never reaches the store, memory stays bounded by
+the chunk size, and an unchanged body (same validators or same SHA-256) costs
+one round trip and no parsing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import ssl
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import aiohttp
+
+from feedsync import __version__
+from feedsync.errors import FetchError
+
+CHUNK = 1 << 20
+USER_AGENT = f"feedsync/{__version__}"
+
+
+@dataclass(frozen=True, slots=True)
+class Validators:
+    """What identifies the last body applied: HTTP validators and its SHA-256."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """A completely downloaded body; ``temporary`` bodies are deleted after use."""
+
+    path: Path
+    size: int
+    validators: Validators
+    temporary: bool
+
+    def discard(self) -> None:
+        if self.temporary:
+            self.path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """How to fetch one feed URL."""
+
+    feed: str
+    url: str
+    headers: Mapping[str, str]
+    auth: aiohttp.BasicAuth | None
+    verify_tls: bool | str
+    timeout: float
+    max_bytes: int
+
+
+def redact_url(url: str) -> str:
+    """The URL without userinfo and query, which may carry credentials."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    query = "..." if parts.query else ""
+    return urlunsplit((parts.scheme, host, parts.path, query, ""))
+
+
+def is_remote(url: str) -> bool:
+    return url.startswith(("http://", "https://"))
+
+
+def local_path(url: str) -> Path:
+    if url.startswith("file://"):
+        return Path(unquote(urlsplit(url).path))
+    return Path(url)
+
+
+async def ssl_context(verify_tls: bool | str) -> ssl.SSLContext | bool:
+    """The TLS setting for aiohttp; loading a CA bundle reads files, so off the loop."""
+    if verify_tls is False:
+        return False
+    cafile = verify_tls if isinstance(verify_tls, str) else None
+    return await asyncio.to_thread(ssl.create_default_context, cafile=cafile)
+
+
+async def fetch(request: Request, previous: Validators, spool: Path) -> Body | None:
+    """Download ``request.url`` into ``spool``; None when it is unchanged."""
+    if is_remote(request.url):
+        body = await _download(request, previous, spool)
+    else:
+        body = await asyncio.to_thread(_local, request, previous)
+    if body is None:
+        return None
+    if body.size == 0:
+        body.discard()
+        raise FetchError(request.feed, f"empty body from {redact_url(request.url)}")
+    if previous.sha256 is not None and body.validators.sha256 == previous.sha256:
+        body.discard()
+        return None
+    return body
+
+
+def _local(request: Request, previous: Validators) -> Body | None:
+    path = local_path(request.url)
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+    except OSError as exc:
+        raise FetchError(request.feed, f"cannot read {path}: {exc.strerror or exc}") from exc
+    return Body(path, size, Validators(sha256=digest.hexdigest()), temporary=False)
+
+
+async def _download(request: Request, previous: Validators, spool: Path) -> Body | None:
+    headers = {"User-Agent": USER_AGENT, **request.headers}
+    if previous.etag:
+        headers["If-None-Match"] = previous.etag
+    if previous.last_modified:
+        headers["If-Modified-Since"] = previous.last_modified
+    timeout = aiohttp.ClientTimeout(total=None, connect=request.timeout, sock_read=request.timeout)
+    where = redact_url(request.url)
+    tls = await ssl_context(request.verify_tls)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(request.url, headers=headers, auth=request.auth, ssl=tls) as response,
+        ):
+            if response.status == 304:
+                return None
+            if response.status != 200:
+                raise FetchError(request.feed, f"HTTP {response.status} from {where}")
+            return await _spool(request, response, spool)
+    except aiohttp.ClientPayloadError as exc:
+        raise FetchError(request.feed, f"body from {where} was cut short: {exc}") from exc
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise FetchError(request.feed, f"cannot fetch {where}: {reason}") from exc
+
+
+async def _spool(request: Request, response: aiohttp.ClientResponse, spool: Path) -> Body:
+    declared = response.content_length
+    if declared is not None and declared > request.max_bytes:
+        raise FetchError(
+            request.feed,
+            f"body of {declared} bytes is over the limit of {request.max_bytes} bytes",
+        )
+    await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
+    handle = await asyncio.to_thread(_temporary, spool, request.feed)
+    path = Path(handle.name)
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        async for chunk in response.content.iter_chunked(CHUNK):
+            size += len(chunk)
+            if size > request.max_bytes:
+                raise FetchError(
+                    request.feed, f"body is over the limit of {request.max_bytes} bytes"
+                )
+            digest.update(chunk)
+            await asyncio.to_thread(handle.write, chunk)
+        await asyncio.to_thread(handle.close)
+    except BaseException:
+        await asyncio.to_thread(_abandon, handle, path)
+        raise
+    validators = Validators(
+        etag=response.headers.get("ETag"),
+        last_modified=response.headers.get("Last-Modified"),
+        sha256=digest.hexdigest(),
+    )
+    return Body(path, size, validators, temporary=True)
+
+
+def _temporary(spool: Path, feed: str) -> BinaryIO:
+    fd, _name = tempfile.mkstemp(prefix=f"{feed}.", suffix=".body", dir=spool)
+    return os.fdopen(fd, "wb")
+
+
+def _abandon(handle: BinaryIO, path: Path) -> None:
+    handle.close()
+    path.unlink(missing_ok=True)

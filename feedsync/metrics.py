@@ -1,0 +1,88 @@
+"""Prometheus metrics (prefix ``feedsync_``); names are a public interface."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+FEED_LAST_SUCCESS = Gauge(
+    "feedsync_feed_last_success_timestamp_seconds",
+    "Unix time of the feed's last successful cycle",
+    ["feed"],
+    registry=REGISTRY,
+)
+FEED_INDICATORS = Gauge(
+    "feedsync_feed_indicators", "Indicators in the feed's snapshot", ["feed"], registry=REGISTRY
+)
+FEED_FETCH = Counter(
+    "feedsync_feed_fetch_total",
+    "Feed fetches by result (ok, unchanged, held, failed)",
+    ["feed", "result"],
+    registry=REGISTRY,
+)
+FEED_INVALID = Counter(
+    "feedsync_feed_invalid_indicators_total",
+    "Feed rows skipped as invalid, by reason",
+    ["feed", "reason"],
+    registry=REGISTRY,
+)
+FEED_HELD = Gauge(
+    "feedsync_feed_held",
+    "1 while a shrinking fetch of the feed is held by the shrink guard",
+    ["feed"],
+    registry=REGISTRY,
+)
+FEED_HELD_DELETIONS = Gauge(
+    "feedsync_feed_held_deletions",
+    "Indicators the held fetch would remove",
+    ["feed"],
+    registry=REGISTRY,
+)
+FETCH_DURATION = Histogram(
+    "feedsync_feed_fetch_duration_seconds",
+    "Time to fetch and store a feed",
+    ["feed"],
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+    registry=REGISTRY,
+)
+CHANGES = Counter(
+    "feedsync_changes_total",
+    "Indicator changes acknowledged by CyberTrace (op: add, update, delete)",
+    ["supplier", "op"],
+    registry=REGISTRY,
+)
+REQUESTS = Counter(
+    "feedsync_requests_total",
+    "CyberTrace requests by method and status code (or 'error')",
+    ["supplier", "method", "code"],
+    registry=REGISTRY,
+)
+REQUEST_LATENCY = Histogram(
+    "feedsync_request_duration_seconds",
+    "CyberTrace request latency",
+    ["method"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+    registry=REGISTRY,
+)
+RETRIES = Counter(
+    "feedsync_request_retries_total", "CyberTrace requests retried", ["method"], registry=REGISTRY
+)
+BYTES_SENT = Counter(
+    "feedsync_bytes_sent_total",
+    "Request body bytes sent to CyberTrace",
+    ["supplier"],
+    registry=REGISTRY,
+)
+PENDING = Gauge(
+    "feedsync_pending_operations",
+    "Planned operations not yet acknowledged",
+    ["supplier"],
+    registry=REGISTRY,
+)
+REJECTED = Gauge(
+    "feedsync_rejected_indicators",
+    "Indicators CyberTrace refused, kept until their content changes",
+    ["supplier"],
+    registry=REGISTRY,
+)

@@ -1,0 +1,73 @@
+"""Values that flow between the steps: raw records, normalized indicators."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Kind(enum.StrEnum):
+    """What an indicator value is, as detected by normalization."""
+
+    MD5 = "md5"
+    SHA1 = "sha1"
+    SHA256 = "sha256"
+    IPV4 = "ipv4"
+    IPV6 = "ipv6"
+    URL = "url"
+    DOMAIN = "domain"
+
+    @property
+    def cybertrace_type(self) -> str:
+        """The CyberTrace indicator type: domains go in as URL values, both IPs as IP."""
+        return _CYBERTRACE_TYPES[self]
+
+
+_CYBERTRACE_TYPES = {
+    Kind.MD5: "MD5",
+    Kind.SHA1: "SHA1",
+    Kind.SHA256: "SHA256",
+    Kind.IPV4: "IP",
+    Kind.IPV6: "IP",
+    Kind.URL: "URL",
+    Kind.DOMAIN: "URL",
+}
+
+Context = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One row of a feed as the source read it, before normalization.
+
+    ``line`` is the place in the source (line number of a CSV row) used in
+    messages; ``key`` identifies the row within its feed where the source has
+    its own identity (MISP attribute uuid, STIX id) and is ``None`` otherwise,
+    in which case the canonical value is the key.
+    """
+
+    line: int
+    value: str
+    context: Context = ()
+    tags: tuple[str, ...] = ()
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Indicator:
+    """A normalized indicator: canonical value, kind, context and tags."""
+
+    key: str
+    value: str
+    kind: Kind
+    context: Context
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """A record normalization refused, with the reason (a short, bounded word)."""
+
+    line: int
+    value: str
+    reason: str

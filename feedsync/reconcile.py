@@ -1,0 +1,221 @@
+"""Reconcile: what a supplier should hold against what CyberTrace confirmed.
+
+Desired state is the merge of the supplier's feeds' snapshots (DESIGN.md
+invariant 4): context from the first feed in configuration order that lists
+the value, tags the union of all of them. Acknowledged state is what
+CyberTrace confirmed. Only values marked dirty are compared, so planning costs
+the size of the change, not of the supplier. The plan is written to the
+``pending`` table, in the same transaction that clears the dirty marks, before
+anything is sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from feedsync.snapshot import digest64
+from feedsync.store import now
+
+BATCH = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One supplier and how indicator bodies are shaped for it."""
+
+    supplier: str
+    feed_ids: tuple[int, ...]
+    send_context: bool = True
+    send_tags: bool = True
+    unmark_detections: bool | None = None
+
+    def signature(self) -> str:
+        """Changes whenever the merge or the body shape changes, forcing a full replan."""
+        text = repr((self.feed_ids, self.send_context, self.send_tags, self.unmark_detections))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The operations one reconcile added to the plan."""
+
+    add: int = 0
+    update: int = 0
+    delete: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.add + self.update + self.delete
+
+
+@dataclass(frozen=True, slots=True)
+class _Current:
+    value: str
+    acked: int | None
+    rejected: int | None
+    pending_op: str | None
+    pending: int | None
+
+
+def plan(db: sqlite3.Connection, target: Target, *, resync: bool = False) -> Plan:
+    """Turn the supplier's dirty values into pending operations.
+
+    ``resync`` re-plans every desired value as if CyberTrace held nothing.
+    Runs inside the caller's transaction.
+    """
+    if resync:
+        db.execute("DELETE FROM acked WHERE supplier = ?", (target.supplier,))
+    if resync or _signature_changed(db, target):
+        mark_all_dirty(db, target)
+    counts = {"add": 0, "update": 0, "delete": 0}
+    position = {feed_id: index for index, feed_id in enumerate(target.feed_ids)}
+    writes: list[tuple[str, str, int | None, str]] = []
+    drops: list[tuple[str, str]] = []
+    forget: list[tuple[str, str]] = []
+    for current, rows in _dirty(db, target):
+        if not rows and current.rejected is not None:
+            forget.append((target.supplier, current.value))
+        op = _decide(current, rows, target, position)
+        if op is None:
+            if current.pending_op is not None:
+                drops.append((target.supplier, current.value))
+            continue
+        kind, digest, body = op
+        counts[kind] += 1
+        writes.append((kind, current.value, digest, body))
+        if len(writes) >= BATCH:
+            _write(db, target.supplier, writes)
+            writes.clear()
+    _write(db, target.supplier, writes)
+    db.executemany("DELETE FROM pending WHERE supplier = ? AND value = ?", drops)
+    db.executemany(
+        "DELETE FROM rejected WHERE supplier = ? AND value = ? AND op != 'delete'", forget
+    )
+    db.execute("DELETE FROM dirty WHERE supplier = ?", (target.supplier,))
+    db.execute(
+        "INSERT INTO suppliers (name, signature) VALUES (?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET signature = excluded.signature",
+        (target.supplier, target.signature()),
+    )
+    return Plan(**counts)
+
+
+def mark_all_dirty(db: sqlite3.Connection, target: Target) -> None:
+    """Mark every value the supplier has, had or may have for comparison."""
+    supplier = target.supplier
+    marks = (
+        "SELECT ?, s.value FROM snapshot s JOIN feeds f ON f.id = s.feed_id WHERE f.supplier = ?",
+        "SELECT ?, value FROM acked WHERE supplier = ?",
+        "SELECT ?, value FROM pending WHERE supplier = ?",
+        "SELECT ?, value FROM rejected WHERE supplier = ?",
+    )
+    for select in marks:
+        db.execute(f"INSERT OR IGNORE INTO dirty (supplier, value) {select}", (supplier, supplier))
+
+
+def _signature_changed(db: sqlite3.Connection, target: Target) -> bool:
+    row = db.execute(
+        "SELECT signature FROM suppliers WHERE name = ?", (target.supplier,)
+    ).fetchone()
+    return row is None or row[0] != target.signature()
+
+
+def _dirty(
+    db: sqlite3.Connection, target: Target
+) -> Iterator[tuple[_Current, list[tuple[int, str, str]]]]:
+    """Each dirty value with its current state and its snapshot rows
+    (feed id, context, tags) in the supplier's feeds."""
+    feeds = ",".join(str(int(feed_id)) for feed_id in target.feed_ids) or "NULL"
+    query = (
+        "SELECT d.value, a.digest, r.digest, p.op, p.digest, s.feed_id, s.context, s.tags"
+        " FROM (SELECT value FROM dirty WHERE supplier = :supplier AND value > :after"
+        "       ORDER BY value LIMIT :limit) d"
+        " LEFT JOIN acked a ON a.supplier = :supplier AND a.value = d.value"
+        " LEFT JOIN rejected r ON r.supplier = :supplier AND r.value = d.value"
+        " LEFT JOIN pending p ON p.supplier = :supplier AND p.value = d.value"
+        f" LEFT JOIN snapshot s ON s.value = d.value AND s.feed_id IN ({feeds})"
+        " ORDER BY d.value"
+    )
+    after = ""
+    while True:
+        # One chunk at a time, fetched whole: the caller writes to pending between chunks,
+        # and memory stays bounded by the chunk, not by the supplier.
+        rows = db.execute(
+            query, {"supplier": target.supplier, "after": after, "limit": BATCH}
+        ).fetchall()
+        if not rows:
+            return
+        for value, group in itertools.groupby(rows, key=lambda row: row[0]):
+            members = list(group)
+            first = members[0]
+            current = _Current(value, first[1], first[2], first[3], first[4])
+            yield current, [(m[5], m[6], m[7]) for m in members if m[5] is not None]
+        after = rows[-1][0]
+
+
+def _decide(
+    current: _Current,
+    rows: Sequence[tuple[int, str, str]],
+    target: Target,
+    position: dict[int, int],
+) -> tuple[str, int | None, str] | None:
+    """The operation a value needs: (op, digest, body), or None."""
+    if not rows:
+        # A pending PUT may already have reached CyberTrace: only a DELETE makes sure.
+        if current.acked is None and current.pending_op is None:
+            return None
+        return "delete", None, _delete_body(current.value, target)
+    body = _put_body(current.value, rows, target, position)
+    digest = digest64(body.encode())
+    if current.rejected == digest:
+        return None
+    if current.pending is not None and current.pending_op != "delete":
+        if current.pending == digest:
+            return current.pending_op, digest, body
+    elif current.acked == digest and current.pending_op is None:
+        return None
+    return ("update" if current.acked is not None else "add"), digest, body
+
+
+def _put_body(
+    value: str, rows: Sequence[tuple[int, str, str]], target: Target, position: dict[int, int]
+) -> str:
+    ordered = sorted(rows, key=lambda row: position[row[0]])
+    body: dict[str, object] = {"indicator": value}
+    if target.send_context:
+        context = orjson.loads(ordered[0][1])
+        if context:
+            body["context"] = context
+    if target.send_tags:
+        tags: set[str] = set()
+        for row in ordered:
+            tags.update(orjson.loads(row[2]))
+        # Always sent, even empty: an absent "tags" would leave removed tags in place.
+        body["tags"] = sorted(tags)
+    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _delete_body(value: str, target: Target) -> str:
+    body: dict[str, object] = {"indicator": value}
+    if target.unmark_detections is not None:
+        body["unmark_detections"] = target.unmark_detections
+    return orjson.dumps(body).decode()
+
+
+def _write(
+    db: sqlite3.Connection, supplier: str, writes: list[tuple[str, str, int | None, str]]
+) -> None:
+    planned = now()
+    db.executemany(
+        "INSERT INTO pending (supplier, value, op, digest, body, planned_at)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (supplier, value) DO UPDATE SET"
+        " op = excluded.op, digest = excluded.digest, body = excluded.body,"
+        " planned_at = excluded.planned_at",
+        [(supplier, value, op, digest, body, planned) for op, value, digest, body in writes],
+    )

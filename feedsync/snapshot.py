@@ -1,0 +1,204 @@
+"""Replacing a feed's snapshot with what its latest fetch said.
+
+The new records are staged in a temporary table and compared with the stored
+snapshot in SQL, set against set: an unchanged feed rewrites nothing, a 1%
+change writes 1% of the rows. Every value whose content changed, appeared or
+disappeared is marked dirty for its supplier in the same transaction, which
+is what reconcile plans from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+
+import orjson
+
+from feedsync.fetch import Validators
+from feedsync.model import Indicator, Invalid
+from feedsync.store import FeedRow, now
+
+BATCH = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one fetch did (or would have done) to a feed's snapshot."""
+
+    fetched: int = 0
+    invalid: int = 0
+    invalid_reasons: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    before: int = 0
+    held: bool = False
+    held_reason: str | None = None
+
+
+def digest64(data: bytes) -> int:
+    """A signed 64-bit content hash: what SQLite stores as an INTEGER."""
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big", signed=True)
+
+
+def encode(indicator: Indicator) -> tuple[str, str, str, str, str, int]:
+    """The snapshot row of an indicator: key, value, kind, context, tags, digest."""
+    context = orjson.dumps(dict(indicator.context), option=orjson.OPT_SORT_KEYS).decode()
+    tags = orjson.dumps(indicator.tags).decode()
+    content = f"{indicator.value}\x00{indicator.kind}\x00{context}\x00{tags}".encode()
+    return indicator.key, indicator.value, str(indicator.kind), context, tags, digest64(content)
+
+
+def replace(
+    db: sqlite3.Connection,
+    feed: FeedRow,
+    items: Iterable[Indicator | Invalid],
+    *,
+    max_delete_ratio: float,
+    force: bool,
+    validators: Validators,
+    on_invalid: Callable[[Invalid], None],
+) -> Change:
+    """Stage ``items`` and apply them as the feed's new snapshot, unless the
+    shrink guard holds the change. Runs inside the caller's transaction."""
+    db.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS stage (key TEXT PRIMARY KEY, value TEXT, kind TEXT,"
+        " context TEXT, tags TEXT, digest INTEGER) WITHOUT ROWID"
+    )
+    db.execute("DELETE FROM stage")
+    reasons: Counter[str] = Counter()
+    fetched = _stage(db, items, reasons, on_invalid)
+    total = db.execute("SELECT count(*) FROM stage").fetchone()[0]
+    before = feed.indicators
+    removed = db.execute(
+        "SELECT count(*) FROM snapshot s WHERE s.feed_id = ?"
+        " AND NOT EXISTS (SELECT 1 FROM stage t WHERE t.key = s.key)",
+        (feed.id,),
+    ).fetchone()[0]
+    change = Change(
+        fetched=total,
+        invalid=sum(reasons.values()),
+        invalid_reasons=dict(reasons),
+        duplicates=fetched - total,
+        removed=removed,
+        before=before,
+    )
+    shrink = _shrink(before, total, removed, max_delete_ratio)
+    if shrink is not None and not force:
+        digest = _keyset_digest(db)
+        # A shrink stands once a second fetch yields the very same set; an empty one never does.
+        if total == 0 or digest != feed.held_digest:
+            _hold(db, feed, removed, total, digest)
+            return dataclasses.replace(change, held=True, held_reason=shrink)
+    added, changed = _apply(db, feed, total, change.invalid, validators)
+    return dataclasses.replace(change, added=added, changed=changed)
+
+
+def _stage(
+    db: sqlite3.Connection,
+    items: Iterable[Indicator | Invalid],
+    reasons: Counter[str],
+    on_invalid: Callable[[Invalid], None],
+) -> int:
+    valid = 0
+    rows = _rows(items, reasons, on_invalid)
+    while batch := list(islice(rows, BATCH)):
+        valid += len(batch)
+        # First occurrence wins: a feed listing a value twice keeps its first row's content.
+        db.executemany("INSERT OR IGNORE INTO stage VALUES (?,?,?,?,?,?)", batch)
+    return valid
+
+
+def _rows(
+    items: Iterable[Indicator | Invalid],
+    reasons: Counter[str],
+    on_invalid: Callable[[Invalid], None],
+) -> Iterator[tuple[str, str, str, str, str, int]]:
+    for item in items:
+        if isinstance(item, Invalid):
+            reasons[item.reason] += 1
+            on_invalid(item)
+        else:
+            yield encode(item)
+
+
+def _shrink(before: int, total: int, removed: int, ratio: float) -> str | None:
+    if before == 0 or removed == 0:
+        return None
+    if total == 0:
+        return f"the fetch is empty and would remove all {before} indicators"
+    if removed / before > ratio:
+        return (
+            f"the fetch would remove {removed} of {before} indicators"
+            f" ({removed / before:.0%}, over max_delete_ratio {ratio:g})"
+        )
+    return None
+
+
+def _keyset_digest(db: sqlite3.Connection) -> str:
+    digest = hashlib.sha256()
+    for (key,) in db.execute("SELECT key FROM stage ORDER BY key"):
+        digest.update(key.encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+def _hold(db: sqlite3.Connection, feed: FeedRow, removed: int, total: int, digest: str) -> None:
+    db.execute(
+        "UPDATE feeds SET held_removals = ?, held_total = ?, held_digest = ?,"
+        " held_since = coalesce(held_since, ?) WHERE id = ?",
+        (removed, total, digest, now(), feed.id),
+    )
+
+
+def _apply(
+    db: sqlite3.Connection, feed: FeedRow, total: int, invalid: int, validators: Validators
+) -> tuple[int, int]:
+    params = {"feed": feed.id, "supplier": feed.supplier}
+    added = db.execute(
+        "SELECT count(*) FROM stage t WHERE NOT EXISTS"
+        " (SELECT 1 FROM snapshot s WHERE s.feed_id = :feed AND s.key = t.key)",
+        params,
+    ).fetchone()[0]
+    changed = db.execute(
+        "SELECT count(*) FROM stage t JOIN snapshot s ON s.feed_id = :feed AND s.key = t.key"
+        " WHERE s.digest != t.digest",
+        params,
+    ).fetchone()[0]
+    db.execute(
+        "INSERT OR IGNORE INTO dirty (supplier, value) SELECT :supplier, s.value FROM snapshot s"
+        " WHERE s.feed_id = :feed AND NOT EXISTS"
+        " (SELECT 1 FROM stage t WHERE t.key = s.key AND t.digest = s.digest)",
+        params,
+    )
+    db.execute(
+        "INSERT OR IGNORE INTO dirty (supplier, value) SELECT :supplier, t.value FROM stage t"
+        " WHERE NOT EXISTS (SELECT 1 FROM snapshot s"
+        " WHERE s.feed_id = :feed AND s.key = t.key AND s.digest = t.digest)",
+        params,
+    )
+    db.execute(
+        "DELETE FROM snapshot WHERE feed_id = :feed AND NOT EXISTS"
+        " (SELECT 1 FROM stage t WHERE t.key = snapshot.key AND t.digest = snapshot.digest)",
+        params,
+    )
+    db.execute(
+        "INSERT INTO snapshot (feed_id, key, value, kind, context, tags, digest)"
+        " SELECT :feed, key, value, kind, context, tags, digest FROM stage t"
+        " WHERE NOT EXISTS (SELECT 1 FROM snapshot s WHERE s.feed_id = :feed AND s.key = t.key)",
+        params,
+    )
+    db.execute(
+        "UPDATE feeds SET indicators = ?, invalid = ?, etag = ?, last_modified = ?, sha256 = ?,"
+        " held_removals = NULL, held_total = NULL, held_digest = NULL, held_since = NULL"
+        " WHERE id = ?",
+        (total, invalid, validators.etag, validators.last_modified, validators.sha256, feed.id),
+    )
+    db.execute("DELETE FROM stage")
+    return added, changed

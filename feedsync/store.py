@@ -1,0 +1,411 @@
+"""The state database: the only state feedsync shares between its steps.
+
+SQLite in WAL mode with ``synchronous=FULL``: a plan is durable before any of
+it is sent, and an acknowledgement is durable before the next batch goes out,
+so a crash at any moment resumes without losing or inventing anything.
+
+All access goes through one worker thread (one connection); the event loop
+awaits ``Store.call``. Writers hold an exclusive lock file next to the
+database, so two daemons cannot interleave plans; readers (``status``) do not
+need it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from feedsync.errors import StoreError
+from feedsync.fetch import Validators
+
+T = TypeVar("T")
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first release.
+    """
+    CREATE TABLE feeds (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        supplier TEXT NOT NULL,
+        etag TEXT, last_modified TEXT, sha256 TEXT, cursor TEXT,
+        indicators INTEGER NOT NULL DEFAULT 0,
+        invalid INTEGER NOT NULL DEFAULT 0,
+        last_attempt REAL, last_success REAL, last_error TEXT,
+        held_removals INTEGER, held_total INTEGER, held_digest TEXT, held_since REAL
+    );
+    CREATE TABLE snapshot (
+        feed_id INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        context TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        digest INTEGER NOT NULL,
+        PRIMARY KEY (feed_id, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX snapshot_value ON snapshot (value, feed_id);
+    CREATE TABLE suppliers (
+        name TEXT PRIMARY KEY,
+        signature TEXT
+    ) WITHOUT ROWID;
+    CREATE TABLE dirty (
+        supplier TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (supplier, value)
+    ) WITHOUT ROWID;
+    CREATE TABLE acked (
+        supplier TEXT NOT NULL,
+        value TEXT NOT NULL,
+        digest INTEGER NOT NULL,
+        acked_at REAL NOT NULL,
+        PRIMARY KEY (supplier, value)
+    ) WITHOUT ROWID;
+    CREATE TABLE pending (
+        id INTEGER PRIMARY KEY,
+        supplier TEXT NOT NULL,
+        value TEXT NOT NULL,
+        op TEXT NOT NULL CHECK (op IN ('add', 'update', 'delete')),
+        digest INTEGER,
+        body TEXT NOT NULL,
+        planned_at REAL NOT NULL,
+        UNIQUE (supplier, value)
+    );
+    CREATE INDEX pending_send ON pending (supplier, op, id);
+    CREATE TABLE rejected (
+        supplier TEXT NOT NULL,
+        value TEXT NOT NULL,
+        op TEXT NOT NULL,
+        digest INTEGER,
+        reason TEXT NOT NULL,
+        rejected_at REAL NOT NULL,
+        PRIMARY KEY (supplier, value)
+    ) WITHOUT ROWID;
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        feed TEXT NOT NULL,
+        started REAL NOT NULL,
+        finished REAL NOT NULL,
+        result TEXT NOT NULL,
+        fetched INTEGER NOT NULL DEFAULT 0,
+        invalid INTEGER NOT NULL DEFAULT 0,
+        added INTEGER NOT NULL DEFAULT 0,
+        changed INTEGER NOT NULL DEFAULT 0,
+        removed INTEGER NOT NULL DEFAULT 0,
+        held INTEGER NOT NULL DEFAULT 0,
+        error TEXT
+    );
+    CREATE INDEX runs_feed ON runs (feed, id);
+    """,
+)
+
+RUNS_KEPT_PER_FEED = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class FeedRow:
+    """What the store knows about one feed."""
+
+    id: int
+    name: str
+    supplier: str
+    validators: Validators
+    indicators: int
+    invalid: int
+    last_attempt: float | None
+    last_success: float | None
+    last_error: str | None
+    held_removals: int | None
+    held_total: int | None
+    held_digest: str | None
+    held_since: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One feed cycle, for the run history."""
+
+    feed: str
+    started: float
+    finished: float
+    result: str
+    fetched: int = 0
+    invalid: int = 0
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    held: int = 0
+    error: str | None = None
+
+
+class Store:
+    """The SQLite state database, reached through one worker thread."""
+
+    def __init__(self, connection: sqlite3.Connection, path: str, lock: int | None) -> None:
+        self.db = connection
+        self.path = path
+        self._lock = lock
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedsync-store")
+
+    @classmethod
+    def open(cls, path: str, *, readonly: bool = False) -> Store:
+        """Open (creating and migrating) the database; writers take the lock."""
+        lock = None if readonly else _take_lock(path)
+        try:
+            connection = _connect(path, readonly=readonly)
+            if not readonly:
+                migrate(connection)
+            else:
+                _check_version(connection, path)
+        except BaseException:
+            if lock is not None:
+                os.close(lock)
+            raise
+        return cls(connection, path, lock)
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the store's thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self.db.close()
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    @contextlib.contextmanager
+    def transaction(self, *, rollback: bool = False) -> Iterator[sqlite3.Connection]:
+        """One atomic unit of work; ``rollback=True`` keeps nothing (dry runs)."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.rollback()
+                raise
+            if rollback:
+                self.db.rollback()
+            else:
+                self.db.commit()
+        except sqlite3.Error as exc:
+            raise StoreError(f"state database {self.path}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[sqlite3.Connection]:
+        """A nested unit inside ``transaction``: its failure undoes only itself."""
+        self.db.execute("SAVEPOINT unit")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK TO unit")
+            self.db.execute("RELEASE unit")
+            raise
+        self.db.execute("RELEASE unit")
+
+    # Feeds
+
+    def feed(self, name: str, supplier: str) -> FeedRow:
+        """The feed's row, created on first use; a feed moved to another
+        supplier leaves its indicators to be re-planned on both."""
+        row = self.db.execute("SELECT * FROM feeds WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            with self.transaction() as db:
+                db.execute("INSERT INTO feeds (name, supplier) VALUES (?, ?)", (name, supplier))
+        elif row["supplier"] != supplier:
+            with self.transaction() as db:
+                _mark_feed_dirty(db, row["id"], row["supplier"])
+                _mark_feed_dirty(db, row["id"], supplier)
+                db.execute("UPDATE feeds SET supplier = ? WHERE id = ?", (supplier, row["id"]))
+        row = self.db.execute("SELECT * FROM feeds WHERE name = ?", (name,)).fetchone()
+        return _feed_row(row)
+
+    def feeds(self) -> list[FeedRow]:
+        return [_feed_row(r) for r in self.db.execute("SELECT * FROM feeds ORDER BY name")]
+
+    def record_run(self, run: Run) -> None:
+        """Append to the run history and keep the feed's last attempt/error current."""
+        with self.transaction() as db:
+            record_run(db, run)
+
+    # Reading for status and metrics
+
+    def counts(self, supplier: str) -> dict[str, int]:
+        """Acknowledged, pending (by op) and rejected counts of a supplier."""
+        db = self.db
+        out = {
+            "acked": db.execute(
+                "SELECT count(*) FROM acked WHERE supplier = ?", (supplier,)
+            ).fetchone()[0],
+            "rejected": db.execute(
+                "SELECT count(*) FROM rejected WHERE supplier = ?", (supplier,)
+            ).fetchone()[0],
+            "add": 0,
+            "update": 0,
+            "delete": 0,
+        }
+        for op, count in db.execute(
+            "SELECT op, count(*) FROM pending WHERE supplier = ? GROUP BY op", (supplier,)
+        ):
+            out[op] = count
+        return out
+
+    def rejected(self, supplier: str, limit: int = 20) -> list[tuple[str, str, str]]:
+        """(value, op, reason) of the supplier's most recent rejections."""
+        rows = self.db.execute(
+            "SELECT value, op, reason FROM rejected WHERE supplier = ?"
+            " ORDER BY rejected_at DESC, value LIMIT ?",
+            (supplier, limit),
+        )
+        return [(r["value"], r["op"], r["reason"]) for r in rows]
+
+    def last_runs(self, feed: str, limit: int = 10) -> list[Run]:
+        rows = self.db.execute(
+            "SELECT * FROM runs WHERE feed = ? ORDER BY id DESC LIMIT ?", (feed, limit)
+        )
+        return [
+            Run(**{k: r[k] for k in r.keys() if k != "id"})  # noqa: SIM118
+            for r in rows
+        ]
+
+    def acked_values(self, supplier: str) -> dict[str, int]:
+        """Every acknowledged value of a supplier with its digest (for tests and tools)."""
+        rows = self.db.execute("SELECT value, digest FROM acked WHERE supplier = ?", (supplier,))
+        return {r[0]: r[1] for r in rows}
+
+
+def record_run(db: sqlite3.Connection, run: Run) -> None:
+    db.execute(
+        "INSERT INTO runs (feed, started, finished, result, fetched, invalid, added, changed,"
+        " removed, held, error) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            run.feed,
+            run.started,
+            run.finished,
+            run.result,
+            run.fetched,
+            run.invalid,
+            run.added,
+            run.changed,
+            run.removed,
+            run.held,
+            run.error,
+        ),
+    )
+    db.execute(
+        "DELETE FROM runs WHERE feed = ? AND id <= (SELECT max(id) FROM runs WHERE feed = ?) - ?",
+        (run.feed, run.feed, RUNS_KEPT_PER_FEED),
+    )
+    db.execute(
+        "UPDATE feeds SET last_attempt = ?, last_error = ? WHERE name = ?",
+        (run.finished, run.error, run.feed),
+    )
+    if run.result in ("ok", "unchanged", "held"):
+        db.execute("UPDATE feeds SET last_success = ? WHERE name = ?", (run.finished, run.feed))
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Bring the schema to the newest version, one migration per transaction."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise StoreError(
+            f"state database schema version {version} is newer than this feedsync"
+            f" ({len(MIGRATIONS)}); upgrade feedsync"
+        )
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        try:
+            db.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;")
+        except sqlite3.Error as exc:
+            db.rollback()
+            raise StoreError(f"state database migration {number} failed: {exc}") from exc
+
+
+def now() -> float:
+    return time.time()
+
+
+def _mark_feed_dirty(db: sqlite3.Connection, feed_id: int, supplier: str) -> None:
+    db.execute(
+        "INSERT OR IGNORE INTO dirty (supplier, value)"
+        " SELECT ?, value FROM snapshot WHERE feed_id = ?",
+        (supplier, feed_id),
+    )
+
+
+def _feed_row(row: sqlite3.Row) -> FeedRow:
+    return FeedRow(
+        id=row["id"],
+        name=row["name"],
+        supplier=row["supplier"],
+        validators=Validators(row["etag"], row["last_modified"], row["sha256"]),
+        indicators=row["indicators"],
+        invalid=row["invalid"],
+        last_attempt=row["last_attempt"],
+        last_success=row["last_success"],
+        last_error=row["last_error"],
+        held_removals=row["held_removals"],
+        held_total=row["held_total"],
+        held_digest=row["held_digest"],
+        held_since=row["held_since"],
+    )
+
+
+def _connect(path: str, *, readonly: bool) -> sqlite3.Connection:
+    try:
+        if readonly:
+            if not Path(path).exists():
+                raise StoreError(f"state database {path} does not exist yet (nothing synced)")
+            uri = f"file:{Path(path).resolve()}?mode=ro"
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        else:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode = WAL")
+            # FULL: a committed plan or acknowledgement survives power loss, not only a crash.
+            db.execute("PRAGMA synchronous = FULL")
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA busy_timeout = 10000")
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA temp_store = FILE")
+        db.execute("PRAGMA cache_size = -65536")
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"state database {path} is unreadable or corrupt: {exc}") from exc
+    except OSError as exc:
+        raise StoreError(f"state database {path}: {exc}") from exc
+
+
+def _check_version(db: sqlite3.Connection, path: str) -> None:
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version != len(MIGRATIONS):
+        raise StoreError(
+            f"state database {path} has schema version {version}, expected {len(MIGRATIONS)}"
+        )
+
+
+def _take_lock(path: str) -> int:
+    lock_path = f"{path}.lock"
+    try:
+        Path(lock_path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot open lock file {lock_path}: {exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        os.close(fd)
+        raise StoreError(
+            f"state database {path} is in use by another feedsync process (lock {lock_path});"
+            " `feedsync status` still works"
+        ) from exc
+    return fd

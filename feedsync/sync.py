@@ -1,0 +1,363 @@
+"""One sync cycle: fetch feeds, update snapshots, plan and upload per supplier.
+
+Feeds are fetched concurrently. Per supplier, the snapshots of its fetched
+feeds and the resulting plan are written in one transaction (each feed in a
+savepoint, so one broken feed leaves only itself untouched), then the plan is
+sent. A dry run does the same inside a transaction it rolls back, and sends
+nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from feedsync import logs, metrics
+from feedsync.bootstrap import SupplierState, ensure_supplier, ensure_tags, planned_tags
+from feedsync.config import Config, FeedConfig
+from feedsync.cybertrace import CyberTrace
+from feedsync.errors import AuthError, CyberTraceError, SourceError
+from feedsync.fetch import Body, Validators
+from feedsync.model import Invalid, Record
+from feedsync.normalize import canonical_tags, normalize
+from feedsync.reconcile import Plan, Target, plan
+from feedsync.snapshot import Change, replace
+from feedsync.sources import Source, source_for
+from feedsync.store import FeedRow, Run, Store, record_run
+from feedsync.upload import Sent, upload
+
+log = logs.get("feedsync.sync")
+
+FETCH_CONCURRENCY = 4
+INVALID_LOGGED = 5
+PREVIEW = 10
+
+
+@dataclass(frozen=True, slots=True)
+class FeedReport:
+    """How one feed's cycle went."""
+
+    feed: str
+    supplier: str
+    result: str  # ok | unchanged | held | failed
+    change: Change = field(default_factory=Change)
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SupplierReport:
+    """How one supplier's reconcile and upload went."""
+
+    supplier: str
+    planned: Plan = field(default_factory=Plan)
+    sent: Sent = field(default_factory=Sent)
+    pending: int = 0
+    rejected: int = 0
+    error: str | None = None
+    seconds: float = 0.0
+    preview: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class _Fetched:
+    feed: FeedConfig
+    row: FeedRow
+    source: Source
+    body: Body | None = None
+    error: str | None = None
+    started: float = 0.0
+
+
+class Cycle:
+    """One pass over some feeds and the suppliers they fill."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        dry_run: bool = False,
+        force: bool = False,
+        resync: bool = False,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.dry_run = dry_run
+        self.force = force
+        self.resync = resync
+        self.spool = Path(config.state.path).resolve().parent / "spool"
+
+    async def run(self, names: Sequence[str] = ()) -> tuple[list[FeedReport], list[SupplierReport]]:
+        feeds = [f for f in self.config.feeds if f.enabled and (not names or f.name in names)]
+        gate = asyncio.Semaphore(FETCH_CONCURRENCY)
+        fetched = await asyncio.gather(*(self._fetch(feed, gate) for feed in feeds))
+        suppliers = list(dict.fromkeys(feed.supplier for feed in feeds))
+        feed_reports: list[FeedReport] = []
+        supplier_reports: list[SupplierReport] = []
+        async with CyberTrace(self.config.cybertrace, observe=_observe) as client:
+            for supplier in suppliers:
+                mine = [f for f in fetched if f.feed.supplier == supplier]
+                reports, report = await self._supplier(client, supplier, mine)
+                feed_reports.extend(reports)
+                supplier_reports.append(report)
+        for item in fetched:
+            if item.body is not None:
+                item.body.discard()
+        return feed_reports, supplier_reports
+
+    async def _fetch(self, feed: FeedConfig, gate: asyncio.Semaphore) -> _Fetched:
+        async with gate:
+            row = await self.store.call(self.store.feed, feed.name, feed.supplier)
+            item = _Fetched(feed, row, source_for(feed), started=time.monotonic())
+            try:
+                previous = Validators() if row.held_since is not None else row.validators
+                item.body = await item.source.fetch(previous, self.spool)
+            except SourceError as exc:
+                item.error = exc.message
+                log.warning("feed.fetch_failed", feed=feed.name, error=exc.message)
+            return item
+
+    async def _supplier(
+        self, client: CyberTrace, supplier: str, fetched: list[_Fetched]
+    ) -> tuple[list[FeedReport], SupplierReport]:
+        started = time.monotonic()
+        try:
+            version = await client.resolve_version()
+        except CyberTraceError as exc:
+            if isinstance(exc, AuthError):
+                raise
+            reports = [_failed(item, f"not applied: {exc}") for item in fetched]
+            for report in reports:
+                _feed_metrics(report)
+            failed = SupplierReport(supplier, error=str(exc), seconds=time.monotonic() - started)
+            return reports, await self._finish(failed)
+        target = await self._target(supplier, version)
+        reports, planned, preview = await self.store.call(self._apply, target, fetched)
+        sent = Sent()
+        error = None
+        if not self.dry_run:
+            try:
+                sent = await self._upload(client, target)
+            except AuthError:
+                raise
+            except CyberTraceError as exc:
+                error = str(exc)
+        report = SupplierReport(
+            supplier,
+            planned=planned,
+            sent=sent,
+            error="; ".join(filter(None, [error, *sent.errors])) or None,
+            seconds=time.monotonic() - started,
+            preview=preview,
+        )
+        return reports, await self._finish(report)
+
+    async def _target(self, supplier: str, version: str) -> Target:
+        rows = []
+        for feed in self.config.feeds_of(supplier):
+            rows.append(await self.store.call(self.store.feed, feed.name, supplier))
+        unmark = None
+        if supplier == "FalsePositive" and version in ("1.2", "1.3"):
+            unmark = any(f.unmark_detections for f in self.config.feeds_of(supplier))
+        return Target(
+            supplier=supplier,
+            feed_ids=tuple(row.id for row in rows),
+            send_context=supplier != "FalsePositive",
+            send_tags=version != "1.0",
+            unmark_detections=unmark,
+        )
+
+    def _apply(
+        self, target: Target, fetched: list[_Fetched]
+    ) -> tuple[list[FeedReport], Plan, tuple[str, ...]]:
+        """Snapshots and plan in one transaction (runs on the store's thread)."""
+        reports = []
+        with self.store.transaction(rollback=self.dry_run) as db:
+            for item in fetched:
+                reports.append(self._apply_feed(item))
+            planned = plan(db, target, resync=self.resync)
+            preview = _preview(db, target.supplier) if self.dry_run else ()
+        return reports, planned, preview
+
+    def _apply_feed(self, item: _Fetched) -> FeedReport:
+        feed = item.feed
+        if item.error is not None or item.body is None:
+            if item.error is not None:
+                report = _failed(item, item.error)
+            else:
+                report = FeedReport(feed.name, feed.supplier, "unchanged")
+            record_run(self.store.db, _run(report))
+            return report
+        static = canonical_tags(feed.tags)
+        logged = [0]
+
+        def on_invalid(invalid: Invalid) -> None:
+            logged[0] += 1
+            if logged[0] <= INVALID_LOGGED:
+                log.warning(
+                    "feed.invalid",
+                    feed=feed.name,
+                    line=invalid.line,
+                    reason=invalid.reason,
+                    value=invalid.value[:120],
+                )
+
+        records = (
+            normalize(r, static) if isinstance(r, Record) else r
+            for r in item.source.records(item.body)
+        )
+        try:
+            with self.store.savepoint() as db:
+                change = replace(
+                    db,
+                    item.row,
+                    records,
+                    max_delete_ratio=feed.max_delete_ratio,
+                    force=self.force,
+                    validators=item.body.validators,
+                    on_invalid=on_invalid,
+                )
+        except SourceError as exc:
+            report = _failed(item, exc.message)
+        else:
+            result = "held" if change.held else "ok"
+            report = FeedReport(
+                feed.name,
+                feed.supplier,
+                result,
+                change,
+                change.held_reason,
+                time.monotonic() - item.started,
+            )
+        record_run(self.store.db, _run(report))
+        return report
+
+    async def _upload(self, client: CyberTrace, target: Target) -> Sent:
+        supplier = target.supplier
+        state = await ensure_supplier(client, supplier, self.config.suppliers.get(supplier))
+        if state is SupplierState.CREATED:
+            acked = (await self.store.call(self.store.counts, supplier))["acked"]
+            if acked:
+                # It was deleted by hand: CyberTrace holds none of what we recorded.
+                log.warning("supplier.vanished", supplier=supplier, acked=acked)
+                await self.store.call(self._replan, target)
+        if target.send_tags:
+            needed = await self.store.call(planned_tags, self.store.db, supplier)
+            await ensure_tags(client, needed, self.config.cybertrace.tag_weight)
+        return await upload(self.store, client, supplier)
+
+    def _replan(self, target: Target) -> Plan:
+        with self.store.transaction() as db:
+            return plan(db, target, resync=True)
+
+    async def _finish(self, report: SupplierReport) -> SupplierReport:
+        counts = await self.store.call(self.store.counts, report.supplier)
+        pending = counts["add"] + counts["update"] + counts["delete"]
+        if not self.dry_run:
+            metrics.PENDING.labels(report.supplier).set(pending)
+            metrics.REJECTED.labels(report.supplier).set(counts["rejected"])
+            for op in ("add", "update", "delete"):
+                metrics.CHANGES.labels(report.supplier, op).inc(getattr(report.sent, op))
+        log.info(
+            "supplier.synced",
+            supplier=report.supplier,
+            planned=report.planned.total,
+            added=report.sent.add,
+            updated=report.sent.update,
+            deleted=report.sent.delete,
+            rejected=report.sent.rejected,
+            pending=pending,
+            error=report.error,
+            seconds=round(report.seconds, 3),
+            dry_run=self.dry_run,
+        )
+        return SupplierReport(
+            report.supplier,
+            report.planned,
+            report.sent,
+            pending,
+            counts["rejected"],
+            report.error,
+            report.seconds,
+            report.preview,
+        )
+
+
+def _failed(item: _Fetched, error: str) -> FeedReport:
+    return FeedReport(
+        item.feed.name,
+        item.feed.supplier,
+        "failed",
+        error=error,
+        seconds=time.monotonic() - item.started,
+    )
+
+
+def _run(report: FeedReport) -> Run:
+    finished = time.time()
+    change = report.change
+    run = Run(
+        feed=report.feed,
+        started=finished - report.seconds,
+        finished=finished,
+        result=report.result,
+        fetched=change.fetched,
+        invalid=change.invalid,
+        added=change.added,
+        changed=change.changed,
+        removed=0 if change.held else change.removed,
+        held=change.removed if change.held else 0,
+        error=report.error,
+    )
+    _feed_metrics(report)
+    log.info(
+        "feed.synced",
+        feed=report.feed,
+        result=report.result,
+        fetched=change.fetched,
+        invalid=change.invalid,
+        added=change.added,
+        changed=change.changed,
+        removed=run.removed,
+        held=run.held,
+        error=report.error,
+        seconds=round(report.seconds, 3),
+    )
+    return run
+
+
+def _feed_metrics(report: FeedReport) -> None:
+    metrics.FEED_FETCH.labels(report.feed, report.result).inc()
+    metrics.FETCH_DURATION.labels(report.feed).observe(report.seconds)
+    for reason, count in report.change.invalid_reasons.items():
+        metrics.FEED_INVALID.labels(report.feed, reason).inc(count)
+    if report.result in ("ok", "unchanged", "held"):
+        metrics.FEED_LAST_SUCCESS.labels(report.feed).set(time.time())
+    if report.result == "ok":
+        metrics.FEED_INDICATORS.labels(report.feed).set(report.change.fetched)
+    held = report.result == "held"
+    metrics.FEED_HELD.labels(report.feed).set(1 if held else 0)
+    metrics.FEED_HELD_DELETIONS.labels(report.feed).set(report.change.removed if held else 0)
+
+
+def _preview(db: sqlite3.Connection, supplier: str) -> tuple[str, ...]:
+    lines = []
+    for op in ("add", "update", "delete"):
+        rows = db.execute(
+            "SELECT value FROM pending WHERE supplier = ? AND op = ? ORDER BY id LIMIT ?",
+            (supplier, op, PREVIEW),
+        ).fetchall()
+        lines.extend(f"{op} {row[0]}" for row in rows)
+    return tuple(lines)
+
+
+def _observe(method: str, supplier: str, code: str, seconds: float, sent: int) -> None:
+    metrics.REQUESTS.labels(supplier, method, code).inc()
+    metrics.REQUEST_LATENCY.labels(method).observe(seconds)
+    if sent:
+        metrics.BYTES_SENT.labels(supplier).inc(sent)

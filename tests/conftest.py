@@ -1,0 +1,136 @@
+"""Shared fixtures: the emulator on a real socket, configs, sample paths."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from feedsync import config
+from feedsync.emulator import Emulator
+from feedsync.store import Store
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+USER = "feedsync"
+PASSWORD = "s3cret-Pa55"  # noqa: S105 -- the test emulator's
+
+
+def sample(relative: str) -> Path:
+    """A file from ../shared/samples, or skip the test where that folder is absent."""
+    path = SAMPLES / relative
+    if not path.exists():
+        pytest.skip(f"{path} not present (../shared/samples is outside the repository)")
+    return path
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[Emulator]:
+    emu = Emulator(user=USER, password=PASSWORD)
+    await emu.start()
+    yield emu
+    await emu.stop()
+
+
+ConfigFactory = Callable[..., config.Config]
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> ConfigFactory:
+    """Write a feedsync.yaml around the given feeds/suppliers YAML and load it."""
+
+    def factory(
+        url: str,
+        feeds: str,
+        suppliers: str = "",
+        cybertrace: str = "",
+        api_version: str = "1.2",
+    ) -> config.Config:
+        text = textwrap.dedent(
+            f"""\
+            cybertrace:
+              url: {url}
+              api_version: "{api_version}"
+              username: {USER}
+              password: ${{CT_PASSWORD}}
+              timeout: 10
+            """
+        )
+        text += textwrap.indent(textwrap.dedent(cybertrace), "  ")
+        text += f"state:\n  path: {tmp_path / 'state.db'}\n"
+        if suppliers:
+            text += "suppliers:\n" + textwrap.indent(textwrap.dedent(suppliers), "  ")
+        text += "feeds:\n" + textwrap.indent(textwrap.dedent(feeds), "  ")
+        path = tmp_path / "feedsync.yaml"
+        path.write_text(text)
+        return config.load(path, env={"CT_PASSWORD": PASSWORD})
+
+    return factory
+
+
+@pytest.fixture
+def open_store() -> Callable[[config.Config], Store]:
+    opened: list[Store] = []
+
+    def factory(loaded: config.Config) -> Store:
+        store = Store.open(loaded.state.path)
+        opened.append(store)
+        return store
+
+    yield factory  # type: ignore[misc]
+    for store in opened:
+        if store._lock is not None:
+            store.close()
+
+
+class FeedServer:
+    """A real HTTP server on 127.0.0.1 serving feed bodies the test sets."""
+
+    def __init__(self) -> None:
+        from aiohttp import web
+
+        self.bodies: dict[str, tuple[int, bytes, dict[str, str]]] = {}
+        self.hits: list[tuple[str, dict[str, str]]] = []
+        self.app = web.Application()
+        self.app.router.add_get("/{name:.*}", self._serve)
+        self.runner = web.AppRunner(self.app)
+        self.url = ""
+
+    def set(self, name: str, body: bytes | str, status: int = 200, **headers: str) -> str:
+        data = body.encode() if isinstance(body, str) else body
+        self.bodies[name] = (status, data, headers)
+        return f"{self.url}/{name}"
+
+    async def _serve(self, request):  # type: ignore[no-untyped-def]
+        from aiohttp import web
+
+        name = request.match_info["name"]
+        self.hits.append((name, dict(request.headers)))
+        if name not in self.bodies:
+            return web.Response(status=404, text="not found")
+        status, body, headers = self.bodies[name]
+        etag = headers.get("ETag")
+        if etag and request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304)
+        return web.Response(status=status, body=body, headers=headers)
+
+    async def start(self) -> None:
+        from aiohttp import web
+
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = self.runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+@pytest.fixture
+async def feed_server() -> AsyncIterator[FeedServer]:
+    server = FeedServer()
+    await server.start()
+    yield server
+    await server.stop()

@@ -1,0 +1,116 @@
+"""End to end: CSV feed -> normalize -> store -> reconcile -> the emulator, over HTTP."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+
+from conftest import ConfigFactory, FeedServer, sample
+
+from feedsync.config import Config
+from feedsync.emulator import Emulator
+from feedsync.normalize import canonical_tags, canonicalize
+from feedsync.store import Store
+from feedsync.sync import Cycle, FeedReport, SupplierReport
+
+URLHAUS_FEED = """\
+- name: urlhaus
+  type: csv
+  url: {url}
+  supplier: URLhaus
+  indicator: url
+  context: {{threat: threat, status: url_status}}
+  tags: [abusech]
+  tags_field: tags
+"""
+URLHAUS_SUPPLIER = "URLhaus: {confidence: 80, retention: 0, vendor: abuse.ch}\n"
+
+
+async def sync(
+    loaded: Config, store: Store, *names: str, **options: bool
+) -> tuple[list[FeedReport], list[SupplierReport]]:
+    return await Cycle(loaded, store, **options).run(names)
+
+
+def urlhaus_rows(text: str) -> list[list[str]]:
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    return list(csv.reader(lines, skipinitialspace=True))
+
+
+def urlhaus_text(header: str, rows: list[list[str]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n")
+    writer.writerows(rows)
+    return header + out.getvalue()
+
+
+def expected(rows: list[list[str]]) -> dict[str, tuple[dict[str, str], set[str]]]:
+    """What CyberTrace must hold for these URLhaus rows, computed independently."""
+    out: dict[str, tuple[dict[str, str], set[str]]] = {}
+    for row in rows:
+        value = canonicalize(row[2])[1]
+        context = {"threat": row[5], "status": row[3]}
+        tags = [t for t in row[6].split(",") if t not in ("None", "")]
+        out.setdefault(value, (context, set(canonical_tags(("abusech",), tuple(tags)))))
+    return out
+
+
+def held(emulator: Emulator, supplier: str) -> dict[str, tuple[dict[str, object], set[str]]]:
+    return {v: (i.context, set(i.tags)) for v, i in emulator.indicators(supplier).items()}
+
+
+def sent_values(emulator: Emulator, method: str) -> list[str]:
+    values: list[str] = []
+    for request in emulator.indicator_requests(method):
+        assert isinstance(request.json, list)
+        values.extend(item["indicator"] for item in request.json)
+    return values
+
+
+async def test_urlhaus_mirrors_exactly_then_sends_only_changes(
+    emulator: Emulator,
+    feed_server: FeedServer,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+) -> None:
+    text = sample("csv/urlhaus_csv_recent_excerpt_20260226.csv").read_text()
+    header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+    rows = urlhaus_rows(text)
+    url = feed_server.set("urlhaus.csv", text)
+    emulator_url = f"http://127.0.0.1:{emulator.port}" if hasattr(emulator, "port") else None
+    loaded = make_config(
+        emulator_url or emulator.url, URLHAUS_FEED.format(url=url), URLHAUS_SUPPLIER
+    )
+    store = open_store(loaded)
+
+    feeds, suppliers = await sync(loaded, store)
+    assert [f.result for f in feeds] == ["ok"]
+    assert suppliers[0].error is None
+    assert held(emulator, "URLhaus") == expected(rows)
+    assert suppliers[0].sent.add == len(expected(rows))
+
+    # v2: one row removed, one added, one context field changed.
+    removed = rows[0]
+    changed = list(rows[2])
+    changed[3] = "offline"
+    added = ["4000001", "2026-02-27 00:00:00", "http://new.example/payload.bin", "online", "",
+             "malware_download", "exe", "https://urlhaus.abuse.ch/url/4000001/", "tester"]
+    rows2 = [added, rows[1], changed, *rows[3:]]
+    feed_server.set("urlhaus.csv", urlhaus_text(header, rows2))
+    emulator.clear_log()
+
+    feeds, suppliers = await sync(loaded, store)
+    assert (feeds[0].change.added, feeds[0].change.changed, feeds[0].change.removed) == (1, 1, 1)
+    assert sorted(sent_values(emulator, "PUT")) == sorted(
+        [canonicalize(added[2])[1], canonicalize(changed[2])[1]]
+    )
+    assert sent_values(emulator, "DELETE") == [canonicalize(removed[2])[1]]
+    assert held(emulator, "URLhaus") == expected(rows2)
+
+    # v2 again: nothing changed, nothing is sent.
+    emulator.clear_log()
+    feeds, suppliers = await sync(loaded, store)
+    assert feeds[0].result == "unchanged"
+    assert emulator.indicator_requests() == []
+    assert held(emulator, "URLhaus") == expected(rows2)
