@@ -20,7 +20,7 @@ from feedsync import logs, metrics
 from feedsync.bootstrap import SupplierState, ensure_supplier, ensure_tags, planned_tags
 from feedsync.config import Config, FeedConfig
 from feedsync.cybertrace import CyberTrace
-from feedsync.errors import AuthError, CyberTraceError, SourceError
+from feedsync.errors import AuthError, CyberTraceError, ParseError, SourceError
 from feedsync.fetch import Body, Validators
 from feedsync.model import Invalid, Record
 from feedsync.normalize import canonical_tags, normalize
@@ -84,8 +84,10 @@ class Cycle:
         dry_run: bool = False,
         force: bool = False,
         resync: bool = False,
+        locks: dict[str, asyncio.Lock] | None = None,
     ) -> None:
         self.config = config
+        self.locks = locks if locks is not None else {}
         self.store = store
         self.dry_run = dry_run
         self.force = force
@@ -102,7 +104,8 @@ class Cycle:
         async with CyberTrace(self.config.cybertrace, observe=_observe) as client:
             for supplier in suppliers:
                 mine = [f for f in fetched if f.feed.supplier == supplier]
-                reports, report = await self._supplier(client, supplier, mine)
+                async with self.locks.setdefault(supplier, asyncio.Lock()):
+                    reports, report = await self._supplier(client, supplier, mine)
                 feed_reports.extend(reports)
                 supplier_reports.append(report)
         for item in fetched:
@@ -222,6 +225,11 @@ class Cycle:
                     validators=item.body.validators,
                     on_invalid=on_invalid,
                 )
+                if change.fetched == 0 and change.invalid > 0:
+                    reasons = ", ".join(f"{r} {n}" for r, n in change.invalid_reasons.items())
+                    raise ParseError(
+                        feed.name, f"no valid indicator in {change.invalid} rows ({reasons})"
+                    )
         except SourceError as exc:
             report = _failed(item, exc.message)
         else:

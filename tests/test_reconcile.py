@@ -1,0 +1,243 @@
+"""Store, snapshot diff and reconcile, without HTTP: invariants 1-5 at the SQL level."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from feedsync.cybertrace import Outcome
+from feedsync.fetch import Validators
+from feedsync.model import Indicator, Invalid, Kind
+from feedsync.reconcile import Plan, Target, plan
+from feedsync.snapshot import Change, replace
+from feedsync.store import Store
+from feedsync.upload import Batch, acknowledge, batches
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = Store.open(str(tmp_path / "state.db"))
+    yield opened
+    opened.close()
+
+
+def ind(value: str, context: dict[str, str] | None = None, tags: tuple[str, ...] = ()) -> Indicator:
+    return Indicator(value, value, Kind.DOMAIN, tuple((context or {}).items()), tags)
+
+
+def load(store: Store, feed: str, supplier: str, items: list[Indicator | Invalid], **kw: object) -> Change:
+    row = store.feed(feed, supplier)
+    with store.transaction() as db:
+        return replace(
+            db, row, items, max_delete_ratio=float(kw.get("ratio", 0.5)),  # type: ignore[arg-type]
+            force=bool(kw.get("force", False)), validators=Validators(sha256="x"),
+            on_invalid=lambda _i: None,
+        )
+
+
+def target(store: Store, supplier: str, *feeds: str, **kw: bool) -> Target:
+    ids = tuple(store.feed(name, supplier).id for name in feeds)
+    return Target(supplier, ids, **kw)  # type: ignore[arg-type]
+
+
+def replan(store: Store, t: Target, **kw: bool) -> Plan:
+    with store.transaction() as db:
+        return plan(db, t, **kw)
+
+
+def pending(store: Store, supplier: str) -> dict[str, tuple[str, dict[str, object]]]:
+    rows = store.db.execute("SELECT value, op, body FROM pending WHERE supplier = ?", (supplier,))
+    return {r[0]: (r[1], orjson.loads(r[2])) for r in rows}
+
+
+def ack_all(store: Store, supplier: str, errors: dict[str, str] | None = None) -> None:
+    for method in ("PUT", "DELETE"):
+        for batch in list(batches(store.db, supplier, method, 1 << 20, 1000)):
+            with store.transaction() as db:
+                acknowledge(db, supplier, batch, Outcome(202 if errors else 201, errors or {}))
+
+
+def test_first_plan_adds_everything_with_context_and_tags(store: Store) -> None:
+    load(store, "f", "S", [ind("a.example", {"threat": "x"}, ("T1",)), ind("b.example")])
+    assert replan(store, target(store, "S", "f")) == Plan(add=2)
+    assert pending(store, "S") == {
+        "a.example": ("add", {"indicator": "a.example", "context": {"threat": "x"}, "tags": ["T1"]}),
+        "b.example": ("add", {"indicator": "b.example", "tags": []}),
+    }
+
+
+def test_unchanged_feed_rewrites_nothing_and_plans_nothing(store: Store) -> None:
+    items = [ind(f"v{i}.example", {"n": str(i)}) for i in range(100)]
+    load(store, "f", "S", items)
+    t = target(store, "S", "f")
+    replan(store, t)
+    ack_all(store, "S")
+    before = store.db.total_changes
+    change = load(store, "f", "S", items)
+    assert (change.added, change.changed, change.removed) == (0, 0, 0)
+    # The staging table (an insert and a delete per row) and the feed row; no snapshot row.
+    assert store.db.total_changes - before <= 2 * len(items) + 1
+    assert replan(store, t) == Plan()
+
+
+def test_changes_are_exactly_the_diff(store: Store) -> None:
+    load(store, "f", "S", [ind("a.example", {"s": "1"}), ind("b.example"), ind("c.example")])
+    t = target(store, "S", "f")
+    replan(store, t)
+    ack_all(store, "S")
+    change = load(store, "f", "S", [ind("a.example", {"s": "2"}), ind("b.example"), ind("d.example")])
+    assert (change.added, change.changed, change.removed) == (1, 1, 1)
+    assert replan(store, t) == Plan(add=1, update=1, delete=1)
+    assert {v: op for v, (op, _b) in pending(store, "S").items()} == {
+        "a.example": "update", "c.example": "delete", "d.example": "add",
+    }
+
+
+def test_value_in_two_feeds_survives_one_dropping_it_and_tags_are_the_union(store: Store) -> None:
+    load(store, "first", "S", [ind("both.example", {"from": "first"}, ("A",)), ind("one.example")])
+    load(store, "second", "S", [ind("both.example", {"from": "second"}, ("B",))])
+    t = target(store, "S", "first", "second")
+    replan(store, t)
+    body = pending(store, "S")["both.example"][1]
+    assert body == {"indicator": "both.example", "context": {"from": "first"}, "tags": ["A", "B"]}
+    ack_all(store, "S")
+    load(store, "first", "S", [ind("one.example")], ratio=1.0)
+    assert replan(store, t) == Plan(update=1)
+    assert pending(store, "S")["both.example"] == (
+        "update", {"indicator": "both.example", "context": {"from": "second"}, "tags": ["B"]},
+    )
+
+
+def test_feed_order_decides_context(store: Store) -> None:
+    load(store, "first", "S", [ind("x.example", {"from": "first"})])
+    load(store, "second", "S", [ind("x.example", {"from": "second"})])
+    replan(store, target(store, "S", "second", "first"))
+    assert pending(store, "S")["x.example"][1]["context"] == {"from": "second"}
+
+
+def test_shrink_guard_holds_then_confirms_on_identical_refetch(store: Store) -> None:
+    load(store, "f", "S", [ind(f"v{i}.example") for i in range(10)])
+    smaller = [ind(f"v{i}.example") for i in range(3)]
+    first = load(store, "f", "S", smaller)
+    assert first.held and first.removed == 7
+    assert store.feed("f", "S").held_removals == 7
+    assert store.db.execute("SELECT count(*) FROM snapshot").fetchone()[0] == 10
+    other = load(store, "f", "S", [ind(f"v{i}.example") for i in range(1, 4)])
+    assert other.held, "a different shrink does not confirm the first"
+    confirmed = load(store, "f", "S", [ind(f"v{i}.example") for i in range(1, 4)])
+    assert not confirmed.held and confirmed.removed == 7
+    assert store.feed("f", "S").held_removals is None
+
+
+def test_empty_fetch_is_never_confirmed_only_forced(store: Store) -> None:
+    load(store, "f", "S", [ind("a.example"), ind("b.example")])
+    assert load(store, "f", "S", []).held
+    assert load(store, "f", "S", []).held
+    forced = load(store, "f", "S", [], force=True)
+    assert not forced.held and forced.removed == 2
+
+
+def test_invalid_items_are_counted_by_reason(store: Store) -> None:
+    change = load(store, "f", "S", [ind("a.example"), Invalid(2, "x", "domain"), Invalid(3, "", "empty")])
+    assert change.fetched == 1
+    assert change.invalid_reasons == {"domain": 1, "empty": 1}
+
+
+def test_duplicates_keep_the_first_row(store: Store) -> None:
+    change = load(store, "f", "S", [ind("a.example", {"n": "1"}), ind("a.example", {"n": "2"})])
+    assert (change.fetched, change.duplicates) == (1, 1)
+    replan(store, target(store, "S", "f"))
+    assert pending(store, "S")["a.example"][1]["context"] == {"n": "1"}
+
+
+def test_rejected_are_not_resent_until_their_content_changes(store: Store) -> None:
+    load(store, "f", "S", [ind("bad.example", {"n": "1"}), ind("good.example")])
+    t = target(store, "S", "f")
+    replan(store, t)
+    ack_all(store, "S", errors={"bad.example": "Invalid indicator format"})
+    assert store.rejected("S") == [("bad.example", "add", "Invalid indicator format")]
+    assert store.acked_values("S").keys() == {"good.example"}
+    with store.transaction() as db:
+        db.execute("INSERT INTO dirty VALUES ('S', 'bad.example')")
+    assert replan(store, t) == Plan()
+    load(store, "f", "S", [ind("bad.example", {"n": "2"}), ind("good.example")])
+    assert replan(store, t) == Plan(add=1)
+
+
+def test_unacknowledged_put_is_deleted_when_the_value_goes(store: Store) -> None:
+    """A PUT that was planned (maybe sent) but never confirmed may be in CyberTrace."""
+    load(store, "f", "S", [ind("a.example"), ind("keep.example")])
+    t = target(store, "S", "f")
+    replan(store, t)
+    load(store, "f", "S", [ind("keep.example")], ratio=1.0)
+    replan(store, t)
+    assert pending(store, "S")["a.example"][0] == "delete"
+
+
+def test_pending_delete_then_value_returns_is_put_again(store: Store) -> None:
+    load(store, "f", "S", [ind("a.example"), ind("b.example")])
+    t = target(store, "S", "f")
+    replan(store, t)
+    ack_all(store, "S")
+    load(store, "f", "S", [ind("b.example")], ratio=1.0)
+    replan(store, t)
+    load(store, "f", "S", [ind("a.example"), ind("b.example")])
+    replan(store, t)
+    assert pending(store, "S")["a.example"][0] == "update"
+
+
+def test_body_shape_follows_the_target(store: Store) -> None:
+    load(store, "f", "FalsePositive", [ind("a.example", {"n": "1"}, ("T",))])
+    replan(store, target(store, "FalsePositive", "f", send_context=False, send_tags=False))
+    assert pending(store, "FalsePositive")["a.example"][1] == {"indicator": "a.example"}
+
+
+def test_signature_change_replans_everything(store: Store) -> None:
+    load(store, "f", "S", [ind("a.example", {"n": "1"}, ("T",))])
+    replan(store, target(store, "S", "f"))
+    ack_all(store, "S")
+    assert replan(store, target(store, "S", "f", send_tags=False)) == Plan(update=1)
+
+
+def test_resync_replans_every_desired_value_as_new(store: Store) -> None:
+    load(store, "f", "S", [ind("a.example"), ind("b.example")])
+    t = target(store, "S", "f")
+    replan(store, t)
+    ack_all(store, "S")
+    assert replan(store, t, resync=True) == Plan(add=2)
+
+
+def test_batches_respect_bytes_and_count(store: Store) -> None:
+    load(store, "f", "S", [ind(f"value-{i:04d}.example") for i in range(50)])
+    replan(store, target(store, "S", "f"))
+    cut = list(batches(store.db, "S", "PUT", 400, 7))
+    assert sum(len(b.items) for b in cut) == 50
+    for batch in cut:
+        assert len(batch.payload()) <= 400
+        assert len(batch.items) <= 7
+        assert orjson.loads(batch.payload())
+
+
+def test_delete_of_absent_counts_as_done_and_other_refusals_are_kept(store: Store) -> None:
+    load(store, "f", "S", [ind("a.example"), ind("b.example"), ind("c.example")])
+    t = target(store, "S", "f")
+    replan(store, t)
+    ack_all(store, "S")
+    load(store, "f", "S", [ind("c.example")], ratio=1.0)
+    replan(store, t)
+    items = list(batches(store.db, "S", "DELETE", 1 << 20, 100))
+    assert len(items) == 1
+    with store.transaction() as db:
+        acknowledge(db, "S", items[0], Outcome(202, {
+            "a.example": "Indicator doesn't exist", "b.example": "Internal error",
+        }))
+    assert store.acked_values("S").keys() == {"b.example", "c.example"}
+    assert store.rejected("S") == [("b.example", "delete", "Internal error")]
+    assert store.counts("S")["delete"] == 0
+
+
+def test_batch_type_is_public() -> None:
+    assert Batch("PUT", ()).payload() == b"[]"
