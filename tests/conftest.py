@@ -11,18 +11,10 @@ import pytest
 from feedsync import config
 from feedsync.emulator import Emulator
 from feedsync.store import Store
+from samples import SAMPLES, sample  # noqa: F401 -- re-exported for tests
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 USER = "feedsync"
 PASSWORD = "s3cret-Pa55"  # noqa: S105 -- the test emulator's
-
-
-def sample(relative: str) -> Path:
-    """A file from ../shared/samples, or skip the test where that folder is absent."""
-    path = SAMPLES / relative
-    if not path.exists():
-        pytest.skip(f"{path} not present (../shared/samples is outside the repository)")
-    return path
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ import csv
 import io
 from collections.abc import Callable
 
-from conftest import ConfigFactory, FeedServer, sample
+from conftest import ConfigFactory, FeedServer
+from samples import sample
 
 from feedsync.config import Config
 from feedsync.emulator import Emulator
