@@ -21,6 +21,8 @@ import yaml
 from feedsync.errors import ConfigError
 from feedsync.schedule import Schedule, parse_schedule
 
+DEFAULT_STATE_PATH = "/var/lib/feedsync/state.db"
+HOURLY = Schedule("1h", 3600.0, None)
 BUILTIN_SUPPLIERS = frozenset({"FalsePositive", "InternalTI"})
 API_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "auto")
 FEED_TYPES = ("csv", "misp", "misp_feed", "taxii")
@@ -28,11 +30,26 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _SUPPLIER = re.compile(r"^[A-Za-z0-9_-]+$")
 _VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
-_COMMON_FEED_KEYS = frozenset({
-    "name", "type", "url", "supplier", "schedule", "tags", "max_delete_ratio", "username",
-    "password", "password_file", "headers", "verify_tls", "timeout", "enabled", "context",
-    "unmark_detections",
-})
+_COMMON_FEED_KEYS = frozenset(
+    {
+        "name",
+        "type",
+        "url",
+        "supplier",
+        "schedule",
+        "tags",
+        "max_delete_ratio",
+        "username",
+        "password",
+        "password_file",
+        "headers",
+        "verify_tls",
+        "timeout",
+        "enabled",
+        "context",
+        "unmark_detections",
+    }
+)
 FEED_KEYS: Mapping[str, frozenset[str]] = {
     "csv": _COMMON_FEED_KEYS | {"indicator", "tags_field", "comment", "delimiter", "header"},
     "misp": _COMMON_FEED_KEYS | {"api_key", "api_key_file", "filters"},
@@ -84,7 +101,7 @@ class CyberTraceConfig:
 
 @dataclass(frozen=True, slots=True)
 class StateConfig:
-    path: str = "/var/lib/feedsync/state.db"
+    path: str = DEFAULT_STATE_PATH
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +125,7 @@ class FeedConfig:
     type: str
     url: str
     supplier: str
-    schedule: Schedule = Schedule("1h", 3600.0, None)
+    schedule: Schedule = HOURLY
     indicator: str | int | None = None
     context: tuple[tuple[str, str], ...] = ()
     tags: tuple[str, ...] = ()
@@ -188,7 +205,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _value in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} given twice", key_node.start_mark
@@ -223,11 +240,27 @@ class _Reader:
 
     def cybertrace(self, d: dict[str, Any]) -> CyberTraceConfig:
         p = "cybertrace"
-        self.keys(p, d, {
-            "url", "api_version", "tenant", "username", "password", "password_file",
-            "verify_tls", "client_cert", "client_key", "timeout", "concurrency",
-            "max_batch_bytes", "max_batch_indicators", "tag_weight", "retry",
-        })
+        self.keys(
+            p,
+            d,
+            {
+                "url",
+                "api_version",
+                "tenant",
+                "username",
+                "password",
+                "password_file",
+                "verify_tls",
+                "client_cert",
+                "client_key",
+                "timeout",
+                "concurrency",
+                "max_batch_bytes",
+                "max_batch_indicators",
+                "tag_weight",
+                "retry",
+            },
+        )
         url = self.string(f"{p}.url", d.get("url"), required=True).rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"{p}.url", f"{url!r} is not an http:// or https:// URL")
@@ -268,13 +301,15 @@ class _Reader:
         p = "cybertrace.retry"
         self.keys(p, d, {"attempts", "initial_delay", "max_delay"})
         attempts = self.integer(f"{p}.attempts", d.get("attempts", 5), 1, 100)
-        initial = self.number(f"{p}.initial_delay", d.get("initial_delay", 1.0), low=0, open_low=True)
+        initial = self.number(
+            f"{p}.initial_delay", d.get("initial_delay", 1.0), low=0, open_low=True
+        )
         maximum = self.number(f"{p}.max_delay", d.get("max_delay", 60.0), low=initial)
         return RetryConfig(attempts, initial, maximum)
 
     def state(self, d: dict[str, Any]) -> StateConfig:
         self.keys("state", d, {"path"})
-        path = self.string("state.path", d.get("path", StateConfig.path), required=True)
+        path = self.string("state.path", d.get("path", DEFAULT_STATE_PATH), required=True)
         return StateConfig(str(self.base / path))
 
     def server(self, d: dict[str, Any]) -> ServerConfig:
@@ -286,9 +321,7 @@ class _Reader:
         grace = self.number("server.shutdown_grace", d.get("shutdown_grace", 30.0), low=0)
         return ServerConfig(match.group(1) or "127.0.0.1", int(match.group(2)), grace)
 
-    def suppliers(
-        self, data: object, feeds: tuple[FeedConfig, ...]
-    ) -> dict[str, SupplierConfig]:
+    def suppliers(self, data: object, feeds: tuple[FeedConfig, ...]) -> dict[str, SupplierConfig]:
         used = {feed.supplier for feed in feeds}
         out = {}
         for name, raw in self.mapping("suppliers", data).items():
@@ -432,7 +465,9 @@ class _Reader:
             out.append((key, self.string(f"{path}.{key}", text, required=True)))
         return tuple(out)
 
-    def secret(self, path: str, d: dict[str, Any], key: str, *, required: bool = False) -> Secret | None:
+    def secret(
+        self, path: str, d: dict[str, Any], key: str, *, required: bool = False
+    ) -> Secret | None:
         inline, from_file = d.get(key), d.get(f"{key}_file")
         if inline is not None and from_file is not None:
             raise ConfigError(f"{path}.{key}_file", f"give either {key} or {key}_file, not both")

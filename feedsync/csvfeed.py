@@ -20,7 +20,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, cast
 
 from feedsync.errors import ParseError
 from feedsync.model import Invalid, Record
@@ -56,7 +56,7 @@ def open_body(path: str | os.PathLike[str], feed: str) -> Iterator[BinaryIO]:
         raw.seek(0)
         if magic[:2] == b"\x1f\x8b":
             with gzip.GzipFile(fileobj=raw) as inner:
-                yield io.BufferedReader(_Guarded(inner, feed, "gzip"), CHUNK)
+                yield io.BufferedReader(_Guarded(cast(IO[bytes], inner), feed, "gzip"), CHUNK)
         elif magic == b"PK\x03\x04":
             try:
                 archive = zipfile.ZipFile(raw)

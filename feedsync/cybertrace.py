@@ -24,7 +24,7 @@ import orjson
 from feedsync import logs
 from feedsync.config import CyberTraceConfig, SupplierConfig
 from feedsync.errors import AuthError, CyberTraceError, RequestError, TransportError
-from feedsync.fetch import USER_AGENT, ssl_context
+from feedsync.fetch import USER_AGENT, basic_auth, ssl_context
 
 PUT_LIMIT = 134217728
 DELETE_LIMIT = 67108864
@@ -83,8 +83,11 @@ class CyberTrace:
             base_url=None,
             timeout=aiohttp.ClientTimeout(total=self.config.timeout, connect=30),
             connector=aiohttp.TCPConnector(limit=self.config.concurrency, ssl=tls),
-            auth=aiohttp.BasicAuth(self.config.username, self.config.password.reveal()),
-            headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+            headers={
+                "Accept": "application/json",
+                "User-Agent": USER_AGENT,
+                "Authorization": basic_auth(self.config.username, self.config.password.reveal()),
+            },
         )
         return self
 

@@ -61,7 +61,7 @@ async def demo(config_path: Path) -> int:
 
 
 def main() -> int:
-    logs.configure(level="warning")
+    logs.configure(level="warning", json=False)
     path = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_CONFIG
     return asyncio.run(demo(path))
 

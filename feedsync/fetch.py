@@ -9,6 +9,7 @@ one round trip and no parsing.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
 import ssl
@@ -58,10 +59,15 @@ class Request:
     feed: str
     url: str
     headers: Mapping[str, str]
-    auth: aiohttp.BasicAuth | None
     verify_tls: bool | str
     timeout: float
     max_bytes: int
+
+
+def basic_auth(username: str, password: str) -> str:
+    """An ``Authorization`` header value for HTTP Basic authentication."""
+    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
 
 
 def redact_url(url: str) -> str:
@@ -135,7 +141,7 @@ async def _download(request: Request, previous: Validators, spool: Path) -> Body
     try:
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,
-            session.get(request.url, headers=headers, auth=request.auth, ssl=tls) as response,
+            session.get(request.url, headers=headers, ssl=tls) as response,
         ):
             if response.status == 304:
                 return None
@@ -157,8 +163,7 @@ async def _spool(request: Request, response: aiohttp.ClientResponse, spool: Path
             f"body of {declared} bytes is over the limit of {request.max_bytes} bytes",
         )
     await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
-    handle = await asyncio.to_thread(_temporary, spool, request.feed)
-    path = Path(handle.name)
+    handle, path = await asyncio.to_thread(_temporary, spool, request.feed)
     digest = hashlib.sha256()
     size = 0
     try:
@@ -182,9 +187,9 @@ async def _spool(request: Request, response: aiohttp.ClientResponse, spool: Path
     return Body(path, size, validators, temporary=True)
 
 
-def _temporary(spool: Path, feed: str) -> BinaryIO:
-    fd, _name = tempfile.mkstemp(prefix=f"{feed}.", suffix=".body", dir=spool)
-    return os.fdopen(fd, "wb")
+def _temporary(spool: Path, feed: str) -> tuple[BinaryIO, Path]:
+    fd, name = tempfile.mkstemp(prefix=f"{feed}.", suffix=".body", dir=spool)
+    return os.fdopen(fd, "wb"), Path(name)
 
 
 def _abandon(handle: BinaryIO, path: Path) -> None:

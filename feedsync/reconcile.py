@@ -175,7 +175,7 @@ def _decide(
     digest = digest64(body.encode())
     if current.rejected == digest:
         return None
-    if current.pending is not None and current.pending_op != "delete":
+    if current.pending_op in ("add", "update"):
         if current.pending == digest:
             return current.pending_op, digest, body
     elif current.acked == digest and current.pending_op is None:

@@ -34,9 +34,7 @@ def cycle(
     for s in suppliers:
         if dry_run:
             planned = s.planned
-            counts = (
-                f"add {planned.add:>6}  update {planned.update:>6}  delete {planned.delete:>6}"
-            )
+            counts = f"add {planned.add:>6}  update {planned.update:>6}  delete {planned.delete:>6}"
         else:
             counts = (
                 f"added {s.sent.add:>6}  updated {s.sent.update:>6}  deleted {s.sent.delete:>6}"

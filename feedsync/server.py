@@ -66,6 +66,6 @@ def _store_problems(daemon: Daemon) -> str:
     try:
         daemon.store.db.execute("BEGIN IMMEDIATE")
         daemon.store.db.rollback()
-    except Exception as exc:  # noqa: BLE001 -- any failure means not ready
+    except Exception as exc:
         return f"state database not writable: {exc}"
     return ""

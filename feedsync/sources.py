@@ -12,12 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-import aiohttp
-
 from feedsync.config import FeedConfig
 from feedsync.csvfeed import CsvOptions, open_body, parse_csv
 from feedsync.errors import ConfigError
-from feedsync.fetch import USER_AGENT, Body, Request, Validators, fetch
+from feedsync.fetch import USER_AGENT, Body, Request, Validators, basic_auth, fetch
 from feedsync.model import Invalid, Record
 
 MAX_BODY_BYTES = 8 << 30
@@ -59,15 +57,13 @@ def request_for(feed: FeedConfig, url: str | None = None) -> Request:
     """The HTTP request settings of a feed: its headers, credentials and TLS."""
     headers = {"User-Agent": USER_AGENT}
     headers.update((name, secret.reveal()) for name, secret in feed.headers)
-    auth = None
     if feed.username is not None:
         password = feed.password.reveal() if feed.password else ""
-        auth = aiohttp.BasicAuth(feed.username, password)
+        headers["Authorization"] = basic_auth(feed.username, password)
     return Request(
         feed=feed.name,
         url=url or feed.url,
         headers=headers,
-        auth=auth,
         verify_tls=feed.verify_tls,
         timeout=feed.timeout,
         max_bytes=MAX_BODY_BYTES,

@@ -135,8 +135,8 @@ class Cycle:
             if isinstance(exc, AuthError):
                 raise
             reports = [_failed(item, f"not applied: {exc}") for item in fetched]
-            for report in reports:
-                _feed_metrics(report)
+            for feed_report in reports:
+                _feed_metrics(feed_report)
             failed = SupplierReport(supplier, error=str(exc), seconds=time.monotonic() - started)
             return reports, await self._finish(failed)
         target = await self._target(supplier, version)
@@ -354,7 +354,7 @@ def _feed_metrics(report: FeedReport) -> None:
 
 
 def _preview(db: sqlite3.Connection, supplier: str) -> tuple[str, ...]:
-    lines = []
+    lines: list[str] = []
     for op in ("add", "update", "delete"):
         rows = db.execute(
             "SELECT value FROM pending WHERE supplier = ? AND op = ? ORDER BY id LIMIT ?",

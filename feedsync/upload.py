@@ -158,6 +158,37 @@ async def upload(store: Store, client: CyberTrace, supplier: str) -> Sent:
     return total
 
 
+async def _send(store: Store, client: CyberTrace, supplier: str, batch: Batch, total: Sent) -> None:
+    payload = batch.payload()
+    limit = min(
+        client.config.max_batch_bytes, DELETE_LIMIT if batch.method == "DELETE" else PUT_LIMIT
+    )
+    if len(payload) > limit:
+        for item in batch.items:
+            await store.call(_reject_oversize_txn, store, supplier, item, limit)
+            total.rejected += 1
+        return
+    if batch.method == "PUT":
+        outcome = await client.put_indicators(supplier, payload)
+    else:
+        outcome = await client.delete_indicators(supplier, payload)
+    sent = await store.call(_acknowledge_txn, store, supplier, batch, outcome)
+    total.add += sent.add
+    total.update += sent.update
+    total.delete += sent.delete
+    total.rejected += sent.rejected
+    total.requests += 1
+    total.bytes += len(payload)
+    if sent.rejected:
+        log.warning(
+            "upload.rejected",
+            supplier=supplier,
+            method=batch.method,
+            count=sent.rejected,
+            example=next(iter(outcome.errors.items()), None),
+        )
+
+
 def _releaser(gate: asyncio.Semaphore) -> Callable[[object], None]:
     return lambda _task: gate.release()
 

@@ -7,14 +7,15 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from samples import SAMPLES, sample  # noqa: F401 -- re-exported for tests
 
 from feedsync import config
 from feedsync.emulator import Emulator
 from feedsync.store import Store
-from samples import SAMPLES, sample  # noqa: F401 -- re-exported for tests
 
 USER = "feedsync"
-PASSWORD = "s3cret-Pa55"  # noqa: S105 -- the test emulator's
+PASSWORD = "s3cret-Pa55"
 
 
 @pytest.fixture
@@ -80,8 +81,6 @@ class FeedServer:
     """A real HTTP server on 127.0.0.1 serving feed bodies the test sets."""
 
     def __init__(self) -> None:
-        from aiohttp import web
-
         self.bodies: dict[str, tuple[int, bytes, dict[str, str]]] = {}
         self.hits: list[tuple[str, dict[str, str]]] = []
         self.app = web.Application()
@@ -94,9 +93,7 @@ class FeedServer:
         self.bodies[name] = (status, data, headers)
         return f"{self.url}/{name}"
 
-    async def _serve(self, request):  # type: ignore[no-untyped-def]
-        from aiohttp import web
-
+    async def _serve(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         self.hits.append((name, dict(request.headers)))
         if name not in self.bodies:
@@ -108,8 +105,6 @@ class FeedServer:
         return web.Response(status=status, body=body, headers=headers)
 
     async def start(self) -> None:
-        from aiohttp import web
-
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()

@@ -34,12 +34,15 @@ def write(tmp_path: Path, data: bytes | str, name: str = "body") -> Path:
 def test_urlhaus_commented_header_context_and_tags() -> None:
     items = parse(
         sample("csv/urlhaus_csv_recent_excerpt_20260226.csv"),
-        indicator="url", context=(("threat", "threat"), ("status", "url_status")), tags_field="tags",
+        indicator="url",
+        context=(("threat", "threat"), ("status", "url_status")),
+        tags_field="tags",
     )
     rows = records(items)
     assert len(rows) == len(items) == 10
     assert rows[0] == Record(
-        line=10, value="http://182.126.120.150:58801/i",
+        line=10,
+        value="http://182.126.120.150:58801/i",
         context=(("threat", "malware_download"), ("status", "online")),
         tags=("32-bit", "elf", "mips", "Mozi"),
     )
@@ -47,24 +50,39 @@ def test_urlhaus_commented_header_context_and_tags() -> None:
 
 
 def test_feodo_uncommented_quoted_header_and_footer() -> None:
-    rows = records(parse(sample("csv/feodo_ipblocklist_20240404.csv"), indicator="dst_ip",
-                         context=(("port", "dst_port"), ("malware", "malware"))))
+    rows = records(
+        parse(
+            sample("csv/feodo_ipblocklist_20240404.csv"),
+            indicator="dst_ip",
+            context=(("port", "dst_port"), ("malware", "malware")),
+        )
+    )
     assert len(rows) == 28
     assert rows[0].value == "192.9.135.73"
     assert rows[0].context == (("port", "1194"), ("malware", "Pikabot"))
 
 
 def test_threatfox_comma_space_separators_without_header() -> None:
-    rows = records(parse(sample("csv/threatfox_full_csv_excerpt_20240716.csv"), header=False,
-                         indicator=3, tags_field="7"))
+    rows = records(
+        parse(
+            sample("csv/threatfox_full_csv_excerpt_20240716.csv"),
+            header=False,
+            indicator=3,
+            tags_field="7",
+        )
+    )
     assert [r.value for r in rows] == ["8.223.20.63:443"]
     assert rows[0].tags == ("Agentemis", "BEACON", "CobaltStrike", "cobeacon")
 
 
 def test_malwarebazaar_quoted_commented_header_and_absent_values() -> None:
-    rows = records(parse(sample("csv/malwarebazaar_full_dump_excerpt_20260226.csv"),
-                         indicator="sha256_hash",
-                         context=(("signature", "signature"), ("reporter", "reporter"))))
+    rows = records(
+        parse(
+            sample("csv/malwarebazaar_full_dump_excerpt_20260226.csv"),
+            indicator="sha256_hash",
+            context=(("signature", "signature"), ("reporter", "reporter")),
+        )
+    )
     assert len(rows) == 39
     assert rows[0].context == (("reporter", "abuse_ch"),), "n/a signature is absent"
     assert rows[-1].value == "2d316e4f0fa9c7f07e092f378fe287dff6e3fa017ac84ae93ccbbe0c5b95b778"
@@ -72,23 +90,37 @@ def test_malwarebazaar_quoted_commented_header_and_absent_values() -> None:
 
 
 def test_sslbl_header_and_counts() -> None:
-    rows = records(parse(sample("csv/sslbl_sslblacklist_v1.csv"), indicator="SHA1",
-                         context=(("reason", "Listingreason"),)))
+    rows = records(
+        parse(
+            sample("csv/sslbl_sslblacklist_v1.csv"),
+            indicator="SHA1",
+            context=(("reason", "Listingreason"),),
+        )
+    )
     assert len(rows) == 285
     assert rows[0].context == (("reason", "AsyncRAT C&C"),)
 
 
 def test_spamhaus_semicolon_comments_and_delimiter() -> None:
-    rows = records(parse(sample("csv/spamhaus_drop_20230220_head.txt"), comment=";",
-                         delimiter=";", context=(("sbl", "2"),)))
+    rows = records(
+        parse(
+            sample("csv/spamhaus_drop_20230220_head.txt"),
+            comment=";",
+            delimiter=";",
+            context=(("sbl", "2"),),
+        )
+    )
     assert len(rows) == 36
     assert rows[0] == Record(line=5, value="1.10.16.0/20", context=(("sbl", "SBL256894"),))
 
 
 @pytest.mark.parametrize(
     ("name", "count"),
-    [("openphish_public_feed_head.txt", 30), ("et_compromised-ips_mirror_head.txt", 20),
-     ("ipsum_level8_excerpt.txt", 20)],
+    [
+        ("openphish_public_feed_head.txt", 30),
+        ("et_compromised-ips_mirror_head.txt", 20),
+        ("ipsum_level8_excerpt.txt", 20),
+    ],
 )
 def test_plain_lists(name: str, count: int) -> None:
     rows = records(parse(sample(f"csv/{name}")))
@@ -122,13 +154,14 @@ def test_corrupt_zip_is_a_parse_error(tmp_path: Path) -> None:
 
 def test_bom_crlf_quoted_commas_and_repeated_header(tmp_path: Path) -> None:
     body = (
-        '\ufeff# url,threat\r\n'
+        "\ufeff# url,threat\r\n"
         '"http://a.example/x,y",malware\r\n'
-        'url,threat\r\n'
+        "url,threat\r\n"
         '"http://b.example/",phishing\r\n'
     )
-    rows = records(parse(write(tmp_path, body.encode()), indicator="url",
-                         context=(("threat", "threat"),)))
+    rows = records(
+        parse(write(tmp_path, body.encode()), indicator="url", context=(("threat", "threat"),))
+    )
     assert [(r.line, r.value, r.context) for r in rows] == [
         (2, "http://a.example/x,y", (("threat", "malware"),)),
         (4, "http://b.example/", (("threat", "phishing"),)),
@@ -145,7 +178,8 @@ def test_short_row_and_empty_indicator(tmp_path: Path) -> None:
     body = "# a,b,c\n1,2,x.example\n1,2\n1,2,n/a\n"
     items = parse(write(tmp_path, body), indicator="c")
     assert [(i.line, i.reason) for i in items if isinstance(i, Invalid)] == [
-        (3, "missing_column"), (4, "empty"),
+        (3, "missing_column"),
+        (4, "empty"),
     ]
 
 

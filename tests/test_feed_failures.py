@@ -30,7 +30,9 @@ def feed(name: str, url: str, ratio: float = 0.5) -> str:
 
 
 async def first_sync(
-    emulator: Emulator, feed_server: FeedServer, make_config: ConfigFactory,
+    emulator: Emulator,
+    feed_server: FeedServer,
+    make_config: ConfigFactory,
     open_store: Callable[[Config], Store],
 ) -> tuple[Config, Store]:
     url = feed_server.set("list.txt", GOOD)
@@ -54,14 +56,19 @@ async def first_sync(
     ids=["404", "500", "empty", "html", "truncated-gzip"],
 )
 async def test_broken_fetch_leaves_supplier_untouched(
-    emulator: Emulator, feed_server: FeedServer, make_config: ConfigFactory,
-    open_store: Callable[[Config], Store], status: int, body: str | bytes, message: str,
+    emulator: Emulator,
+    feed_server: FeedServer,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+    status: int,
+    body: str | bytes,
+    message: str,
 ) -> None:
     loaded, store = await first_sync(emulator, feed_server, make_config, open_store)
     before = dict(emulator.indicators("Demo"))
     feed_server.set("list.txt", body, status=status)
     emulator.clear_log()
-    feeds, suppliers = await sync(loaded, store)
+    feeds, _ = await sync(loaded, store)
     assert feeds[0].result == "failed"
     assert message.lower() in (feeds[0].error or "").lower()
     assert emulator.indicator_requests() == []
@@ -70,7 +77,9 @@ async def test_broken_fetch_leaves_supplier_untouched(
 
 
 async def test_shrink_is_held_then_forced(
-    emulator: Emulator, feed_server: FeedServer, make_config: ConfigFactory,
+    emulator: Emulator,
+    feed_server: FeedServer,
+    make_config: ConfigFactory,
     open_store: Callable[[Config], Store],
 ) -> None:
     loaded, store = await first_sync(emulator, feed_server, make_config, open_store)
@@ -86,7 +95,9 @@ async def test_shrink_is_held_then_forced(
 
 
 async def test_comment_only_body_is_held_not_applied(
-    emulator: Emulator, feed_server: FeedServer, make_config: ConfigFactory,
+    emulator: Emulator,
+    feed_server: FeedServer,
+    make_config: ConfigFactory,
     open_store: Callable[[Config], Store],
 ) -> None:
     loaded, store = await first_sync(emulator, feed_server, make_config, open_store)
@@ -98,7 +109,9 @@ async def test_comment_only_body_is_held_not_applied(
 
 
 async def test_two_feeds_one_supplier(
-    emulator: Emulator, feed_server: FeedServer, make_config: ConfigFactory,
+    emulator: Emulator,
+    feed_server: FeedServer,
+    make_config: ConfigFactory,
     open_store: Callable[[Config], Store],
 ) -> None:
     one = feed_server.set("one.txt", "shared.example\nonly-one.example\n")
@@ -118,13 +131,15 @@ async def test_two_feeds_one_supplier(
 
 
 async def test_dry_run_sends_and_keeps_nothing(
-    emulator: Emulator, feed_server: FeedServer, make_config: ConfigFactory,
+    emulator: Emulator,
+    feed_server: FeedServer,
+    make_config: ConfigFactory,
     open_store: Callable[[Config], Store],
 ) -> None:
     url = feed_server.set("list.txt", GOOD)
     loaded = make_config(emulator.url, feed("list", url), SUPPLIER)
     store = open_store(loaded)
-    feeds, suppliers = await sync(loaded, store, dry_run=True)
+    _, suppliers = await sync(loaded, store, dry_run=True)
     assert suppliers[0].planned.add == 4
     assert "add a.example" in suppliers[0].preview
     assert emulator.requests == []

@@ -28,12 +28,18 @@ def ind(value: str, context: dict[str, str] | None = None, tags: tuple[str, ...]
     return Indicator(value, value, Kind.DOMAIN, tuple((context or {}).items()), tags)
 
 
-def load(store: Store, feed: str, supplier: str, items: list[Indicator | Invalid], **kw: object) -> Change:
+def load(
+    store: Store, feed: str, supplier: str, items: list[Indicator | Invalid], **kw: object
+) -> Change:
     row = store.feed(feed, supplier)
     with store.transaction() as db:
         return replace(
-            db, row, items, max_delete_ratio=float(kw.get("ratio", 0.5)),  # type: ignore[arg-type]
-            force=bool(kw.get("force", False)), validators=Validators(sha256="x"),
+            db,
+            row,
+            items,
+            max_delete_ratio=float(kw.get("ratio", 0.5)),  # type: ignore[arg-type]
+            force=bool(kw.get("force", False)),
+            validators=Validators(sha256="x"),
             on_invalid=lambda _i: None,
         )
 
@@ -64,7 +70,10 @@ def test_first_plan_adds_everything_with_context_and_tags(store: Store) -> None:
     load(store, "f", "S", [ind("a.example", {"threat": "x"}, ("T1",)), ind("b.example")])
     assert replan(store, target(store, "S", "f")) == Plan(add=2)
     assert pending(store, "S") == {
-        "a.example": ("add", {"indicator": "a.example", "context": {"threat": "x"}, "tags": ["T1"]}),
+        "a.example": (
+            "add",
+            {"indicator": "a.example", "context": {"threat": "x"}, "tags": ["T1"]},
+        ),
         "b.example": ("add", {"indicator": "b.example", "tags": []}),
     }
 
@@ -88,11 +97,15 @@ def test_changes_are_exactly_the_diff(store: Store) -> None:
     t = target(store, "S", "f")
     replan(store, t)
     ack_all(store, "S")
-    change = load(store, "f", "S", [ind("a.example", {"s": "2"}), ind("b.example"), ind("d.example")])
+    change = load(
+        store, "f", "S", [ind("a.example", {"s": "2"}), ind("b.example"), ind("d.example")]
+    )
     assert (change.added, change.changed, change.removed) == (1, 1, 1)
     assert replan(store, t) == Plan(add=1, update=1, delete=1)
     assert {v: op for v, (op, _b) in pending(store, "S").items()} == {
-        "a.example": "update", "c.example": "delete", "d.example": "add",
+        "a.example": "update",
+        "c.example": "delete",
+        "d.example": "add",
     }
 
 
@@ -107,7 +120,8 @@ def test_value_in_two_feeds_survives_one_dropping_it_and_tags_are_the_union(stor
     load(store, "first", "S", [ind("one.example")], ratio=1.0)
     assert replan(store, t) == Plan(update=1)
     assert pending(store, "S")["both.example"] == (
-        "update", {"indicator": "both.example", "context": {"from": "second"}, "tags": ["B"]},
+        "update",
+        {"indicator": "both.example", "context": {"from": "second"}, "tags": ["B"]},
     )
 
 
@@ -141,7 +155,9 @@ def test_empty_fetch_is_never_confirmed_only_forced(store: Store) -> None:
 
 
 def test_invalid_items_are_counted_by_reason(store: Store) -> None:
-    change = load(store, "f", "S", [ind("a.example"), Invalid(2, "x", "domain"), Invalid(3, "", "empty")])
+    change = load(
+        store, "f", "S", [ind("a.example"), Invalid(2, "x", "domain"), Invalid(3, "", "empty")]
+    )
     assert change.fetched == 1
     assert change.invalid_reasons == {"domain": 1, "empty": 1}
 
@@ -231,9 +247,18 @@ def test_delete_of_absent_counts_as_done_and_other_refusals_are_kept(store: Stor
     items = list(batches(store.db, "S", "DELETE", 1 << 20, 100))
     assert len(items) == 1
     with store.transaction() as db:
-        acknowledge(db, "S", items[0], Outcome(202, {
-            "a.example": "Indicator doesn't exist", "b.example": "Internal error",
-        }))
+        acknowledge(
+            db,
+            "S",
+            items[0],
+            Outcome(
+                202,
+                {
+                    "a.example": "Indicator doesn't exist",
+                    "b.example": "Internal error",
+                },
+            ),
+        )
     assert store.acked_values("S").keys() == {"b.example", "c.example"}
     assert store.rejected("S") == [("b.example", "delete", "Internal error")]
     assert store.counts("S")["delete"] == 0

@@ -79,10 +79,7 @@ async def test_urlhaus_mirrors_exactly_then_sends_only_changes(
     header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
     rows = urlhaus_rows(text)
     url = feed_server.set("urlhaus.csv", text)
-    emulator_url = f"http://127.0.0.1:{emulator.port}" if hasattr(emulator, "port") else None
-    loaded = make_config(
-        emulator_url or emulator.url, URLHAUS_FEED.format(url=url), URLHAUS_SUPPLIER
-    )
+    loaded = make_config(emulator.url, URLHAUS_FEED.format(url=url), URLHAUS_SUPPLIER)
     store = open_store(loaded)
 
     feeds, suppliers = await sync(loaded, store)
@@ -95,8 +92,17 @@ async def test_urlhaus_mirrors_exactly_then_sends_only_changes(
     removed = rows[0]
     changed = list(rows[2])
     changed[3] = "offline"
-    added = ["4000001", "2026-02-27 00:00:00", "http://new.example/payload.bin", "online", "",
-             "malware_download", "exe", "https://urlhaus.abuse.ch/url/4000001/", "tester"]
+    added = [
+        "4000001",
+        "2026-02-27 00:00:00",
+        "http://new.example/payload.bin",
+        "online",
+        "",
+        "malware_download",
+        "exe",
+        "https://urlhaus.abuse.ch/url/4000001/",
+        "tester",
+    ]
     rows2 = [added, rows[1], changed, *rows[3:]]
     feed_server.set("urlhaus.csv", urlhaus_text(header, rows2))
     emulator.clear_log()
