@@ -43,9 +43,14 @@ def configure(*, level: str = "info", json: bool | None = None) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
+
+
+def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
+    # sys.stderr is looked up per logger, not once: it may be replaced after configure().
+    return structlog.PrintLogger(sys.stderr)
 
 
 def get(name: str) -> Any:
