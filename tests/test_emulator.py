@@ -99,7 +99,8 @@ async def test_oversize_body_is_refused_from_the_header(emu: Emulator) -> None:
     emu.add_supplier("S")
     reader, writer = await asyncio.open_connection("127.0.0.1", int(emu.url.rsplit(":", 1)[1]))
     writer.write(
-        b"DELETE /api/1.2/suppliers/S/indicators HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n"
+        b"DELETE /api/1.2/suppliers/S/indicators HTTP/1.1\r\nHost: x\r\n"
+        b"Accept: application/json\r\n"
         + f"Authorization: {AUTH}\r\nContent-Type: application/json\r\n".encode()
         + b"Content-Length: 67108865\r\n\r\n[]"
     )
@@ -275,7 +276,7 @@ async def test_retention_counts_from_the_last_update(emu: Emulator, clock: Clock
     await call(emu, "PUT", path, [{"indicator": "a.example"}])
     clock.now += 30
     assert emu.indicators("S").keys() == {"a.example"}
-    status, body = await call(
+    _, body = await call(
         emu, "POST", "/api/1.2/lookup", [{"indicator": "b.example"}, {"indicator": "a.example"}]
     )
     assert [item["found"] for item in body] == [False, True]  # type: ignore[union-attr,index]
