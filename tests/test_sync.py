@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
+from pathlib import Path
 
 from conftest import ConfigFactory, FeedServer
 from samples import sample
@@ -121,3 +122,27 @@ async def test_urlhaus_mirrors_exactly_then_sends_only_changes(
     assert feeds[0].result == "unchanged"
     assert emulator.indicator_requests() == []
     assert held(emulator, "URLhaus") == expected(rows2)
+
+
+async def test_file_urls_paths_and_conditional_get(
+    emulator: Emulator,
+    feed_server: FeedServer,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+    tmp_path: Path,
+) -> None:
+    local = tmp_path / "list.txt"
+    local.write_text("a.example\n")
+    remote = feed_server.set("etag.txt", "b.example\n", ETag='"v1"')
+    feeds_yaml = "".join(
+        f"- {{name: {name}, type: csv, url: '{url}', supplier: Demo}}\n"
+        for name, url in (("path", local), ("fileurl", f"file://{local}"), ("http", remote))
+    )
+    loaded = make_config(emulator.url, feeds_yaml, "Demo: {confidence: 5}\n")
+    store = open_store(loaded)
+    feeds, _ = await sync(loaded, store)
+    assert [f.result for f in feeds] == ["ok", "ok", "ok"]
+    assert emulator.indicators("Demo").keys() == {"a.example", "b.example"}
+    feeds, _ = await sync(loaded, store)
+    assert [f.result for f in feeds] == ["unchanged"] * 3
+    assert feed_server.hits[-1][1].get("If-None-Match") == '"v1"'
