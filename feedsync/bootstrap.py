@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from enum import Enum
 
 from feedsync import logs
@@ -19,11 +20,31 @@ class SupplierState(Enum):
     UPDATED = "updated"
 
 
+@dataclass(frozen=True, slots=True)
+class SupplierInfo:
+    """What bootstrap did to a supplier, and its retention (minutes, 0 = none)."""
+
+    state: SupplierState
+    retention: int
+
+
 async def ensure_supplier(
     client: CyberTrace, name: str, settings: SupplierConfig | None
-) -> SupplierState:
+) -> SupplierInfo:
     """The supplier exists, with the configured settings where there are some."""
     current = await client.supplier(name)
+    configured = settings.retention if settings else 0
+    retention = current.get("retention") if current else None
+    reported = retention if isinstance(retention, int) and not isinstance(retention, bool) else 0
+    return SupplierInfo(await _ensure(client, name, settings, current), configured or reported)
+
+
+async def _ensure(
+    client: CyberTrace,
+    name: str,
+    settings: SupplierConfig | None,
+    current: dict[str, object] | None,
+) -> SupplierState:
     if current is None:
         if settings is None:
             raise RequestError(

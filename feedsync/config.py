@@ -96,6 +96,7 @@ class CyberTraceConfig:
     max_batch_bytes: int = 16777216
     max_batch_indicators: int = 20000
     tag_weight: int = 0
+    refresh_fraction: float = 0.5
     retry: RetryConfig = RetryConfig()
 
 
@@ -258,6 +259,7 @@ class _Reader:
                 "max_batch_bytes",
                 "max_batch_indicators",
                 "tag_weight",
+                "refresh_fraction",
                 "retry",
             },
         )
@@ -294,6 +296,9 @@ class _Reader:
                 f"{p}.max_batch_indicators", d.get("max_batch_indicators", 20000), 1, None
             ),
             tag_weight=self.integer(f"{p}.tag_weight", d.get("tag_weight", 0), 0, 5),
+            refresh_fraction=self.fraction(
+                f"{p}.refresh_fraction", d.get("refresh_fraction", 0.5), upper_open=True
+            ),
             retry=self.retry(self.mapping(f"{p}.retry", d.get("retry") or {})),
         )
 
@@ -391,7 +396,7 @@ class _Reader:
             context=self.pairs(f"{p}.context", d.get("context") or {}),
             tags=tuple(self.strings(f"{p}.tags", d.get("tags") or [])),
             tags_field=self.optional_string(f"{p}.tags_field", d.get("tags_field")),
-            max_delete_ratio=self.ratio(f"{p}.max_delete_ratio", d.get("max_delete_ratio", 0.5)),
+            max_delete_ratio=self.fraction(f"{p}.max_delete_ratio", d.get("max_delete_ratio", 0.5)),
             comment=self.string(f"{p}.comment", d.get("comment", "#"), required=True),
             delimiter=delimiter,
             header=self.optional_bool(f"{p}.header", d.get("header")),
@@ -506,10 +511,10 @@ class _Reader:
             raise ConfigError(path, f"{value} must be {'>' if open_low else '>='} {low:g}")
         return float(value)
 
-    def ratio(self, path: str, value: object) -> float:
+    def fraction(self, path: str, value: object, *, upper_open: bool = False) -> float:
         ratio = self.number(path, value, low=0, open_low=True)
-        if ratio > 1:
-            raise ConfigError(path, f"{ratio:g} must be in (0, 1]")
+        if ratio > 1 or (upper_open and ratio == 1):
+            raise ConfigError(path, f"{ratio:g} must be in (0, 1{')' if upper_open else ']'}")
         return ratio
 
     def boolean(self, path: str, value: object) -> bool:

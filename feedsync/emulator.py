@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from feedsync.faults import Faults, FaultState, middleware
 from feedsync.normalize import InvalidValue, canonicalize
 
 PUT_LIMIT = 134217728
@@ -112,13 +113,12 @@ class Emulator:
         self.url = ""
         self._tags: dict[str, int] = {}
         self._state: dict[str, dict[str, EmulatedSupplier]] = {}
-        self.app = web.Application(
-            middlewares=[self._log_middleware], client_max_size=PUT_LIMIT + 1
-        )
+        self.app = web.Application(middlewares=[middleware(self)], client_max_size=PUT_LIMIT + 1)
         self.app.router.add_route("*", "/api/{version}/{tail:.*}", self._dispatch)
         self.app.router.add_get("/emulator/state", self._dump_state)
         self.app.router.add_get("/emulator/requests", self._dump_requests)
         self._runner: web.AppRunner | None = None
+        self.fault_state: FaultState | None = None
 
     # Lifecycle
 
@@ -179,11 +179,26 @@ class Emulator:
 
     # HTTP
 
-    @web.middleware
-    async def _log_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        # Hook for fault injection: everything passes through here first.
-        response = await handler(request)
-        return response
+    @property
+    def faults(self) -> Faults | None:
+        return self.fault_state.faults if self.fault_state else None
+
+    @faults.setter
+    def faults(self, value: Faults | None) -> None:
+        self.fault_state = None if value is None else FaultState(value)
+
+    def log_fault(self, request: web.Request, status: int, body: bytes) -> None:
+        """Record a request a fault answered before the API saw it."""
+        try:
+            parsed = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            parsed = None
+        version = request.match_info.get("version", "")
+        self.requests.append(
+            LoggedRequest(
+                request.method, request.path, version, status, body, parsed, _redacted(request)
+            )
+        )
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         version = request.match_info["version"]
@@ -199,11 +214,10 @@ class Emulator:
             )
         except _Refusal as refusal:
             status, answer = refusal.status, [{"status": refusal.text}]
-        headers = {
-            k: ("***" if k.lower() == "authorization" else v) for k, v in request.headers.items()
-        }
         self.requests.append(
-            LoggedRequest(request.method, request.path, version, status, body, parsed, headers)
+            LoggedRequest(
+                request.method, request.path, version, status, body, parsed, _redacted(request)
+            )
         )
         return web.Response(
             status=status, body=orjson.dumps(answer), content_type="application/json"
@@ -464,6 +478,10 @@ class Emulator:
             for r in self.requests
         ]
         return web.Response(body=orjson.dumps(log), content_type="application/json")
+
+
+def _redacted(request: web.Request) -> dict[str, str]:
+    return {k: ("***" if k.lower() == "authorization" else v) for k, v in request.headers.items()}
 
 
 def _check_int(value: object, low: int, high: int | None, what: str) -> int:

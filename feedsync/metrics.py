@@ -80,6 +80,12 @@ PENDING = Gauge(
     ["supplier"],
     registry=REGISTRY,
 )
+REFRESH_DUE = Gauge(
+    "feedsync_refresh_due_indicators",
+    "Indicators re-sent in the last cycle because their retention was running out",
+    ["supplier"],
+    registry=REGISTRY,
+)
 REJECTED = Gauge(
     "feedsync_rejected_indicators",
     "Indicators CyberTrace refused, kept until their content changes",

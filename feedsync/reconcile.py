@@ -48,10 +48,29 @@ class Plan:
     add: int = 0
     update: int = 0
     delete: int = 0
+    refresh: int = 0
 
     @property
     def total(self) -> int:
         return self.add + self.update + self.delete
+
+
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """Re-PUT acknowledged values older than ``span`` seconds (retention x fraction),
+    each at its own point between two thirds of the span and the span, so a big
+    supplier does not refresh in one burst."""
+
+    span: float
+    now: float
+
+
+def _due(table: str) -> str:
+    """SQL: the acknowledged row is due; its deadline is acked_at + span * (2/3 .. 1),
+    placed by its digest."""
+    return (
+        f"{table}.acked_at + :span * (0.6667 + 0.3333 * (({table}.digest & 1023) / 1024.0)) <= :now"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,24 +80,38 @@ class _Current:
     rejected: int | None
     pending_op: str | None
     pending: int | None
+    due: bool
 
 
-def plan(db: sqlite3.Connection, target: Target, *, resync: bool = False) -> Plan:
+def plan(
+    db: sqlite3.Connection,
+    target: Target,
+    *,
+    resync: bool = False,
+    refresh: Refresh | None = None,
+) -> Plan:
     """Turn the supplier's dirty values into pending operations.
 
-    ``resync`` re-plans every desired value as if CyberTrace held nothing.
+    ``resync`` re-plans every desired value as if CyberTrace held nothing;
+    ``refresh`` re-PUTs acknowledged values before their retention runs out.
     Runs inside the caller's transaction.
     """
     if resync:
         db.execute("DELETE FROM acked WHERE supplier = ?", (target.supplier,))
     if resync or _signature_changed(db, target):
         mark_all_dirty(db, target)
-    counts = {"add": 0, "update": 0, "delete": 0}
+    if refresh is not None:
+        db.execute(
+            "INSERT OR IGNORE INTO dirty (supplier, value) SELECT a.supplier, a.value FROM acked a"
+            f" WHERE a.supplier = :supplier AND {_due('a')}",
+            {"supplier": target.supplier, "span": refresh.span, "now": refresh.now},
+        )
+    counts = {"add": 0, "update": 0, "delete": 0, "refresh": 0}
     position = {feed_id: index for index, feed_id in enumerate(target.feed_ids)}
     writes: list[tuple[str, str, int | None, str]] = []
     drops: list[tuple[str, str]] = []
     forget: list[tuple[str, str]] = []
-    for current, rows in _dirty(db, target):
+    for current, rows in _dirty(db, target, refresh):
         if not rows and current.rejected is not None:
             forget.append((target.supplier, current.value))
         op = _decide(current, rows, target, position)
@@ -87,7 +120,8 @@ def plan(db: sqlite3.Connection, target: Target, *, resync: bool = False) -> Pla
                 drops.append((target.supplier, current.value))
             continue
         kind, digest, body = op
-        counts[kind] += 1
+        refreshed = current.due and kind == "update" and current.acked == digest
+        counts["refresh" if refreshed else kind] += 1
         writes.append((kind, current.value, digest, body))
         if len(writes) >= BATCH:
             _write(db, target.supplier, writes)
@@ -127,13 +161,14 @@ def _signature_changed(db: sqlite3.Connection, target: Target) -> bool:
 
 
 def _dirty(
-    db: sqlite3.Connection, target: Target
+    db: sqlite3.Connection, target: Target, refresh: Refresh | None
 ) -> Iterator[tuple[_Current, list[tuple[int, str, str]]]]:
     """Each dirty value with its current state and its snapshot rows
     (feed id, context, tags) in the supplier's feeds."""
     feeds = ",".join(str(int(feed_id)) for feed_id in target.feed_ids) or "NULL"
     query = (
-        "SELECT d.value, a.digest, r.digest, p.op, p.digest, s.feed_id, s.context, s.tags"
+        f"SELECT d.value, a.digest, r.digest, p.op, p.digest, s.feed_id, s.context, s.tags,"
+        f" coalesce({_due('a')}, 0)"
         " FROM (SELECT value FROM dirty WHERE supplier = :supplier AND value > :after"
         "       ORDER BY value LIMIT :limit) d"
         " LEFT JOIN acked a ON a.supplier = :supplier AND a.value = d.value"
@@ -146,15 +181,17 @@ def _dirty(
     while True:
         # One chunk at a time, fetched whole: the caller writes to pending between chunks,
         # and memory stays bounded by the chunk, not by the supplier.
-        rows = db.execute(
-            query, {"supplier": target.supplier, "after": after, "limit": BATCH}
-        ).fetchall()
+        params = {"supplier": target.supplier, "after": after, "limit": BATCH}
+        params |= (
+            {"span": refresh.span, "now": refresh.now} if refresh else {"span": None, "now": 0}
+        )
+        rows = db.execute(query, params).fetchall()
         if not rows:
             return
         for value, group in itertools.groupby(rows, key=lambda row: row[0]):
             members = list(group)
             first = members[0]
-            current = _Current(value, first[1], first[2], first[3], first[4])
+            current = _Current(value, first[1], first[2], first[3], first[4], bool(first[8]))
             yield current, [(m[5], m[6], m[7]) for m in members if m[5] is not None]
         after = rows[-1][0]
 
@@ -178,7 +215,7 @@ def _decide(
     if current.pending_op in ("add", "update"):
         if current.pending == digest:
             return current.pending_op, digest, body
-    elif current.acked == digest and current.pending_op is None:
+    elif current.acked == digest and current.pending_op is None and not current.due:
         return None
     return ("update" if current.acked is not None else "add"), digest, body
 

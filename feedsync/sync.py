@@ -24,7 +24,7 @@ from feedsync.errors import AuthError, CyberTraceError, ParseError, SourceError
 from feedsync.fetch import Body, Validators
 from feedsync.model import Invalid, Record
 from feedsync.normalize import canonical_tags, normalize
-from feedsync.reconcile import Plan, Target, plan
+from feedsync.reconcile import Plan, Refresh, Target, plan
 from feedsync.snapshot import Change, replace
 from feedsync.sources import Source, source_for
 from feedsync.store import FeedRow, Run, Store, record_run
@@ -247,21 +247,27 @@ class Cycle:
 
     async def _upload(self, client: CyberTrace, target: Target) -> Sent:
         supplier = target.supplier
-        state = await ensure_supplier(client, supplier, self.config.suppliers.get(supplier))
-        if state is SupplierState.CREATED:
+        info = await ensure_supplier(client, supplier, self.config.suppliers.get(supplier))
+        if info.state is SupplierState.CREATED:
             acked = (await self.store.call(self.store.counts, supplier))["acked"]
             if acked:
                 # It was deleted by hand: CyberTrace holds none of what we recorded.
                 log.warning("supplier.vanished", supplier=supplier, acked=acked)
-                await self.store.call(self._replan, target)
+                await self.store.call(self._replan, target, None, True)
+        if info.retention > 0:
+            span = info.retention * 60 * self.config.cybertrace.refresh_fraction
+            refreshed = await self.store.call(self._replan, target, Refresh(span, time.time()))
+            metrics.REFRESH_DUE.labels(supplier).set(refreshed.refresh)
+            if refreshed.refresh:
+                log.info("supplier.refresh", supplier=supplier, due=refreshed.refresh)
         if target.send_tags:
             needed = await self.store.call(planned_tags, self.store.db, supplier)
             await ensure_tags(client, needed, self.config.cybertrace.tag_weight)
         return await upload(self.store, client, supplier)
 
-    def _replan(self, target: Target) -> Plan:
+    def _replan(self, target: Target, refresh: Refresh | None, resync: bool = False) -> Plan:
         with self.store.transaction() as db:
-            return plan(db, target, resync=True)
+            return plan(db, target, resync=resync, refresh=refresh)
 
     async def _finish(self, report: SupplierReport) -> SupplierReport:
         counts = await self.store.call(self.store.counts, report.supplier)

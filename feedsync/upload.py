@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from feedsync import logs
 from feedsync.cybertrace import DELETE_LIMIT, PUT_LIMIT, CyberTrace, Outcome
-from feedsync.errors import AuthError, CyberTraceError, StoreError
+from feedsync.errors import AuthError, CyberTraceError, RequestError, StoreError
 from feedsync.normalize import InvalidValue, canonicalize
 from feedsync.store import Store, now
 
@@ -168,10 +168,21 @@ async def _send(store: Store, client: CyberTrace, supplier: str, batch: Batch, t
             await store.call(_reject_oversize_txn, store, supplier, item, limit)
             total.rejected += 1
         return
-    if batch.method == "PUT":
-        outcome = await client.put_indicators(supplier, payload)
-    else:
-        outcome = await client.delete_indicators(supplier, payload)
+    try:
+        if batch.method == "PUT":
+            outcome = await client.put_indicators(supplier, payload)
+        else:
+            outcome = await client.delete_indicators(supplier, payload)
+    except RequestError as exc:
+        if exc.status != 400:
+            raise
+        if len(batch.items) > 1:
+            # A bad batch: halve it until the indicators that cause the 400 stand alone.
+            middle = len(batch.items) // 2
+            for half in (batch.items[:middle], batch.items[middle:]):
+                await _send(store, client, supplier, Batch(batch.method, half), total)
+            return
+        outcome = Outcome(400, {batch.items[0].value: f"refused with 400: {exc}"})
     sent = await store.call(_acknowledge_txn, store, supplier, batch, outcome)
     total.add += sent.add
     total.update += sent.update
