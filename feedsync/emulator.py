@@ -206,9 +206,13 @@ class Emulator:
         parsed: object | None = None
         try:
             self._check_headers(request, version)
-            if request.method in ("PUT", "POST", "DELETE") and request.can_read_body:
+            if request.method in ("PUT", "POST", "DELETE") and request.body_exists:
                 body = await self._read_body(request)
                 parsed = self._parse(body)
+            elif request.method in ("PUT", "POST") or (
+                request.method == "DELETE" and request.path.endswith("/indicators")
+            ):
+                raise _Refusal(400, "A JSON array body is required")
             status, answer = self._route(
                 request.method, version, request.match_info["tail"], parsed
             )

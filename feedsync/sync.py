@@ -10,6 +10,7 @@ nothing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -61,6 +62,7 @@ class SupplierReport:
     error: str | None = None
     seconds: float = 0.0
     preview: tuple[str, ...] = ()
+    refreshed: int = 0
 
 
 @dataclass(slots=True)
@@ -143,9 +145,10 @@ class Cycle:
         reports, planned, preview = await self.store.call(self._apply, target, fetched)
         sent = Sent()
         error = None
+        refreshed = 0
         if not self.dry_run:
             try:
-                sent = await self._upload(client, target)
+                sent, refreshed = await self._upload(client, target)
             except AuthError:
                 raise
             except CyberTraceError as exc:
@@ -157,6 +160,7 @@ class Cycle:
             error="; ".join(filter(None, [error, *sent.errors])) or None,
             seconds=time.monotonic() - started,
             preview=preview,
+            refreshed=refreshed,
         )
         return reports, await self._finish(report)
 
@@ -245,7 +249,7 @@ class Cycle:
         record_run(self.store.db, _run(report))
         return report
 
-    async def _upload(self, client: CyberTrace, target: Target) -> Sent:
+    async def _upload(self, client: CyberTrace, target: Target) -> tuple[Sent, int]:
         supplier = target.supplier
         info = await ensure_supplier(client, supplier, self.config.suppliers.get(supplier))
         if info.state is SupplierState.CREATED:
@@ -254,16 +258,18 @@ class Cycle:
                 # It was deleted by hand: CyberTrace holds none of what we recorded.
                 log.warning("supplier.vanished", supplier=supplier, acked=acked)
                 await self.store.call(self._replan, target, None, True)
+        refreshed = 0
         if info.retention > 0:
             span = info.retention * 60 * self.config.cybertrace.refresh_fraction
-            refreshed = await self.store.call(self._replan, target, Refresh(span, time.time()))
-            metrics.REFRESH_DUE.labels(supplier).set(refreshed.refresh)
-            if refreshed.refresh:
-                log.info("supplier.refresh", supplier=supplier, due=refreshed.refresh)
+            replanned = await self.store.call(self._replan, target, Refresh(span, time.time()))
+            refreshed = replanned.refresh
+            metrics.REFRESH_DUE.labels(supplier).set(refreshed)
+            if refreshed:
+                log.info("supplier.refresh", supplier=supplier, due=refreshed)
         if target.send_tags:
             needed = await self.store.call(planned_tags, self.store.db, supplier)
             await ensure_tags(client, needed, self.config.cybertrace.tag_weight)
-        return await upload(self.store, client, supplier)
+        return await upload(self.store, client, supplier), refreshed
 
     def _replan(self, target: Target, refresh: Refresh | None, resync: bool = False) -> Plan:
         with self.store.transaction() as db:
@@ -290,16 +296,7 @@ class Cycle:
             seconds=round(report.seconds, 3),
             dry_run=self.dry_run,
         )
-        return SupplierReport(
-            report.supplier,
-            report.planned,
-            report.sent,
-            pending,
-            counts["rejected"],
-            report.error,
-            report.seconds,
-            report.preview,
-        )
+        return dataclasses.replace(report, pending=pending, rejected=counts["rejected"])
 
 
 def _failed(item: _Fetched, error: str) -> FeedReport:

@@ -1,0 +1,227 @@
+"""A CyberTrace that fails, throttles, resets and refuses: feedsync converges without hammering."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import orjson
+import pytest
+from conftest import ConfigFactory, FeedServer
+from test_sync import sync
+
+from feedsync.config import Config
+from feedsync.cybertrace import DELETE_LIMIT, PUT_LIMIT, CyberTrace
+from feedsync.emulator import Emulator
+from feedsync.errors import AuthError, RequestError
+from feedsync.faults import Faults
+from feedsync.store import Store
+
+Opener = Callable[[Config], Store]
+FAST_RETRY = "retry: {attempts: 4, initial_delay: 0.001, max_delay: 0.01}\n"
+
+
+def listing(values: list[str]) -> str:
+    return "".join(f"{v}\n" for v in values)
+
+
+def feed(url: str, supplier: str = "Demo", ratio: float = 0.5) -> str:
+    return (
+        f"- name: list\n  type: csv\n  url: {url}\n  supplier: {supplier}\n"
+        f"  tags: [storm]\n  max_delete_ratio: {ratio}\n"
+    )
+
+
+async def converge(loaded: Config, store: Store, rounds: int = 8) -> int:
+    """Sync until a cycle ends clean; returns how many cycles it took."""
+    for attempt in range(1, rounds + 1):
+        _, suppliers = await sync(loaded, store)
+        if not suppliers[0].error and suppliers[0].pending == 0:
+            return attempt
+    raise AssertionError(f"no convergence in {rounds} cycles")
+
+
+async def test_fault_storm_converges_for_adds_and_deletes(
+    emulator: Emulator, feed_server: FeedServer, make_config: ConfigFactory, open_store: Opener
+) -> None:
+    first = [f"host-{i:04d}.example" for i in range(600)]
+    url = feed_server.set("l.txt", listing(first))
+    loaded = make_config(
+        emulator.url,
+        feed(url, ratio=1.0),
+        "Demo: {confidence: 5}\n",
+        cybertrace=FAST_RETRY + "max_batch_indicators: 25\nconcurrency: 4\n",
+    )
+    store = open_store(loaded)
+    emulator.faults = Faults(
+        rate=0.3, statuses=(500, 429, 425, 503), after_apply=0.1, reset=0.05, seed=7
+    )
+    await converge(loaded, store)
+    assert emulator.indicators("Demo").keys() == set(first)
+
+    second = first[240:] + [f"new-{i:03d}.example" for i in range(100)]
+    feed_server.set("l.txt", listing(second))
+    await converge(loaded, store)
+    assert emulator.indicators("Demo").keys() == set(second)
+    assert all(i.tags == {"STORM"} for i in emulator.indicators("Demo").values())
+
+    state = emulator.fault_state
+    assert state is not None
+    assert {"500_after_apply", "reset", "429"} <= set(state.injected)
+    for request in emulator.indicator_requests():
+        limit = DELETE_LIMIT if request.method == "DELETE" else PUT_LIMIT
+        assert len(request.body) <= limit
+        assert len(orjson.loads(request.body)) <= 25
+
+
+async def test_acknowledged_state_never_claims_more_than_confirmed(
+    emulator: Emulator, feed_server: FeedServer, make_config: ConfigFactory, open_store: Opener
+) -> None:
+    url = feed_server.set("l.txt", listing([f"v{i}.example" for i in range(50)]))
+    loaded = make_config(emulator.url, feed(url), "Demo: {confidence: 5}\n", cybertrace=FAST_RETRY)
+    store = open_store(loaded)
+    emulator.faults = Faults(rate=1.0, statuses=(503,))
+    _, suppliers = await sync(loaded, store)
+    assert suppliers[0].error
+    assert store.acked_values("Demo") == {}
+    assert suppliers[0].pending == 50
+
+
+async def test_retry_after_is_honoured_and_attempts_bounded(
+    emulator: Emulator, make_config: ConfigFactory
+) -> None:
+    loaded = make_config(
+        emulator.url,
+        feed("/dev/null"),
+        "Demo: {confidence: 5}\n",
+        cybertrace="retry: {attempts: 3, initial_delay: 0.01, max_delay: 30}\n",
+    )
+    emulator.add_supplier("Demo")
+    emulator.faults = Faults(rate=1.0, statuses=(429,), retry_after=7)
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    async with CyberTrace(loaded.cybertrace, sleep=sleep) as client:
+        with pytest.raises(RequestError) as info:
+            await client.put_indicators("Demo", b'[{"indicator":"a.example"}]')
+    assert info.value.status == 429
+    assert slept == [7, 7]
+    assert len(emulator.requests) == 3
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 406])
+async def test_no_retry_for_client_errors(
+    emulator: Emulator, make_config: ConfigFactory, status: int
+) -> None:
+    loaded = make_config(
+        emulator.url, feed("/dev/null"), "Demo: {confidence: 5}\n", cybertrace=FAST_RETRY
+    )
+    emulator.faults = Faults(rate=1.0, statuses=(status,), everywhere=True)
+    async with CyberTrace(loaded.cybertrace) as client:
+        with pytest.raises(AuthError if status in (401, 403) else RequestError) as info:
+            await client.put_indicators("Demo", b'[{"indicator":"a.example"}]')
+    assert len(emulator.requests) == 1
+    if status == 403:
+        assert "role" in str(info.value)
+
+
+async def test_bad_batch_is_bisected_to_the_culprits(
+    emulator: Emulator, feed_server: FeedServer, make_config: ConfigFactory, open_store: Opener
+) -> None:
+    values = [f"v{i:02d}.example" for i in range(40)]
+    url = feed_server.set("l.txt", listing(values))
+    loaded = make_config(emulator.url, feed(url), "Demo: {confidence: 5}\n", cybertrace=FAST_RETRY)
+    store = open_store(loaded)
+    emulator.faults = Faults(reject_values=frozenset({"v07.example", "v31.example"}))
+    _, suppliers = await sync(loaded, store)
+    assert suppliers[0].error is None
+    assert emulator.indicators("Demo").keys() == set(values) - {"v07.example", "v31.example"}
+    assert {v for v, _op, _r in store.rejected("Demo")} == {"v07.example", "v31.example"}
+    assert "400" in store.rejected("Demo")[0][2]
+    emulator.clear_log()
+    await sync(loaded, store)
+    assert emulator.indicator_requests() == [], "rejected values are not re-sent unchanged"
+
+
+async def test_api_version_auto_and_tenants(
+    feed_server: FeedServer, make_config: ConfigFactory, open_store: Opener
+) -> None:
+    old = Emulator(user="feedsync", password="s3cret-Pa55", api_versions=("1.0", "1.1"))
+    await old.start()
+    try:
+        url = feed_server.set("l.txt", "a.example\n")
+        loaded = make_config(old.url, feed(url), "Demo: {confidence: 5}\n", api_version="auto")
+        await sync(loaded, open_store(loaded))
+        assert {r.version for r in old.requests if r.status != 404} == {"1.1"}
+        assert old.indicators("Demo")["a.example"].tags == {"STORM"}
+    finally:
+        await old.stop()
+
+
+async def test_tenant_paths_under_1_3(
+    emulator: Emulator, feed_server: FeedServer, make_config: ConfigFactory, open_store: Opener
+) -> None:
+    url = feed_server.set("l.txt", "a.example\n")
+    loaded = make_config(
+        emulator.url,
+        feed(url),
+        "Demo: {confidence: 5}\n",
+        api_version="1.3",
+        cybertrace="tenant: acme\n",
+    )
+    await sync(loaded, open_store(loaded))
+    assert emulator.indicators("Demo", tenant="acme").keys() == {"a.example"}
+    assert emulator.supplier("Demo") is None
+    assert all(
+        "/api/1.3/acme/suppliers" in r.path for r in emulator.requests if "suppliers" in r.path
+    )
+
+
+async def test_resync_resends_everything_after_a_restore(
+    emulator: Emulator, feed_server: FeedServer, make_config: ConfigFactory, open_store: Opener
+) -> None:
+    url = feed_server.set("l.txt", "a.example\nb.example\n")
+    loaded = make_config(emulator.url, feed(url), "Demo: {confidence: 5}\n")
+    store = open_store(loaded)
+    await sync(loaded, store)
+    supplier = emulator.supplier("Demo")
+    assert supplier is not None
+    supplier.indicators.clear()  # CyberTrace restored from an old backup
+    await sync(loaded, store)
+    assert emulator.indicators("Demo") == {}, "nothing changed as far as feedsync knows"
+    _, suppliers = await sync(loaded, store, resync=True)
+    assert suppliers[0].sent.add == 2
+    assert emulator.indicators("Demo").keys() == {"a.example", "b.example"}
+
+
+async def test_retention_refresh_keeps_indicators_alive(
+    emulator: Emulator,
+    feed_server: FeedServer,
+    make_config: ConfigFactory,
+    open_store: Opener,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [time.time()]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    emulator.clock = lambda: now[0]
+    values = [f"v{i:03d}.example" for i in range(200)]
+    url = feed_server.set("l.txt", listing(values))
+    loaded = make_config(emulator.url, feed(url), "Demo: {confidence: 5, retention: 1}\n")
+    store = open_store(loaded)
+    await sync(loaded, store)
+    emulator.clear_log()
+    now[0] += 10
+    await sync(loaded, store)
+    assert emulator.indicator_requests() == [], "nothing is due a sixth of the retention in"
+    refreshed = []
+    for _ in range(6):
+        now[0] += 25
+        emulator.clear_log()
+        _, suppliers = await sync(loaded, store)
+        refreshed.append(suppliers[0].refreshed)
+        assert sum(len(r.json) for r in emulator.indicator_requests("PUT")) == refreshed[-1]  # type: ignore[arg-type]
+        assert emulator.indicators("Demo").keys() == set(values), "none ever expires"
+    assert sum(refreshed) >= 200 * 3
+    assert any(0 < count < 200 for count in refreshed), "deadlines are spread, not one burst"
