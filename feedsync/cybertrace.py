@@ -23,7 +23,7 @@ import orjson
 
 from feedsync import logs
 from feedsync.config import CyberTraceConfig, SupplierConfig
-from feedsync.errors import AuthError, CyberTraceError, RequestError, TransportError
+from feedsync.errors import AuthError, CyberTraceError, RequestError, TLSError, TransportError
 from feedsync.fetch import USER_AGENT, basic_auth, ssl_context
 
 PUT_LIMIT = 134217728
@@ -74,6 +74,8 @@ class CyberTrace:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> CyberTrace:
+        if self.config.verify_tls is False and self.config.url.startswith("https://"):
+            log.warning("cybertrace.tls_unverified", url=self.config.url)
         tls = await ssl_context(self.config.verify_tls)
         if self.config.client_cert and not isinstance(tls, bool):
             await asyncio.to_thread(
@@ -243,6 +245,12 @@ class CyberTrace:
                     raw = await response.read()
                     status = response.status
                     retry_after = _retry_after(response.headers.get("Retry-After"))
+            except aiohttp.ClientSSLError as exc:
+                self._observe(method, supplier, "error", time.monotonic() - started, 0)
+                raise TLSError(
+                    f"{method} {path}: TLS verification failed ({exc}); set cybertrace.verify_tls"
+                    " to the CA bundle that signed the server's certificate"
+                ) from exc
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self._observe(
                     method, supplier, "error", time.monotonic() - started, len(body or b"")

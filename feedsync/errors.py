@@ -12,6 +12,7 @@ with ``raise ... from exc``::
     ├── StoreError             the state database cannot be opened, read or written
     └── CyberTraceError        the CyberTrace API failed a request
         ├── AuthError          401/403: wrong credentials or role; retrying cannot help
+        ├── TLSError           the server's certificate does not verify; retrying cannot help
         ├── RequestError       a request answered with an error status (has .status)
         └── TransportError     connection failure or timeout; the outcome is unknown
 """
@@ -63,6 +64,10 @@ class AuthError(CyberTraceError):
     def __init__(self, status: int, message: str) -> None:
         self.status = status
         super().__init__(message)
+
+
+class TLSError(CyberTraceError):
+    """The server's TLS certificate failed verification."""
 
 
 class RequestError(CyberTraceError):

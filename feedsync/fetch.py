@@ -22,8 +22,10 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 
-from feedsync import __version__
+from feedsync import __version__, logs
 from feedsync.errors import FetchError
+
+log = logs.get("feedsync.fetch")
 
 CHUNK = 1 << 20
 USER_AGENT = f"feedsync/{__version__}"
@@ -137,6 +139,8 @@ async def _download(request: Request, previous: Validators, spool: Path) -> Body
         headers["If-Modified-Since"] = previous.last_modified
     timeout = aiohttp.ClientTimeout(total=None, connect=request.timeout, sock_read=request.timeout)
     where = redact_url(request.url)
+    if request.verify_tls is False and request.url.startswith("https://"):
+        log.warning("feed.tls_unverified", feed=request.feed, url=where)
     tls = await ssl_context(request.verify_tls)
     try:
         async with (

@@ -1,0 +1,168 @@
+"""TLS: verified by default, a CA bundle by path, unverified only when asked (with a warning)."""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from conftest import PASSWORD, USER, ConfigFactory
+
+from feedsync.cybertrace import CyberTrace
+from feedsync.emulator import Emulator
+from feedsync.errors import CyberTraceError, TLSError
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    out = tmp_path_factory.mktemp("tls")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=out, check=True, capture_output=True)
+
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    )
+    (out / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.pem",
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=feedsync",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+    )
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        "client.pem",
+    )
+    return out
+
+
+@pytest.fixture
+async def tls_emulator(certificates: Path) -> AsyncIterator[Emulator]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificates / "server.pem", certificates / "server.key")
+    emulator = Emulator(user=USER, password=PASSWORD)
+    await emulator.start(tls=context)
+    yield emulator
+    await emulator.stop()
+
+
+FEED = "- {name: x, type: csv, url: /dev/null, supplier: FalsePositive}\n"
+
+
+async def test_self_signed_fails_without_the_ca(
+    tls_emulator: Emulator, make_config: ConfigFactory
+) -> None:
+    loaded = make_config(tls_emulator.url, FEED)
+    async with CyberTrace(loaded.cybertrace) as client:
+        with pytest.raises(TLSError, match="verify_tls"):
+            await client.supplier("FalsePositive")
+    assert tls_emulator.requests == []
+
+
+async def test_ca_bundle_path_verifies(
+    tls_emulator: Emulator, make_config: ConfigFactory, certificates: Path
+) -> None:
+    loaded = make_config(
+        tls_emulator.url, FEED, cybertrace=f"verify_tls: {certificates / 'ca.pem'}\n"
+    )
+    async with CyberTrace(loaded.cybertrace) as client:
+        assert await client.supplier("FalsePositive") is not None
+
+
+async def test_verification_off_works_and_warns(
+    tls_emulator: Emulator, make_config: ConfigFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    loaded = make_config(tls_emulator.url, FEED, cybertrace="verify_tls: false\n")
+    async with CyberTrace(loaded.cybertrace) as client:
+        assert await client.supplier("FalsePositive") is not None
+    captured = capsys.readouterr()
+    assert "cybertrace.tls_unverified" in captured.out + captured.err
+
+
+async def test_client_certificate(certificates: Path, make_config: ConfigFactory) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificates / "server.pem", certificates / "server.key")
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(certificates / "ca.pem")
+    emulator = Emulator(user=USER, password=PASSWORD)
+    await emulator.start(tls=context)
+    try:
+        tls = f"verify_tls: {certificates / 'ca.pem'}\nretry: {{attempts: 1}}\n"
+        without = make_config(emulator.url, FEED, cybertrace=tls)
+        async with CyberTrace(without.cybertrace) as client:
+            with pytest.raises(CyberTraceError):
+                await client.supplier("FalsePositive")
+        with_cert = make_config(
+            emulator.url,
+            FEED,
+            cybertrace=tls + f"client_cert: {certificates / 'client.pem'}\n"
+            f"client_key: {certificates / 'client.key'}\n",
+        )
+        async with CyberTrace(with_cert.cybertrace) as client:
+            assert await client.supplier("FalsePositive") is not None
+    finally:
+        await emulator.stop()
