@@ -225,3 +225,47 @@ async def test_retention_refresh_keeps_indicators_alive(
         assert emulator.indicators("Demo").keys() == set(values), "none ever expires"
     assert sum(refreshed) >= 200 * 3
     assert any(0 < count < 200 for count in refreshed), "deadlines are spread, not one burst"
+
+
+async def test_concurrency_is_bounded(
+    emulator: Emulator, feed_server: FeedServer, make_config: ConfigFactory, open_store: Opener
+) -> None:
+    url = feed_server.set("l.txt", listing([f"v{i:03d}.example" for i in range(300)]))
+    loaded = make_config(
+        emulator.url,
+        feed(url),
+        "Demo: {confidence: 5}\n",
+        cybertrace="concurrency: 2\nmax_batch_indicators: 10\nretry: {attempts: 1}\n",
+    )
+    emulator.faults = Faults(latency=0.02, max_concurrent=2)
+    _, suppliers = await sync(loaded, open_store(loaded))
+    assert suppliers[0].error is None
+    assert emulator.fault_state is not None and emulator.fault_state.injected == {}
+    assert len(emulator.indicator_requests("PUT")) == 30
+
+
+@pytest.mark.parametrize(("api_version", "expected"), [("1.1", None), ("1.2", True)])
+async def test_false_positive_deletes_unmark_detections(
+    emulator: Emulator,
+    feed_server: FeedServer,
+    make_config: ConfigFactory,
+    open_store: Opener,
+    api_version: str,
+    expected: bool | None,
+) -> None:
+    url = feed_server.set("l.txt", "a.example\nb.example\n")
+    text = feed(url, supplier="FalsePositive", ratio=1.0) + "  unmark_detections: true\n"
+    loaded = make_config(emulator.url, text, api_version=api_version)
+    store = open_store(loaded)
+    await sync(loaded, store)
+    feed_server.set("l.txt", "a.example\n")
+    emulator.clear_log()
+    await sync(loaded, store)
+    [delete] = emulator.indicator_requests("DELETE")
+    assert delete.status == 201
+    assert (
+        delete.json == [{"indicator": "b.example", "unmark_detections": True}]
+        if expected
+        else [{"indicator": "b.example"}]
+    )
+    assert emulator.indicators("FalsePositive").keys() == {"a.example"}
