@@ -64,8 +64,10 @@ class CyberTrace:
         config: CyberTraceConfig,
         *,
         observe: Observer = _ignore,
+        on_retry: Callable[[str], None] = lambda _method: None,
         sleep: Callable[[float], Any] = asyncio.sleep,
     ) -> None:
+        self._on_retry = on_retry
         self.config = config
         self.version = config.api_version
         self._observe = observe
@@ -226,6 +228,7 @@ class CyberTrace:
             log.debug(
                 "cybertrace.retry", method=method, path=path, attempt=attempt, delay=round(delay, 3)
             )
+            self._on_retry(method)
             await self._sleep(delay)
         raise AssertionError("unreachable")
 

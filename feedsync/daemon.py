@@ -27,10 +27,10 @@ from feedsync.errors import ConfigError, FeedsyncError
 from feedsync.server import Server
 from feedsync.store import Store
 from feedsync.sync import Cycle
+from feedsync.systemd import Notifier
 
 log = logs.get("feedsync.daemon")
 
-GRACE_SECONDS = 30.0
 JITTER_FRACTION = 0.1
 MAX_JITTER = 60
 
@@ -48,6 +48,9 @@ class Daemon:
         self.stopping = asyncio.Event()
         self._reloads: set[asyncio.Task[None]] = set()
         self.server = Server(self)
+        self.notifier = Notifier()
+        self.cycles = 0
+        self.failures = 0
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -58,8 +61,27 @@ class Daemon:
         await self._schedule()
         self.scheduler.start()
         log.info("daemon.started", feeds=len(self.config.feeds), config=self.path)
+        self.notifier.ready(self.summary())
+        watchdog = asyncio.get_running_loop().create_task(self._watchdog(), name="watchdog")
         await self.stopping.wait()
+        self.notifier.stopping()
+        watchdog.cancel()
         await self.shutdown()
+
+    def summary(self) -> str:
+        """The one-line STATUS= systemd shows."""
+        return (
+            f"{len(self.config.feeds)} feeds, {len(self.running)} running,"
+            f" {self.cycles} cycles, {self.failures} failed"
+        )
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval
+        if interval is None:
+            return
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
 
     def launch(self, name: str) -> None:
         """Start the feed's cycle unless it is still running (the scheduler's job)."""
@@ -71,13 +93,18 @@ class Daemon:
         task.add_done_callback(lambda _t: self.running.pop(name, None))
 
     async def _cycle(self, name: str) -> None:
+        failed = True
         try:
             cycle = Cycle(self.config, self.store, locks=self.locks)
-            await cycle.run([name])
+            feeds, suppliers = await cycle.run([name])
+            failed = any(f.result == "failed" for f in feeds) or any(s.error for s in suppliers)
         except FeedsyncError as exc:
             log.error("feed.cycle_failed", feed=name, error=str(exc))
         except Exception:
             log.exception("feed.cycle_crashed", feed=name)
+        self.cycles += 1
+        self.failures += failed
+        self.notifier.status(self.summary())
 
     def _reload_soon(self) -> None:
         task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
@@ -119,8 +146,9 @@ class Daemon:
         self.scheduler.shutdown(wait=False)
         running = list(self.running.values())
         if running:
-            log.info("daemon.draining", feeds=len(running), grace=GRACE_SECONDS)
-            _done, late = await asyncio.wait(running, timeout=GRACE_SECONDS)
+            grace = self.config.server.shutdown_grace
+            log.info("daemon.draining", feeds=len(running), grace=grace)
+            _done, late = await asyncio.wait(running, timeout=grace)
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)

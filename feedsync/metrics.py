@@ -46,6 +46,23 @@ FETCH_DURATION = Histogram(
     buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
     registry=REGISTRY,
 )
+CYCLE_DURATION = Histogram(
+    "feedsync_cycle_duration_seconds",
+    "Time for one sync cycle (fetch, store, plan, upload)",
+    buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
+    registry=REGISTRY,
+)
+FEED_FAILING = Gauge(
+    "feedsync_feed_failing",
+    "1 while the feed's last cycle failed, labelled with where (fetch, parse, cybertrace)",
+    ["feed", "stage"],
+    registry=REGISTRY,
+)
+CYBERTRACE_UP = Gauge(
+    "feedsync_cybertrace_up",
+    "1 if the last CyberTrace request got an answer below 500, 0 if not",
+    registry=REGISTRY,
+)
 CHANGES = Counter(
     "feedsync_changes_total",
     "Indicator changes acknowledged by CyberTrace (op: add, update, delete)",

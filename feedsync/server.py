@@ -49,7 +49,8 @@ class Server:
 
     async def readyz(self, _request: web.Request) -> web.Response:
         problems = await self.daemon.store.call(_store_problems, self.daemon)
-        if problems:
+        if REGISTRY.get_sample_value("feedsync_cybertrace_up") == 0:
+            problems = "CyberTrace did not answer the last request"
             return web.Response(status=503, text=f"not ready: {problems}\n")
         return web.Response(text="ready\n")
 

@@ -36,6 +36,7 @@ log = logs.get("feedsync.sync")
 FETCH_CONCURRENCY = 4
 INVALID_LOGGED = 5
 PREVIEW = 10
+STAGES = ("fetch", "parse", "cybertrace")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,7 @@ class FeedReport:
     change: Change = field(default_factory=Change)
     error: str | None = None
     seconds: float = 0.0
+    stage: str | None = None  # where a failed cycle failed: fetch, parse, cybertrace
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +99,18 @@ class Cycle:
         self.spool = Path(config.state.path).resolve().parent / "spool"
 
     async def run(self, names: Sequence[str] = ()) -> tuple[list[FeedReport], list[SupplierReport]]:
+        with metrics.CYCLE_DURATION.time():
+            return await self._run(names)
+
+    async def _run(self, names: Sequence[str]) -> tuple[list[FeedReport], list[SupplierReport]]:
         feeds = [f for f in self.config.feeds if f.enabled and (not names or f.name in names)]
         gate = asyncio.Semaphore(FETCH_CONCURRENCY)
         fetched = await asyncio.gather(*(self._fetch(feed, gate) for feed in feeds))
         suppliers = list(dict.fromkeys(feed.supplier for feed in feeds))
         feed_reports: list[FeedReport] = []
         supplier_reports: list[SupplierReport] = []
-        async with CyberTrace(self.config.cybertrace, observe=_observe) as client:
+        client = CyberTrace(self.config.cybertrace, observe=_observe, on_retry=_retried)
+        async with client:
             for supplier in suppliers:
                 mine = [f for f in fetched if f.feed.supplier == supplier]
                 async with self.locks.setdefault(supplier, asyncio.Lock()):
@@ -136,7 +143,7 @@ class Cycle:
         except CyberTraceError as exc:
             if isinstance(exc, AuthError):
                 raise
-            reports = [_failed(item, f"not applied: {exc}") for item in fetched]
+            reports = [_failed(item, f"not applied: {exc}", "cybertrace") for item in fetched]
             for feed_report in reports:
                 _feed_metrics(feed_report)
             failed = SupplierReport(supplier, error=str(exc), seconds=time.monotonic() - started)
@@ -195,7 +202,7 @@ class Cycle:
         feed = item.feed
         if item.error is not None or item.body is None:
             if item.error is not None:
-                report = _failed(item, item.error)
+                report = _failed(item, item.error, "fetch")
             else:
                 report = FeedReport(feed.name, feed.supplier, "unchanged")
             record_run(self.store.db, _run(report))
@@ -235,7 +242,7 @@ class Cycle:
                         feed.name, f"no valid indicator in {change.invalid} rows ({reasons})"
                     )
         except SourceError as exc:
-            report = _failed(item, exc.message)
+            report = _failed(item, exc.message, "parse")
         else:
             result = "held" if change.held else "ok"
             report = FeedReport(
@@ -299,12 +306,13 @@ class Cycle:
         return dataclasses.replace(report, pending=pending, rejected=counts["rejected"])
 
 
-def _failed(item: _Fetched, error: str) -> FeedReport:
+def _failed(item: _Fetched, error: str, stage: str) -> FeedReport:
     return FeedReport(
         item.feed.name,
         item.feed.supplier,
         "failed",
         error=error,
+        stage=stage,
         seconds=time.monotonic() - item.started,
     )
 
@@ -351,6 +359,8 @@ def _feed_metrics(report: FeedReport) -> None:
         metrics.FEED_LAST_SUCCESS.labels(report.feed).set(time.time())
     if report.result == "ok":
         metrics.FEED_INDICATORS.labels(report.feed).set(report.change.fetched)
+    for stage in STAGES:
+        metrics.FEED_FAILING.labels(report.feed, stage).set(1 if stage == report.stage else 0)
     held = report.result == "held"
     metrics.FEED_HELD.labels(report.feed).set(1 if held else 0)
     metrics.FEED_HELD_DELETIONS.labels(report.feed).set(report.change.removed if held else 0)
@@ -367,7 +377,12 @@ def _preview(db: sqlite3.Connection, supplier: str) -> tuple[str, ...]:
     return tuple(lines)
 
 
+def _retried(method: str) -> None:
+    metrics.RETRIES.labels(method).inc()
+
+
 def _observe(method: str, supplier: str, code: str, seconds: float, sent: int) -> None:
+    metrics.CYBERTRACE_UP.set(0 if code == "error" or int(code) >= 500 else 1)
     metrics.REQUESTS.labels(supplier, method, code).inc()
     metrics.REQUEST_LATENCY.labels(method).observe(seconds)
     if sent:
