@@ -83,8 +83,9 @@ class Daemon:
             self.notifier.watchdog()
             await asyncio.sleep(interval)
 
-    def launch(self, name: str) -> None:
-        """Start the feed's cycle unless it is still running (the scheduler's job)."""
+    async def launch(self, name: str) -> None:
+        """Start the feed's cycle unless it is still running (the scheduler's job;
+        a coroutine, so APScheduler runs it on our loop, not in a thread)."""
         if name in self.running:
             log.info("feed.skipped", feed=name, reason="previous cycle still running")
             return
