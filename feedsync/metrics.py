@@ -12,6 +12,12 @@ FEED_LAST_SUCCESS = Gauge(
     ["feed"],
     registry=REGISTRY,
 )
+FEED_AGE = Gauge(
+    "feedsync_feed_age_seconds",
+    "Seconds since the feed's last successful cycle (computed when scraped)",
+    ["feed"],
+    registry=REGISTRY,
+)
 FEED_INDICATORS = Gauge(
     "feedsync_feed_indicators", "Indicators in the feed's snapshot", ["feed"], registry=REGISTRY
 )

@@ -356,7 +356,9 @@ def _feed_metrics(report: FeedReport) -> None:
     for reason, count in report.change.invalid_reasons.items():
         metrics.FEED_INVALID.labels(report.feed, reason).inc(count)
     if report.result in ("ok", "unchanged", "held"):
-        metrics.FEED_LAST_SUCCESS.labels(report.feed).set(time.time())
+        succeeded = time.time()
+        metrics.FEED_LAST_SUCCESS.labels(report.feed).set(succeeded)
+        metrics.FEED_AGE.labels(report.feed).set_function(lambda: time.time() - succeeded)
     if report.result == "ok":
         metrics.FEED_INDICATORS.labels(report.feed).set(report.change.fetched)
     for stage in STAGES:
