@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from feedsync import __version__, config, daemon, logs, report
 from feedsync.emulator import serve
-from feedsync.errors import AuthError, ConfigError, FeedsyncError, StoreError
+from feedsync.errors import AuthError, ConfigError, FeedsyncError
 from feedsync.sources import source_for
 from feedsync.store import Store
 from feedsync.sync import Cycle
@@ -29,9 +29,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"feedsync: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except StoreError as exc:
-        print(f"feedsync: {exc}", file=sys.stderr)
-        return EXIT_FAILED
     except AuthError as exc:
         print(f"feedsync: authentication failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
