@@ -20,6 +20,7 @@ _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 _TAG_JUNK = re.compile(r"[^A-Z0-9_-]+")
 _DEFANGS = (("[.]", "."), ("(.)", "."), ("{.}", "."), ("[:]", ":"), ("[://]", "://"))
 _MAX_VALUE = 8192
+_BLANK_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
 class InvalidValue(ValueError):
@@ -37,7 +38,7 @@ def canonicalize(value: str) -> tuple[Kind, str]:
         raise InvalidValue("empty", "empty value")
     if len(text) > _MAX_VALUE:
         raise InvalidValue("too_long", f"value longer than {_MAX_VALUE} characters")
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+    if _BLANK_OR_CONTROL.search(text):
         raise InvalidValue("whitespace", "value contains whitespace or control characters")
     kind = _HASH_KINDS.get(len(text))
     if kind is not None and _HEX.issuperset(text):

@@ -103,6 +103,7 @@ class Cycle:
             return await self._run(names)
 
     async def _run(self, names: Sequence[str]) -> tuple[list[FeedReport], list[SupplierReport]]:
+        await asyncio.to_thread(_clear_spool, self.spool)
         feeds = [f for f in self.config.feeds if f.enabled and (not names or f.name in names)]
         gate = asyncio.Semaphore(FETCH_CONCURRENCY)
         fetched = await asyncio.gather(*(self._fetch(feed, gate) for feed in feeds))
@@ -304,6 +305,12 @@ class Cycle:
             dry_run=self.dry_run,
         )
         return dataclasses.replace(report, pending=pending, rejected=counts["rejected"])
+
+
+def _clear_spool(spool: Path) -> None:
+    # Bodies a killed process left behind; the store lock means no other feedsync spools here.
+    for stale in spool.glob("*.body"):
+        stale.unlink(missing_ok=True)
 
 
 def _failed(item: _Fetched, error: str, stage: str) -> FeedReport:
