@@ -13,7 +13,7 @@ from feedsync.emulator import serve
 from feedsync.errors import AuthError, ConfigError, FeedsyncError
 from feedsync.sources import source_for
 from feedsync.store import Store
-from feedsync.sync import Cycle
+from feedsync.sync import Cycle, clear_spool
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -136,6 +136,7 @@ def _sync(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     store = Store.open(loaded.state.path)
+    clear_spool(loaded)
     try:
         cycle = Cycle(loaded, store, dry_run=args.dry_run, force=args.force, resync=args.resync)
         feeds, suppliers = asyncio.run(cycle.run(args.feeds))

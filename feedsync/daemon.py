@@ -26,7 +26,7 @@ from feedsync.config import Config, FeedConfig
 from feedsync.errors import ConfigError, FeedsyncError
 from feedsync.server import Server
 from feedsync.store import Store
-from feedsync.sync import Cycle
+from feedsync.sync import Cycle, clear_spool
 from feedsync.systemd import Notifier
 
 log = logs.get("feedsync.daemon")
@@ -179,6 +179,7 @@ def run(path: str) -> int:
     """Load, open, serve until stopped; exit 0 after a clean shutdown."""
     loaded = configuration.load(path)
     store = Store.open(loaded.state.path)
+    clear_spool(loaded)
     started = time.monotonic()
     try:
         asyncio.run(Daemon(path, loaded, store).serve())

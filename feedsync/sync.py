@@ -96,14 +96,13 @@ class Cycle:
         self.dry_run = dry_run
         self.force = force
         self.resync = resync
-        self.spool = Path(config.state.path).resolve().parent / "spool"
+        self.spool = spool_dir(config)
 
     async def run(self, names: Sequence[str] = ()) -> tuple[list[FeedReport], list[SupplierReport]]:
         with metrics.CYCLE_DURATION.time():
             return await self._run(names)
 
     async def _run(self, names: Sequence[str]) -> tuple[list[FeedReport], list[SupplierReport]]:
-        await asyncio.to_thread(_clear_spool, self.spool)
         feeds = [f for f in self.config.feeds if f.enabled and (not names or f.name in names)]
         gate = asyncio.Semaphore(FETCH_CONCURRENCY)
         fetched = await asyncio.gather(*(self._fetch(feed, gate) for feed in feeds))
@@ -307,10 +306,15 @@ class Cycle:
         return dataclasses.replace(report, pending=pending, rejected=counts["rejected"])
 
 
-def _clear_spool(spool: Path) -> None:
-    # Bodies a killed process left behind; the store lock means no other feedsync spools here.
-    for stale in spool.glob("*.body"):
+def clear_spool(config: Config) -> None:
+    """Delete bodies a killed process left behind. Call once at process start:
+    the store lock means no other feedsync spools here, and no cycle runs yet."""
+    for stale in spool_dir(config).glob("*.body"):
         stale.unlink(missing_ok=True)
+
+
+def spool_dir(config: Config) -> Path:
+    return Path(config.state.path).resolve().parent / "spool"
 
 
 def _failed(item: _Fetched, error: str, stage: str) -> FeedReport:
