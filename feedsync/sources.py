@@ -18,8 +18,6 @@ from feedsync.errors import ConfigError
 from feedsync.fetch import USER_AGENT, Body, Request, Validators, basic_auth, fetch
 from feedsync.model import Invalid, Record
 
-MAX_BODY_BYTES = 8 << 30
-
 
 class Source(Protocol):
     """One feed's way in."""
@@ -66,7 +64,7 @@ def request_for(feed: FeedConfig, url: str | None = None) -> Request:
         headers=headers,
         verify_tls=feed.verify_tls,
         timeout=feed.timeout,
-        max_bytes=MAX_BODY_BYTES,
+        max_bytes=feed.max_body_bytes,
     )
 
 
