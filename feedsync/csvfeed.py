@@ -182,7 +182,8 @@ def _find_header(
     commented = lines.last_comment
     if commented is not None:
         named = _clean(_split(commented, options.delimiter))
-        if len(named) == len(fields) >= 2 and not any(map(_looks_like_indicator, named)):
+        # Ragged feeds have short rows, so the header may be wider than the first row.
+        if len(named) >= max(2, len(fields)) and not any(map(_looks_like_indicator, named)):
             return named, pending
     at = len(pending) - 1
     if options.header is True:

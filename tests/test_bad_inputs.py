@@ -1,0 +1,215 @@
+"""Broken feed bodies and servers: each fails clearly, in bounded time, deleting nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import io
+import zipfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import pytest
+from aiohttp import web
+from conftest import ConfigFactory
+from test_sync import sync
+
+from feedsync.config import Config
+from feedsync.emulator import Emulator
+from feedsync.store import Store
+
+GOOD = "".join(f"good-{i}.example\n" for i in range(10))
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def body(data: bytes | str, status: int = 200, **headers: str) -> Handler:
+    raw = data.encode() if isinstance(data, str) else data
+
+    async def handler(_request: web.Request) -> web.StreamResponse:
+        return web.Response(status=status, body=raw, headers=headers)
+
+    return handler
+
+
+def cut_short(_request: web.Request) -> Awaitable[web.StreamResponse]:
+    return _partial(declared=10_000, sent=b"a.example\nb.exam")
+
+
+def content_length_lie(_request: web.Request) -> Awaitable[web.StreamResponse]:
+    return _partial(declared=5 * 1024**3, sent=b"a.example\n")
+
+
+async def _partial(declared: int, sent: bytes) -> web.StreamResponse:
+    raise _Partial(declared, sent)
+
+
+class _Partial(Exception):
+    def __init__(self, declared: int, sent: bytes) -> None:
+        self.declared = declared
+        self.sent = sent
+
+
+async def stall(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+    await response.prepare(request)
+    await response.write(b"a.example\n")
+    await asyncio.sleep(30)
+    return response
+
+
+async def endless(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse()
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    for i in range(100_000):
+        await response.write(f"host-{i}.example\n".encode() * 100)
+    return response
+
+
+async def redirect_loop(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound(str(request.url))
+
+
+def zipped(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Case:
+    handler: Handler
+    result: str  # failed | held | ok
+    message: str  # must appear in the feed's error
+    feed: str = ""  # extra feed keys
+
+
+GZ = gzip.compress(GOOD.encode() * 200)
+CASES: dict[str, Case] = {
+    "html-page": Case(
+        body("<!DOCTYPE html><html><body>503</body></html>", **{"Content-Type": "text/html"}),
+        "failed",
+        "line 1: the body is an HTML page",
+    ),
+    "html-after-blank-lines": Case(
+        body("\n\n  <html><head></head></html>"), "failed", "line 3: the body is an HTML page"
+    ),
+    "xml-error": Case(body('<?xml version="1.0"?><Error>Denied</Error>'), "failed", "HTML page"),
+    "json-garbage": Case(
+        body('{"error": {"code": 500, "detail": [1, 2, 3]}}'), "failed", "no valid indicator"
+    ),
+    "truncated-gzip": Case(body(GZ[: len(GZ) // 2]), "failed", "truncated gzip"),
+    "corrupt-gzip": Case(body(b"\x1f\x8b\x08\x00" + b"\xff" * 100), "failed", "gzip"),
+    "truncated-zip": Case(body(zipped({"f.csv": GOOD.encode()})[:40]), "failed", "zip"),
+    "empty-zip": Case(body(zipped({})), "failed", "NUL byte"),
+    "zip-of-garbage": Case(body(zipped({"f.csv": b"<html>nope</html>"})), "failed", "HTML page"),
+    "invalid-utf8": Case(
+        body(b"\xff\xfe\xfa\n" * 20), "failed", "no valid indicator in 20 rows (encoding 20)"
+    ),
+    "nul-bytes": Case(body(b"a.example\n\x00\x00\x00\n"), "failed", "line 2: NUL byte"),
+    "ten-mb-line": Case(
+        body(b"x" * (10 << 20)), "failed", "no valid indicator in 1 rows (too_long 1)"
+    ),
+    "too-few-columns": Case(
+        body("# id,url,threat\n1\n2\n3\n"),
+        "failed",
+        "no valid indicator in 3 rows (missing_column 3)",
+        "indicator: url\n",
+    ),
+    "unknown-column": Case(
+        body("# id,link\n1,a.example\n"),
+        "failed",
+        "column 'url' not in header (id, link)",
+        "indicator: url\n",
+    ),
+    "all-values-invalid": Case(body("not a value\nalso not\n"), "failed", "no valid indicator"),
+    "empty-body": Case(body(b""), "failed", "empty body"),
+    "whitespace-body": Case(body("\n \n\t\n"), "held", "would remove all 10"),
+    "comments-only": Case(
+        body("# nothing today\n# END 0 entries\n"), "held", "would remove all 10"
+    ),
+    "header-only": Case(body("# id,url\n"), "held", "would remove all 10"),
+    "ninety-percent-gone": Case(body("good-0.example\n"), "held", "would remove 9 of 10"),
+    "http-404": Case(body("not found", status=404), "failed", "HTTP 404 from http://127.0.0.1"),
+    "http-403": Case(body("forbidden", status=403), "failed", "HTTP 403"),
+    "http-500": Case(body("oops", status=500), "failed", "HTTP 500"),
+    "http-503-html": Case(body("<html>down</html>", status=503), "failed", "HTTP 503"),
+    "redirect-loop": Case(redirect_loop, "failed", "cannot fetch"),
+    "cut-short": Case(cut_short, "failed", "cut short"),
+    "content-length-lie-5gb": Case(content_length_lie, "failed", "over the limit"),
+    "endless-chunked": Case(
+        endless, "failed", "over the limit of 1048576 bytes", "max_body_bytes: 1048576\n"
+    ),
+    "stalls-mid-body": Case(stall, "failed", "cannot fetch", "timeout: 1\n"),
+    "binary-garbage": Case(body(bytes(range(1, 256)) * 40), "failed", "no valid indicator"),
+    "duplicates-only": Case(body("dup.example\n" * 50 + GOOD), "ok", ""),
+    "defanged-and-bad-mixed": Case(body("evil[.]example\nnonsense\n" + GOOD), "ok", ""),
+}
+
+
+@pytest.fixture
+async def broken_server() -> AsyncIterator[tuple[str, dict[str, Handler]]]:
+    handlers: dict[str, Handler] = {}
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handlers[request.match_info["name"]](request)
+        except _Partial as partial:
+            response = web.StreamResponse(headers={"Content-Length": str(partial.declared)})
+            await response.prepare(request)
+            await response.write(partial.sent)
+            if request.transport is not None:
+                request.transport.close()
+            return response
+
+    app = web.Application()
+    app.router.add_get("/{name}", route)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}", handlers
+    await runner.cleanup()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+async def test_broken_input_changes_nothing(
+    name: str,
+    broken_server: tuple[str, dict[str, Handler]],
+    emulator: Emulator,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+) -> None:
+    case = CASES[name]
+    base, handlers = broken_server
+    handlers["feed"] = body(GOOD)
+    extra = "".join(f"  {line}\n" for line in case.feed.splitlines())
+    loaded = make_config(
+        emulator.url,
+        f"- name: broken\n  type: csv\n  url: {base}/feed\n  supplier: Demo\n{extra}",
+        "Demo: {confidence: 1}\n",
+    )
+    store = open_store(loaded)
+    if "indicator: url" in case.feed:
+        handlers["feed"] = body(
+            "# id,url\n" + "".join(f"{i},{v}\n" for i, v in enumerate(GOOD.split()))
+        )
+    feeds, _ = await sync(loaded, store)
+    assert feeds[0].result == "ok"
+    before = set(emulator.indicators("Demo"))
+    assert len(before) == 10
+
+    handlers["feed"] = case.handler
+    emulator.clear_log()
+    feeds, suppliers = await asyncio.wait_for(sync(loaded, store), 30)
+    report = feeds[0]
+    assert (report.feed, report.result) == ("broken", case.result), report.error
+    assert case.message in (report.error or ""), report.error
+    assert emulator.indicator_requests("DELETE") == [], "nothing is deleted"
+    assert before <= set(emulator.indicators("Demo"))
+    if case.result != "ok":
+        assert emulator.indicator_requests() == []
+        assert store.feed("broken", "Demo").indicators == 10
+    assert suppliers[0].error is None
