@@ -15,6 +15,8 @@ from feedsync.sources import source_for
 from feedsync.store import Store
 from feedsync.sync import Cycle, clear_spool
 
+log = logs.get("feedsync.cli")
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -111,7 +113,10 @@ def _json_logs(choice: str) -> bool | None:
 
 
 def _load(args: argparse.Namespace) -> config.Config:
-    return config.load(args.config or config.default_path())
+    loaded = config.load(args.config or config.default_path())
+    for warning in loaded.warnings:
+        log.warning("config.warning", warning=warning)
+    return loaded
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -3,61 +3,61 @@
 Every error names its key path (``feeds[2].schedule: ...``). ``${VAR}`` in a
 string value is read from the environment (``${VAR:-default}``, ``$$`` for a
 literal ``$``); ``password_file``/``api_key_file`` read a secret from a file.
-Secrets are wrapped in ``Secret`` so no repr, log line or message shows them.
+Secrets are wrapped in ``Secret`` so no repr, log line or message shows them;
+``Config.warnings`` names those that others can read.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
+from feedsync import schedule as _schedule
 from feedsync.errors import ConfigError
-from feedsync.schedule import Schedule, parse_schedule
 
+Schedule = _schedule.Schedule
+parse_duration = _schedule.parse_duration
+
+DEFAULT_PATH = "/etc/feedsync/feedsync.yaml"
 DEFAULT_MAX_BODY = 4 << 30
-DEFAULT_STATE_PATH = "/var/lib/feedsync/state.db"
 HOURLY = Schedule("1h", 3600.0, None)
 BUILTIN_SUPPLIERS = frozenset({"FalsePositive", "InternalTI"})
 API_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "auto")
-FEED_TYPES = ("csv", "misp", "misp_feed", "taxii")
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-_SUPPLIER = re.compile(r"^[A-Za-z0-9_-]+$")
-_VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-_COMMON_FEED_KEYS = frozenset(
+# One row per source type: the keys it adds to the common ones, and those it requires
+# (a secret's *_file counts). A new source type adds its row here and its reader module.
+SOURCE_TYPES: Mapping[str, tuple[frozenset[str], tuple[str, ...]]] = MappingProxyType(
     {
-        "name",
-        "type",
-        "url",
-        "supplier",
-        "schedule",
-        "tags",
-        "max_delete_ratio",
-        "username",
-        "password",
-        "password_file",
-        "headers",
-        "verify_tls",
-        "timeout",
-        "enabled",
-        "context",
-        "unmark_detections",
-        "max_body_bytes",
+        "csv": (frozenset({"indicator", "tags_field", "comment", "delimiter", "header"}), ()),
+        "misp": (frozenset({"api_key", "api_key_file", "filters"}), ("api_key",)),
+        "misp_feed": (frozenset(), ()),
+        "taxii": (frozenset({"collection", "api_key", "api_key_file"}), ("collection",)),
     }
 )
-FEED_KEYS: Mapping[str, frozenset[str]] = {
-    "csv": _COMMON_FEED_KEYS | {"indicator", "tags_field", "comment", "delimiter", "header"},
-    "misp": _COMMON_FEED_KEYS | {"api_key", "api_key_file", "filters"},
-    "misp_feed": _COMMON_FEED_KEYS,
-    "taxii": _COMMON_FEED_KEYS | {"collection", "api_key", "api_key_file"},
-}
+FEED_TYPES = tuple(SOURCE_TYPES)
+_FEED_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_SUPPLIER_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_LISTEN = re.compile(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^\s:\[\]]+):(\d{1,5})")
+_VARIABLE = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|(\{))")
+# "${VAR}" is no plain YAML scalar in a flow mapping ({password: ${P}}): the parser
+# sees its braces as private-use characters, which _expand turns back.
+_BRACED = re.compile(r"\$\{([^{}\n]*)\}")
+_HIDDEN = str.maketrans("\ue000\ue001", "{}")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_INTERVAL = re.compile(r"([\[(])(.+), (.+)([\])])")
+_KINDS = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list"}
+_KINDS |= {dict: "a mapping", type(None): "nothing"}
+_N = TypeVar("_N", int, float)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,13 +98,13 @@ class CyberTraceConfig:
     max_batch_bytes: int = 16777216
     max_batch_indicators: int = 20000
     tag_weight: int = 0
-    refresh_fraction: float = 0.5
+    refresh_fraction: float = 0.5  # re-PUT unchanged indicators after this share of retention
     retry: RetryConfig = RetryConfig()
 
 
 @dataclass(frozen=True, slots=True)
 class StateConfig:
-    path: str = DEFAULT_STATE_PATH
+    path: str = "/var/lib/feedsync/state.db"
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +149,11 @@ class FeedConfig:
     enabled: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY
 
+    def __repr__(self) -> str:
+        # A URL's query or user part often holds a key: show neither.
+        shown = {f.name: getattr(self, f.name) for f in fields(self)} | {"url": _redact(self.url)}
+        return f"FeedConfig({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
+
 
 @dataclass(frozen=True, slots=True)
 class Config:
@@ -158,6 +163,7 @@ class Config:
     server: ServerConfig
     suppliers: Mapping[str, SupplierConfig]
     feeds: tuple[FeedConfig, ...]
+    warnings: tuple[str, ...] = ()  # valid but unsafe (secrets others can read): log them
 
     def feed(self, name: str) -> FeedConfig:
         for feed in self.feeds:
@@ -171,15 +177,19 @@ class Config:
 
 def default_path(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
-    return env.get("FEEDSYNC_CONFIG") or "/etc/feedsync/feedsync.yaml"
+    return env.get("FEEDSYNC_CONFIG") or DEFAULT_PATH
 
 
 def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
     try:
         text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError("", f"cannot read {path}: {exc}") from exc
-    return parse(text, source=str(path), env=env, base_dir=str(Path(path).resolve().parent))
+        mode = Path(path).stat().st_mode
+    except OSError as exc:
+        raise ConfigError("", f"cannot read {os.fspath(path)}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError("", f"cannot read {os.fspath(path)}: not UTF-8 text") from exc
+    base = os.path.dirname(os.path.abspath(path))
+    return _parse(text, os.fspath(path), os.environ if env is None else env, base, mode)
 
 
 def parse(
@@ -189,391 +199,515 @@ def parse(
     env: Mapping[str, str] | None = None,
     base_dir: str | None = None,
 ) -> Config:
+    return _parse(text, source, os.environ if env is None else env, base_dir or os.getcwd(), None)
+
+
+def _parse(
+    text: str, source: str, env: Mapping[str, str], base_dir: str, mode: int | None
+) -> Config:
+    literal: set[str] = set()
+    data = _expand(_read_yaml(text, source), "", env, literal)
+    context = _Context(Path(os.path.abspath(base_dir)), source, mode, literal)
+    top = _Map("", data, ("cybertrace", "state", "server", "suppliers", "feeds"), context)
+    cybertrace = _cybertrace(top.child("cybertrace", _keys(CyberTraceConfig, "password_file")))
+    state = top.child("state", _keys(StateConfig), optional=True)
+    server = _server(top.child("server", ("listen", "shutdown_grace"), optional=True))
+    feeds = _feeds(top)
+    return Config(
+        path=source,
+        cybertrace=cybertrace,
+        state=StateConfig(_resolve(context.base, state.text("path", StateConfig().path))),
+        server=server,
+        suppliers=MappingProxyType(_suppliers(top, {feed.supplier for feed in feeds})),
+        feeds=feeds,
+        warnings=tuple(context.warnings),
+    )
+
+
+# YAML and the environment
+
+
+def _read_yaml(text: str, source: str) -> dict[Any, Any]:
+    loader = yaml.SafeLoader(_BRACED.sub("$\ue000\\1\ue001", text))
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 -- a SafeLoader subclass
+        node = loader.get_single_node()
+        if node is None:
+            raise ConfigError("", f"{source}: the file is empty; expected cybertrace: and feeds:")
+        _refuse_duplicate_keys(node, "", set())
+        data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise ConfigError("", f"{where}: {exc.problem or exc}") from exc
+        where = _where(source, exc.problem_mark)
+        context = (
+            f" ({exc.context} at line {exc.context_mark.line + 1})" if exc.context_mark else ""
+        )
+        raise ConfigError("", f"{where}: {exc.problem}{context}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError("", f"{source}: {exc}") from exc
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
-        raise ConfigError("", f"{source}: expected a mapping of settings, got {_kind(data)}")
-    reader = _Reader(env if env is not None else os.environ, Path(base_dir or os.getcwd()))
-    return reader.config(data, source)
+        message = f"expected a mapping of settings, got {_kind(data)}"
+        raise ConfigError("", f"{_where(source, node.start_mark)}: {message}")
+    return data
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses a key given twice in one mapping."""
+def _refuse_duplicate_keys(node: yaml.Node, path: str, seen: set[int]) -> None:
+    # PyYAML silently keeps the last of two equal keys; a config must not lose one that way.
+    if id(node) in seen:  # an alias: checked where its anchor is
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _refuse_duplicate_keys(item, f"{path}[{index}]", seen)
+    if not isinstance(node, yaml.MappingNode):
+        return
+    first: dict[tuple[str, str], yaml.Node] = {}
+    for key, value in node.value:
+        here = _join(path, key.value if isinstance(key, yaml.ScalarNode) else "?")
+        if isinstance(key, yaml.ScalarNode):
+            earlier = first.setdefault((key.tag, key.value), key)
+            if earlier is not key:
+                lines = f"lines {earlier.start_mark.line + 1} and {key.start_mark.line + 1}"
+                raise ConfigError(here, f"key given twice ({lines})")
+        _refuse_duplicate_keys(value, here, seen)
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _value in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} given twice", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+
+def _where(source: str, mark: yaml.Mark | None) -> str:
+    return f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
 
 
-class _Reader:
-    """Validation with the key path at hand."""
+def _expand(value: Any, path: str, env: Mapping[str, str], literal: set[str]) -> Any:
+    """``value`` with variables replaced; ``literal`` gets the paths of strings without any."""
+    if isinstance(value, str):
+        value = value.translate(_HIDDEN)
+        expanded = _VARIABLE.sub(lambda match: _variable(match, path, env), value)
+        if not any(match.group(2) for match in _VARIABLE.finditer(value)):
+            literal.add(path)
+        return expanded
+    if isinstance(value, dict):
+        value = {k.translate(_HIDDEN) if isinstance(k, str) else k: v for k, v in value.items()}
+        return {k: _expand(item, _join(path, k), env, literal) for k, item in value.items()}
+    if isinstance(value, list):
+        return [_expand(item, f"{path}[{i}]", env, literal) for i, item in enumerate(value)]
+    return value
 
-    def __init__(self, env: Mapping[str, str], base: Path) -> None:
-        self.env = env
-        self.base = base
 
-    def config(self, data: dict[str, Any], source: str) -> Config:
-        self.keys("", data, {"cybertrace", "state", "server", "suppliers", "feeds"})
-        if "cybertrace" not in data:
-            raise ConfigError("cybertrace", "required")
-        feeds = self.feeds(data.get("feeds"))
-        suppliers = self.suppliers(data.get("suppliers") or {}, feeds)
-        return Config(
-            path=source,
-            cybertrace=self.cybertrace(self.mapping("cybertrace", data["cybertrace"])),
-            state=self.state(self.mapping("state", data.get("state") or {})),
-            server=self.server(self.mapping("server", data.get("server") or {})),
-            suppliers=MappingProxyType(suppliers),
-            feeds=feeds,
-        )
+def _variable(match: re.Match[str], path: str, env: Mapping[str, str]) -> str:
+    dollar, name, default, malformed = match.groups()
+    if dollar:
+        return "$"
+    if malformed:
+        # The text may be a secret: say what is wrong without showing it.
+        raise ConfigError(path, "bad ${...}: write ${NAME}, ${NAME:-default}, or $$ for a $")
+    # As in the shell, ${NAME:-default} also replaces a variable set to "".
+    if default is not None and not env.get(name):
+        return default.replace("$$", "$")
+    if name not in env:
+        raise ConfigError(path, f"environment variable {name} is not set")
+    return env[name]
 
-    # Sections
 
-    def cybertrace(self, d: dict[str, Any]) -> CyberTraceConfig:
-        p = "cybertrace"
-        self.keys(
-            p,
-            d,
-            {
-                "url",
-                "api_version",
-                "tenant",
-                "username",
-                "password",
-                "password_file",
-                "verify_tls",
-                "client_cert",
-                "client_key",
-                "timeout",
-                "concurrency",
-                "max_batch_bytes",
-                "max_batch_indicators",
-                "tag_weight",
-                "refresh_fraction",
-                "retry",
-            },
-        )
-        url = self.string(f"{p}.url", d.get("url"), required=True).rstrip("/")
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"{p}.url", f"{url!r} is not an http:// or https:// URL")
-        version = d.get("api_version", "1.2")
-        version = f"{version:.1f}" if isinstance(version, float) else version
-        version = self.choice(f"{p}.api_version", version, API_VERSIONS)
-        tenant = self.optional_string(f"{p}.tenant", d.get("tenant"))
-        if tenant is not None and version not in ("1.3", "auto"):
-            raise ConfigError(f"{p}.tenant", "needs api_version 1.3 (multitenancy)")
-        password = self.secret(p, d, "password", required=True)
-        assert password is not None
-        cert = self.path(f"{p}.client_cert", d.get("client_cert"))
-        key = self.path(f"{p}.client_key", d.get("client_key"))
-        if key is not None and cert is None:
-            raise ConfigError(f"{p}.client_key", "needs client_cert")
-        return CyberTraceConfig(
-            url=url,
-            username=self.string(f"{p}.username", d.get("username"), required=True),
-            password=password,
-            api_version=version,
-            tenant=tenant,
-            verify_tls=self.verify(f"{p}.verify_tls", d.get("verify_tls", True)),
-            client_cert=cert,
-            client_key=key,
-            timeout=self.number(f"{p}.timeout", d.get("timeout", 300.0), low=0, open_low=True),
-            concurrency=self.integer(f"{p}.concurrency", d.get("concurrency", 2), 1, 8),
-            max_batch_bytes=self.integer(
-                f"{p}.max_batch_bytes", d.get("max_batch_bytes", 16777216), 1024, 134217728
-            ),
-            max_batch_indicators=self.integer(
-                f"{p}.max_batch_indicators", d.get("max_batch_indicators", 20000), 1, None
-            ),
-            tag_weight=self.integer(f"{p}.tag_weight", d.get("tag_weight", 0), 0, 5),
-            refresh_fraction=self.fraction(
-                f"{p}.refresh_fraction", d.get("refresh_fraction", 0.5), upper_open=True
-            ),
-            retry=self.retry(self.mapping(f"{p}.retry", d.get("retry") or {})),
-        )
+# Sections
 
-    def retry(self, d: dict[str, Any]) -> RetryConfig:
-        p = "cybertrace.retry"
-        self.keys(p, d, {"attempts", "initial_delay", "max_delay"})
-        attempts = self.integer(f"{p}.attempts", d.get("attempts", 5), 1, 100)
-        initial = self.number(
-            f"{p}.initial_delay", d.get("initial_delay", 1.0), low=0, open_low=True
-        )
-        maximum = self.number(f"{p}.max_delay", d.get("max_delay", 60.0), low=initial)
-        return RetryConfig(attempts, initial, maximum)
 
-    def state(self, d: dict[str, Any]) -> StateConfig:
-        self.keys("state", d, {"path"})
-        path = self.string("state.path", d.get("path", DEFAULT_STATE_PATH), required=True)
-        return StateConfig(str(self.base / path))
+def _cybertrace(m: _Map) -> CyberTraceConfig:
+    version = m.choice("api_version", API_VERSIONS, "1.2")
+    tenant = m.maybe_text("tenant")
+    if tenant is not None and version not in ("1.3", "auto"):
+        raise ConfigError(m.at("tenant"), "needs api_version 1.3 or auto (multitenancy)")
+    cert, key = m.file("client_cert"), m.file("client_key")
+    if key is not None and cert is None:
+        raise ConfigError(m.at("client_key"), "needs client_cert")
+    password = m.secret("password", required=True)
+    assert password is not None  # required: secret() raised otherwise
+    retry = m.child("retry", _keys(RetryConfig), optional=True)
+    initial = retry.number("initial_delay", 1.0, "(0, inf)")
+    return CyberTraceConfig(
+        url=_api_url(m.at("url"), m.text("url")),
+        username=m.text("username"),
+        password=password,
+        api_version=version,
+        tenant=tenant,
+        verify_tls=m.verify_tls(),
+        client_cert=cert,
+        client_key=key,
+        timeout=m.number("timeout", 300.0, "(0, inf)"),
+        concurrency=m.integer("concurrency", 2, "[1, 8]"),
+        max_batch_bytes=m.integer("max_batch_bytes", 16777216, "[1024, 134217728]"),
+        max_batch_indicators=m.integer("max_batch_indicators", 20000, "[1, inf)"),
+        tag_weight=m.integer("tag_weight", 0, "[0, 5]"),
+        refresh_fraction=m.number("refresh_fraction", 0.5, "(0, 1)"),
+        retry=RetryConfig(
+            attempts=retry.integer("attempts", 5, "[1, inf)"),
+            initial_delay=initial,
+            max_delay=retry.number("max_delay", 60.0, f"[{initial:g}, inf)"),
+        ),
+    )
 
-    def server(self, d: dict[str, Any]) -> ServerConfig:
-        self.keys("server", d, {"listen", "shutdown_grace"})
-        listen = self.string("server.listen", d.get("listen", "127.0.0.1:9464"), required=True)
-        match = re.fullmatch(r"\[?([^\[\]]*?)\]?:(\d+)", listen)
-        if not match or int(match.group(2)) > 65535:
-            raise ConfigError("server.listen", f"{listen!r} is not HOST:PORT")
-        grace = self.number("server.shutdown_grace", d.get("shutdown_grace", 30.0), low=0)
-        return ServerConfig(match.group(1) or "127.0.0.1", int(match.group(2)), grace)
 
-    def suppliers(self, data: object, feeds: tuple[FeedConfig, ...]) -> dict[str, SupplierConfig]:
-        used = {feed.supplier for feed in feeds}
-        out = {}
-        for name, raw in self.mapping("suppliers", data).items():
-            p = f"suppliers.{name}"
-            if not isinstance(name, str) or not _SUPPLIER.match(name):
-                raise ConfigError(p, "supplier names are [A-Za-z0-9_-]+")
-            if name in BUILTIN_SUPPLIERS:
-                raise ConfigError(p, f"{name} is built into CyberTrace and cannot be created")
-            if name not in used:
-                raise ConfigError(p, "no feed uses this supplier")
-            d = self.mapping(p, raw)
-            self.keys(p, d, {"confidence", "retention", "vendor"})
-            if "confidence" not in d:
-                raise ConfigError(f"{p}.confidence", "required (0-100)")
-            out[name] = SupplierConfig(
-                name=name,
-                confidence=self.integer(f"{p}.confidence", d["confidence"], 0, 100),
-                retention=self.integer(f"{p}.retention", d.get("retention", 0), 0, None),
-                vendor=self.optional_string(f"{p}.vendor", d.get("vendor")),
-            )
-        return out
+def _server(m: _Map) -> ServerConfig:
+    listen = m.text("listen", "127.0.0.1:9464")
+    match = _LISTEN.fullmatch(listen)
+    port = int(match.group(2) or match.group(4)) if match else -1
+    if not match or port > 65535:
+        message = f"{_show(listen)} is not HOST:PORT (127.0.0.1:9464, [::1]:9464); port <= 65535"
+        raise ConfigError(m.at("listen"), message)
+    grace = m.number("shutdown_grace", 30.0, "[0, inf)")
+    return ServerConfig(match.group(1) or match.group(3), port, grace)
 
-    def feeds(self, data: object) -> tuple[FeedConfig, ...]:
-        if not isinstance(data, list) or not data:
-            raise ConfigError("feeds", "required: a non-empty list of feeds")
-        feeds: list[FeedConfig] = []
-        seen: dict[str, int] = {}
-        for index, raw in enumerate(data):
-            feed = self.feed(f"feeds[{index}]", self.mapping(f"feeds[{index}]", raw))
-            if feed.name in seen:
-                raise ConfigError(
-                    f"feeds[{index}].name",
-                    f"duplicate feed name {feed.name!r} (also feeds[{seen[feed.name]}])",
-                )
-            seen[feed.name] = index
-            feeds.append(feed)
-        return tuple(feeds)
 
-    def feed(self, p: str, d: dict[str, Any]) -> FeedConfig:
-        kind = self.choice(f"{p}.type", d.get("type"), FEED_TYPES)
-        self.keys(p, d, FEED_KEYS[kind])
-        name = self.string(f"{p}.name", d.get("name"), required=True)
-        if not _NAME.match(name):
-            raise ConfigError(f"{p}.name", f"{name!r}: feed names are [A-Za-z0-9_.-]+")
-        supplier = self.string(f"{p}.supplier", d.get("supplier"), required=True)
-        if not _SUPPLIER.match(supplier):
-            raise ConfigError(f"{p}.supplier", f"{supplier!r}: supplier names are [A-Za-z0-9_-]+")
-        indicator = d.get("indicator")
-        if indicator is not None and not (
-            (isinstance(indicator, int) and not isinstance(indicator, bool) and indicator >= 1)
-            or (isinstance(indicator, str) and indicator.strip())
-        ):
-            raise ConfigError(f"{p}.indicator", "expected a column name or a 1-based index")
-        api_key = self.secret(p, d, "api_key", required=kind == "misp")
-        if kind == "taxii" and not d.get("collection"):
-            raise ConfigError(f"{p}.collection", "required for a taxii feed (id or title)")
-        delimiter = self.string(f"{p}.delimiter", d.get("delimiter", ","), required=True)
-        if len(delimiter) != 1:
-            raise ConfigError(f"{p}.delimiter", "expected one character")
-        return FeedConfig(
+def _suppliers(top: _Map, used: set[str]) -> dict[str, SupplierConfig]:
+    entries = top.child("suppliers", None, optional=True)
+    out = {}
+    for name in entries.data:
+        entries.name(name, _SUPPLIER_NAME, key_only=True)
+        if name in BUILTIN_SUPPLIERS:
+            raise ConfigError(entries.at(name), "built into CyberTrace; it cannot be created")
+        if name not in used:
+            raise ConfigError(entries.at(name), "no feed uses this supplier")
+        m = entries.child(name, _keys(SupplierConfig) - {"name"})
+        out[name] = SupplierConfig(
             name=name,
-            type=kind,
-            url=self.url(f"{p}.url", d.get("url")),
-            supplier=supplier,
-            schedule=self.schedule(f"{p}.schedule", d.get("schedule", "1h")),
-            indicator=indicator,
-            context=self.pairs(f"{p}.context", d.get("context") or {}),
-            tags=tuple(self.strings(f"{p}.tags", d.get("tags") or [])),
-            tags_field=self.optional_string(f"{p}.tags_field", d.get("tags_field")),
-            max_delete_ratio=self.fraction(f"{p}.max_delete_ratio", d.get("max_delete_ratio", 0.5)),
-            comment=self.string(f"{p}.comment", d.get("comment", "#"), required=True),
-            delimiter=delimiter,
-            header=self.optional_bool(f"{p}.header", d.get("header")),
-            username=self.optional_string(f"{p}.username", d.get("username")),
-            password=self.secret(p, d, "password"),
-            api_key=api_key,
-            headers=tuple(
-                (k, Secret(v)) for k, v in self.pairs(f"{p}.headers", d.get("headers") or {})
-            ),
-            verify_tls=self.verify(f"{p}.verify_tls", d.get("verify_tls", True)),
-            timeout=self.number(f"{p}.timeout", d.get("timeout", 300.0), low=0, open_low=True),
-            filters=MappingProxyType(dict(self.mapping(f"{p}.filters", d.get("filters") or {}))),
-            collection=self.optional_string(f"{p}.collection", d.get("collection")),
-            unmark_detections=self.boolean(
-                f"{p}.unmark_detections", d.get("unmark_detections", False)
-            ),
-            enabled=self.boolean(f"{p}.enabled", d.get("enabled", True)),
-            max_body_bytes=self.integer(
-                f"{p}.max_body_bytes", d.get("max_body_bytes", DEFAULT_MAX_BODY), 1, None
-            ),
+            confidence=m.integer("confidence", None, "[0, 100]"),
+            retention=m.integer("retention", 0, "[0, inf)"),
+            vendor=m.maybe_text("vendor"),
         )
+    return out
 
-    # Values
 
-    def keys(self, path: str, d: dict[str, Any], allowed: set[str] | frozenset[str]) -> None:
-        for key in d:
-            if key not in allowed:
-                where = f"{path}.{key}" if path else str(key)
-                known = ", ".join(sorted(allowed))
-                raise ConfigError(where, f"unknown key; known keys: {known}")
+def _feeds(top: _Map) -> tuple[FeedConfig, ...]:
+    raw = top.data.get("feeds")
+    if not isinstance(raw, list) or not raw:
+        got = "an empty list" if raw == [] else _kind(raw)
+        raise ConfigError("feeds", f"required: a non-empty list of feeds, got {got}")
+    feeds: list[FeedConfig] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(raw):
+        feed = _feed(f"feeds[{index}]", item, top.context)
+        if feed.name in seen:
+            message = f"duplicate feed name {_show(feed.name)} (also feeds[{seen[feed.name]}])"
+            raise ConfigError(f"feeds[{index}].name", message)
+        seen[feed.name] = index
+        feeds.append(feed)
+    return tuple(feeds)
 
-    def mapping(self, path: str, value: object) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise ConfigError(path, f"expected a mapping, got {_kind(value)}")
-        return value
 
-    def expand(self, path: str, text: str) -> str:
-        def substitute(match: re.Match[str]) -> str:
-            if match.group(0) == "$$":
-                return "$"
-            name, default = match.group(1), match.group(2)
-            if name in self.env:
-                return self.env[name]
-            if default is not None:
-                return default
-            raise ConfigError(path, f"environment variable {name} is not set")
+def _feed(path: str, raw: object, context: _Context) -> FeedConfig:
+    kind = _Map(path, raw, None, context).choice("type", FEED_TYPES)
+    own, required = SOURCE_TYPES[kind]
+    # The common keys are the feed fields that no source type claims as its own.
+    claimed = frozenset().union(*(keys for keys, _required in SOURCE_TYPES.values()))
+    m = _Map(path, raw, _keys(FeedConfig, "password_file") - claimed | own, context)
+    for key in required:
+        if m.data.get(key) is None and m.data.get(f"{key}_file") is None:
+            raise ConfigError(m.at(key), f"required for a {kind} feed")
+    supplier = m.name("supplier", _SUPPLIER_NAME)
+    username, password = m.maybe_text("username"), m.secret("password")
+    if password is not None and username is None:
+        raise ConfigError(m.at("password"), "needs username (HTTP basic authentication)")
+    unmark = m.flag("unmark_detections", False)
+    if unmark and supplier != "FalsePositive":
+        raise ConfigError(m.at("unmark_detections"), "only applies to the FalsePositive supplier")
+    delimiter = m.text("delimiter", ",")
+    if len(delimiter) != 1:
+        raise ConfigError(m.at("delimiter"), f"{_show(delimiter)} is not one character")
+    return FeedConfig(
+        name=m.name("name", _FEED_NAME),
+        type=kind,
+        url=_source_url(m.at("url"), m.text("url"), context.base),
+        supplier=supplier,
+        schedule=m.schedule(),
+        indicator=m.indicator(),
+        context=m.pairs("context"),
+        tags=m.strings("tags"),
+        tags_field=m.maybe_text("tags_field"),
+        max_delete_ratio=m.number("max_delete_ratio", 0.5, "(0, 1]"),
+        comment=m.text("comment", "#"),
+        delimiter=delimiter,
+        header=m.maybe_flag("header"),
+        username=username,
+        password=password,
+        api_key=m.secret("api_key"),
+        headers=m.headers(),
+        verify_tls=m.verify_tls(),
+        timeout=m.number("timeout", 300.0, "(0, inf)"),
+        filters=MappingProxyType(m.child("filters", None, optional=True).data),
+        collection=m.maybe_text("collection"),
+        unmark_detections=unmark,
+        enabled=m.flag("enabled", True),
+        max_body_bytes=m.integer("max_body_bytes", DEFAULT_MAX_BODY, "[1, inf)"),
+    )
 
-        return _VARIABLE.sub(substitute, text)
 
-    def string(self, path: str, value: object, *, required: bool = False) -> str:
-        if value is None and required:
-            raise ConfigError(path, "required")
-        if not isinstance(value, str):
-            raise ConfigError(path, f"expected a string, got {_kind(value)}")
-        text = self.expand(path, value)
-        if required and not text.strip():
-            raise ConfigError(path, "must not be empty")
-        return text
+# Values
 
-    def optional_string(self, path: str, value: object) -> str | None:
-        return None if value is None else self.string(path, value, required=True)
 
-    def strings(self, path: str, value: object) -> list[str]:
-        if not isinstance(value, list):
-            raise ConfigError(path, f"expected a list, got {_kind(value)}")
-        return [self.string(f"{path}[{i}]", v, required=True) for i, v in enumerate(value)]
+@dataclass(slots=True)
+class _Context:
+    """What reading any value may need beyond its own mapping."""
 
-    def pairs(self, path: str, value: object) -> tuple[tuple[str, str], ...]:
-        out = []
-        for key, item in self.mapping(path, value).items():
-            if not isinstance(key, str) or not key.strip():
-                raise ConfigError(path, f"keys must be non-empty strings, got {key!r}")
-            text = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
-            out.append((key, self.string(f"{path}.{key}", text, required=True)))
-        return tuple(out)
+    base: Path  # relative paths start here
+    source: str
+    mode: int | None  # the config file's, when load() read one
+    literal: set[str]  # key paths of strings written without ${...}
+    warnings: list[str] = field(default_factory=list)
 
-    def secret(
-        self, path: str, d: dict[str, Any], key: str, *, required: bool = False
-    ) -> Secret | None:
-        inline, from_file = d.get(key), d.get(f"{key}_file")
-        if inline is not None and from_file is not None:
-            raise ConfigError(f"{path}.{key}_file", f"give either {key} or {key}_file, not both")
-        if from_file is not None:
-            file_path = self.base / self.string(f"{path}.{key}_file", from_file, required=True)
-            try:
-                text = file_path.read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ConfigError(f"{path}.{key}_file", f"cannot read {file_path}: {exc}") from exc
-            if not text:
-                raise ConfigError(f"{path}.{key}_file", f"{file_path} is empty")
-            return Secret(text)
-        if inline is None:
-            if required:
-                raise ConfigError(f"{path}.{key}", f"required (or {key}_file)")
-            return None
-        if not isinstance(inline, str):
-            raise ConfigError(f"{path}.{key}", f"expected a string, got {_kind(inline)}")
-        return Secret(self.string(f"{path}.{key}", inline, required=True))
+    def check_inline(self, path: str, instead: str) -> None:
+        if path in self.literal and self.mode is not None:
+            self.check_mode(path, f"a secret written into {self.source}, which", self.mode, instead)
 
-    def integer(self, path: str, value: object, low: int, high: int | None) -> int:
-        if isinstance(value, str):
-            value = self.expand(path, value)
-            value = int(value) if re.fullmatch(r"-?\d+", value.strip()) else value
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(path, f"expected an integer, got {_kind(value)}")
-        if value < low or (high is not None and value > high):
-            bound = f"{low}..{high}" if high is not None else f">= {low}"
-            raise ConfigError(path, f"{value} is out of range ({bound})")
-        return value
+    def check_mode(self, path: str, what: str, mode: int, instead: str = "") -> None:
+        if mode & 0o004:
+            advice = f"; use {instead}" if instead else ""
+            message = f"{what} is readable by others (mode {mode & 0o777:04o}){advice}"
+            self.warnings.append(f"{path}: {message}")
 
-    def number(self, path: str, value: object, *, low: float, open_low: bool = False) -> float:
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise ConfigError(path, f"expected a number, got {_kind(value)}")
-        if value < low or (open_low and value == low):
-            raise ConfigError(path, f"{value} must be {'>' if open_low else '>='} {low:g}")
-        return float(value)
 
-    def fraction(self, path: str, value: object, *, upper_open: bool = False) -> float:
-        ratio = self.number(path, value, low=0, open_low=True)
-        if ratio > 1 or (upper_open and ratio == 1):
-            raise ConfigError(path, f"{ratio:g} must be in (0, 1{')' if upper_open else ']'}")
-        return ratio
+class _Map:
+    """A mapping being read, with its key path at hand for error messages.
 
-    def boolean(self, path: str, value: object) -> bool:
-        if not isinstance(value, bool):
-            raise ConfigError(path, f"expected true or false, got {_kind(value)}")
-        return value
+    ``keys`` are the keys it may hold; None for any key (names, MISP filters).
+    """
 
-    def optional_bool(self, path: str, value: object) -> bool | None:
-        return None if value is None else self.boolean(path, value)
+    def __init__(
+        self, path: str, data: object, keys: Collection[str] | None, context: _Context
+    ) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(path, f"expected a mapping, got {_kind(data)}")
+        self.path, self.data, self.context = path, data, context
+        for key in data:
+            if not isinstance(key, str) or not key:
+                raise ConfigError(self.at(key), "keys must be non-empty strings")
+            if keys is not None and key not in keys:
+                known = ", ".join(sorted(keys))
+                raise ConfigError(self.at(key), f"unknown key; known keys: {known}{_only(key)}")
 
-    def choice(self, path: str, value: object, allowed: tuple[str, ...]) -> str:
-        if value not in allowed:
-            raise ConfigError(path, f"{value!r} is not one of {', '.join(allowed)}")
-        assert isinstance(value, str)
-        return value
+    def at(self, key: object) -> str:
+        return _join(self.path, key)
 
-    def path(self, path: str, value: object) -> str | None:
-        if value is None:
-            return None
-        full = self.base / self.string(path, value, required=True)
-        if not full.is_file():
-            raise ConfigError(path, f"{full} is not a readable file")
-        return str(full)
+    def child(self, key: str, keys: Collection[str] | None, *, optional: bool = False) -> _Map:
+        value = self.data.get(key)
+        if value is None and not optional:
+            raise ConfigError(self.at(key), "required")
+        return _Map(self.at(key), {} if value is None else value, keys, self.context)
 
-    def verify(self, path: str, value: object) -> bool | str:
-        if isinstance(value, bool):
+    def get(self, key: str, kinds: tuple[type, ...], what: str, secret: bool = False) -> Any:
+        """The value if present and of one of ``kinds``, else None."""
+        value = self.data.get(key)
+        # bool is a subclass of int, but true is no count.
+        if value is None or (
+            isinstance(value, kinds) and (bool in kinds or type(value) is not bool)
+        ):
             return value
-        found = self.path(path, value)
-        assert found is not None
-        return found
+        # _kind, not _show, for secrets: the wrong-typed value may be the secret itself.
+        got = _kind(value) if secret else _show(value)
+        raise ConfigError(self.at(key), f"expected {what}, got {got}")
 
-    def url(self, path: str, value: object) -> str:
-        url = self.string(path, value, required=True)
-        if url.startswith(("http://", "https://", "file://")):
-            return url
-        if "://" in url:
-            raise ConfigError(path, f"{url!r}: only http://, https://, file:// or a path")
-        return str(self.base / url)
+    def maybe_text(self, key: str, *, secret: bool = False) -> str | None:
+        value: str | None = self.get(key, (str,), "a string", secret)
+        if value == "":
+            raise ConfigError(self.at(key), "must not be empty")
+        return value
 
-    def schedule(self, path: str, value: object) -> Schedule:
-        return _validated(path, parse_schedule, value)
+    def text(self, key: str, default: str | None = None) -> str:
+        value = self.maybe_text(key) or default
+        if value is None:
+            raise ConfigError(self.at(key), "required")
+        return value
+
+    def name(self, key: str, pattern: re.Pattern[str], *, key_only: bool = False) -> str:
+        value = key if key_only else self.text(key)
+        if not pattern.fullmatch(value):
+            raise ConfigError(
+                self.at(key), f"{_show(value)} is not a valid name ({pattern.pattern})"
+            )
+        return value
+
+    def choice(self, key: str, allowed: tuple[str, ...], default: str | None = None) -> str:
+        value = self.data.get(key, default)
+        if isinstance(value, float):
+            value = repr(value)  # YAML reads an unquoted 1.2 as a float
+        if value is None:
+            raise ConfigError(self.at(key), f"required; one of {', '.join(allowed)}")
+        if value not in allowed:
+            raise ConfigError(self.at(key), f"{_show(value)} is not one of {', '.join(allowed)}")
+        return str(value)
+
+    def integer(self, key: str, default: int | None, interval: str) -> int:
+        value: int | None = self.get(key, (int,), "an integer")
+        value = default if value is None else value
+        if value is None:
+            raise ConfigError(self.at(key), f"required, in {interval}")
+        return _within(self.at(key), value, interval)
+
+    def number(self, key: str, default: float, interval: str) -> float:
+        value: float | None = self.get(key, (int, float), "a number")
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(self.at(key), f"expected a finite number, got {_show(value)}")
+        return float(_within(self.at(key), default if value is None else value, interval))
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self.maybe_flag(key)
+        return default if value is None else value
+
+    def maybe_flag(self, key: str) -> bool | None:
+        value: bool | None = self.get(key, (bool,), "true or false")
+        return value
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        items: list[object] = self.get(key, (list,), "a list of strings") or []
+        for index, item in enumerate(items):
+            if not isinstance(item, str) or not item:
+                message = f"expected a non-empty string, got {_show(item)}"
+                raise ConfigError(f"{self.at(key)}[{index}]", message)
+        return tuple(str(item) for item in items)
+
+    def pairs(self, key: str) -> tuple[tuple[str, str], ...]:
+        entries = self.child(key, None, optional=True)
+        return tuple((name, entries.text(name)) for name in entries.data)
+
+    def secret(self, key: str, *, required: bool = False) -> Secret | None:
+        file_key = f"{key}_file"
+        if self.data.get(key) is not None and self.data.get(file_key) is not None:
+            raise ConfigError(self.at(file_key), f"give {key} or {file_key}, not both")
+        if self.data.get(file_key) is not None:
+            return Secret(self._read_secret(file_key))
+        value = self.maybe_text(key, secret=True)
+        if value is None:
+            if required:
+                raise ConfigError(self.at(key), f"required (or {file_key})")
+            return None
+        self.context.check_inline(self.at(key), f"${{VAR}} or {file_key}")
+        return Secret(value)
+
+    def _read_secret(self, key: str) -> str:
+        path = _resolve(self.context.base, self.text(key))
+        try:
+            value = Path(path).read_text(encoding="utf-8").strip()
+            self.context.check_mode(self.at(key), f"the secret file {path}", os.stat(path).st_mode)
+        except OSError as exc:
+            raise ConfigError(self.at(key), f"cannot read {path}: {exc}") from None
+        except UnicodeDecodeError:
+            # The decoder's own message quotes bytes of the secret.
+            raise ConfigError(self.at(key), f"cannot read {path}: not UTF-8 text") from None
+        if not value:
+            raise ConfigError(self.at(key), f"{path} is empty")
+        return value
+
+    def file(self, key: str) -> str | None:
+        if self.maybe_text(key) is None:
+            return None
+        path = _resolve(self.context.base, self.text(key))
+        if not os.path.isfile(path):
+            raise ConfigError(self.at(key), f"{path} is not an existing file")
+        return path
+
+    def verify_tls(self) -> bool | str:
+        value = self.get("verify_tls", (bool, str), "true, false or the path of a CA bundle")
+        if value is None or isinstance(value, bool):
+            return value is not False
+        return self.file("verify_tls") or ""
+
+    def schedule(self) -> Schedule:
+        if self.data.get("schedule") is None:
+            return HOURLY
+        try:
+            return _schedule.parse_schedule(self.data["schedule"])
+        except ValueError as exc:
+            raise ConfigError(self.at("schedule"), str(exc)) from None
+
+    def indicator(self) -> str | int | None:
+        what = "a column name or a 1-based index"
+        value: str | int | None = self.get("indicator", (str, int), what)
+        if value == "" or (isinstance(value, int) and value < 1):
+            raise ConfigError(self.at("indicator"), f"{_show(value)}: columns are numbered from 1")
+        return value
+
+    def headers(self) -> tuple[tuple[str, Secret], ...]:
+        entries = self.child("headers", None, optional=True)
+        for name in entries.data:
+            entries.name(name, _HEADER_NAME, key_only=True)
+            value = entries.maybe_text(name, secret=True)
+            if value is None or "\n" in value or "\r" in value:
+                raise ConfigError(entries.at(name), "expected a one-line string")
+            self.context.check_inline(entries.at(name), "${VAR}")
+        return tuple((name, Secret(value)) for name, value in entries.data.items())
 
 
-def _validated(path: str, parser: Callable[[Any], Schedule], value: object) -> Schedule:
+def _api_url(path: str, url: str) -> str:
+    parts = urlsplit(url)
     try:
-        return parser(value)
-    except ValueError as exc:
-        raise ConfigError(path, str(exc)) from exc
+        port_ok = parts.port != 0
+    except ValueError:
+        port_ok = False
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or not port_ok:
+        raise ConfigError(path, "expected http(s)://HOST[:PORT], e.g. https://cybertrace:443")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
+        raise ConfigError(path, "expected http(s)://HOST[:PORT], with no path, query or user")
+    return url.rstrip("/")
+
+
+def _source_url(path: str, url: str, base: Path) -> str:
+    scheme = _SCHEME.match(url)
+    if scheme is None:
+        return _resolve(base, url)
+    name = scheme.group(1).lower()
+    if name not in ("http", "https", "file"):
+        raise ConfigError(path, f"{name}:// is not supported: use http(s)://, file:// or a path")
+    if name != "file" and not urlsplit(url).hostname:
+        raise ConfigError(path, f"the {name}:// URL has no host")
+    return url
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"***@{host}" if "@" in parts.netloc else host
+    return urlunsplit(parts._replace(netloc=netloc, query="***" if parts.query else ""))
+
+
+def _resolve(base: Path, path: str) -> str:
+    if os.path.isabs(path):
+        return path
+    # normpath drops a trailing "/", which still means "a directory" to a feed reader.
+    resolved = os.path.normpath(base / path)
+    return resolved + "/" if path.endswith("/") else resolved
+
+
+def _within(path: str, value: _N, interval: str) -> _N:
+    match = _INTERVAL.fullmatch(interval)
+    assert match is not None, interval
+    opening, low, high, closing = match.groups()
+    above = value > float(low) if opening == "(" else value >= float(low)
+    below = value < float(high) if closing == ")" else value <= float(high)
+    if not (above and below):
+        raise ConfigError(path, f"{_show(value)} is out of range; allowed: {interval}")
+    return value
+
+
+def _keys(cls: Any, *extra: str) -> frozenset[str]:
+    # A section's keys are its dataclass's fields, so the two cannot drift apart.
+    return frozenset(f.name for f in fields(cls)) | set(extra)
+
+
+def _only(key: str) -> str:
+    types = [name for name, (keys, _required) in SOURCE_TYPES.items() if key in keys]
+    return f" ({key} is only for {' and '.join(types)} feeds)" if types else ""
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
 
 
 def _kind(value: object) -> str:
-    if value is None:
-        return "nothing"
+    return _KINDS.get(type(value), type(value).__name__)
+
+
+def _show(value: object) -> str:
     if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
         return repr(value)
-    return type(value).__name__
+    return _kind(value)

@@ -178,6 +178,8 @@ def first_run(feed: FeedConfig, last_attempt: float | None) -> datetime:
 def run(path: str) -> int:
     """Load, open, serve until stopped; exit 0 after a clean shutdown."""
     loaded = configuration.load(path)
+    for warning in loaded.warnings:
+        log.warning("config.warning", warning=warning)
     store = Store.open(loaded.state.path)
     clear_spool(loaded)
     started = time.monotonic()

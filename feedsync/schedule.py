@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from dataclasses import dataclass
+from datetime import UTC
 
 from apscheduler.triggers.cron import CronTrigger
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+DURATION_FORMS = "30s, 15m, 1h, 1d"
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+# Largest unit first, each at most once: "1h30m", not "30m1h" or "1h1h".
+_DURATION = re.compile("".join(rf"(?:(\d+(?:\.\d+)?){unit})?" for unit in "dhms"))
+_UNIT_SECONDS = (86400, 3600, 60, 1)
+_SPACE_AFTER_UNIT = re.compile(r"(?<=[dhms])\s+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,39 +29,49 @@ class Schedule:
 
 def parse_duration(text: str | int | float) -> float:
     """Seconds in ``30s``, ``15m``, ``1h30m``, ``1d`` or a plain number of seconds."""
-    if isinstance(text, bool):
-        raise ValueError(f"{text!r} is not a duration")
-    if isinstance(text, int | float):
-        seconds = float(text)
-    else:
-        compact = text.strip().lower().replace(" ", "")
-        if re.fullmatch(r"\d+(\.\d+)?", compact):
-            seconds = float(compact)
-        elif compact and _DURATION.sub("", compact) == "":
-            seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(compact))
-        else:
-            raise ValueError(f"{text!r} is not a duration (30s, 15m, 1h, 1d)")
-    if seconds <= 0:
-        raise ValueError(f"{text!r}: a duration must be positive")
+    if isinstance(text, bool) or not isinstance(text, int | float | str):
+        raise ValueError(f"expected a duration ({DURATION_FORMS}), got {type(text).__name__}")
+    seconds = _seconds(text) if isinstance(text, str) else float(text)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{_quote(text)} is not a positive duration")
     return seconds
 
 
 def parse_schedule(value: object) -> Schedule:
-    """A duration or a 5-field cron line; ValueError says which neither it is."""
+    """A duration or a 5-field cron line; the ValueError says why it is neither."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return Schedule(str(value), parse_duration(value), None)
     if not isinstance(value, str):
-        raise ValueError(f"expected a duration or a cron line, got {type(value).__name__}")
+        raise ValueError(
+            f"expected a duration ({DURATION_FORMS}) or a 5-field cron line, "
+            f"got {type(value).__name__}"
+        )
     text = value.strip()
     if len(text.split()) == 5:
         try:
-            CronTrigger.from_crontab(text)
+            # The zone matters only when firing; validation must not depend on the host's.
+            CronTrigger.from_crontab(text, timezone=UTC)
         except ValueError as exc:
-            raise ValueError(f"{text!r} is not a valid cron line: {exc}") from exc
+            raise ValueError(f"{_quote(text)} is not a valid cron line: {exc}") from None
         return Schedule(text, None, text)
     try:
         return Schedule(text, parse_duration(text), None)
     except ValueError:
         raise ValueError(
-            f"{text!r} is not a duration (30s, 15m, 1h, 1d) or a 5-field cron line"
+            f"{_quote(value)} is not a duration ({DURATION_FORMS}) or a 5-field cron line"
         ) from None
+
+
+def _seconds(text: str) -> float:
+    compact = _SPACE_AFTER_UNIT.sub("", text.strip().lower())
+    if _NUMBER.fullmatch(compact):
+        return float(compact)
+    match = _DURATION.fullmatch(compact)
+    if not compact or match is None:
+        raise ValueError(f"{_quote(text)} is not a duration ({DURATION_FORMS}, 1h30m, 90)")
+    parts = zip(match.groups(), _UNIT_SECONDS, strict=True)
+    return sum(float(number) * unit for number, unit in parts if number is not None)
+
+
+def _quote(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
