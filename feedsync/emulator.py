@@ -1,51 +1,95 @@
 """A CyberTrace REST API emulator, for tests, the demo and trying a configuration.
 
-Strict where CyberTrace is strict: Basic auth (401), ``Accept`` (406), known
-API versions (404), ``Content-Type`` and ``Content-Length`` on bodies (400),
-body limits checked from the header before reading (PUT/POST 128 MB, DELETE
-64 MB), JSON arrays only. Per-indicator problems give 202 with
-``error_indicators`` while the rest is applied. URLs are stored normalized;
-retention counts from each indicator's last update, on an injectable clock.
+Strict where CyberTrace is strict, so that client bugs show up in tests:
 
-Everything it receives is logged (``requests``) and its contents can be read
-(``indicators``), so tests assert on what CyberTrace received.
+- every request: Basic credentials (else 401), ``Accept`` ``application/json``
+  or ``*/*`` or absent (else 406), a known API version and request (else 404);
+- a body needs ``Content-Type: application/json`` (``; charset=utf-8``
+  allowed) and a ``Content-Length`` (a chunked body is a 400), is checked
+  against the documented limit from that header before it is read (PUT and
+  POST 134217728 bytes, DELETE 67108864: a 400 naming the limit) and must be
+  a JSON array (else 400);
+- answers are JSON arrays with exact statuses; per-indicator problems give
+  202 with ``error_indicators`` while the rest is applied.
 
-``POST lookup`` takes ``[{"indicator": str}]`` and answers
-``[{"indicator": canonical, "found": bool, "suppliers": [{"name", "context", "tags"}]}]``
-(the shape is ours; the real lookup answers differently).
+The API semantics (suppliers, tags, indicators, tenants, retention) are in
+``feedsync.emulator_api``. Indicators are stored under the canonical value of
+``feedsync.normalize.canonicalize``; retention counts from each indicator's
+last update, on an injectable clock.
+
+``POST lookup`` (our own shape; the real lookup answers differently) takes
+``[{"indicator": str}]`` and answers, per item::
+
+    {"indicator": canonical value (or the value as sent if invalid),
+     "found": bool,
+     "suppliers": [{"name": str, "context": {...}, "tags": [sorted names]}]}
+
+counting only live indicators of enabled suppliers of the request's tenant.
+
+Everything a client sends under ``/api/`` or elsewhere is logged
+(``requests``), and the state can be read (``indicators``, ``supplier``,
+``tags``) so that tests assert on what CyberTrace received. Outside the API,
+``GET /emulator/state`` (all tenants, suppliers, indicators, tags) and
+``GET /emulator/requests`` (the log: method, path, version, status, bytes)
+need the same credentials and are not logged themselves.
+
+Faults (``feedsync.faults``) are one middleware in front of the handler.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import re
+import binascii
+import contextlib
+import logging
+import secrets
 import signal
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
+from feedsync.emulator_api import (
+    BUILTIN,
+    DEFAULT_TENANT,
+    DELETE_LIMIT,
+    POST_LIMIT,
+    PUT_LIMIT,
+    Api,
+    EmulatedIndicator,
+    EmulatedSupplier,
+    Refusal,
+    version_key,
+)
 from feedsync.faults import Faults, FaultState, middleware
-from feedsync.normalize import InvalidValue, canonicalize
 
-PUT_LIMIT = 134217728
-DELETE_LIMIT = 67108864
-BUILTIN = ("FalsePositive", "InternalTI")
-DEFAULT_TENANT = "General"
-_SUPPLIER_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-_TAG_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+__all__ = [
+    "BUILTIN",
+    "DEFAULT_TENANT",
+    "DELETE_LIMIT",
+    "POST_LIMIT",
+    "PUT_LIMIT",
+    "EmulatedIndicator",
+    "EmulatedSupplier",
+    "Emulator",
+    "LoggedRequest",
+    "serve",
+]
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SERVE_LOG_LIMIT = 200
+
+log = logging.getLogger("feedsync.emulator")
 
 
 @dataclass(frozen=True, slots=True)
 class LoggedRequest:
-    """One request as the emulator received it."""
+    """One request as the emulator received it; ``Authorization`` reads ``***``."""
 
     method: str
     path: str
@@ -54,43 +98,6 @@ class LoggedRequest:
     body: bytes
     json: object | None
     headers: Mapping[str, str]
-
-
-@dataclass
-class EmulatedIndicator:
-    value: str
-    type: str
-    context: dict[str, object]
-    tags: set[str]
-    updated: float
-
-
-@dataclass
-class EmulatedSupplier:
-    name: str
-    confidence: int
-    retention: int
-    vendor: str | None = None
-    status: str = "enabled"
-    indicators: dict[str, EmulatedIndicator] = field(default_factory=dict)
-
-    def info(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "status": self.status,
-            "confidence": self.confidence,
-            "retention": self.retention,
-            "vendor": self.vendor or "",
-        }
-
-
-class _Refusal(Exception):
-    """A request CyberTrace answers with an error status."""
-
-    def __init__(self, status: int, text: str) -> None:
-        self.status = status
-        self.text = text
-        super().__init__(text)
 
 
 class Emulator:
@@ -104,34 +111,39 @@ class Emulator:
         api_versions: Iterable[str] = ("1.0", "1.1", "1.2", "1.3"),
         tenants: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
+        log_limit: int | None = None,
     ) -> None:
-        token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        self._authorization = f"Basic {token}"
+        self._credentials = f"{user}:{password}".encode()
         self.versions = tuple(api_versions)
-        self.tenants = set(tenants)
-        self.clock = clock
+        for version in self.versions:
+            version_key(version)
+        self.api = Api(tenants=tenants, clock=clock)
+        # The same dict: tests/test_cybertrace.py removes tags through it; prefer delete_tag().
+        self._tags = self.api.tags
         self.requests: list[LoggedRequest] = []
+        self.log_limit = log_limit
         self.url = ""
-        self._tags: dict[str, int] = {}
-        self._state: dict[str, dict[str, EmulatedSupplier]] = {}
+        self.fault_state: FaultState | None = None
         self.app = web.Application(middlewares=[middleware(self)], client_max_size=PUT_LIMIT + 1)
-        self.app.router.add_route("*", "/api/{version}/{tail:.*}", self._dispatch)
         self.app.router.add_get("/emulator/state", self._dump_state)
         self.app.router.add_get("/emulator/requests", self._dump_requests)
+        self.app.router.add_route("*", "/{path:.*}", self._handle)
         self._runner: web.AppRunner | None = None
-        self.fault_state: FaultState | None = None
 
     # Lifecycle
 
     async def start(
         self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
     ) -> str:
-        self._runner = web.AppRunner(self.app, access_log=None)
+        """Listen on ``host:port`` (0: any free port); returns the base URL."""
+        # Stopping must not wait for a connection still draining an oversize body it
+        # refused, or for an injected latency: tests stop emulators all the time.
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, ssl_context=tls)
-        await site.start()
-        bound = self._runner.addresses[0]
-        self.url = f"{'https' if tls else 'http'}://{host}:{bound[1]}"
+        await web.TCPSite(self._runner, host, port, ssl_context=tls).start()
+        bound = self._runner.addresses[0][1]
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"{'https' if tls else 'http'}://{shown}:{bound}"
         return self.url
 
     async def stop(self) -> None:
@@ -144,14 +156,12 @@ class Emulator:
     def indicators(
         self, supplier: str, tenant: str = DEFAULT_TENANT
     ) -> dict[str, EmulatedIndicator]:
+        """Canonical value -> live indicator (expired ones are dropped)."""
         found = self.supplier(supplier, tenant)
-        if found is None:
-            return {}
-        self._expire(found)
-        return dict(found.indicators)
+        return {} if found is None else dict(self.api.live(found))
 
     def supplier(self, name: str, tenant: str = DEFAULT_TENANT) -> EmulatedSupplier | None:
-        return self._suppliers(tenant).get(name)
+        return self.api.suppliers(tenant).get(name)
 
     def add_supplier(
         self,
@@ -161,26 +171,31 @@ class Emulator:
         vendor: str | None = None,
         tenant: str = DEFAULT_TENANT,
     ) -> None:
-        self._suppliers(tenant)[name] = EmulatedSupplier(name, confidence, retention, vendor)
+        self.api.suppliers(tenant)[name] = EmulatedSupplier(name, confidence, retention, vendor)
 
     def delete_supplier(self, name: str, tenant: str = DEFAULT_TENANT) -> None:
-        self._suppliers(tenant).pop(name, None)
+        """Remove a supplier behind the client's back, as an operator could."""
+        self.api.suppliers(tenant).pop(name, None)
+
+    def add_tag(self, name: str, weight: int = 0) -> None:
+        self.api.tags.setdefault(name.upper(), weight)
+
+    def delete_tag(self, name: str) -> None:
+        """Remove a tag behind the client's back, as an operator could."""
+        self.api.tags.pop(name.upper(), None)
 
     def tags(self) -> dict[str, int]:
-        return dict(self._tags)
+        return dict(self.api.tags)
 
     def clear_log(self) -> None:
         self.requests.clear()
 
     def indicator_requests(self, method: str | None = None) -> list[LoggedRequest]:
-        return [
-            r
-            for r in self.requests
-            if r.path.endswith("/indicators")
-            and r.method in ((method,) if method else ("PUT", "DELETE"))
-        ]
+        """Logged PUT and DELETE requests on ``.../indicators`` (or only ``method``)."""
+        methods = (method,) if method else ("PUT", "DELETE")
+        return [r for r in self.requests if r.path.endswith("/indicators") and r.method in methods]
 
-    # HTTP
+    # Faults
 
     @property
     def faults(self) -> Faults | None:
@@ -196,334 +211,188 @@ class Emulator:
             parsed = orjson.loads(body) if body else None
         except orjson.JSONDecodeError:
             parsed = None
-        version = request.match_info.get("version", "")
-        self.requests.append(
-            LoggedRequest(
-                request.method, request.path, version, status, body, parsed, _redacted(request)
-            )
-        )
+        self._record(request, _split(request.path)[0], status, body, parsed)
 
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        version = request.match_info["version"]
+    # HTTP
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        version, path = _split(request.path)
         body = b""
         parsed: object | None = None
+        array: list[Any] | None = None
         try:
-            self._check_headers(request, version)
-            if request.method in ("PUT", "POST", "DELETE") and request.body_exists:
-                body = await self._read_body(request)
-                parsed = self._parse(body)
-            elif request.method in ("PUT", "POST") or (
-                request.method == "DELETE" and request.path.endswith("/indicators")
-            ):
-                raise _Refusal(400, "A JSON array body is required")
-            status, answer = self._route(
-                request.method, version, request.match_info["tail"], parsed
-            )
-        except _Refusal as refusal:
+            self._check_headers(request)
+            if version not in self.versions:
+                raise Refusal(404, f"Unknown API version or request {request.path}")
+            if request.body_exists:
+                body = await _read_body(request)
+                if not _json_content_type(request.headers.get("Content-Type", "")):
+                    raise Refusal(400, "Content-Type must be application/json")
+                parsed = _json(body)
+                array = _array(parsed)
+            status, answer = self.api.answer(request.method, version, path, array)
+        except Refusal as refusal:
             status, answer = refusal.status, [{"status": refusal.text}]
+        except ConnectionError:
+            # The client left mid-body: nothing was received, applied, or can be answered.
+            return web.Response(status=400)
+        except Exception:
+            # A bug here must reach the test as a CyberTrace 500, with its traceback in the log.
+            log.exception("emulator error on %s %s", request.method, request.path)
+            status, answer = 500, [{"status": "An error occurred in the emulator"}]
+        self._record(request, version, status, body, parsed)
+        return _respond(status, answer)
+
+    def _check_headers(self, request: web.Request) -> None:
+        if not self._authorized(request):
+            raise Refusal(401, "Authentication failed")
+        if not _accepts_json(request.headers.get("Accept")):
+            raise Refusal(406, "Only application/json responses are available")
+
+    def _authorized(self, request: web.Request) -> bool:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        try:
+            given = base64.b64decode(token.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        return scheme.lower() == "basic" and secrets.compare_digest(given, self._credentials)
+
+    def _record(
+        self, request: web.Request, version: str, status: int, body: bytes, parsed: object
+    ) -> None:
+        headers = CIMultiDict(request.headers)
+        if "Authorization" in headers:
+            headers["Authorization"] = "***"
+        logged = CIMultiDictProxy(headers)
         self.requests.append(
-            LoggedRequest(
-                request.method, request.path, version, status, body, parsed, _redacted(request)
-            )
+            LoggedRequest(request.method, request.path, version, status, body, parsed, logged)
         )
-        return web.Response(
-            status=status, body=orjson.dumps(answer), content_type="application/json"
-        )
-
-    def _check_headers(self, request: web.Request, version: str) -> None:
-        if request.headers.get("Authorization") != self._authorization:
-            raise _Refusal(401, "Authentication failed")
-        accept = request.headers.get("Accept", "*/*")
-        if not any(
-            a.split(";")[0].strip() in ("application/json", "*/*") for a in accept.split(",")
-        ):
-            raise _Refusal(406, "Only application/json responses are supported")
-        if version not in self.versions:
-            raise _Refusal(404, f"Unknown API version {version}")
-
-    async def _read_body(self, request: web.Request) -> bytes:
-        content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
-        if content_type != "application/json":
-            raise _Refusal(400, "Content-Type must be application/json")
-        if "Content-Length" not in request.headers:
-            raise _Refusal(400, "Content-Length is required")
-        limit = DELETE_LIMIT if request.method == "DELETE" else PUT_LIMIT
-        if (request.content_length or 0) > limit:
-            raise _Refusal(400, f"Request body exceeds the {limit}-byte limit")
-        return await request.read()
-
-    def _parse(self, body: bytes) -> object:
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise _Refusal(400, f"Invalid JSON: {exc}") from exc
-        if not isinstance(parsed, list):
-            raise _Refusal(400, "The request body must be a JSON array")
-        return parsed
-
-    def _route(self, method: str, version: str, tail: str, body: Any) -> tuple[int, Any]:
-        parts = [p for p in tail.split("/") if p]
-        tenant = DEFAULT_TENANT
-        if version == "1.3" and parts and parts[0] not in ("suppliers", "tags", "lookup"):
-            tenant = parts.pop(0)
-            if self.tenants and tenant not in self.tenants:
-                raise _Refusal(404, f"Unknown tenant {tenant}")
-        if parts == ["suppliers"] and method == "GET":
-            return 200, [
-                {"name": s.name, "status": s.status} for s in self._suppliers(tenant).values()
-            ]
-        if parts == ["suppliers"] and method == "POST":
-            return self._create_supplier(tenant, body)
-        if len(parts) == 2 and parts[0] == "suppliers":
-            return self._supplier_request(method, tenant, parts[1], body)
-        if len(parts) == 3 and parts[0] == "suppliers" and parts[2] == "indicators":
-            supplier = self._existing(tenant, parts[1])
-            if method == "PUT":
-                return self._put(version, supplier, body)
-            if method == "DELETE":
-                return self._delete(version, supplier, body)
-        if parts == ["tags"] and version != "1.0" and tenant == DEFAULT_TENANT:
-            if method == "GET":
-                return 200, [{"name": n, "weight": w} for n, w in sorted(self._tags.items())]
-            if method == "POST":
-                return self._create_tags(body)
-        if parts == ["lookup"] and method == "POST":
-            return 200, self._lookup(tenant, body)
-        raise _Refusal(404, f"Unknown request {method} {tail}")
-
-    # Suppliers
-
-    def _suppliers(self, tenant: str) -> dict[str, EmulatedSupplier]:
-        if tenant not in self._state:
-            self._state[tenant] = {name: EmulatedSupplier(name, 100, 0) for name in BUILTIN}
-        return self._state[tenant]
-
-    def _existing(self, tenant: str, name: str) -> EmulatedSupplier:
-        supplier = self._suppliers(tenant).get(name)
-        if supplier is None:
-            raise _Refusal(404, f"Supplier {name} does not exist")
-        return supplier
-
-    def _create_supplier(self, tenant: str, body: Any) -> tuple[int, Any]:
-        if not isinstance(body, list) or len(body) != 1 or not isinstance(body[0], dict):
-            raise _Refusal(400, "Exactly one supplier object is expected")
-        item = body[0]
-        name = item.get("name")
-        if not isinstance(name, str) or not _SUPPLIER_NAME.match(name) or name in BUILTIN:
-            raise _Refusal(400, "Invalid supplier name")
-        if name in self._suppliers(tenant):
-            raise _Refusal(400, f"Supplier {name} already exists")
-        confidence = _check_int(item.get("confidence"), 0, 100, "confidence")
-        retention = _check_int(item.get("retention"), 0, None, "retention")
-        vendor = item.get("vendor")
-        self._suppliers(tenant)[name] = EmulatedSupplier(name, confidence, retention, vendor)
-        return 201, [{"status": "The supplier was successfully added"}]
-
-    def _supplier_request(self, method: str, tenant: str, name: str, body: Any) -> tuple[int, Any]:
-        supplier = self._existing(tenant, name)
-        if method == "GET":
-            return 200, [supplier.info()]
-        if method == "DELETE" and name not in BUILTIN:
-            del self._suppliers(tenant)[name]
-            return 200, [{"status": "The supplier was successfully deleted"}]
-        if method == "PUT" and name not in BUILTIN:
-            if not isinstance(body, list) or len(body) != 1 or not isinstance(body[0], dict):
-                raise _Refusal(400, "Exactly one supplier object is expected")
-            item = body[0]
-            if "confidence" in item:
-                _check_int(item["confidence"], 0, 100, "confidence")
-                supplier.confidence = item["confidence"]
-            if "retention" in item:
-                _check_int(item["retention"], 0, None, "retention")
-                supplier.retention = item["retention"]
-            if "vendor" in item:
-                supplier.vendor = item["vendor"]
-            if item.get("status") in ("enabled", "disabled"):
-                supplier.status = item["status"]
-            return 200, [{"status": "The supplier was successfully updated"}]
-        raise _Refusal(400, f"Supplier {name} cannot be changed this way")
-
-    # Tags
-
-    def _create_tags(self, body: Any) -> tuple[int, Any]:
-        for item in body:
-            name, weight = (
-                (item.get("name"), item.get("weight")) if isinstance(item, dict) else (None, None)
-            )
-            if not isinstance(name, str) or not _TAG_NAME.match(name):
-                raise _Refusal(400, f"Invalid tag name {name!r}")
-            _check_int(weight, 0, 5, "weight")
-        for item in body:
-            self._tags.setdefault(item["name"].upper(), item["weight"])
-        return 201, [{"status": "The tags were successfully added"}]
-
-    # Indicators
-
-    def _put(self, version: str, supplier: EmulatedSupplier, body: Any) -> tuple[int, Any]:
-        errors: list[dict[str, str]] = []
-        for item in body:
-            if not isinstance(item, dict) or not isinstance(item.get("indicator"), str):
-                raise _Refusal(400, 'Every item needs an "indicator" string')
-            if "tags" in item and version == "1.0":
-                raise _Refusal(400, "Tags are not supported in REST API 1.0")
-        now = self.clock()
-        for item in body:
-            problem = self._put_problem(supplier, item)
-            if problem:
-                errors.append({"indicator": item["indicator"], "reason": problem})
-                continue
-            kind, value = canonicalize(item["indicator"])
-            current = supplier.indicators.get(value)
-            tags = (
-                current.tags
-                if current is not None and "tags" not in item
-                else {t.upper() for t in item.get("tags", [])}
-            )
-            supplier.indicators[value] = EmulatedIndicator(
-                value, kind.cybertrace_type, dict(item.get("context") or {}), tags, now
-            )
-        return _partial(errors, "added to")
-
-    def _put_problem(self, supplier: EmulatedSupplier, item: dict[str, Any]) -> str | None:
-        try:
-            canonicalize(item["indicator"])
-        except InvalidValue:
-            return "Invalid indicator format"
-        context = item.get("context")
-        if context is not None:
-            if supplier.name == "FalsePositive":
-                return "Context is not allowed for the FalsePositive supplier"
-            if not isinstance(context, dict) or not all(
-                isinstance(v, str | int | float | bool) for v in context.values()
-            ):
-                return "Context must be an object of scalar values"
-        tags = item.get("tags")
-        if tags is not None:
-            if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-                return "Tags must be a list of strings"
-            unknown = [t for t in tags if t.upper() not in self._tags]
-            if unknown:
-                return f"Unknown tag {unknown[0]}"
-        return None
-
-    def _delete(self, version: str, supplier: EmulatedSupplier, body: Any) -> tuple[int, Any]:
-        for item in body:
-            if not isinstance(item, dict) or not isinstance(item.get("indicator"), str):
-                raise _Refusal(400, 'Every item needs an "indicator" string')
-            if "unmark_detections" in item and version in ("1.0", "1.1"):
-                raise _Refusal(400, "unmark_detections needs REST API 1.2")
-        self._expire(supplier)
-        errors: list[dict[str, str]] = []
-        for item in body:
-            try:
-                value = canonicalize(item["indicator"])[1]
-            except InvalidValue:
-                errors.append(
-                    {"indicator": item["indicator"], "reason": "Invalid indicator format"}
-                )
-                continue
-            if supplier.indicators.pop(value, None) is None:
-                errors.append({"indicator": item["indicator"], "reason": "Indicator doesn't exist"})
-        return _partial(errors, "deleted from")
-
-    def _lookup(self, tenant: str, body: Any) -> list[dict[str, object]]:
-        answers: list[dict[str, object]] = []
-        for item in body:
-            raw = item.get("indicator") if isinstance(item, dict) else None
-            try:
-                value = canonicalize(str(raw))[1]
-            except InvalidValue:
-                answers.append({"indicator": raw, "found": False, "suppliers": []})
-                continue
-            hits = []
-            for supplier in self._suppliers(tenant).values():
-                self._expire(supplier)
-                if value in supplier.indicators:
-                    found = supplier.indicators[value]
-                    hits.append(
-                        {
-                            "name": supplier.name,
-                            "context": found.context,
-                            "tags": sorted(found.tags),
-                        }
-                    )
-            answers.append({"indicator": value, "found": bool(hits), "suppliers": hits})
-        return answers
-
-    def _expire(self, supplier: EmulatedSupplier) -> None:
-        if supplier.retention <= 0:
-            return
-        deadline = self.clock() - supplier.retention * 60
-        for value in [v for v, i in supplier.indicators.items() if i.updated < deadline]:
-            del supplier.indicators[value]
+        if self.log_limit is not None and len(self.requests) > self.log_limit:
+            del self.requests[: len(self.requests) - self.log_limit]
 
     # Debug endpoints
 
     async def _dump_state(self, request: web.Request) -> web.Response:
-        if request.headers.get("Authorization") != self._authorization:
-            return web.json_response([{"status": "Authentication failed"}], status=401)
-        state = {
+        if not self._authorized(request):
+            return _unauthorized()
+        tenants = {
             tenant: {
-                name: {
-                    **s.info(),
+                supplier.name: {
+                    **supplier.info(),
                     "indicators": {
-                        v: {"type": i.type, "context": i.context, "tags": sorted(i.tags)}
-                        for v, i in self.indicators(name, tenant).items()
+                        value: {
+                            "type": found.type,
+                            "context": found.context,
+                            "tags": sorted(found.tags),
+                            "updated": found.updated,
+                        }
+                        for value, found in self.api.live(supplier).items()
                     },
                 }
-                for name, s in suppliers.items()
+                for supplier in suppliers.values()
             }
-            for tenant, suppliers in self._state.items()
+            for tenant, suppliers in self.api.state.items()
         }
-        return web.Response(body=orjson.dumps(state), content_type="application/json")
+        return _respond(200, {"tags": self.tags(), "tenants": tenants})
 
     async def _dump_requests(self, request: web.Request) -> web.Response:
-        if request.headers.get("Authorization") != self._authorization:
-            return web.json_response([{"status": "Authentication failed"}], status=401)
-        log = [
-            {"method": r.method, "path": r.path, "status": r.status, "bytes": len(r.body)}
+        if not self._authorized(request):
+            return _unauthorized()
+        summary = [
+            {
+                "method": r.method,
+                "path": r.path,
+                "version": r.version,
+                "status": r.status,
+                "bytes": len(r.body),
+            }
             for r in self.requests
         ]
-        return web.Response(body=orjson.dumps(log), content_type="application/json")
+        return _respond(200, summary)
 
 
-def _redacted(request: web.Request) -> dict[str, str]:
-    return {k: ("***" if k.lower() == "authorization" else v) for k, v in request.headers.items()}
+def _split(path: str) -> tuple[str, list[str]]:
+    """``/api/1.2/suppliers/S`` as ``("1.2", ["suppliers", "S"])``; ``("", [])`` off the API."""
+    segments = path.split("/")
+    if len(segments) < 4 or segments[0] or segments[1] != "api":
+        return "", []
+    return segments[2], segments[3:]
 
 
-def _check_int(value: object, low: int, high: int | None, what: str) -> int:
-    if (
-        not isinstance(value, int)
-        or isinstance(value, bool)
-        or value < low
-        or (high is not None and value > high)
-    ):
-        raise _Refusal(400, f"Invalid {what}")
-    return value
+def _accepts_json(header: str | None) -> bool:
+    if header is None or not header.strip():
+        return True
+    ranges = {part.split(";")[0].strip().lower() for part in header.split(",")}
+    return not ranges.isdisjoint({"application/json", "*/*"})
 
 
-def _partial(errors: list[dict[str, str]], verb: str) -> tuple[int, Any]:
-    if not errors:
-        return 201, [{"status": f"All indicators were successfully {verb} the database"}]
-    return 202, [
-        {
-            "status": f"Some indicators were not {verb} the database",
-            "error_indicators": errors,
-        }
-    ]
+def _json_content_type(header: str) -> bool:
+    media, *params = header.split(";")
+    if media.strip().lower() != "application/json":
+        return False
+    for param in filter(None, (p.strip() for p in params)):
+        key, _, value = param.partition("=")
+        if key.strip().lower() != "charset" or value.strip().strip('"').lower() != "utf-8":
+            return False
+    return True
+
+
+async def _read_body(request: web.Request) -> bytes:
+    if request.content_length is None:
+        raise Refusal(400, "Content-Length is required (chunked bodies are not accepted)")
+    limit = {"DELETE": DELETE_LIMIT, "POST": POST_LIMIT}.get(request.method, PUT_LIMIT)
+    if request.content_length > limit:
+        raise Refusal(400, f"The request body exceeds the maximum size of {limit} bytes")
+    return await request.read()
+
+
+def _json(body: bytes) -> object:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise Refusal(400, f"The body is not valid JSON: {exc}") from None
+
+
+def _array(parsed: object) -> list[Any]:
+    if not isinstance(parsed, list):
+        raise Refusal(400, "The body must be a JSON array")
+    return parsed
+
+
+def _respond(status: int, answer: object) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(answer), content_type="application/json")
+
+
+def _unauthorized() -> web.Response:
+    response = _respond(401, [{"status": "Authentication failed"}])
+    # Lets a browser ask for the credentials, for the humans these endpoints are for.
+    response.headers["WWW-Authenticate"] = 'Basic realm="feedsync CyberTrace emulator"'
+    return response
 
 
 async def serve(listen: str, *, user: str, password: str, api_versions: Sequence[str]) -> None:
-    """Run an emulator until SIGINT/SIGTERM (``feedsync emulator``)."""
+    """Run an emulator on ``listen`` (HOST:PORT) until cancelled, SIGINT or SIGTERM."""
     host, _, port = listen.rpartition(":")
-    emulator = Emulator(user=user, password=password, api_versions=api_versions)
+    if not port.isdigit():
+        raise ValueError(f"listen address {listen!r} is not HOST:PORT")
+    # A long-running emulator would otherwise keep every request body it ever received.
+    emulator = Emulator(
+        user=user, password=password, api_versions=api_versions, log_limit=SERVE_LOG_LIMIT
+    )
     url = await emulator.start(host.strip("[]") or "127.0.0.1", int(port))
-    print(f"emulator listening on {url} (API {','.join(api_versions)})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    handled: list[signal.Signals] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        # Not every loop or thread can take signal handlers; cancellation still works there.
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            handled.append(sig)
     try:
+        # Printed once signals are handled: whoever reads it may signal at once.
+        print(f"emulator listening on {url} (API {','.join(api_versions)})", flush=True)
         await stop.wait()
     finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
         await emulator.stop()

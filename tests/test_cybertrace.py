@@ -114,7 +114,7 @@ async def test_tags_deleted_by_hand_are_created_again(
     store = open_store(loaded)
     await sync(loaded, store)
     # A tag removed by hand in CyberTrace makes the next PUT of its indicators fail (202).
-    emulator._tags.pop("OSINT")
+    emulator.delete_tag("OSINT")
     feed_server.set("l.txt", "a.example\nb.example\nc.example\n")
     _, suppliers = await sync(loaded, store)
     assert suppliers[0].sent.rejected == 0, "feedsync re-creates the tags it needs"
