@@ -23,10 +23,11 @@ from apscheduler.triggers.interval import IntervalTrigger
 from feedsync import config as configuration
 from feedsync import logs
 from feedsync.config import Config, FeedConfig
+from feedsync.cybertrace import CyberTrace
 from feedsync.errors import ConfigError, FeedsyncError
 from feedsync.server import Server
 from feedsync.store import Store
-from feedsync.sync import Cycle, clear_spool
+from feedsync.sync import Cycle, clear_spool, connect
 from feedsync.systemd import Notifier
 
 log = logs.get("feedsync.daemon")
@@ -47,6 +48,7 @@ class Daemon:
         self.locks: dict[str, asyncio.Lock] = {}
         self.stopping = asyncio.Event()
         self._reloads: set[asyncio.Task[None]] = set()
+        self.client: CyberTrace | None = None
         self.server = Server(self)
         self.notifier = Notifier()
         self.cycles = 0
@@ -58,6 +60,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
         await self.server.start(self.config.server.host, self.config.server.port)
+        self.client = await connect(self.config).__aenter__()
         await self._schedule()
         self.scheduler.start()
         log.info("daemon.started", feeds=len(self.config.feeds), config=self.path)
@@ -96,7 +99,7 @@ class Daemon:
     async def _cycle(self, name: str) -> None:
         failed = True
         try:
-            cycle = Cycle(self.config, self.store, locks=self.locks)
+            cycle = Cycle(self.config, self.store, locks=self.locks, client=self.client)
             feeds, suppliers = await cycle.run([name])
             failed = any(f.result == "failed" for f in feeds) or any(s.error for s in suppliers)
         except FeedsyncError as exc:
@@ -121,6 +124,12 @@ class Daemon:
             return
         if fresh.state.path != self.config.state.path:
             log.warning("config.reload_ignored", key="state.path", reason="needs a restart")
+        if fresh.cybertrace != self.config.cybertrace:
+            # One session per CyberTrace: a new one for the new settings; the old one
+            # closes once the cycles still using it are done.
+            if self.client is not None:
+                self._retire(self.client)
+            self.client = await connect(fresh).__aenter__()
         self.config = fresh
         await self._schedule()
         log.info("config.reloaded", feeds=len(fresh.feeds))
@@ -143,6 +152,18 @@ class Daemon:
                 next_run_time=first_run(feed, row.last_attempt if row else None),
             )
 
+    def _retire(self, client: CyberTrace) -> None:
+        running = list(self.running.values())
+
+        async def close() -> None:
+            if running:
+                await asyncio.wait(running)
+            await client.__aexit__(None, None, None)
+
+        task = asyncio.get_running_loop().create_task(close(), name="retire-client")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
     async def shutdown(self) -> None:
         self.scheduler.shutdown(wait=False)
         running = list(self.running.values())
@@ -153,6 +174,9 @@ class Daemon:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+        await asyncio.gather(*self._reloads, return_exceptions=True)
+        if self.client is not None:
+            await self.client.__aexit__(None, None, None)
         await self.server.stop()
         log.info("daemon.stopped")
 

@@ -10,6 +10,7 @@ nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import sqlite3
 import time
@@ -89,7 +90,9 @@ class Cycle:
         force: bool = False,
         resync: bool = False,
         locks: dict[str, asyncio.Lock] | None = None,
+        client: CyberTrace | None = None,
     ) -> None:
+        self.client = client
         self.config = config
         self.locks = locks if locks is not None else {}
         self.store = store
@@ -109,17 +112,21 @@ class Cycle:
         suppliers = list(dict.fromkeys(feed.supplier for feed in feeds))
         feed_reports: list[FeedReport] = []
         supplier_reports: list[SupplierReport] = []
-        client = CyberTrace(self.config.cybertrace, observe=_observe, on_retry=_retried)
-        async with client:
-            for supplier in suppliers:
-                mine = [f for f in fetched if f.feed.supplier == supplier]
-                async with self.locks.setdefault(supplier, asyncio.Lock()):
-                    reports, report = await self._supplier(client, supplier, mine)
-                feed_reports.extend(reports)
-                supplier_reports.append(report)
-        for item in fetched:
-            if item.body is not None:
-                item.body.discard()
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                client = self.client
+                if client is None:
+                    client = await stack.enter_async_context(connect(self.config))
+                for supplier in suppliers:
+                    mine = [f for f in fetched if f.feed.supplier == supplier]
+                    async with self.locks.setdefault(supplier, asyncio.Lock()):
+                        reports, report = await self._supplier(client, supplier, mine)
+                    feed_reports.extend(reports)
+                    supplier_reports.append(report)
+        finally:
+            for item in fetched:
+                if item.body is not None:
+                    item.body.discard()
         return feed_reports, supplier_reports
 
     async def _fetch(self, feed: FeedConfig, gate: asyncio.Semaphore) -> _Fetched:
@@ -304,6 +311,11 @@ class Cycle:
             dry_run=self.dry_run,
         )
         return dataclasses.replace(report, pending=pending, rejected=counts["rejected"])
+
+
+def connect(config: Config) -> CyberTrace:
+    """A CyberTrace client reporting to the metrics (open it with ``async with``)."""
+    return CyberTrace(config.cybertrace, observe=_observe, on_retry=_retried)
 
 
 def clear_spool(config: Config) -> None:
