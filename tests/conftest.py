@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import textwrap
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -10,7 +12,7 @@ import pytest
 from aiohttp import web
 from samples import SAMPLES, sample  # noqa: F401 -- re-exported for tests
 
-from feedsync import config
+from feedsync import cli, config
 from feedsync.emulator import Emulator
 from feedsync.store import Store
 
@@ -121,3 +123,14 @@ async def feed_server() -> AsyncIterator[FeedServer]:
     await server.start()
     yield server
     await server.stop()
+
+
+async def run_cli(*argv: str) -> int:
+    """``feedsync ARGV``; the CLI runs its own event loop, so off the test's loop."""
+    return await asyncio.to_thread(cli.main, list(argv))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD, FeedServer
+from conftest import PASSWORD, FeedServer, run_cli
 
 from feedsync import cli
 from feedsync.emulator import Emulator
@@ -35,11 +34,6 @@ def write_config(tmp_path: Path, url: str, feed: str) -> Path:
     path = tmp_path / "feedsync.yaml"
     path.write_text(CONFIG.format(url=url, state=tmp_path / "state.db", feed=feed))
     return path
-
-
-async def run_cli(*argv: str) -> int:
-    # The CLI runs its own event loop: keep it off the test's loop.
-    return await asyncio.to_thread(cli.main, list(argv))
 
 
 async def test_check_exit_codes(

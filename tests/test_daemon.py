@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
-from conftest import PASSWORD
+from conftest import PASSWORD, free_port
 
 from feedsync.emulator import Emulator
 from feedsync.systemd import Notifier
@@ -36,12 +36,6 @@ feeds:
   - {{name: first, type: csv, url: {dir}/first.txt, supplier: Demo, schedule: 3s}}
 """
 SECOND = "  - {name: second, type: csv, url: %s/second.txt, supplier: Demo, schedule: 3s}\n"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def eventually(check: Callable[[], bool], seconds: float = 15) -> None:

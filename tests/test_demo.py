@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from feedsync import demo
 
@@ -22,12 +22,6 @@ async def test_demo_syncs_the_bundled_feeds(capsys: pytest.CaptureFixture[str]) 
     assert "supplier URLhaus: 9 indicators" in out
     assert "supplier Botnet_C2: 8 indicators" in out
     assert "indicator requests sent: 0" in out
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_emulator_command_serves_until_sigterm() -> None:

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD, FeedServer
+from conftest import PASSWORD, FeedServer, run_cli
 from prometheus_client import generate_latest
 
-from feedsync import cli, metrics
+from feedsync import metrics
 from feedsync.config import load, parse
 from feedsync.emulator import Emulator
 from feedsync.errors import StoreError
@@ -45,10 +45,6 @@ feeds:
     url: {keyed}
     supplier: Demo
 """
-
-
-async def run_cli(*argv: str) -> int:
-    return await asyncio.to_thread(cli.main, list(argv))
 
 
 async def test_secrets_appear_nowhere(
