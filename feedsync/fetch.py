@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import aiohttp
 
 from feedsync import __version__, logs
+from feedsync.config import FeedConfig
 from feedsync.errors import FetchError
 
 log = logs.get("feedsync.fetch")
@@ -199,3 +200,20 @@ def _temporary(spool: Path, feed: str) -> tuple[BinaryIO, Path]:
 def _abandon(handle: BinaryIO, path: Path) -> None:
     handle.close()
     path.unlink(missing_ok=True)
+
+
+def request_for(feed: FeedConfig, url: str | None = None) -> Request:
+    """The HTTP request settings of a feed: its headers, credentials and TLS."""
+    headers = {"User-Agent": USER_AGENT}
+    headers.update((name, secret.reveal()) for name, secret in feed.headers)
+    if feed.username is not None:
+        password = feed.password.reveal() if feed.password else ""
+        headers["Authorization"] = basic_auth(feed.username, password)
+    return Request(
+        feed=feed.name,
+        url=url or feed.url,
+        headers=headers,
+        verify_tls=feed.verify_tls,
+        timeout=feed.timeout,
+        max_bytes=feed.max_body_bytes,
+    )

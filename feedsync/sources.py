@@ -15,7 +15,8 @@ from typing import Protocol
 from feedsync.config import FeedConfig
 from feedsync.csvfeed import CsvOptions, open_body, parse_csv
 from feedsync.errors import ConfigError
-from feedsync.fetch import USER_AGENT, Body, Request, Validators, basic_auth, fetch
+from feedsync.fetch import Body, Validators, fetch, request_for
+from feedsync.mispfeed import MispFeedSource
 from feedsync.model import Invalid, Record
 
 
@@ -51,25 +52,10 @@ class CsvSource:
             yield from parse_csv(stream, self.options, self.feed.name)
 
 
-def request_for(feed: FeedConfig, url: str | None = None) -> Request:
-    """The HTTP request settings of a feed: its headers, credentials and TLS."""
-    headers = {"User-Agent": USER_AGENT}
-    headers.update((name, secret.reveal()) for name, secret in feed.headers)
-    if feed.username is not None:
-        password = feed.password.reveal() if feed.password else ""
-        headers["Authorization"] = basic_auth(feed.username, password)
-    return Request(
-        feed=feed.name,
-        url=url or feed.url,
-        headers=headers,
-        verify_tls=feed.verify_tls,
-        timeout=feed.timeout,
-        max_bytes=feed.max_body_bytes,
-    )
-
-
 def source_for(feed: FeedConfig) -> Source:
     """The source that reads ``feed``."""
     if feed.type == "csv":
         return CsvSource(feed)
+    if feed.type == "misp_feed":
+        return MispFeedSource(feed)
     raise ConfigError(f"feeds.{feed.name}.type", f"feed type {feed.type!r} is not supported yet")
