@@ -49,6 +49,9 @@ class Body:
     size: int
     validators: Validators
     temporary: bool
+    # "replace": the records are the whole feed; "patch": only what changed since
+    # the cursor, with Removal items for rows that went away.
+    mode: str = "replace"
 
     def discard(self) -> None:
         if self.temporary:

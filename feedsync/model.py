@@ -71,3 +71,12 @@ class Invalid:
     line: int
     value: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """An incremental source's word that the row ``key`` is gone (revoked,
+    deleted, expired); only meaningful in a patch, never in a full snapshot."""
+
+    key: str
+    line: int = 0

@@ -20,7 +20,7 @@ from itertools import islice
 import orjson
 
 from feedsync.fetch import Validators
-from feedsync.model import Indicator, Invalid
+from feedsync.model import Indicator, Invalid, Removal
 from feedsync.store import FeedRow, now
 
 BATCH = 5000
@@ -58,7 +58,7 @@ def encode(indicator: Indicator) -> tuple[str, str, str, str, str, int]:
 def replace(
     db: sqlite3.Connection,
     feed: FeedRow,
-    items: Iterable[Indicator | Invalid],
+    items: Iterable[Indicator | Invalid | Removal],
     *,
     max_delete_ratio: float,
     force: bool,
@@ -67,11 +67,7 @@ def replace(
 ) -> Change:
     """Stage ``items`` and apply them as the feed's new snapshot, unless the
     shrink guard holds the change. Runs inside the caller's transaction."""
-    db.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS stage (key TEXT PRIMARY KEY, value TEXT, kind TEXT,"
-        " context TEXT, tags TEXT, digest INTEGER) WITHOUT ROWID"
-    )
-    db.execute("DELETE FROM stage")
+    _stage_tables(db)
     reasons: Counter[str] = Counter()
     fetched = _stage(db, items, reasons, on_invalid)
     total = db.execute("SELECT count(*) FROM stage").fetchone()[0]
@@ -91,7 +87,7 @@ def replace(
     )
     shrink = _shrink(before, total, removed, max_delete_ratio)
     if shrink is not None and not force:
-        digest = _keyset_digest(db)
+        digest = _digest(db, "SELECT key FROM stage ORDER BY key")
         # A shrink stands once a second fetch yields the very same set; an empty one never does.
         if total == 0 or digest != feed.held_digest:
             _hold(db, feed, removed, total, digest)
@@ -100,9 +96,72 @@ def replace(
     return dataclasses.replace(change, added=added, changed=changed)
 
 
+def _stage_tables(db: sqlite3.Connection) -> None:
+    db.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS stage (key TEXT PRIMARY KEY, value TEXT, kind TEXT,"
+        " context TEXT, tags TEXT, digest INTEGER) WITHOUT ROWID"
+    )
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS gone (key TEXT PRIMARY KEY) WITHOUT ROWID")
+    db.execute("DELETE FROM stage")
+    db.execute("DELETE FROM gone")
+
+
+def patch(
+    db: sqlite3.Connection,
+    feed: FeedRow,
+    items: Iterable[Indicator | Invalid | Removal],
+    *,
+    max_delete_ratio: float,
+    force: bool,
+    validators: Validators,
+    on_invalid: Callable[[Invalid], None],
+) -> Change:
+    """Apply an incremental fetch: upserts by key and ``Removal``s, in order
+    (a later item about a key wins). The shrink guard counts the removals."""
+    _stage_tables(db)
+    reasons: Counter[str] = Counter()
+    for item in items:
+        if isinstance(item, Removal):
+            db.execute("DELETE FROM stage WHERE key = ?", (item.key,))
+            db.execute("INSERT OR IGNORE INTO gone VALUES (?)", (item.key,))
+        elif isinstance(item, Invalid):
+            reasons[item.reason] += 1
+            on_invalid(item)
+        else:
+            row = encode(item)
+            db.execute("DELETE FROM gone WHERE key = ?", (row[0],))
+            db.execute("INSERT OR REPLACE INTO stage VALUES (?,?,?,?,?,?)", row)
+    params = {"feed": feed.id}
+    removed = db.execute(
+        "SELECT count(*) FROM snapshot WHERE feed_id = :feed AND key IN (SELECT key FROM gone)",
+        params,
+    ).fetchone()[0]
+    new = db.execute(
+        "SELECT count(*) FROM stage t WHERE NOT EXISTS"
+        " (SELECT 1 FROM snapshot s WHERE s.feed_id = :feed AND s.key = t.key)",
+        params,
+    ).fetchone()[0]
+    total = feed.indicators - removed + new
+    change = Change(
+        fetched=db.execute("SELECT count(*) FROM stage").fetchone()[0],
+        invalid=sum(reasons.values()),
+        invalid_reasons=dict(reasons),
+        removed=removed,
+        before=feed.indicators,
+    )
+    shrink = _shrink(feed.indicators, total, removed, max_delete_ratio)
+    if shrink is not None and not force:
+        digest = _digest(db, "SELECT key FROM gone ORDER BY key")
+        if total == 0 or digest != feed.held_digest:
+            _hold(db, feed, removed, total, digest)
+            return dataclasses.replace(change, held=True, held_reason=shrink)
+    added, changed = _apply(db, feed, total, change.invalid, validators, mode="patch")
+    return dataclasses.replace(change, added=added, changed=changed)
+
+
 def _stage(
     db: sqlite3.Connection,
-    items: Iterable[Indicator | Invalid],
+    items: Iterable[Indicator | Invalid | Removal],
     reasons: Counter[str],
     on_invalid: Callable[[Invalid], None],
 ) -> int:
@@ -116,7 +175,7 @@ def _stage(
 
 
 def _rows(
-    items: Iterable[Indicator | Invalid],
+    items: Iterable[Indicator | Invalid | Removal],
     reasons: Counter[str],
     on_invalid: Callable[[Invalid], None],
 ) -> Iterator[tuple[str, str, str, str, str, int]]:
@@ -124,7 +183,8 @@ def _rows(
         if isinstance(item, Invalid):
             reasons[item.reason] += 1
             on_invalid(item)
-        else:
+        elif isinstance(item, Indicator):
+            # A Removal means nothing here: in a full snapshot, absent is removed.
             yield encode(item)
 
 
@@ -141,9 +201,9 @@ def _shrink(before: int, total: int, removed: int, ratio: float) -> str | None:
     return None
 
 
-def _keyset_digest(db: sqlite3.Connection) -> str:
+def _digest(db: sqlite3.Connection, query: str) -> str:
     digest = hashlib.sha256()
-    for (key,) in db.execute("SELECT key FROM stage ORDER BY key"):
+    for (key,) in db.execute(query):
         digest.update(key.encode())
         digest.update(b"\x00")
     return digest.hexdigest()
@@ -157,10 +217,27 @@ def _hold(db: sqlite3.Connection, feed: FeedRow, removed: int, total: int, diges
     )
 
 
+# Snapshot rows (alias s) that a change takes out: under a full replacement every
+# row the new fetch does not repeat verbatim; under a patch the removed rows and
+# those the patch rewrites.
+_OUTGOING = {
+    "replace": "NOT EXISTS (SELECT 1 FROM stage t WHERE t.key = s.key AND t.digest = s.digest)",
+    "patch": "(s.key IN (SELECT key FROM gone)"
+    " OR EXISTS (SELECT 1 FROM stage t WHERE t.key = s.key AND t.digest != s.digest))",
+}
+
+
 def _apply(
-    db: sqlite3.Connection, feed: FeedRow, total: int, invalid: int, validators: Validators
+    db: sqlite3.Connection,
+    feed: FeedRow,
+    total: int,
+    invalid: int,
+    validators: Validators,
+    *,
+    mode: str = "replace",
 ) -> tuple[int, int]:
     params = {"feed": feed.id, "supplier": feed.supplier}
+    outgoing = _OUTGOING[mode]
     added = db.execute(
         "SELECT count(*) FROM stage t WHERE NOT EXISTS"
         " (SELECT 1 FROM snapshot s WHERE s.feed_id = :feed AND s.key = t.key)",
@@ -173,8 +250,7 @@ def _apply(
     ).fetchone()[0]
     db.execute(
         "INSERT OR IGNORE INTO dirty (supplier, value) SELECT :supplier, s.value FROM snapshot s"
-        " WHERE s.feed_id = :feed AND NOT EXISTS"
-        " (SELECT 1 FROM stage t WHERE t.key = s.key AND t.digest = s.digest)",
+        f" WHERE s.feed_id = :feed AND {outgoing}",
         params,
     )
     db.execute(
@@ -184,8 +260,7 @@ def _apply(
         params,
     )
     db.execute(
-        "DELETE FROM snapshot WHERE feed_id = :feed AND NOT EXISTS"
-        " (SELECT 1 FROM stage t WHERE t.key = snapshot.key AND t.digest = snapshot.digest)",
+        "DELETE FROM snapshot AS s WHERE s.feed_id = :feed AND " + outgoing,
         params,
     )
     db.execute(
@@ -201,4 +276,5 @@ def _apply(
         (total, invalid, validators.etag, validators.last_modified, validators.sha256, feed.id),
     )
     db.execute("DELETE FROM stage")
+    db.execute("DELETE FROM gone")
     return added, changed

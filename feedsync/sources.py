@@ -17,7 +17,7 @@ from feedsync.csvfeed import CsvOptions, open_body, parse_csv
 from feedsync.errors import ConfigError
 from feedsync.fetch import Body, Validators, fetch, request_for
 from feedsync.mispfeed import MispFeedSource
-from feedsync.model import Invalid, Record
+from feedsync.model import Invalid, Record, Removal
 
 
 class Source(Protocol):
@@ -26,8 +26,9 @@ class Source(Protocol):
     async def fetch(self, previous: Validators, spool: Path) -> Body | None:
         """Download the feed; None when it has not changed since ``previous``."""
 
-    def records(self, body: Body) -> Iterator[Record | Invalid]:
-        """Stream the records of a downloaded body (blocking: run it off the loop)."""
+    def records(self, body: Body) -> Iterator[Record | Invalid | Removal]:
+        """Stream the records of a downloaded body (blocking: run it off the loop);
+        ``Removal``s only in a patch (``body.mode == "patch"``)."""
 
 
 class CsvSource:

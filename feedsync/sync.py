@@ -27,7 +27,7 @@ from feedsync.fetch import Body, Validators
 from feedsync.model import Invalid, Record
 from feedsync.normalize import canonical_tags, normalize
 from feedsync.reconcile import Plan, Refresh, Target, plan
-from feedsync.snapshot import Change, replace
+from feedsync.snapshot import Change, patch, replace
 from feedsync.sources import Source, source_for
 from feedsync.store import FeedRow, Run, Store, record_run
 from feedsync.upload import Sent, upload
@@ -234,7 +234,8 @@ class Cycle:
         )
         try:
             with self.store.savepoint() as db:
-                change = replace(
+                apply = patch if item.body.mode == "patch" else replace
+                change = apply(
                     db,
                     item.row,
                     records,

@@ -10,9 +10,9 @@ import pytest
 
 from feedsync.cybertrace import Outcome
 from feedsync.fetch import Validators
-from feedsync.model import Indicator, Invalid, Kind
+from feedsync.model import Indicator, Invalid, Kind, Removal
 from feedsync.reconcile import Plan, Target, plan
-from feedsync.snapshot import Change, replace
+from feedsync.snapshot import Change, patch, replace
 from feedsync.store import Store
 from feedsync.upload import Batch, acknowledge, batches
 
@@ -266,3 +266,81 @@ def test_delete_of_absent_counts_as_done_and_other_refusals_are_kept(store: Stor
 
 def test_batch_type_is_public() -> None:
     assert Batch("PUT", ()).payload() == b"[]"
+
+
+def apply_patch(
+    store: Store, feed: str, supplier: str, items: list[Indicator | Invalid | Removal], **kw: object
+) -> Change:
+    row = store.feed(feed, supplier)
+    with store.transaction() as db:
+        return patch(
+            db,
+            row,
+            items,
+            max_delete_ratio=float(kw.get("ratio", 0.5)),  # type: ignore[arg-type]
+            force=bool(kw.get("force", False)),
+            validators=Validators(sha256="p"),
+            on_invalid=lambda _i: None,
+        )
+
+
+def snapshot_values(store: Store, feed: str, supplier: str) -> dict[str, str]:
+    feed_id = store.feed(feed, supplier).id
+    rows = store.db.execute("SELECT value, context FROM snapshot WHERE feed_id = ?", (feed_id,))
+    return {r[0]: r[1] for r in rows}
+
+
+def test_patch_upserts_and_removes_by_key(store: Store) -> None:
+    load(store, "f", "S", [ind(f"v{i}.example") for i in range(10)])
+    t = target(store, "S", "f")
+    replan(store, t)
+    ack_all(store, "S")
+    change = apply_patch(
+        store,
+        "f",
+        "S",
+        [
+            ind("v1.example", {"n": "2"}),
+            ind("new.example"),
+            Removal("v2.example"),
+            Removal("missing"),
+        ],
+    )
+    assert (change.added, change.changed, change.removed, change.held) == (1, 1, 1, False)
+    assert store.feed("f", "S").indicators == 10
+    values = snapshot_values(store, "f", "S")
+    assert "v2.example" not in values and "new.example" in values and len(values) == 10
+    assert values["v1.example"] == '{"n":"2"}'
+    assert replan(store, t) == Plan(add=1, update=1, delete=1)
+
+
+def test_patch_later_items_win(store: Store) -> None:
+    load(store, "f", "S", [ind("a.example"), ind("b.example")])
+    apply_patch(
+        store,
+        "f",
+        "S",
+        [
+            Removal("a.example"),
+            ind("a.example", {"back": "1"}),
+            ind("c.example"),
+            Removal("c.example"),
+        ],
+    )
+    values = snapshot_values(store, "f", "S")
+    assert set(values) == {"a.example", "b.example"}
+    assert values["a.example"] == '{"back":"1"}'
+
+
+def test_patch_removals_go_through_the_shrink_guard(store: Store) -> None:
+    load(store, "f", "S", [ind(f"v{i}.example") for i in range(10)])
+    gone: list[Indicator | Invalid | Removal] = [Removal(f"v{i}.example") for i in range(8)]
+    assert apply_patch(store, "f", "S", gone).held
+    assert len(snapshot_values(store, "f", "S")) == 10
+    confirmed = apply_patch(store, "f", "S", gone)
+    assert not confirmed.held and confirmed.removed == 8
+    assert len(snapshot_values(store, "f", "S")) == 2
+    everything: list[Indicator | Invalid | Removal] = [Removal("v8.example"), Removal("v9.example")]
+    assert apply_patch(store, "f", "S", everything).held, "a patch that empties the feed is held"
+    assert apply_patch(store, "f", "S", everything).held, "and never confirmed"
+    assert apply_patch(store, "f", "S", everything, force=True).removed == 2
