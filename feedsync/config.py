@@ -38,9 +38,15 @@ API_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "auto")
 SOURCE_TYPES: Mapping[str, tuple[frozenset[str], tuple[str, ...]]] = MappingProxyType(
     {
         "csv": (frozenset({"indicator", "tags_field", "comment", "delimiter", "header"}), ()),
-        "misp": (frozenset({"api_key", "api_key_file", "filters"}), ("api_key",)),
+        "misp": (
+            frozenset({"api_key", "api_key_file", "filters", "full_pull", "page_size"}),
+            ("api_key",),
+        ),
         "misp_feed": (frozenset(), ()),
-        "taxii": (frozenset({"collection", "api_key", "api_key_file"}), ("collection",)),
+        "taxii": (
+            frozenset({"collection", "api_key", "api_key_file", "full_pull"}),
+            ("collection",),
+        ),
     }
 )
 FEED_TYPES = tuple(SOURCE_TYPES)
@@ -148,6 +154,8 @@ class FeedConfig:
     unmark_detections: bool = False
     enabled: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY
+    full_pull: float = 86400.0  # misp, taxii: seconds between full pulls (catch hard deletes)
+    page_size: int = 1000  # misp: attributes per restSearch page
 
     def __repr__(self) -> str:
         # A URL's query or user part often holds a key: show neither.
@@ -436,6 +444,8 @@ def _feed(path: str, raw: object, context: _Context) -> FeedConfig:
         unmark_detections=unmark,
         enabled=m.flag("enabled", True),
         max_body_bytes=m.integer("max_body_bytes", DEFAULT_MAX_BODY, "[1, inf)"),
+        full_pull=m.duration("full_pull", 86400.0),
+        page_size=m.integer("page_size", 1000, "[1, 100000]"),
     )
 
 
@@ -607,6 +617,15 @@ class _Map:
         if value is None or isinstance(value, bool):
             return value is not False
         return self.file("verify_tls") or ""
+
+    def duration(self, key: str, default: float) -> float:
+        value = self.data.get(key)
+        if value is None:
+            return default
+        try:
+            return _schedule.parse_duration(value)
+        except ValueError as exc:
+            raise ConfigError(self.at(key), str(exc)) from None
 
     def schedule(self) -> Schedule:
         if self.data.get("schedule") is None:

@@ -39,6 +39,7 @@ class Validators:
     etag: str | None = None
     last_modified: str | None = None
     sha256: str | None = None
+    cursor: str | None = None  # an incremental source's position (JSON), kept with the snapshot
 
 
 @dataclass(frozen=True, slots=True)

@@ -271,9 +271,17 @@ def _apply(
     )
     db.execute(
         "UPDATE feeds SET indicators = ?, invalid = ?, etag = ?, last_modified = ?, sha256 = ?,"
-        " held_removals = NULL, held_total = NULL, held_digest = NULL, held_since = NULL"
-        " WHERE id = ?",
-        (total, invalid, validators.etag, validators.last_modified, validators.sha256, feed.id),
+        " cursor = ?, held_removals = NULL, held_total = NULL, held_digest = NULL,"
+        " held_since = NULL WHERE id = ?",
+        (
+            total,
+            invalid,
+            validators.etag,
+            validators.last_modified,
+            validators.sha256,
+            validators.cursor,
+            feed.id,
+        ),
     )
     db.execute("DELETE FROM stage")
     db.execute("DELETE FROM gone")

@@ -346,7 +346,7 @@ def _feed_row(row: sqlite3.Row) -> FeedRow:
         id=row["id"],
         name=row["name"],
         supplier=row["supplier"],
-        validators=Validators(row["etag"], row["last_modified"], row["sha256"]),
+        validators=Validators(row["etag"], row["last_modified"], row["sha256"], row["cursor"]),
         indicators=row["indicators"],
         invalid=row["invalid"],
         last_attempt=row["last_attempt"],

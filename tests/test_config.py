@@ -752,9 +752,9 @@ COMMON_FEED_KEYS = {
 def test_source_type_table() -> None:
     assert {kind: own for kind, (own, _required) in SOURCE_TYPES.items()} == {
         "csv": {"indicator", "tags_field", "comment", "delimiter", "header"},
-        "misp": {"api_key", "api_key_file", "filters"},
+        "misp": {"api_key", "api_key_file", "filters", "full_pull", "page_size"},
         "misp_feed": set(),
-        "taxii": {"collection", "api_key", "api_key_file"},
+        "taxii": {"collection", "api_key", "api_key_file", "full_pull"},
     }
     message = error(make(feed="bogus: 1\n", feed_type="misp_feed"))
     assert set(message.split("known keys: ")[1].split(", ")) == COMMON_FEED_KEYS
