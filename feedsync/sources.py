@@ -16,6 +16,7 @@ from feedsync.config import FeedConfig
 from feedsync.csvfeed import CsvOptions, open_body, parse_csv
 from feedsync.errors import ConfigError
 from feedsync.fetch import Body, Validators, fetch, request_for
+from feedsync.mispapi import MispSource
 from feedsync.mispfeed import MispFeedSource
 from feedsync.model import Invalid, Record, Removal
 
@@ -59,4 +60,6 @@ def source_for(feed: FeedConfig) -> Source:
         return CsvSource(feed)
     if feed.type == "misp_feed":
         return MispFeedSource(feed)
+    if feed.type == "misp":
+        return MispSource(feed)
     raise ConfigError(f"feeds.{feed.name}.type", f"feed type {feed.type!r} is not supported yet")

@@ -1,0 +1,178 @@
+"""The ``misp`` source: MISP's REST API, ``POST {url}/attributes/restSearch``.
+
+A full pull (the first, then every ``full_pull``) asks for the feed's filters
+(default: ``to_ids`` attributes) and replaces the snapshot, which also catches
+attributes deleted for good. In between, incremental pulls ask for what changed
+since the last attribute ``timestamp`` seen (minus an overlap), deleted ones
+included, and patch the snapshot: a soft deletion or a ``to_ids`` flip removes
+the attribute. Pages go to a spool file as JSON lines, so memory holds a page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from feedsync.config import FeedConfig
+from feedsync.errors import FetchError, ParseError
+from feedsync.fetch import Body, Validators, redact_url, request_for, ssl_context
+from feedsync.misp import attribute_record
+from feedsync.model import Invalid, Record, Removal
+
+OVERLAP = 300
+MAX_PAGES = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where the last applied pull ended: newest attribute timestamp, last full pull."""
+
+    since: int = 0
+    full_at: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str | None) -> Cursor | None:
+        try:
+            data = json.loads(text) if text else None
+            return cls(int(data["since"]), float(data["full_at"])) if data else None
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def dump(self) -> str:
+        return json.dumps({"since": self.since, "full_at": self.full_at})
+
+
+class MispSource:
+    """Attributes of a MISP instance."""
+
+    def __init__(self, feed: FeedConfig, clock: Any = time.time) -> None:
+        self.feed = feed
+        self.clock = clock
+        self.endpoint = feed.url.rstrip("/") + "/attributes/restSearch"
+
+    def _filters(self, cursor: Cursor | None, full: bool) -> dict[str, object]:
+        filters: dict[str, object] = {"to_ids": True, **self.feed.filters}
+        filters |= {"returnFormat": "json", "includeEventTags": True}
+        if not full and cursor is not None:
+            # to_ids flips and soft deletions must come back to be removed.
+            filters.pop("to_ids", None)
+            filters |= {"timestamp": max(0, cursor.since - OVERLAP), "deleted": [0, 1]}
+        return filters
+
+    async def fetch(self, previous: Validators, spool: Path) -> Body | None:
+        cursor = Cursor.parse(previous.cursor)
+        now = self.clock()
+        full = cursor is None or now - cursor.full_at >= self.feed.full_pull
+        filters = self._filters(cursor, full)
+        await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
+        path = spool / f"{self.feed.name}.misp.body"
+        count, newest = await self._pull(filters, path)
+        if not full and count == 0:
+            path.unlink(missing_ok=True)
+            return None
+        since = max(newest, cursor.since if cursor else 0)
+        state = Cursor(since, now if full else (cursor.full_at if cursor else now))
+        return Body(
+            path,
+            count,
+            Validators(cursor=state.dump()),
+            temporary=True,
+            mode="replace" if full else "patch",
+        )
+
+    async def _pull(self, filters: dict[str, object], path: Path) -> tuple[int, int]:
+        request = request_for(self.feed, self.endpoint)
+        assert self.feed.api_key is not None
+        headers = {
+            **request.headers,
+            "Authorization": self.feed.api_key.reveal(),
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+        }
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=request.timeout, sock_read=request.timeout
+        )
+        tls = await ssl_context(request.verify_tls)
+        count = newest = 0
+        seen_first: set[str] = set()
+        out = await asyncio.to_thread(path.open, "wb")
+        try:
+            async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
+                for page in range(1, MAX_PAGES + 1):
+                    body = {**filters, "page": page, "limit": self.feed.page_size}
+                    attributes = await self._page(session, body, page, tls)
+                    if attributes and str(attributes[0].get("uuid")) in seen_first:
+                        raise FetchError(
+                            self.feed.name, f"MISP returned page {page} again (a loop)"
+                        )
+                    if attributes:
+                        seen_first.add(str(attributes[0].get("uuid")))
+                    lines = b"".join(orjson.dumps(a) + b"\n" for a in attributes)
+                    await asyncio.to_thread(out.write, lines)
+                    newest = max([newest, *(_int(a.get("timestamp")) for a in attributes)])
+                    count += len(attributes)
+                    if len(attributes) < self.feed.page_size:
+                        return count, newest
+        finally:
+            await asyncio.to_thread(out.close)
+        raise FetchError(self.feed.name, f"MISP kept paging past {MAX_PAGES} pages")
+
+    async def _page(
+        self, session: aiohttp.ClientSession, body: dict[str, object], page: int, tls: Any
+    ) -> list[Mapping[str, Any]]:
+        where = redact_url(self.endpoint)
+        try:
+            async with session.post(self.endpoint, data=orjson.dumps(body), ssl=tls) as response:
+                if response.status == 403:
+                    raise FetchError(self.feed.name, f"MISP refused the API key (403) at {where}")
+                if response.status != 200:
+                    raise FetchError(
+                        self.feed.name, f"HTTP {response.status} from {where} (page {page})"
+                    )
+                raw = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise FetchError(
+                self.feed.name, f"cannot fetch {where}: {exc or type(exc).__name__}"
+            ) from exc
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ParseError(self.feed.name, f"page {page} from {where} is not JSON") from exc
+        payload = data.get("response", data) if isinstance(data, dict) else None
+        attributes = payload.get("Attribute") if isinstance(payload, dict) else None
+        if not isinstance(attributes, list):
+            raise ParseError(self.feed.name, f"page {page} from {where} holds no Attribute list")
+        return [a for a in attributes if isinstance(a, dict)]
+
+    def records(self, body: Body) -> Iterator[Record | Invalid | Removal]:
+        patch = body.mode == "patch"
+        with body.path.open("rb") as lines:
+            for number, line in enumerate(lines, start=1):
+                attribute = orjson.loads(line)
+                event = attribute.get("Event") or {}
+                context = tuple(
+                    (k, str(event[f]))
+                    for k, f in (("event_id", "id"), ("event_uuid", "uuid"), ("event_info", "info"))
+                    if event.get(f) not in (None, "")
+                )
+                record = attribute_record(attribute, context, (), number)
+                if record is None:
+                    if patch:
+                        yield Removal(str(attribute.get("uuid")), number)
+                    continue
+                yield record
+
+
+def _int(value: object) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        return 0
