@@ -30,10 +30,13 @@ class FakeMisp:
         self.attributes = attributes
         self.requests: list[dict[str, Any]] = []
         self.repeat_pages = False
+        self.garbage: bytes | None = None
 
     async def rest_search(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != KEY:
             return web.json_response({"message": "Authentication failed."}, status=403)
+        if self.garbage is not None:
+            return web.Response(body=self.garbage, content_type="application/json")
         query = json.loads(await request.read())
         self.requests.append(query)
         rows = [a for a in self.attributes if self._matches(a, query)]
@@ -162,3 +165,32 @@ async def test_bad_key_and_looping_pages_fail_clearly(
     finally:
         store.close()
     assert feeds[0].result == "failed" and "returned page 2 again" in (feeds[0].error or "")
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (b"<html>login</html>", "page 1 from http://127.0.0.1"),
+        (b'{"response": {"Attribute": "nope"}}', "holds no Attribute list"),
+        (b'{"name": "Not Found", "message": "x"}', "holds no Attribute list"),
+    ],
+    ids=["html", "attribute-not-a-list", "error-object"],
+)
+async def test_json_garbage_from_misp_changes_nothing(
+    misp: tuple[str, FakeMisp],
+    emulator: Emulator,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+    answer: bytes,
+    message: str,
+) -> None:
+    url, fake = misp
+    loaded = make_config(emulator.url, feed(url), "MISP: {confidence: 70}\n")
+    store = open_store(loaded)
+    await sync(loaded, store)
+    before = set(emulator.indicators("MISP"))
+
+    fake.garbage = answer
+    feeds, _ = await sync(loaded, store)
+    assert feeds[0].result == "failed" and message in (feeds[0].error or "")
+    assert set(emulator.indicators("MISP")) == before
