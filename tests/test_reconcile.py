@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -28,20 +29,31 @@ def ind(value: str, context: dict[str, str] | None = None, tags: tuple[str, ...]
     return Indicator(value, value, Kind.DOMAIN, tuple((context or {}).items()), tags)
 
 
-def load(
-    store: Store, feed: str, supplier: str, items: list[Indicator | Invalid], **kw: object
+def run_change(
+    change: Callable[..., Change],
+    store: Store,
+    feed: str,
+    supplier: str,
+    items: list[Indicator | Invalid | Removal],
+    *,
+    ratio: float = 0.5,
+    force: bool = False,
 ) -> Change:
     row = store.feed(feed, supplier)
     with store.transaction() as db:
-        return replace(
+        return change(
             db,
             row,
             items,
-            max_delete_ratio=float(kw.get("ratio", 0.5)),  # type: ignore[arg-type]
-            force=bool(kw.get("force", False)),
+            max_delete_ratio=ratio,
+            force=force,
             validators=Validators(sha256="x"),
             on_invalid=lambda _i: None,
         )
+
+
+load = functools.partial(run_change, replace)
+apply_patch = functools.partial(run_change, patch)
 
 
 def target(store: Store, supplier: str, *feeds: str, **kw: bool) -> Target:
@@ -266,22 +278,6 @@ def test_delete_of_absent_counts_as_done_and_other_refusals_are_kept(store: Stor
 
 def test_batch_type_is_public() -> None:
     assert Batch("PUT", ()).payload() == b"[]"
-
-
-def apply_patch(
-    store: Store, feed: str, supplier: str, items: list[Indicator | Invalid | Removal], **kw: object
-) -> Change:
-    row = store.feed(feed, supplier)
-    with store.transaction() as db:
-        return patch(
-            db,
-            row,
-            items,
-            max_delete_ratio=float(kw.get("ratio", 0.5)),  # type: ignore[arg-type]
-            force=bool(kw.get("force", False)),
-            validators=Validators(sha256="p"),
-            on_invalid=lambda _i: None,
-        )
 
 
 def snapshot_values(store: Store, feed: str, supplier: str) -> dict[str, str]:
