@@ -80,3 +80,5 @@ class Removal:
 
     key: str
     line: int = 0
+    # Also every key "<key>|..." (the several values of one STIX indicator).
+    family: bool = False

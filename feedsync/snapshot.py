@@ -122,8 +122,7 @@ def patch(
     reasons: Counter[str] = Counter()
     for item in items:
         if isinstance(item, Removal):
-            db.execute("DELETE FROM stage WHERE key = ?", (item.key,))
-            db.execute("INSERT OR IGNORE INTO gone VALUES (?)", (item.key,))
+            _remove(db, feed, item)
         elif isinstance(item, Invalid):
             reasons[item.reason] += 1
             on_invalid(item)
@@ -157,6 +156,20 @@ def patch(
             return dataclasses.replace(change, held=True, held_reason=shrink)
     added, changed = _apply(db, feed, total, change.invalid, validators, mode="patch")
     return dataclasses.replace(change, added=added, changed=changed)
+
+
+def _remove(db: sqlite3.Connection, feed: FeedRow, item: Removal) -> None:
+    db.execute("DELETE FROM stage WHERE key = ?", (item.key,))
+    db.execute("INSERT OR IGNORE INTO gone VALUES (?)", (item.key,))
+    if item.family:
+        # "|" sorts right after the key's own prefix: a range scan on the primary key.
+        bounds = (item.key + "|", item.key + "}")
+        db.execute("DELETE FROM stage WHERE key >= ? AND key < ?", bounds)
+        db.execute(
+            "INSERT OR IGNORE INTO gone SELECT key FROM snapshot"
+            " WHERE feed_id = ? AND key >= ? AND key < ?",
+            (feed.id, *bounds),
+        )
 
 
 def _stage(

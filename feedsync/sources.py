@@ -19,6 +19,7 @@ from feedsync.fetch import Body, Validators, fetch, request_for
 from feedsync.mispapi import MispSource
 from feedsync.mispfeed import MispFeedSource
 from feedsync.model import Invalid, Record, Removal
+from feedsync.taxii import TaxiiSource
 
 
 class Source(Protocol):
@@ -62,4 +63,6 @@ def source_for(feed: FeedConfig) -> Source:
         return MispFeedSource(feed)
     if feed.type == "misp":
         return MispSource(feed)
+    if feed.type == "taxii":
+        return TaxiiSource(feed)
     raise ConfigError(f"feeds.{feed.name}.type", f"feed type {feed.type!r} is not supported yet")

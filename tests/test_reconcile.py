@@ -340,3 +340,12 @@ def test_patch_removals_go_through_the_shrink_guard(store: Store) -> None:
     assert apply_patch(store, "f", "S", everything).held, "a patch that empties the feed is held"
     assert apply_patch(store, "f", "S", everything).held, "and never confirmed"
     assert apply_patch(store, "f", "S", everything, force=True).removed == 2
+
+
+def test_patch_family_removal_takes_every_value_of_a_key(store: Store) -> None:
+    items = [Indicator(f"ind--1|{i}", f"v{i}.example", Kind.DOMAIN, (), ()) for i in range(3)]
+    items.append(Indicator("ind--10", "other.example", Kind.DOMAIN, (), ()))
+    load(store, "f", "S", list(items), ratio=1.0)
+    replacement = Indicator("ind--1|0", "v9.example", Kind.DOMAIN, (), ())
+    apply_patch(store, "f", "S", [Removal("ind--1", family=True), replacement], ratio=1.0)
+    assert set(snapshot_values(store, "f", "S")) == {"v9.example", "other.example"}

@@ -1,0 +1,223 @@
+"""The taxii source against medallion 3.0.0 serving the samples' STIX bundles, and STIX mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import shutil
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+from conftest import ConfigFactory, free_port
+from samples import sample
+from test_sync import sync
+
+from feedsync.config import Config
+from feedsync.emulator import Emulator
+from feedsync.fetch import basic_auth
+from feedsync.model import Invalid, Record, Removal
+from feedsync.normalize import canonicalize
+from feedsync.stix import Unsupported, indicator_records, pattern_values
+from feedsync.store import Store
+
+VXVAULT = "a5707c2d-3d27-5a65-bcfd-d837aad4af61"
+MEDIA = "application/taxii+json;version=2.1"
+NOW = dt.datetime(2026, 11, 23, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "values"),
+    [
+        ("[ipv4-addr:value='45.148.10.151']", ["45.148.10.151"]),
+        (
+            "[ domain-name:value = 'a.example' OR url:value = 'http://b.example/x' ]",
+            ["a.example", "http://b.example/x"],
+        ),
+        ("[file:hashes.'SHA-256' = 'aa'] OR [file:hashes.MD5 = 'bb']", ["aa", "bb"]),
+        ("[url:value = 'http://x.example/it\\'s']", ["http://x.example/it's"]),
+    ],
+)
+def test_supported_patterns(pattern: str, values: list[str]) -> None:
+    assert sorted(pattern_values(pattern)) == sorted(values)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        ("[ipv4-addr:value = '1.2.3.4' AND domain-name:value = 'x.example']", "and"),
+        ("[ipv4-addr:value = '1.2.3.4'] AND [url:value = 'http://a/b']", "observation_operator"),
+        ("[file:hashes.'SHA-256' = 'aa'] WITHIN 5 SECONDS", "qualifier"),
+        ("[ x509-certificate:hashes.'SHA-1' = 'ab' ]", "object"),
+        ("[ipv4-addr:value != '1.2.3.4']", "operator"),
+        ("not a pattern", "pattern_syntax"),
+    ],
+)
+def test_unsupported_patterns_say_why(pattern: str, reason: str) -> None:
+    with pytest.raises(Unsupported) as info:
+        pattern_values(pattern)
+    assert info.value.reason == reason
+
+
+def test_indicator_records_revoked_expired_and_context() -> None:
+    base = {
+        "type": "indicator",
+        "id": "indicator--1",
+        "pattern": "[ipv4-addr:value='192.0.2.1']",
+        "pattern_type": "stix",
+        "name": "bad",
+        "confidence": 90,
+        "indicator_types": ["malicious-activity"],
+    }
+    [record] = list(indicator_records(base, line=1, now=NOW, patch=False))
+    assert isinstance(record, Record) and record.key == "indicator--1|0"
+    assert (
+        dict(record.context)["confidence"] == "90"
+        and dict(record.context)["stix_id"] == "indicator--1"
+    )
+    assert list(indicator_records({**base, "revoked": True}, line=1, now=NOW, patch=True)) == [
+        Removal("indicator--1", 1, family=True)
+    ]
+    assert (
+        list(
+            indicator_records(
+                {**base, "valid_until": "2020-01-01T00:00:00Z"}, line=1, now=NOW, patch=False
+            )
+        )
+        == []
+    )
+    [invalid] = indicator_records({**base, "pattern_type": "sigma"}, line=1, now=NOW, patch=False)
+    assert isinstance(invalid, Invalid) and invalid.reason == "pattern_type"
+
+
+@pytest.fixture
+async def medallion(tmp_path: Path) -> AsyncIterator[str]:
+    data = sample("taxii/DERIVED_medallion_data_from_feeds2stix_bundles.json")
+    executable = shutil.which("medallion") or str(Path(sys.executable).parent / "medallion")
+    if not Path(executable).exists():
+        pytest.skip("medallion is not installed (pip install medallion==3.0.0)")
+    shutil.copy(data, tmp_path / "data.json")
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "backend": {
+                    "module": "medallion.backends.memory_backend",
+                    "module_class": "MemoryBackend",
+                    "filename": str(tmp_path / "data.json"),
+                },
+                "users": {"reader": "s3cret"},
+                "taxii": {"max_page_size": 25},
+            }
+        )
+    )
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        executable,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        str(tmp_path / "config.json"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/api1/"
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):
+                try:
+                    async with session.get(
+                        url,
+                        headers={"Accept": MEDIA, "Authorization": basic_auth("reader", "s3cret")},
+                    ) as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+async def post_objects(root: str, objects: list[dict[str, object]]) -> None:
+    headers = {
+        "Accept": MEDIA,
+        "Content-Type": MEDIA,
+        "Authorization": basic_auth("reader", "s3cret"),
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{root}collections/{VXVAULT}/objects/", json={"objects": objects}, headers=headers
+        ) as response,
+    ):
+        assert response.status in (200, 201, 202), await response.text()
+
+
+def feed(root: str, collection: str = "feeds2stix_vxvault_bundle.json") -> str:
+    return (
+        f"- {{name: vx, type: taxii, url: '{root}', collection: '{collection}', supplier: VX,"
+        " username: reader, password: s3cret}\n"
+    )
+
+
+async def test_multi_page_then_incremental_pulls(
+    medallion: str,
+    emulator: Emulator,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+) -> None:
+    bundle = json.loads(sample("taxii/feeds2stix_vxvault_bundle.json").read_text())
+    indicators = [o for o in bundle["objects"] if o["type"] == "indicator"]
+    loaded = make_config(emulator.url, feed(medallion), "VX: {confidence: 50}\n")
+    store = open_store(loaded)
+    feeds, _ = await sync(loaded, store)
+    assert feeds[0].result == "ok", feeds[0].error
+    expected = {canonicalize(pattern_values(o["pattern"])[0])[1] for o in indicators}
+    assert emulator.indicators("VX").keys() == expected
+    assert len(indicators) == 101, "more than four pages of 25"
+
+    revoked, expired = indicators[0], indicators[1]
+    later = "2026-11-22T00:00:00.000Z"
+    new = {
+        **indicators[2],
+        "id": "indicator--00000000-0000-4000-8000-000000000001",
+        "pattern": "[url:value = 'http://new.example/payload']",
+        "created": later,
+        "modified": later,
+    }
+    await post_objects(
+        medallion,
+        [
+            {**revoked, "modified": later, "revoked": True},
+            {**expired, "modified": later, "valid_until": "2026-01-01T00:00:00Z"},
+            new,
+        ],
+    )
+    emulator.clear_log()
+    feeds, _ = await sync(loaded, store)
+    assert feeds[0].result == "ok", feeds[0].error
+    assert (feeds[0].change.added, feeds[0].change.removed) == (1, 2)
+    gone = {canonicalize(pattern_values(o["pattern"])[0])[1] for o in (revoked, expired)}
+    assert emulator.indicators("VX").keys() == (expected - gone) | {"new.example/payload"}
+
+    feeds, _ = await sync(loaded, store)
+    assert feeds[0].result == "unchanged", "nothing added after the last pull"
+
+
+async def test_unknown_collection_lists_the_known_ones(
+    medallion: str,
+    emulator: Emulator,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+) -> None:
+    loaded = make_config(emulator.url, feed(medallion, collection="nope"), "VX: {confidence: 50}\n")
+    feeds, _ = await sync(loaded, open_store(loaded))
+    assert feeds[0].result == "failed"
+    assert "no collection 'nope'" in (feeds[0].error or "")
+    assert "feeds2stix_vxvault_bundle.json" in (feeds[0].error or "")
