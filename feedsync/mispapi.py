@@ -101,7 +101,7 @@ class MispSource:
             total=None, connect=request.timeout, sock_read=request.timeout
         )
         tls = await ssl_context(request.verify_tls)
-        count = newest = 0
+        count = newest = size = 0
         seen_first: set[str] = set()
         out = await asyncio.to_thread(path.open, "wb")
         try:
@@ -117,6 +117,13 @@ class MispSource:
                         seen_first.add(str(attributes[0].get("uuid")))
                     lines = b"".join(orjson.dumps(a) + b"\n" for a in attributes)
                     await asyncio.to_thread(out.write, lines)
+                    size += len(lines)
+                    if size > self.feed.max_body_bytes:
+                        raise FetchError(
+                            self.feed.name,
+                            f"MISP pages add up to over max_body_bytes"
+                            f" ({self.feed.max_body_bytes})",
+                        )
                     newest = max([newest, *(_int(a.get("timestamp")) for a in attributes)])
                     count += len(attributes)
                     if len(attributes) < self.feed.page_size:

@@ -143,7 +143,7 @@ class TaxiiSource:
         params = {"match[type]": "indicator", "limit": str(PAGE)}
         if after:
             params["added_after"] = after
-        count, last = 0, None
+        count, last, size = 0, None, 0
         seen: set[tuple[str, str]] = set()
         out = await asyncio.to_thread(path.open, "wb")
         try:
@@ -152,6 +152,12 @@ class TaxiiSource:
                 page = data.get("objects", []) if isinstance(data, dict) else []
                 lines = b"".join(orjson.dumps(o) + b"\n" for o in page if isinstance(o, dict))
                 await asyncio.to_thread(out.write, lines)
+                size += len(lines)
+                if size > self.feed.max_body_bytes:
+                    raise FetchError(
+                        self.feed.name,
+                        f"TAXII pages add up to over max_body_bytes ({self.feed.max_body_bytes})",
+                    )
                 count += len(page)
                 last = headers.get("X-TAXII-Date-Added-Last") or last
                 more, token = data.get("more"), data.get("next")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from conftest import ConfigFactory, free_port
 from samples import sample
 from test_sync import sync
@@ -221,3 +222,92 @@ async def test_unknown_collection_lists_the_known_ones(
     assert feeds[0].result == "failed"
     assert "no collection 'nope'" in (feeds[0].error or "")
     assert "feeds2stix_vxvault_bundle.json" in (feeds[0].error or "")
+
+
+class FakeTaxii:
+    """A TAXII 2.1 server that misbehaves on the objects endpoint."""
+
+    def __init__(self, objects_answer: Callable[[int], bytes]) -> None:
+        self.answer = objects_answer
+        self.calls = 0
+
+    async def root(self, _request: web.Request) -> web.Response:
+        return web.json_response({"title": "fake", "versions": [MEDIA]})
+
+    async def collections(self, _request: web.Request) -> web.Response:
+        return web.json_response({"collections": [{"id": "c1", "title": "only", "can_read": True}]})
+
+    async def objects(self, _request: web.Request) -> web.Response:
+        self.calls += 1
+        return web.Response(body=self.answer(self.calls), content_type="application/taxii+json")
+
+
+def same_page_forever(_call: int) -> bytes:
+    page = {
+        "more": True,
+        "next": "abc",
+        "objects": [
+            {
+                "type": "indicator",
+                "id": "indicator--1",
+                "modified": "2026-01-01T00:00:00Z",
+                "pattern": "[ipv4-addr:value='192.0.2.1']",
+                "pattern_type": "stix",
+            }
+        ],
+    }
+    return json.dumps(page).encode()
+
+
+def new_page_forever(call: int) -> bytes:
+    page = {
+        "more": True,
+        "next": f"n{call}",
+        "objects": [
+            {
+                "type": "indicator",
+                "id": f"indicator--{call}",
+                "modified": "2026-01-01T00:00:00Z",
+                "pattern": f"[domain-name:value='host{call}.example']",
+                "pattern_type": "stix",
+            }
+        ],
+    }
+    return json.dumps(page).encode()
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (lambda _call: b"<html>oops</html>", "something not JSON"),
+        (same_page_forever, "TAXII pagination loops"),
+        (new_page_forever, "over max_body_bytes (20000)"),
+    ],
+    ids=["json-garbage", "loop-on-one-next", "never-ends"],
+)
+async def test_misbehaving_taxii_server_fails_clearly(
+    emulator: Emulator,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+    answer: Callable[[int], bytes],
+    message: str,
+) -> None:
+    fake = FakeTaxii(answer)
+    app = web.Application()
+    app.router.add_get("/api1/", fake.root)
+    app.router.add_get("/api1/collections/", fake.collections)
+    app.router.add_get("/api1/collections/c1/objects/", fake.objects)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        root = f"http://127.0.0.1:{runner.addresses[0][1]}/api1/"
+        text = feed(root, collection="only").replace("}\n", ", max_body_bytes: 20000}\n")
+        loaded = make_config(emulator.url, text, "VX: {confidence: 50}\n")
+        feeds, _ = await asyncio.wait_for(sync(loaded, open_store(loaded)), 20)
+    finally:
+        await runner.cleanup()
+    assert feeds[0].result == "failed" and message in (feeds[0].error or "")
+    assert fake.calls <= 200
+    assert emulator.indicator_requests() == []
