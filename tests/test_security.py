@@ -20,7 +20,9 @@ from feedsync.store import Store
 FEED_PASSWORD = "feed-Pa55-77"
 AUTH_KEY = "abusech-KEY-4242"
 QUERY_KEY = "query-KEY-9999"
-SECRETS = (PASSWORD, FEED_PASSWORD, AUTH_KEY, QUERY_KEY)
+MISP_KEY = "misp-KEY-31337"
+TAXII_PASSWORD = "taxii-Pa55-2718"
+SECRETS = (PASSWORD, FEED_PASSWORD, AUTH_KEY, QUERY_KEY, MISP_KEY, TAXII_PASSWORD)
 
 CONFIG = """\
 cybertrace:
@@ -44,6 +46,18 @@ feeds:
     type: csv
     url: {keyed}
     supplier: Demo
+  - name: misp
+    type: misp
+    url: http://127.0.0.1:9
+    api_key: ${{MISP_KEY}}
+    supplier: Demo
+  - name: taxii
+    type: taxii
+    url: http://127.0.0.1:9/api1/
+    collection: c
+    username: reader
+    password: ${{TAXII_PASSWORD}}
+    supplier: Demo
 """
 
 
@@ -57,6 +71,8 @@ async def test_secrets_appear_nowhere(
     monkeypatch.setenv("CT_PASSWORD", PASSWORD)
     monkeypatch.setenv("FEED_PASSWORD", FEED_PASSWORD)
     monkeypatch.setenv("AUTH_KEY", AUTH_KEY)
+    monkeypatch.setenv("MISP_KEY", MISP_KEY)
+    monkeypatch.setenv("TAXII_PASSWORD", TAXII_PASSWORD)
     private = feed_server.set("private.txt", "a.example\n")
     keyed = f"{feed_server.url}/missing.txt?apikey={QUERY_KEY}"
     config = tmp_path / "feedsync.yaml"
