@@ -71,6 +71,17 @@ class Request:
     max_bytes: int
 
 
+def pulled(path: Path, count: int, cursor: str, *, full: bool) -> Body | None:
+    """The body of an API pull spooled to ``path``: a full pull replaces the
+    snapshot, an incremental one patches it, and an empty incremental pull is
+    no change at all."""
+    if not full and count == 0:
+        path.unlink(missing_ok=True)
+        return None
+    mode = "replace" if full else "patch"
+    return Body(path, count, Validators(cursor=cursor), temporary=True, mode=mode)
+
+
 def basic_auth(username: str, password: str) -> str:
     """An ``Authorization`` header value for HTTP Basic authentication."""
     token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")

@@ -23,7 +23,7 @@ import orjson
 
 from feedsync.config import FeedConfig
 from feedsync.errors import FetchError, ParseError
-from feedsync.fetch import Body, Validators, redact_url, request_for, ssl_context
+from feedsync.fetch import Body, Validators, pulled, redact_url, request_for, ssl_context
 from feedsync.misp import attribute_record
 from feedsync.model import Invalid, Record, Removal
 
@@ -75,18 +75,9 @@ class MispSource:
         await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
         path = spool / f"{self.feed.name}.misp.body"
         count, newest = await self._pull(filters, path)
-        if not full and count == 0:
-            path.unlink(missing_ok=True)
-            return None
         since = max(newest, cursor.since if cursor else 0)
         state = Cursor(since, now if full else (cursor.full_at if cursor else now))
-        return Body(
-            path,
-            count,
-            Validators(cursor=state.dump()),
-            temporary=True,
-            mode="replace" if full else "patch",
-        )
+        return pulled(path, count, state.dump(), full=full)
 
     async def _pull(self, filters: dict[str, object], path: Path) -> tuple[int, int]:
         request = request_for(self.feed, self.endpoint)

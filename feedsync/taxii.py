@@ -25,7 +25,7 @@ import orjson
 
 from feedsync.config import FeedConfig
 from feedsync.errors import FetchError, ParseError
-from feedsync.fetch import Body, Validators, redact_url, request_for, ssl_context
+from feedsync.fetch import Body, Validators, pulled, redact_url, request_for, ssl_context
 from feedsync.model import Invalid, Record, Removal
 from feedsync.stix import indicator_records
 
@@ -80,18 +80,9 @@ class TaxiiSource:
             root = await self._api_root()
             objects = f"{root}collections/{await self._collection(root)}/objects/"
             count, last = await self._pull(objects, after, path)
-        if not full and count == 0:
-            path.unlink(missing_ok=True)
-            return None
         added = last or (cursor.added_after if cursor else None)
         state = Cursor(added, now if full else (cursor.full_at if cursor else now))
-        return Body(
-            path,
-            count,
-            Validators(cursor=state.dump()),
-            temporary=True,
-            mode="replace" if full else "patch",
-        )
+        return pulled(path, count, state.dump(), full=full)
 
     async def _get(self, url: str, params: Mapping[str, str] | None = None) -> tuple[Any, Any]:
         where = redact_url(url)
