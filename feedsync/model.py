@@ -51,6 +51,7 @@ class Record:
     context: Context = ()
     tags: tuple[str, ...] = ()
     key: str | None = None
+    expires: float | None = None  # Unix time the source says it stops being valid
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,7 @@ class Indicator:
     kind: Kind
     context: Context
     tags: tuple[str, ...]
+    expires: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

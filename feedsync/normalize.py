@@ -74,6 +74,7 @@ def normalize(record: Record, static_tags: tuple[str, ...] = ()) -> Indicator | 
         kind=kind,
         context=record.context,
         tags=canonical_tags(static_tags, record.tags),
+        expires=record.expires,
     )
 
 

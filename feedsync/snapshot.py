@@ -47,12 +47,24 @@ def digest64(data: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big", signed=True)
 
 
-def encode(indicator: Indicator) -> tuple[str, str, str, str, str, int]:
-    """The snapshot row of an indicator: key, value, kind, context, tags, digest."""
+Row = tuple[str, str, str, str, str, int, float | None]
+
+
+def encode(indicator: Indicator) -> Row:
+    """The snapshot row of an indicator: key, value, kind, context, tags, digest, expires."""
     context = orjson.dumps(dict(indicator.context), option=orjson.OPT_SORT_KEYS).decode()
     tags = orjson.dumps(indicator.tags).decode()
     content = f"{indicator.value}\x00{indicator.kind}\x00{context}\x00{tags}".encode()
-    return indicator.key, indicator.value, str(indicator.kind), context, tags, digest64(content)
+    digest = digest64(content)
+    return (
+        indicator.key,
+        indicator.value,
+        str(indicator.kind),
+        context,
+        tags,
+        digest,
+        indicator.expires,
+    )
 
 
 def replace(
@@ -96,10 +108,26 @@ def replace(
     return dataclasses.replace(change, added=added, changed=changed)
 
 
+def expire(db: sqlite3.Connection, feed: FeedRow, now: float) -> int:
+    """Drop the feed's rows whose validity ended (between pulls too); returns how many.
+    The source said when they end, so the shrink guard does not hold this."""
+    params = {"feed": feed.id, "supplier": feed.supplier, "now": now}
+    where = "feed_id = :feed AND expires IS NOT NULL AND expires <= :now"
+    db.execute(
+        f"INSERT OR IGNORE INTO dirty (supplier, value) SELECT :supplier, value FROM snapshot"
+        f" WHERE {where}",
+        params,
+    )
+    gone = db.execute(f"DELETE FROM snapshot WHERE {where}", params).rowcount
+    if gone:
+        db.execute("UPDATE feeds SET indicators = indicators - ? WHERE id = ?", (gone, feed.id))
+    return gone
+
+
 def _stage_tables(db: sqlite3.Connection) -> None:
     db.execute(
         "CREATE TEMP TABLE IF NOT EXISTS stage (key TEXT PRIMARY KEY, value TEXT, kind TEXT,"
-        " context TEXT, tags TEXT, digest INTEGER) WITHOUT ROWID"
+        " context TEXT, tags TEXT, digest INTEGER, expires REAL) WITHOUT ROWID"
     )
     db.execute("CREATE TEMP TABLE IF NOT EXISTS gone (key TEXT PRIMARY KEY) WITHOUT ROWID")
     db.execute("DELETE FROM stage")
@@ -129,7 +157,7 @@ def patch(
         else:
             row = encode(item)
             db.execute("DELETE FROM gone WHERE key = ?", (row[0],))
-            db.execute("INSERT OR REPLACE INTO stage VALUES (?,?,?,?,?,?)", row)
+            db.execute("INSERT OR REPLACE INTO stage VALUES (?,?,?,?,?,?,?)", row)
     params = {"feed": feed.id}
     removed = db.execute(
         "SELECT count(*) FROM snapshot WHERE feed_id = :feed AND key IN (SELECT key FROM gone)",
@@ -183,7 +211,7 @@ def _stage(
     while batch := list(islice(rows, BATCH)):
         valid += len(batch)
         # First occurrence wins: a feed listing a value twice keeps its first row's content.
-        db.executemany("INSERT OR IGNORE INTO stage VALUES (?,?,?,?,?,?)", batch)
+        db.executemany("INSERT OR IGNORE INTO stage VALUES (?,?,?,?,?,?,?)", batch)
     return valid
 
 
@@ -191,7 +219,7 @@ def _rows(
     items: Iterable[Indicator | Invalid | Removal],
     reasons: Counter[str],
     on_invalid: Callable[[Invalid], None],
-) -> Iterator[tuple[str, str, str, str, str, int]]:
+) -> Iterator[Row]:
     for item in items:
         if isinstance(item, Invalid):
             reasons[item.reason] += 1
@@ -277,8 +305,8 @@ def _apply(
         params,
     )
     db.execute(
-        "INSERT INTO snapshot (feed_id, key, value, kind, context, tags, digest)"
-        " SELECT :feed, key, value, kind, context, tags, digest FROM stage t"
+        "INSERT INTO snapshot (feed_id, key, value, kind, context, tags, digest, expires)"
+        " SELECT :feed, key, value, kind, context, tags, digest, expires FROM stage t"
         " WHERE NOT EXISTS (SELECT 1 FROM snapshot s WHERE s.feed_id = :feed AND s.key = t.key)",
         params,
     )

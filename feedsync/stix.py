@@ -85,8 +85,11 @@ def indicator_records(
     context = _context(obj)
     labels = obj.get("labels")
     tags = tuple(str(t) for t in labels) if isinstance(labels, list) else ()
+    until = _time(obj.get("valid_until"))
+    expires = until.timestamp() if until else None
     for number, value in enumerate(values):
-        yield Record(line=line, value=value, context=context, tags=tags, key=f"{stix_id}|{number}")
+        key = f"{stix_id}|{number}"
+        yield Record(line=line, value=value, context=context, tags=tags, key=key, expires=expires)
 
 
 def _context(obj: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -103,13 +106,18 @@ def _context(obj: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
 
 
 def _expired(valid_until: object, now: dt.datetime) -> bool:
-    if not isinstance(valid_until, str):
-        return False
+    when = _time(valid_until)
+    return when is not None and when <= now
+
+
+def _time(text: object) -> dt.datetime | None:
+    if not isinstance(text, str):
+        return None
     try:
-        when = dt.datetime.fromisoformat(valid_until.replace("Z", "+00:00"))
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        return False
-    return when <= now
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def _has_and(parsed: Any) -> bool:

@@ -105,6 +105,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX runs_feed ON runs (feed, id);
     """,
+    # 2: rows a source gives an end of validity (STIX valid_until) expire on their own.
+    """
+    ALTER TABLE snapshot ADD COLUMN expires REAL;
+    CREATE INDEX snapshot_expires ON snapshot (feed_id, expires) WHERE expires IS NOT NULL;
+    """,
 )
 
 RUNS_KEPT_PER_FEED = 1000
@@ -281,6 +286,11 @@ class Store:
         """Every acknowledged value of a supplier with its digest (for tests and tools)."""
         rows = self.db.execute("SELECT value, digest FROM acked WHERE supplier = ?", (supplier,))
         return {r[0]: r[1] for r in rows}
+
+
+def read_feed(db: sqlite3.Connection, feed_id: int) -> FeedRow:
+    """A feed's row as the current transaction sees it."""
+    return _feed_row(db.execute("SELECT * FROM feeds WHERE id = ?", (feed_id,)).fetchone())
 
 
 def record_run(db: sqlite3.Connection, run: Run) -> None:

@@ -27,9 +27,9 @@ from feedsync.fetch import Body, Validators
 from feedsync.model import Invalid, Record
 from feedsync.normalize import canonical_tags, normalize
 from feedsync.reconcile import Plan, Refresh, Target, plan
-from feedsync.snapshot import Change, patch, replace
+from feedsync.snapshot import Change, expire, patch, replace
 from feedsync.sources import Source, source_for
-from feedsync.store import FeedRow, Run, Store, record_run
+from feedsync.store import FeedRow, Run, Store, read_feed, record_run
 from feedsync.upload import Sent, upload
 
 log = logs.get("feedsync.sync")
@@ -207,6 +207,10 @@ class Cycle:
 
     def _apply_feed(self, item: _Fetched) -> FeedReport:
         feed = item.feed
+        expired = expire(self.store.db, item.row, time.time())
+        if expired:
+            log.info("feed.expired", feed=feed.name, count=expired)
+            item.row = read_feed(self.store.db, item.row.id)
         if item.error is not None or item.body is None:
             if item.error is not None:
                 report = _failed(item, item.error, "fetch")

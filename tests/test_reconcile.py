@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,8 +15,8 @@ from feedsync.cybertrace import Outcome
 from feedsync.fetch import Validators
 from feedsync.model import Indicator, Invalid, Kind, Removal
 from feedsync.reconcile import Plan, Target, plan
-from feedsync.snapshot import Change, patch, replace
-from feedsync.store import Store
+from feedsync.snapshot import Change, expire, patch, replace
+from feedsync.store import MIGRATIONS, Store
 from feedsync.upload import Batch, acknowledge, batches
 
 
@@ -349,3 +351,40 @@ def test_patch_family_removal_takes_every_value_of_a_key(store: Store) -> None:
     replacement = Indicator("ind--1|0", "v9.example", Kind.DOMAIN, (), ())
     apply_patch(store, "f", "S", [Removal("ind--1", family=True), replacement], ratio=1.0)
     assert set(snapshot_values(store, "f", "S")) == {"v9.example", "other.example"}
+
+
+def test_rows_expire_between_pulls(store: Store) -> None:
+    soon = time.time() + 60
+    load(
+        store,
+        "f",
+        "S",
+        [Indicator("k1", "a.example", Kind.DOMAIN, (), (), expires=soon), ind("b.example")],
+    )
+    t = target(store, "S", "f")
+    replan(store, t)
+    ack_all(store, "S")
+    row = store.feed("f", "S")
+    with store.transaction() as db:
+        assert expire(db, row, soon - 1) == 0
+        assert expire(db, row, soon + 1) == 1
+    assert set(snapshot_values(store, "f", "S")) == {"b.example"}
+    assert store.feed("f", "S").indicators == 1
+    assert replan(store, t) == Plan(delete=1)
+
+
+def test_schema_migrates_from_the_first_release(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+    old.execute("INSERT INTO feeds (name, supplier) VALUES ('f', 'S')")
+    old.execute("INSERT INTO snapshot VALUES (1, 'k', 'a.example', 'domain', '{}', '[]', 7)")
+    old.commit()
+    old.close()
+    upgraded = Store.open(str(path))
+    try:
+        assert upgraded.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        rows = upgraded.db.execute("SELECT value, expires FROM snapshot").fetchall()
+        assert [tuple(row) for row in rows] == [("a.example", None)]
+    finally:
+        upgraded.close()

@@ -311,3 +311,39 @@ async def test_misbehaving_taxii_server_fails_clearly(
     assert feeds[0].result == "failed" and message in (feeds[0].error or "")
     assert fake.calls <= 200
     assert emulator.indicator_requests() == []
+
+
+async def test_indicator_leaves_when_its_valid_until_passes_between_pulls(
+    medallion: str,
+    emulator: Emulator,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+) -> None:
+    loaded = make_config(emulator.url, feed(medallion), "VX: {confidence: 50}\n")
+    store = open_store(loaded)
+    await sync(loaded, store)
+    stamp = dt.datetime.now(dt.UTC)
+    soon = (stamp + dt.timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    created = stamp.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    await post_objects(
+        medallion,
+        [
+            {
+                "type": "indicator",
+                "spec_version": "2.1",
+                "id": "indicator--00000000-0000-4000-8000-0000000000aa",
+                "created": created,
+                "modified": created,
+                "valid_from": created,
+                "valid_until": soon,
+                "pattern": "[domain-name:value = 'short-lived.example']",
+                "pattern_type": "stix",
+            }
+        ],
+    )
+    await sync(loaded, store)
+    assert "short-lived.example" in emulator.indicators("VX")
+    await asyncio.sleep(2.2)
+    feeds, _ = await sync(loaded, store)
+    assert feeds[0].result == "unchanged"
+    assert "short-lived.example" not in emulator.indicators("VX")
