@@ -23,15 +23,22 @@ from typing import Any
 import aiohttp
 import orjson
 
+from feedsync import logs
 from feedsync.config import FeedConfig
 from feedsync.errors import FetchError, ParseError
 from feedsync.fetch import Body, Validators, pulled, redact_url, request_for, ssl_context
 from feedsync.model import Invalid, Record, Removal
 from feedsync.stix import indicator_records
 
+log = logs.get("feedsync.taxii")
+
 MEDIA = "application/taxii+json;version=2.1"
 PAGE = 1000
 MAX_PAGES = 100_000
+
+
+class ExpiredPage(FetchError):
+    """The server no longer knows a ``next`` token (it expired)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +101,10 @@ class TaxiiSource:
                         self.feed.name,
                         f"TAXII server refused the credentials ({response.status}) at {where}",
                     )
+                if response.status in (400, 404, 410) and params and "next" in params:
+                    raise ExpiredPage(
+                        self.feed.name, f"TAXII next token expired ({response.status})"
+                    )
                 if response.status == 406:
                     raise FetchError(self.feed.name, f"TAXII server does not speak {MEDIA} (406)")
                 if response.status != 200:
@@ -131,6 +142,14 @@ class TaxiiSource:
         )
 
     async def _pull(self, url: str, after: str | None, path: Path) -> tuple[int, str | None]:
+        """All pages; a ``next`` the server forgot restarts the pull once from ``after``."""
+        try:
+            return await self._pages(url, after, path)
+        except ExpiredPage as exc:
+            log.warning("taxii.restart", feed=self.feed.name, reason=exc.message)
+            return await self._pages(url, after, path)
+
+    async def _pages(self, url: str, after: str | None, path: Path) -> tuple[int, str | None]:
         params = {"match[type]": "indicator", "limit": str(PAGE)}
         if after:
             params["added_after"] = after

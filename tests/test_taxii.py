@@ -347,3 +347,48 @@ async def test_indicator_leaves_when_its_valid_until_passes_between_pulls(
     feeds, _ = await sync(loaded, store)
     assert feeds[0].result == "unchanged"
     assert "short-lived.example" not in emulator.indicators("VX")
+
+
+async def test_expired_next_restarts_the_pull_once(
+    emulator: Emulator,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+) -> None:
+    def indicator(n: int) -> dict[str, object]:
+        return {
+            "type": "indicator",
+            "id": f"indicator--{n}",
+            "modified": "2026-01-01T00:00:00Z",
+            "pattern": f"[domain-name:value='host{n}.example']",
+            "pattern_type": "stix",
+        }
+
+    answers = iter(
+        [
+            (200, {"more": True, "next": "t1", "objects": [indicator(1)]}),
+            (404, {"title": "next expired"}),
+            (200, {"more": True, "next": "t2", "objects": [indicator(1)]}),
+            (200, {"more": False, "objects": [indicator(2)]}),
+        ]
+    )
+
+    async def objects(_request: web.Request) -> web.Response:
+        status, body = next(answers)
+        return web.json_response(body, status=status)
+
+    fake = FakeTaxii(lambda _call: b"")
+    app = web.Application()
+    app.router.add_get("/api1/", fake.root)
+    app.router.add_get("/api1/collections/", fake.collections)
+    app.router.add_get("/api1/collections/c1/objects/", objects)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        root = f"http://127.0.0.1:{runner.addresses[0][1]}/api1/"
+        loaded = make_config(emulator.url, feed(root, collection="only"), "VX: {confidence: 50}\n")
+        feeds, _ = await sync(loaded, open_store(loaded))
+    finally:
+        await runner.cleanup()
+    assert feeds[0].result == "ok", feeds[0].error
+    assert emulator.indicators("VX").keys() == {"host1.example", "host2.example"}
