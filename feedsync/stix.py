@@ -17,6 +17,7 @@ from typing import Any
 
 from antlr4.tree.Tree import TerminalNode
 from stix2patterns.exceptions import ParseException
+from stix2patterns.v20.pattern import Pattern as Pattern20
 from stix2patterns.v21.pattern import Pattern
 
 from feedsync.model import Invalid, Record, Removal
@@ -40,10 +41,10 @@ class Unsupported(ValueError):
         super().__init__(reason)
 
 
-def pattern_values(pattern: str) -> list[str]:
+def pattern_values(pattern: str, version: str = "2.1") -> list[str]:
     """The indicator values of a STIX pattern, or Unsupported."""
     try:
-        parsed = Pattern(pattern)
+        parsed = Pattern(pattern) if version == "2.1" else Pattern20(pattern)
     except ParseException as exc:
         raise Unsupported("pattern_syntax") from exc
     data = parsed.inspect()
@@ -77,8 +78,9 @@ def indicator_records(
     if obj.get("pattern_type", "stix") != "stix":
         yield Invalid(line, stix_id, "pattern_type")
         return
+    version = "2.1" if obj.get("spec_version") == "2.1" or "pattern_type" in obj else "2.0"
     try:
-        values = pattern_values(str(obj.get("pattern", "")))
+        values = pattern_values(str(obj.get("pattern", "")), version)
     except Unsupported as exc:
         yield Invalid(line, f"{stix_id}: {obj.get('pattern', '')}"[:200], exc.reason)
         return

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -33,12 +34,20 @@ from feedsync.stix import indicator_records
 log = logs.get("feedsync.taxii")
 
 MEDIA = "application/taxii+json;version=2.1"
+# TAXII 2.0: its own media types; objects come as a STIX bundle paged with Range.
+MEDIA_20 = "application/vnd.oasis.taxii+json; version=2.0"
+STIX_20 = "application/vnd.oasis.stix+json; version=2.0"
+_RANGE = re.compile(r"items\s+(\d+)-(\d+)/(\d+|\*)")
 PAGE = 1000
 MAX_PAGES = 100_000
 
 
 class ExpiredPage(FetchError):
     """The server no longer knows a ``next`` token (it expired)."""
+
+
+class NotAcceptable(FetchError):
+    """The server refused the TAXII version asked for (406)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +75,7 @@ class TaxiiSource:
         self.url = feed.url if feed.url.endswith("/") else feed.url + "/"
         self._session: aiohttp.ClientSession | None = None
         self._tls: Any = None
+        self.version = "2.1"
 
     async def fetch(self, previous: Validators, spool: Path) -> Body | None:
         cursor = Cursor.parse(previous.cursor)
@@ -91,11 +101,19 @@ class TaxiiSource:
         state = Cursor(added, now if full else (cursor.full_at if cursor else now))
         return pulled(path, count, state.dump(), full=full)
 
-    async def _get(self, url: str, params: Mapping[str, str] | None = None) -> tuple[Any, Any]:
+    async def _get(
+        self,
+        url: str,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[Any, Any]:
         where = redact_url(url)
         assert self._session is not None
+        accept = {"Accept": MEDIA if self.version == "2.1" else MEDIA_20, **(headers or {})}
         try:
-            async with self._session.get(url, params=params, ssl=self._tls) as response:
+            async with self._session.get(
+                url, params=params, headers=accept, ssl=self._tls
+            ) as response:
                 if response.status in (401, 403):
                     raise FetchError(
                         self.feed.name,
@@ -106,8 +124,10 @@ class TaxiiSource:
                         self.feed.name, f"TAXII next token expired ({response.status})"
                     )
                 if response.status == 406:
-                    raise FetchError(self.feed.name, f"TAXII server does not speak {MEDIA} (406)")
-                if response.status != 200:
+                    raise NotAcceptable(
+                        self.feed.name, f"TAXII server does not speak {accept['Accept']} (406)"
+                    )
+                if response.status not in (200, 206):
                     raise FetchError(self.feed.name, f"HTTP {response.status} from {where}")
                 raw, headers = await response.read(), response.headers
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -120,7 +140,11 @@ class TaxiiSource:
             raise ParseError(self.feed.name, f"{where} answered with something not JSON") from exc
 
     async def _api_root(self) -> str:
-        data, _ = await self._get(self.url)
+        try:
+            data, _ = await self._get(self.url)
+        except NotAcceptable:
+            self.version = "2.0"
+            data, _ = await self._get(self.url)
         if isinstance(data, dict) and isinstance(data.get("api_roots"), list):
             root = data.get("default") or (data["api_roots"] or [None])[0]
             if not isinstance(root, str):
@@ -150,6 +174,8 @@ class TaxiiSource:
             return await self._pages(url, after, path)
 
     async def _pages(self, url: str, after: str | None, path: Path) -> tuple[int, str | None]:
+        if self.version == "2.0":
+            return await self._ranges(url, after, path)
         params = {"match[type]": "indicator", "limit": str(PAGE)}
         if after:
             params["added_after"] = after
@@ -180,6 +206,32 @@ class TaxiiSource:
                     raise FetchError(self.feed.name, f"TAXII pagination loops (next {token!r})")
                 seen.add(first)
                 params = {**params, "next": str(token)}
+        finally:
+            await asyncio.to_thread(out.close)
+        raise FetchError(self.feed.name, f"TAXII kept paging past {MAX_PAGES} pages")
+
+    async def _ranges(self, url: str, after: str | None, path: Path) -> tuple[int, str | None]:
+        """TAXII 2.0 paging: ``Range: items a-b`` until ``Content-Range`` says all came."""
+        params = {"match[type]": "indicator"}
+        if after:
+            params["added_after"] = after
+        count, last, start = 0, None, 0
+        out = await asyncio.to_thread(path.open, "wb")
+        try:
+            for _ in range(MAX_PAGES):
+                headers = {"Range": f"items {start}-{start + PAGE - 1}", "Accept": STIX_20}
+                data, answer = await self._get(url, params, headers)
+                page = [o for o in data.get("objects", []) if isinstance(o, dict)]
+                await asyncio.to_thread(out.write, b"".join(orjson.dumps(o) + b"\n" for o in page))
+                count += len(page)
+                last = answer.get("X-TAXII-Date-Added-Last") or last
+                served = _RANGE.match(answer.get("Content-Range", ""))
+                if not page or served is None:
+                    return count, last
+                end, total = int(served.group(2)), served.group(3)
+                if end + 1 <= start or (total != "*" and end + 1 >= int(total)):
+                    return count, last
+                start = end + 1
         finally:
             await asyncio.to_thread(out.close)
         raise FetchError(self.feed.name, f"TAXII kept paging past {MAX_PAGES} pages")

@@ -392,3 +392,65 @@ async def test_expired_next_restarts_the_pull_once(
         await runner.cleanup()
     assert feeds[0].result == "ok", feeds[0].error
     assert emulator.indicators("VX").keys() == {"host1.example", "host2.example"}
+
+
+async def test_taxii_2_0_server_with_range_paging(
+    emulator: Emulator,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+) -> None:
+    objects = [
+        {
+            "type": "indicator",
+            "id": f"indicator--{n}",
+            "created": "2020-01-01T00:00:00.000Z",
+            "modified": "2020-01-01T00:00:00.000Z",
+            "labels": ["malicious-activity"],
+            "pattern": f"[domain-name:value = 'old{n}.example']",
+            "valid_from": "2020-01-01T00:00:00Z",
+        }
+        for n in range(5)
+    ]
+    ranges: list[str] = []
+
+    async def root(request: web.Request) -> web.Response:
+        if "version=2.0" not in request.headers.get("Accept", ""):
+            return web.json_response({"title": "only 2.0"}, status=406)
+        return web.json_response({"title": "v20"}, content_type="application/vnd.oasis.taxii+json")
+
+    async def collections(_request: web.Request) -> web.Response:
+        return web.json_response({"collections": [{"id": "c20", "title": "old"}]})
+
+    async def page(request: web.Request) -> web.Response:
+        ranges.append(request.headers["Range"])
+        start, end = (int(x) for x in request.headers["Range"].split()[1].split("-"))
+        end = min(end, start + 1, len(objects) - 1)  # the server pages by two
+        bundle = {
+            "type": "bundle",
+            "id": "bundle--1",
+            "spec_version": "2.0",
+            "objects": objects[start : end + 1],
+        }
+        return web.json_response(
+            bundle, status=206, headers={"Content-Range": f"items {start}-{end}/{len(objects)}"}
+        )
+
+    app = web.Application()
+    app.router.add_get("/api20/", root)
+    app.router.add_get("/api20/collections/", collections)
+    app.router.add_get("/api20/collections/c20/objects/", page)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/api20/"
+        loaded = make_config(emulator.url, feed(url, collection="old"), "VX: {confidence: 50}\n")
+        feeds, _ = await sync(loaded, open_store(loaded))
+    finally:
+        await runner.cleanup()
+    assert feeds[0].result == "ok", feeds[0].error
+    assert emulator.indicators("VX").keys() == {f"old{n}.example" for n in range(5)}
+    assert [r.split("-")[0] for r in ranges] == ["items 0", "items 2", "items 4"]
+    assert (
+        emulator.indicators("VX")["old0.example"].context["indicator_types"] == "malicious-activity"
+    )
