@@ -54,17 +54,35 @@ class NotAcceptable(FetchError):
 class Cursor:
     added_after: str | None = None
     full_at: float = 0.0
+    # Where the objects are and which TAXII version: an incremental pull goes
+    # straight there, one round trip when nothing was added.
+    objects: str | None = None
+    version: str = "2.1"
 
     @classmethod
     def parse(cls, text: str | None) -> Cursor | None:
         try:
             data = json.loads(text) if text else None
-            return cls(data.get("added_after"), float(data["full_at"])) if data else None
+            if not data:
+                return None
+            return cls(
+                data.get("added_after"),
+                float(data["full_at"]),
+                data.get("objects"),
+                data.get("version", "2.1"),
+            )
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
 
     def dump(self) -> str:
-        return json.dumps({"added_after": self.added_after, "full_at": self.full_at})
+        return json.dumps(
+            {
+                "added_after": self.added_after,
+                "full_at": self.full_at,
+                "objects": self.objects,
+                "version": self.version,
+            }
+        )
 
 
 class TaxiiSource:
@@ -94,11 +112,15 @@ class TaxiiSource:
         tls = await ssl_context(request.verify_tls)
         async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
             self._session, self._tls = session, tls
-            root = await self._api_root()
-            objects = f"{root}collections/{await self._collection(root)}/objects/"
+            if not full and cursor is not None and cursor.objects:
+                objects, self.version = cursor.objects, cursor.version
+            else:
+                root = await self._api_root()
+                objects = f"{root}collections/{await self._collection(root)}/objects/"
             count, last = await self._pull(objects, after, path)
         added = last or (cursor.added_after if cursor else None)
-        state = Cursor(added, now if full else (cursor.full_at if cursor else now))
+        full_at = now if full else (cursor.full_at if cursor else now)
+        state = Cursor(added, full_at, objects, self.version)
         return pulled(path, count, state.dump(), full=full)
 
     async def _get(

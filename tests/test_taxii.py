@@ -412,13 +412,16 @@ async def test_taxii_2_0_server_with_range_paging(
         for n in range(5)
     ]
     ranges: list[str] = []
+    lookups: list[str] = []
 
     async def root(request: web.Request) -> web.Response:
+        lookups.append("root")
         if "version=2.0" not in request.headers.get("Accept", ""):
             return web.json_response({"title": "only 2.0"}, status=406)
         return web.json_response({"title": "v20"}, content_type="application/vnd.oasis.taxii+json")
 
     async def collections(_request: web.Request) -> web.Response:
+        lookups.append("collections")
         return web.json_response({"collections": [{"id": "c20", "title": "old"}]})
 
     async def page(request: web.Request) -> web.Response:
@@ -445,12 +448,16 @@ async def test_taxii_2_0_server_with_range_paging(
     try:
         url = f"http://127.0.0.1:{runner.addresses[0][1]}/api20/"
         loaded = make_config(emulator.url, feed(url, collection="old"), "VX: {confidence: 50}\n")
-        feeds, _ = await sync(loaded, open_store(loaded))
+        store = open_store(loaded)
+        feeds, _ = await sync(loaded, store)
+        lookups_after_first = list(lookups)
+        await sync(loaded, store)
     finally:
         await runner.cleanup()
     assert feeds[0].result == "ok", feeds[0].error
     assert emulator.indicators("VX").keys() == {f"old{n}.example" for n in range(5)}
-    assert [r.split("-")[0] for r in ranges] == ["items 0", "items 2", "items 4"]
+    assert lookups == lookups_after_first, "an incremental pull goes straight to the objects"
+    assert [r.split("-")[0] for r in ranges][:3] == ["items 0", "items 2", "items 4"]
     assert (
         emulator.indicators("VX")["old0.example"].context["indicator_types"] == "malicious-activity"
     )
