@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from collections.abc import Callable
 
 from conftest import ConfigFactory, FeedServer
@@ -168,4 +170,26 @@ async def test_broken_event_leaves_the_supplier_as_it_was(
     feed_server.set("feed/manifest.json", "<html>oops</html>")
     feeds, _ = await sync(loaded, store)
     assert feeds[0].result == "failed" and "manifest.json is not JSON" in (feeds[0].error or "")
+    assert len(emulator.indicators("CIRCL")) == 3
+
+
+async def test_zipped_event_bodies_and_string_timestamps(
+    emulator: Emulator,
+    feed_server: FeedServer,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+) -> None:
+    circl_uuid = "57c4445b-c548-4654-af0b-4be3950d210f"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(f"{circl_uuid}.json", json.dumps(load(CIRCL)))
+    feed_server.set(f"feed/{circl_uuid}.json", buffer.getvalue())
+    feed_server.set("feed/manifest.json", json.dumps({circl_uuid: {"timestamp": "1472541011"}}))
+    loaded = make_config(
+        emulator.url,
+        f"- {{name: circl, type: misp_feed, url: '{feed_server.url}/feed/manifest.json', supplier: CIRCL}}\n",
+        "CIRCL: {confidence: 60}\n",
+    )
+    feeds, _ = await sync(loaded, open_store(loaded))
+    assert feeds[0].result == "ok", feeds[0].error
     assert len(emulator.indicators("CIRCL")) == 3
