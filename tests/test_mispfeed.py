@@ -187,7 +187,8 @@ async def test_zipped_event_bodies_and_string_timestamps(
     feed_server.set("feed/manifest.json", json.dumps({circl_uuid: {"timestamp": "1472541011"}}))
     loaded = make_config(
         emulator.url,
-        f"- {{name: circl, type: misp_feed, url: '{feed_server.url}/feed/manifest.json', supplier: CIRCL}}\n",
+        f"- {{name: circl, type: misp_feed, url: '{feed_server.url}/feed/manifest.json',"
+        " supplier: CIRCL}\n",
         "CIRCL: {confidence: 60}\n",
     )
     feeds, _ = await sync(loaded, open_store(loaded))
