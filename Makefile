@@ -25,5 +25,8 @@ lint: venv          ## mypy --strict and ruff
 
 check: test lint    ## what CI runs
 
+bench: venv         ## benchmark 1M-row cycles against the emulator
+	$(BIN)/python bench/run.py 1000000 --churn 0.01
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info demo-state

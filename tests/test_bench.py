@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 from feedsync.csvfeed import CsvOptions, open_body, parse_csv
 from feedsync.model import Record
 from feedsync.normalize import normalize
@@ -32,3 +34,20 @@ def test_generated_feed_and_churn(tmp_path: Path) -> None:
     updated = {v for v in old.keys() & new.keys() if old[v] != new[v]}
     for part in (removed, added, updated):
         assert 200 < len(part) < 400, "each a third of the 30% churn"
+
+
+async def test_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    import run  # noqa: PLC0415 -- bench/ is on sys.path only for these tests
+
+    assert await run.main(["2000", "--churn", "0.05"]) == 0
+    out = capsys.readouterr().out
+    for phase in (
+        "parse-only baseline",
+        "initial sync",
+        "steady cycle",
+        "unchanged cycle",
+        "naive full re-upload",
+    ):
+        assert phase in out
+    steady = next(line for line in out.splitlines() if line.startswith("steady cycle"))
+    assert float(steady.split()[-1]) >= 1.0, "bytes sent cannot be below the minimal JSON"
