@@ -97,15 +97,8 @@ def replace(
         removed=removed,
         before=before,
     )
-    shrink = _shrink(before, total, removed, max_delete_ratio)
-    if shrink is not None and not force:
-        digest = _digest(db, "SELECT key FROM stage ORDER BY key")
-        # A shrink stands once a second fetch yields the very same set; an empty one never does.
-        if total == 0 or digest != feed.held_digest:
-            _hold(db, feed, removed, total, digest)
-            return dataclasses.replace(change, held=True, held_reason=shrink)
-    added, changed = _apply(db, feed, total, change.invalid, validators)
-    return dataclasses.replace(change, added=added, changed=changed)
+    guard = _Guard(max_delete_ratio, force, "SELECT key FROM stage ORDER BY key")
+    return _guarded(db, feed, change, total, guard, validators=validators, mode="replace")
 
 
 def expire(db: sqlite3.Connection, feed: FeedRow, now: float) -> int:
@@ -176,13 +169,38 @@ def patch(
         removed=removed,
         before=feed.indicators,
     )
-    shrink = _shrink(feed.indicators, total, removed, max_delete_ratio)
-    if shrink is not None and not force:
-        digest = _digest(db, "SELECT key FROM gone ORDER BY key")
+    guard = _Guard(max_delete_ratio, force, "SELECT key FROM gone ORDER BY key")
+    return _guarded(db, feed, change, total, guard, validators=validators, mode="patch")
+
+
+@dataclass(frozen=True, slots=True)
+class _Guard:
+    """The shrink guard's settings, and what identifies a held change (its keys)."""
+
+    ratio: float
+    force: bool
+    keys: str
+
+
+def _guarded(
+    db: sqlite3.Connection,
+    feed: FeedRow,
+    change: Change,
+    total: int,
+    guard: _Guard,
+    *,
+    validators: Validators,
+    mode: str,
+) -> Change:
+    """Hold a change that shrinks the feed too much, or apply it."""
+    shrink = _shrink(change.before, total, change.removed, guard.ratio)
+    if shrink is not None and not guard.force:
+        digest = _digest(db, guard.keys)
+        # A shrink stands once a second fetch yields the very same set; an empty one never does.
         if total == 0 or digest != feed.held_digest:
-            _hold(db, feed, removed, total, digest)
+            _hold(db, feed, change.removed, total, digest)
             return dataclasses.replace(change, held=True, held_reason=shrink)
-    added, changed = _apply(db, feed, total, change.invalid, validators, mode="patch")
+    added, changed = _apply(db, feed, total, change.invalid, validators, mode=mode)
     return dataclasses.replace(change, added=added, changed=changed)
 
 
