@@ -151,8 +151,8 @@ class Cycle:
             if isinstance(exc, AuthError):
                 raise
             reports = [_failed(item, f"not applied: {exc}", "cybertrace") for item in fetched]
-            for feed_report in reports:
-                _feed_metrics(feed_report)
+            if not self.dry_run:
+                await self.store.call(self._record, reports)
             failed = SupplierReport(supplier, error=str(exc), seconds=time.monotonic() - started)
             return reports, await self._finish(failed)
         target = await self._target(supplier, version)
@@ -177,6 +177,12 @@ class Cycle:
             refreshed=refreshed,
         )
         return reports, await self._finish(report)
+
+    def _record(self, reports: list[FeedReport]) -> None:
+        """Runs that never reached their snapshot still belong in the history."""
+        with self.store.transaction() as db:
+            for report in reports:
+                record_run(db, _run(report))
 
     async def _target(self, supplier: str, version: str) -> Target:
         rows = []

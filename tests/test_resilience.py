@@ -268,3 +268,23 @@ async def test_false_positive_deletes_unmark_detections(
         wanted["unmark_detections"] = expected
     assert delete.json == [wanted]
     assert emulator.indicators("FalsePositive").keys() == {"a.example"}
+
+
+async def test_unreachable_cybertrace_under_auto_is_recorded_per_feed(
+    feed_server: FeedServer, make_config: ConfigFactory, open_store: Opener
+) -> None:
+    url = feed_server.set("l.txt", "a.example\n")
+    loaded = make_config(
+        "http://127.0.0.1:9",
+        feed(url),
+        "Demo: {confidence: 5}\n",
+        api_version="auto",
+        cybertrace="retry: {attempts: 1}\n",
+    )
+    store = open_store(loaded)
+    feeds, suppliers = await sync(loaded, store)
+    assert feeds[0].result == "failed" and feeds[0].stage == "cybertrace"
+    assert suppliers[0].error
+    row = store.feed("list", "Demo")
+    assert row.last_error and "not applied" in row.last_error
+    assert row.indicators == 0, "nothing was applied"
