@@ -1,10 +1,11 @@
 """CSV and plain-text feeds: a downloaded body streamed into records.
 
-Handles what real feeds do: ``#`` banners and footers (or ``;`` for Spamhaus),
-a header in the last commented line (URLhaus, SSLBL, MalwareBazaar) or in the
-first uncommented row (Feodo) or none at all (plain lists), quoted fields,
-``", "`` separators (ThreatFox), BOM, CRLF, gzip and zip bodies. Memory is
-bounded by one line: nothing holds the body or the rows.
+Handles what real feeds do: ``#`` banners and footers (``;`` for Spamhaus), a
+header in the last commented line (URLhaus, SSLBL, MalwareBazaar), in the first
+uncommented row (Feodo) or none at all (plain lists), quoted fields, ``", "``
+separators (ThreatFox), ``n/a``/``None`` for missing values, BOM, CRLF, gzip
+and zip bodies. One row is one physical line. Memory is bounded by one line:
+nothing holds the body or its rows.
 """
 
 from __future__ import annotations
@@ -13,32 +14,47 @@ import contextlib
 import csv
 import gzip
 import io
+import ipaddress
 import itertools
 import os
 import re
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, BinaryIO, cast
+from typing import IO, BinaryIO
 
 from feedsync.errors import ParseError
-from feedsync.model import Invalid, Record
+from feedsync.model import Context, Invalid, Record
 
 MAX_LINE = 1 << 20
+PREVIEW = 200
+HEAD_LIMIT = 1000
 CHUNK = 1 << 16
-ABSENT = frozenset({"", "none", "null", "n/a", "-"})
-_HTML = (b"<!doctype html", b"<html", b"<head", b"<body", b"<?xml")
+ABSENT = frozenset({"", "None", "none", "NULL", "null", "n/a", "N/A", "-"})
+_BOM = "\ufeff"
+_HTML = ("<!doctype html", "<html", "<head", "<body", "<?xml", "<!--")
+_SHOWN_NAMES = 30
 _LOOKS_LIKE_INDICATOR = re.compile(
-    r"^(\d{1,3}(\.\d{1,3}){3}|[0-9a-f:]*:[0-9a-f:]+|[a-z][a-z0-9+.-]*://\S+"
-    r"|[0-9a-f]{32}|[0-9a-f]{40}|[0-9a-f]{64}|([a-z0-9-]+\.)+[a-z]{2,})([:/]\S*)?$",
+    r"\d{1,3}(?:\.\d{1,3}){3}(?:[:/]\d+)?"  # IPv4, with a port or a prefix length
+    r"|[a-z][a-z0-9+.-]*://\S+"  # URL with a scheme
+    r"|(?:[a-z0-9_-]+\.)+[a-z]{2,63}\.?(?::\d+)?(?:/\S*)?"  # domain, host:port, host/path
+    r"|[0-9a-f]{32}|[0-9a-f]{40}|[0-9a-f]{64}",  # MD5, SHA1, SHA256
     re.IGNORECASE,
 )
+_DECOMPRESSION_ERRORS = (EOFError, zlib.error, zipfile.BadZipFile, OSError)
+
+_Row = tuple[int, str, list[str]]
+_Compressed = io.BufferedIOBase | IO[bytes]
 
 
 @dataclass(frozen=True, slots=True)
 class CsvOptions:
-    """How a feed's columns map onto indicators."""
+    """How a feed's lines and columns map onto records.
+
+    Columns are header names, or 1-based indexes (an int, or a digit string
+    where no header name matches: configurations give context columns as text).
+    """
 
     indicator: str | int | None = None
     context: tuple[tuple[str, str], ...] = ()
@@ -50,32 +66,45 @@ class CsvOptions:
 
 @contextlib.contextmanager
 def open_body(path: str | os.PathLike[str], feed: str) -> Iterator[BinaryIO]:
-    """The body as a binary stream, gunzipped or unzipped by its magic bytes."""
-    with open(path, "rb") as raw:
+    """The body as a binary stream, gunzipped or unzipped as its magic bytes say."""
+    with open(path, "rb", buffering=CHUNK) as raw:
         magic = raw.read(4)
         raw.seek(0)
         if magic[:2] == b"\x1f\x8b":
-            with gzip.GzipFile(fileobj=raw) as inner:
-                yield io.BufferedReader(_Guarded(cast(IO[bytes], inner), feed, "gzip"), CHUNK)
+            with gzip.GzipFile(fileobj=raw) as gunzipped, _guarded(gunzipped, feed, "gzip") as body:
+                yield body
         elif magic == b"PK\x03\x04":
-            try:
-                archive = zipfile.ZipFile(raw)
-                members = [m for m in archive.infolist() if not m.is_dir()]
-            except (zipfile.BadZipFile, OSError) as exc:
-                raise ParseError(feed, f"corrupt zip body: {exc}") from exc
-            if not members:
-                raise ParseError(feed, "zip body holds no file")
-            member = max(members, key=lambda m: m.file_size)
-            with archive, archive.open(member) as inner:
-                yield io.BufferedReader(_Guarded(inner, feed, "zip"), CHUNK)
+            with _zip_member(raw, feed) as unzipped, _guarded(unzipped, feed, "zip") as body:
+                yield body
         else:
             yield raw
+
+
+@contextlib.contextmanager
+def _zip_member(raw: BinaryIO, feed: str) -> Iterator[IO[bytes]]:
+    """The largest file in the archive: feeds zip one file, some add a readme."""
+    try:
+        archive = zipfile.ZipFile(raw)
+        members = [m for m in archive.infolist() if not m.is_dir()]
+        member = archive.open(max(members, key=lambda m: m.file_size)) if members else None
+    except (*_DECOMPRESSION_ERRORS, NotImplementedError, RuntimeError) as exc:
+        # RuntimeError: an encrypted member; NotImplementedError: an unknown compression.
+        raise ParseError(feed, f"corrupt or unreadable zip body: {exc}") from exc
+    with archive:
+        if member is None:
+            raise ParseError(feed, "zip body holds no file")
+        with member:
+            yield member
+
+
+def _guarded(inner: _Compressed, feed: str, kind: str) -> io.BufferedReader:
+    return io.BufferedReader(_Guarded(inner, feed, kind), CHUNK)
 
 
 class _Guarded(io.RawIOBase):
     """Turns decompression errors, which surface while reading, into ParseError."""
 
-    def __init__(self, inner: IO[bytes], feed: str, kind: str) -> None:
+    def __init__(self, inner: _Compressed, feed: str, kind: str) -> None:
         self.inner = inner
         self.feed = feed
         self.kind = kind
@@ -83,196 +112,309 @@ class _Guarded(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         try:
             data = self.inner.read(len(buffer))
-        except (EOFError, zlib.error, OSError, zipfile.BadZipFile) as exc:
+        except _DECOMPRESSION_ERRORS as exc:
             raise ParseError(self.feed, f"corrupt or truncated {self.kind} body: {exc}") from exc
         buffer[: len(data)] = data
         return len(data)
 
 
 def parse_csv(stream: BinaryIO, options: CsvOptions, feed: str) -> Iterator[Record | Invalid]:
-    """Stream the records of a CSV or plain-text body."""
-    lines = _Lines(stream, feed, options.comment)
-    header, pending = _find_header(lines, options)
-    mapping = _Mapping(options, header, feed)
-    for number, text in itertools.chain(pending, lines):
-        yield from mapping.rows(number, text)
+    """Stream the records of a CSV or plain-text body, one per data line.
+
+    Raises ParseError, before yielding any record, for a body that is not a
+    feed (HTML) or lacks the configured columns; later, for a NUL byte.
+    """
+    lines = _Lines(stream, options, feed)
+    rows = lines.rows()
+    head = _Head()
+    yield from head.read(rows, lines, feed)
+    if not head.data:
+        return
+    header = _header(head, options)
+    if header is not None and header.row is not None:
+        head.items.remove(header.row)
+    columns = _resolve(options, header, head.data[0][0], feed)
+    yield from _records(itertools.chain(head.items, rows), columns)
 
 
 class _Lines:
-    """Physical lines as (number, text), comments set apart, oversize and bad
-    UTF-8 lines as Invalid; the last commented line before data is kept."""
+    """A body's data lines parsed as rows, one physical line each, with the lines
+    that cannot be rows (bad UTF-8, over MAX_LINE) as Invalid, in body order."""
 
-    def __init__(self, stream: BinaryIO, feed: str, comment: str) -> None:
+    def __init__(self, stream: BinaryIO, options: CsvOptions, feed: str) -> None:
         self.stream = stream
+        self.comment = options.comment
+        self.delimiter = options.delimiter
         self.feed = feed
-        self.comment = comment
-        self.number = 0
-        self.last_comment: str | None = None
-        self.seen_data = False
-        self._lines = self._read()
+        self.current: tuple[int, str] | Invalid | None = None
+        self.last_comment: tuple[int, str] | None = None
 
-    def __iter__(self) -> Iterator[tuple[int, str | Invalid]]:
-        return self
-
-    def __next__(self) -> tuple[int, str | Invalid]:
-        return next(self._lines)
-
-    def _read(self) -> Iterator[tuple[int, str | Invalid]]:
+    def rows(self) -> Iterator[_Row | Invalid]:
+        # One reader for all lines: a reader per line costs twice the time.
+        reader = csv.reader(self._texts(), delimiter=self.delimiter, skipinitialspace=True)
         while True:
-            raw = self.stream.readline(MAX_LINE + 1)
+            try:
+                for fields in reader:
+                    current, self.current = self.current, None
+                    if isinstance(current, tuple):
+                        yield current[0], current[1], fields
+                    elif current is not None:
+                        yield current
+                return
+            except csv.Error:
+                # A field over csv.field_size_limit(), or a lone CR inside the line.
+                current, self.current = self.current, None
+                if isinstance(current, tuple):
+                    number, text = current
+                    reason = "too_long" if len(text) > csv.field_size_limit() else "malformed"
+                    yield Invalid(number, text[:PREVIEW], reason)
+
+    def _texts(self) -> Iterator[str]:
+        """Data lines for the csv reader; ``current`` says which line it is.
+
+        An Invalid line is handed over as an empty line (an empty row), so that
+        the reader returns at once and ``rows`` can pass the Invalid on.
+        """
+        readline = self.stream.readline
+        comment = self.comment
+        number = 0
+        while True:
+            if self.current is not None:
+                # The line ended inside a quoted field and the reader asks for the
+                # next line to continue it: close the quote, a row is one line.
+                yield '"'
+                continue
+            raw = readline(MAX_LINE + 1)
             if not raw:
                 return
-            self.number += 1
+            number += 1
             if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
-                self._skip_rest()
-                yield (
-                    self.number,
-                    Invalid(self.number, raw[:200].decode("utf-8", "replace"), "too_long"),
-                )
+                _skip_rest_of_line(self.stream)
+                self.current = Invalid(number, _preview(raw), "too_long")
+                yield ""
                 continue
-            if self.number == 1:
-                raw = raw.removeprefix(b"\xef\xbb\xbf")
-            if b"\x00" in raw:
-                raise ParseError(self.feed, f"line {self.number}: NUL byte (a binary body?)")
-            stripped = raw.strip()
-            if not stripped:
-                continue
-            if not self.seen_data and stripped.lower().startswith(_HTML):
-                raise ParseError(
-                    self.feed, f"line {self.number}: the body is an HTML page, not a feed"
-                )
+            if b"\0" in raw:
+                raise ParseError(self.feed, f"line {number}: NUL byte, the body is not text")
             try:
-                text = raw.decode("utf-8").rstrip("\r\n")
+                text = raw.decode().rstrip("\r\n")
             except UnicodeDecodeError:
-                yield (
-                    self.number,
-                    Invalid(self.number, raw[:200].decode("utf-8", "replace"), "encoding"),
-                )
+                self.current = Invalid(number, _preview(raw), "encoding")
+                yield ""
                 continue
-            if text.lstrip().startswith(self.comment):
-                if not self.seen_data:
-                    self.last_comment = text.lstrip()[len(self.comment) :].strip()
+            if number == 1:
+                text = text.removeprefix(_BOM)
+            start = text.lstrip()
+            if not start:
                 continue
-            self.seen_data = True
-            yield self.number, text
+            if comment and start.startswith(comment):
+                self._note_comment(number, start)
+                continue
+            self.current = (number, text)
+            yield text
 
-    def _skip_rest(self) -> None:
-        while True:
-            chunk = self.stream.readline(MAX_LINE)
-            if not chunk or chunk.endswith(b"\n"):
+    def _note_comment(self, number: int, line: str) -> None:
+        # Banner rules ("####", "#") are not candidates for a commented header.
+        text = line[len(self.comment) :].strip()
+        if text.strip(self.comment + " \t"):
+            self.last_comment = (number, text)
+
+
+def _skip_rest_of_line(stream: BinaryIO) -> None:
+    while True:
+        chunk = stream.readline(MAX_LINE)
+        if not chunk or chunk.endswith(b"\n"):
+            return
+
+
+def _preview(raw: bytes) -> str:
+    return raw[: PREVIEW * 4].decode("utf-8", "replace").rstrip("\r\n")[:PREVIEW]
+
+
+class _Head:
+    """The first two data rows, which header detection looks at, and the lines
+    between them (at most HEAD_LIMIT)."""
+
+    __slots__ = ("comment", "data", "ended", "items")
+
+    def __init__(self) -> None:
+        self.items: list[_Row | Invalid] = []
+        self.data: list[_Row] = []
+        self.comment: tuple[int, str] | None = None  # the last one before the first data row
+        self.ended = False  # the body holds no more rows
+
+    def read(self, rows: Iterator[_Row | Invalid], lines: _Lines, feed: str) -> Iterator[Invalid]:
+        """Fill the head, passing on the Invalid lines before the first data row:
+        keeping them would buffer a body made of nothing else."""
+        for item in rows:
+            if not self.items and not self.data:
+                _reject_html(item, feed)
+            if isinstance(item, Invalid):
+                if not self.data:
+                    yield item
+                    continue
+                self.items.append(item)
+                if len(self.items) > HEAD_LIMIT:
+                    return
+                continue
+            if not self.data:
+                self.comment = lines.last_comment
+            self.data.append(item)
+            self.items.append(item)
+            if len(self.data) == 2:
                 return
+        self.ended = True
 
 
-def _split(text: str, delimiter: str) -> list[str]:
-    return next(csv.reader([text], delimiter=delimiter, skipinitialspace=True), [])
+def _reject_html(first: _Row | Invalid, feed: str) -> None:
+    number, text = (first.line, first.value) if isinstance(first, Invalid) else first[:2]
+    if text.lstrip().lower().startswith(_HTML):
+        raise ParseError(feed, f"line {number}: the body is an HTML page, not a feed")
 
 
-def _find_header(
-    lines: _Lines, options: CsvOptions
-) -> tuple[list[str] | None, list[tuple[int, str | Invalid]]]:
-    """The header, if any, and the lines read to find it that are still to be parsed."""
-    pending: list[tuple[int, str | Invalid]] = []
-    first = _next_data(lines, pending)
-    if options.header is False or first is None:
-        return None, pending
-    fields = _split(first, options.delimiter)
-    commented = lines.last_comment
-    if commented is not None:
-        named = _clean(_split(commented, options.delimiter))
-        # Ragged feeds have short rows, so the header may be wider than the first row.
-        if len(named) >= max(2, len(fields)) and not any(map(_looks_like_indicator, named)):
-            return named, pending
-    at = len(pending) - 1
-    if options.header is True:
-        return _clean(fields), pending[:at]
-    if any(map(_looks_like_indicator, fields)):
-        return None, pending
-    second = _next_data(lines, pending)
-    if second is not None and any(map(_looks_like_indicator, _split(second, options.delimiter))):
-        # Feodo: a quoted, uncommented header row above rows that hold indicators.
-        return _clean(fields), pending[:at] + pending[at + 1 :]
-    return None, pending
+@dataclass(frozen=True, slots=True)
+class _Header:
+    names: tuple[str, ...]
+    line: int
+    row: _Row | None  # the data row that is the header, None for a commented one
 
 
-def _next_data(lines: _Lines, pending: list[tuple[int, str | Invalid]]) -> str | None:
-    for item in lines:
-        pending.append(item)
-        if isinstance(item[1], str):
-            return item[1]
+def _header(head: _Head, options: CsvOptions) -> _Header | None:
+    if options.header is False:
+        return None
+    first = head.data[0]
+    if head.comment is not None:
+        number, text = head.comment
+        names = _names(_split(text, options.delimiter))
+        least = 1 if options.header else 2
+        # Wider than the first row is fine: ragged rows leave out empty last fields.
+        if len(names) >= max(least, len(first[2])) and not any(map(_looks_like_indicator, names)):
+            return _Header(names, number, None)
+    if options.header or _is_header_row(head, options):
+        return _Header(_names(first[2]), first[0], first)
     return None
 
 
-def _clean(fields: list[str]) -> list[str]:
-    return [f.strip().strip('"').strip() for f in fields]
+def _is_header_row(head: _Head, options: CsvOptions) -> bool:
+    """Feodo: an uncommented header, told from data by holding no indicator while
+    the row below does, or, with no row below (an empty feed that keeps its
+    header), by naming every configured column."""
+    if any(map(_looks_like_indicator, head.data[0][2])):
+        return False
+    if len(head.data) == 2:
+        return any(map(_looks_like_indicator, head.data[1][2]))
+    specs = (options.indicator, options.tags_field, *(spec for _, spec in options.context))
+    wanted = {s.casefold() for s in specs if isinstance(s, str) and not s.isdigit()}
+    return head.ended and bool(wanted) and wanted <= {n.casefold() for n in _names(head.data[0][2])}
+
+
+def _split(text: str, delimiter: str) -> list[str]:
+    return next(csv.reader((text,), delimiter=delimiter, skipinitialspace=True), [])
+
+
+def _names(fields: Iterable[str]) -> tuple[str, ...]:
+    return tuple(f.strip().strip('"').strip() for f in fields)
 
 
 def _looks_like_indicator(field: str) -> bool:
-    return bool(_LOOKS_LIKE_INDICATOR.match(field.strip().strip('"')))
+    value = field.strip().strip('"[]')
+    if _LOOKS_LIKE_INDICATOR.fullmatch(value):
+        return True
+    if ":" not in value:
+        return False
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
-class _Mapping:
-    """Column positions resolved once against the header."""
+@dataclass(frozen=True, slots=True)
+class _Columns:
+    """Column positions (0-based) resolved once against the header."""
 
-    def __init__(self, options: CsvOptions, header: list[str] | None, feed: str) -> None:
-        self.options = options
-        self.header = header
-        self.feed = feed
-        self.indicator = self.column(options.indicator, "indicator")
-        self.context = [
-            (name, self.column(col, f"context.{name}")) for name, col in options.context
-        ]
-        self.tags = (
-            None if options.tags_field is None else self.column(options.tags_field, "tags_field")
-        )
-        self.needed = max([self.indicator, *(i for _n, i in self.context)], default=0)
+    indicator: int
+    context: tuple[tuple[str, int], ...]
+    tags: int | None
+    header: tuple[str, ...] | None
 
-    def column(self, spec: str | int | None, what: str) -> int:
-        if spec is None:
-            return 0
-        if isinstance(spec, int):
-            return spec - 1
-        if self.header is None:
-            if spec.isdigit() and int(spec) >= 1:
-                return int(spec) - 1
-            raise ParseError(
-                self.feed, f"{what}: column {spec!r} named, but the feed has no header"
-            )
-        if spec in self.header:
-            return self.header.index(spec)
-        lowered = [h.lower() for h in self.header]
-        if spec.lower() in lowered:
-            return lowered.index(spec.lower())
-        if spec.isdigit() and int(spec) >= 1:
-            return int(spec) - 1
+
+def _resolve(options: CsvOptions, header: _Header | None, first_line: int, feed: str) -> _Columns:
+    def column(spec: str | int, what: str) -> int:
+        return _column(spec, what, header, first_line, feed)
+
+    return _Columns(
+        indicator=0 if options.indicator is None else column(options.indicator, "indicator"),
+        context=tuple((name, column(spec, f"context {name}")) for name, spec in options.context),
+        tags=None if options.tags_field is None else column(options.tags_field, "tags_field"),
+        header=None if header is None else header.names,
+    )
+
+
+def _column(spec: str | int, what: str, header: _Header | None, first_line: int, feed: str) -> int:
+    if isinstance(spec, int):
+        if spec < 1:
+            raise ParseError(feed, f"{what}: column {spec}: columns are numbered from 1")
+        return spec - 1
+    names = () if header is None else header.names
+    if spec in names:
+        return names.index(spec)
+    folded = [name.casefold() for name in names]
+    if spec.casefold() in folded:
+        return folded.index(spec.casefold())
+    if spec.isdigit() and int(spec) >= 1:
+        return int(spec) - 1
+    if header is None:
         raise ParseError(
-            self.feed, f"{what}: column {spec!r} not in header ({', '.join(self.header)})"
+            feed,
+            f"{what}: column {spec!r} named, but the feed has no header"
+            f" (first data row at line {first_line})",
         )
+    shown = ", ".join(names[:_SHOWN_NAMES]) + (", ..." if len(names) > _SHOWN_NAMES else "")
+    raise ParseError(feed, f"{what}: column {spec!r} not in header ({shown}) at line {header.line}")
 
-    def rows(self, number: int, text: str | Invalid) -> Iterator[Record | Invalid]:
-        if isinstance(text, Invalid):
-            yield text
-            return
-        fields = _split(text, self.options.delimiter)
-        if self.header is not None and _clean(fields) == self.header:
-            return
-        if len(fields) <= self.indicator:
-            yield Invalid(number, text[:200], "missing_column")
-            return
-        value = fields[self.indicator].strip()
-        if value.lower() in ABSENT:
-            yield Invalid(number, text[:200], "empty")
-            return
-        context = tuple(
-            (name, fields[i].strip())
-            for name, i in self.context
-            if i < len(fields) and fields[i].strip().lower() not in ABSENT
-        )
+
+def _records(items: Iterable[_Row | Invalid], columns: _Columns) -> Iterator[Record | Invalid]:
+    # The hot loop, once per row: locals, and helpers only for configured columns.
+    at = columns.indicator
+    context = columns.context
+    tags_at = columns.tags
+    header = columns.header
+    header_value = header[at] if header is not None and at < len(header) else None
+    absent = ABSENT
+    for item in items:
+        if isinstance(item, Invalid):
+            yield item
+            continue
+        number, text, fields = item
+        count = len(fields)
+        if count <= at:
+            yield Invalid(number, text[:PREVIEW], "missing_column")
+            continue
+        value = fields[at].strip()
+        if value == header_value and _names(fields) == header:
+            continue  # the header again, in a feed that repeats it
+        if value in absent:
+            yield Invalid(number, text[:PREVIEW], "empty")
+            continue
+        found: Context = ()
+        if context:
+            found = _context(fields, context)
         tags: tuple[str, ...] = ()
-        if self.tags is not None and self.tags < len(fields):
-            tags = tuple(
-                t.strip() for t in fields[self.tags].split(",") if t.strip().lower() not in ABSENT
-            )
-        yield Record(line=number, value=value, context=context, tags=tags)
+        if tags_at is not None and tags_at < count:
+            tags = _tags(fields[tags_at])
+        yield Record(line=number, value=value, context=found, tags=tags)
+
+
+def _context(fields: list[str], columns: tuple[tuple[str, int], ...]) -> Context:
+    found = []
+    for name, at in columns:
+        if at < len(fields) and (value := fields[at].strip()) not in ABSENT:
+            found.append((name, value))
+    return tuple(found)
+
+
+def _tags(cell: str) -> tuple[str, ...]:
+    return tuple([tag for part in cell.split(",") if (tag := part.strip()) not in ABSENT])
