@@ -273,15 +273,6 @@ class Store:
         )
         return [(r["value"], r["op"], r["reason"]) for r in rows]
 
-    def last_runs(self, feed: str, limit: int = 10) -> list[Run]:
-        rows = self.db.execute(
-            "SELECT * FROM runs WHERE feed = ? ORDER BY id DESC LIMIT ?", (feed, limit)
-        )
-        return [
-            Run(**{k: r[k] for k in r.keys() if k != "id"})  # noqa: SIM118
-            for r in rows
-        ]
-
     def acked_values(self, supplier: str) -> dict[str, int]:
         """Every acknowledged value of a supplier with its digest (for tests and tools)."""
         rows = self.db.execute("SELECT value, digest FROM acked WHERE supplier = ?", (supplier,))
