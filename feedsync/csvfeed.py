@@ -4,7 +4,7 @@ Handles what real feeds do: ``#`` banners and footers (``;`` for Spamhaus), a
 header in the last commented line (URLhaus, SSLBL, MalwareBazaar), in the first
 uncommented row (Feodo) or none at all (plain lists), quoted fields, ``", "``
 separators (ThreatFox), ``n/a``/``None`` for missing values, BOM, CRLF, gzip
-and zip bodies. One row is one physical line. Memory is bounded by one line:
+and zip bodies. One row is one physical line. Memory is bounded by one read:
 nothing holds the body or its rows.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import gzip
+import hashlib
 import io
 import ipaddress
 import itertools
@@ -24,10 +25,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, BinaryIO
 
+from xxhash import xxh3_64_intdigest
+
 from feedsync.errors import ParseError
 from feedsync.model import Context, Invalid, Record
 
 MAX_LINE = 1 << 20
+READ = 1 << 18  # at most MAX_LINE: a line within one read is never over it
 PREVIEW = 200
 HEAD_LIMIT = 1000
 CHUNK = 1 << 16
@@ -44,7 +48,8 @@ _LOOKS_LIKE_INDICATOR = re.compile(
 )
 _DECOMPRESSION_ERRORS = (EOFError, zlib.error, zipfile.BadZipFile, OSError)
 
-_Row = tuple[int, str, list[str]]
+_Raw = tuple[int, bytes, int]  # line number, the line's bytes, its hash
+_Row = tuple[int, str, list[str], int]  # line number, text, fields, hash
 _Compressed = io.BufferedIOBase | IO[bytes]
 
 
@@ -127,7 +132,7 @@ def parse_csv(stream: BinaryIO, options: CsvOptions, feed: str) -> Iterator[Reco
     Raises ParseError, before yielding any record, for a body that is not a
     feed (HTML) or lacks the configured columns; later, for a NUL byte.
     """
-    lines = _Lines(stream, options, feed)
+    lines = _Lines(numbered(stream, feed), options, feed)
     rows = lines.rows()
     head = _Head()
     yield from head.read(rows, lines, feed)
@@ -140,16 +145,100 @@ def parse_csv(stream: BinaryIO, options: CsvOptions, feed: str) -> Iterator[Reco
     yield from _records(itertools.chain(head.items, rows), columns)
 
 
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """How a body's lines map onto records: its columns, found from its head.
+    Two bodies with the same layout read every identical line identically."""
+
+    columns: _Columns
+    options: CsvOptions
+
+    @property
+    def signature(self) -> str:
+        return hashlib.sha256(repr((self.options, self.columns)).encode()).hexdigest()[:32]
+
+
+def read_layout(stream: BinaryIO, options: CsvOptions, feed: str) -> Layout | None:
+    """The layout of a body, reading only its head; None for a body with no data row."""
+    lines = _Lines(numbered(stream, feed), options, feed)
+    head = _Head()
+    for _invalid in head.read(lines.rows(), lines, feed):
+        pass
+    if not head.data:
+        return None
+    header = _header(head, options)
+    return Layout(_resolve(options, header, head.data[0][0], feed), options)
+
+
+def parse_selected(
+    stream: BinaryIO, layout: Layout, wanted: set[int], feed: str
+) -> Iterator[Record | Invalid]:
+    """The records of only the lines whose hash is in ``wanted``, read as a
+    full parse under ``layout`` would read them."""
+    lines = _Lines(_selected(stream, wanted, feed), layout.options, feed)
+    yield from _records(lines.rows(), layout.columns)
+
+
+def line_hash(raw: bytes) -> int:
+    """The 64-bit hash of a raw line (without its line feed)."""
+    return xxh3_64_intdigest(raw)
+
+
+def physical_lines(stream: BinaryIO, feed: str) -> Iterator[list[bytes]]:
+    """The body's lines in batches, without their line feeds. A line over
+    MAX_LINE is cut to MAX_LINE + 1 bytes, which the parser calls too long, and
+    a NUL byte anywhere raises ParseError: the body is not text."""
+    pending = b""
+    cut = False  # pending was cut: drop the rest of its line
+    number = 0
+    while chunk := stream.read(READ):
+        if b"\0" in chunk:
+            line = number + chunk.count(b"\n", 0, chunk.index(b"\0")) + 1
+            raise ParseError(feed, f"line {line}: NUL byte, the body is not text")
+        lines = chunk.split(b"\n")
+        last = lines.pop()
+        if lines:
+            lines[0] = pending if cut else (pending + lines[0])[: MAX_LINE + 1]
+            pending, cut = last, False
+            number += len(lines)
+            yield lines
+        elif not cut:
+            pending += last
+            if len(pending) > MAX_LINE:
+                pending, cut = pending[: MAX_LINE + 1], True
+    if pending:
+        yield [pending]
+
+
+def numbered(stream: BinaryIO, feed: str) -> Iterator[_Raw]:
+    """Every line with its number and hash."""
+    number = 0
+    for batch in physical_lines(stream, feed):
+        for raw, digest in zip(batch, map(xxh3_64_intdigest, batch), strict=True):
+            number += 1
+            yield number, raw, digest
+
+
+def _selected(stream: BinaryIO, wanted: set[int], feed: str) -> Iterator[_Raw]:
+    number = 0
+    for batch in physical_lines(stream, feed):
+        digests = list(map(xxh3_64_intdigest, batch))
+        if not wanted.isdisjoint(digests):
+            for at in [at for at, digest in enumerate(digests) if digest in wanted]:
+                yield number + at + 1, batch[at], digests[at]
+        number += len(batch)
+
+
 class _Lines:
     """A body's data lines parsed as rows, one physical line each, with the lines
     that cannot be rows (bad UTF-8, over MAX_LINE) as Invalid, in body order."""
 
-    def __init__(self, stream: BinaryIO, options: CsvOptions, feed: str) -> None:
-        self.stream = stream
+    def __init__(self, raws: Iterator[_Raw], options: CsvOptions, feed: str) -> None:
+        self.raws = raws
         self.comment = options.comment
         self.delimiter = options.delimiter
         self.feed = feed
-        self.current: tuple[int, str] | Invalid | None = None
+        self.current: tuple[int, str, int] | Invalid | None = None
         self.last_comment: tuple[int, str] | None = None
 
     def rows(self) -> Iterator[_Row | Invalid]:
@@ -160,7 +249,7 @@ class _Lines:
                 for fields in reader:
                     current, self.current = self.current, None
                     if isinstance(current, tuple):
-                        yield current[0], current[1], fields
+                        yield current[0], current[1], fields, current[2]
                     elif current is not None:
                         yield current
                 return
@@ -168,9 +257,9 @@ class _Lines:
                 # A field over csv.field_size_limit(), or a lone CR inside the line.
                 current, self.current = self.current, None
                 if isinstance(current, tuple):
-                    number, text = current
+                    number, text, digest = current
                     reason = "too_long" if len(text) > csv.field_size_limit() else "malformed"
-                    yield Invalid(number, text[:PREVIEW], reason)
+                    yield Invalid(number, text[:PREVIEW], reason, digest)
 
     def _texts(self) -> Iterator[str]:
         """Data lines for the csv reader; ``current`` says which line it is.
@@ -178,30 +267,16 @@ class _Lines:
         An Invalid line is handed over as an empty line (an empty row), so that
         the reader returns at once and ``rows`` can pass the Invalid on.
         """
-        readline = self.stream.readline
         comment = self.comment
-        number = 0
-        while True:
-            if self.current is not None:
-                # The line ended inside a quoted field and the reader asks for the
-                # next line to continue it: close the quote, a row is one line.
-                yield '"'
-                continue
-            raw = readline(MAX_LINE + 1)
-            if not raw:
-                return
-            number += 1
-            if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
-                _skip_rest_of_line(self.stream)
-                self.current = Invalid(number, _preview(raw), "too_long")
+        for number, raw, digest in self.raws:
+            if len(raw) > MAX_LINE:
+                self.current = Invalid(number, _preview(raw), "too_long", digest)
                 yield ""
                 continue
-            if b"\0" in raw:
-                raise ParseError(self.feed, f"line {number}: NUL byte, the body is not text")
             try:
-                text = raw.decode().rstrip("\r\n")
+                text = raw.decode().rstrip("\r")
             except UnicodeDecodeError:
-                self.current = Invalid(number, _preview(raw), "encoding")
+                self.current = Invalid(number, _preview(raw), "encoding", digest)
                 yield ""
                 continue
             if number == 1:
@@ -212,21 +287,18 @@ class _Lines:
             if comment and start.startswith(comment):
                 self._note_comment(number, start)
                 continue
-            self.current = (number, text)
+            self.current = (number, text, digest)
             yield text
+            while self.current is not None:
+                # The line ended inside a quoted field and the reader asks for the
+                # next line to continue it: close the quote, a row is one line.
+                yield '"'
 
     def _note_comment(self, number: int, line: str) -> None:
         # Banner rules ("####", "#") are not candidates for a commented header.
         text = line[len(self.comment) :].strip()
         if text.strip(self.comment + " \t"):
             self.last_comment = (number, text)
-
-
-def _skip_rest_of_line(stream: BinaryIO) -> None:
-    while True:
-        chunk = stream.readline(MAX_LINE)
-        if not chunk or chunk.endswith(b"\n"):
-            return
 
 
 def _preview(raw: bytes) -> str:
@@ -388,16 +460,16 @@ def _records(items: Iterable[_Row | Invalid], columns: _Columns) -> Iterator[Rec
         if isinstance(item, Invalid):
             yield item
             continue
-        number, text, fields = item
+        number, text, fields, digest = item
         count = len(fields)
         if count <= at:
-            yield Invalid(number, text[:PREVIEW], "missing_column")
+            yield Invalid(number, text[:PREVIEW], "missing_column", digest)
             continue
         value = fields[at].strip()
         if value == header_value and _names(fields) == header:
             continue  # the header again, in a feed that repeats it
         if value in absent:
-            yield Invalid(number, text[:PREVIEW], "empty")
+            yield Invalid(number, text[:PREVIEW], "empty", digest)
             continue
         found: Context = ()
         if context:
@@ -405,7 +477,7 @@ def _records(items: Iterable[_Row | Invalid], columns: _Columns) -> Iterator[Rec
         tags: tuple[str, ...] = ()
         if tags_at is not None and tags_at < count:
             tags = _tags(fields[tags_at])
-        yield Record(line=number, value=value, context=found, tags=tags)
+        yield Record(line=number, value=value, context=found, tags=tags, line_hash=digest)
 
 
 def _context(fields: list[str], columns: tuple[tuple[str, int], ...]) -> Context:

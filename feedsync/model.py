@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class Kind(enum.StrEnum):
@@ -52,6 +52,8 @@ class Record:
     tags: tuple[str, ...] = ()
     key: str | None = None
     expires: float | None = None  # Unix time the source says it stops being valid
+    # The hash of the raw line a line-based source read it from (see ``lines``).
+    line_hash: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,7 @@ class Indicator:
     context: Context
     tags: tuple[str, ...]
     expires: float | None = None
+    line_hash: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,7 @@ class Invalid:
     line: int
     value: str
     reason: str
+    line_hash: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,7 +67,7 @@ def normalize(record: Record, static_tags: tuple[str, ...] = ()) -> Indicator | 
     try:
         kind, value = canonicalize(record.value)
     except InvalidValue as exc:
-        return Invalid(record.line, record.value[:200], exc.reason)
+        return Invalid(record.line, record.value[:200], exc.reason, record.line_hash)
     return Indicator(
         key=record.key or value,
         value=value,
@@ -75,6 +75,7 @@ def normalize(record: Record, static_tags: tuple[str, ...] = ()) -> Indicator | 
         context=record.context,
         tags=canonical_tags(static_tags, record.tags),
         expires=record.expires,
+        line_hash=record.line_hash,
     )
 
 
