@@ -67,6 +67,7 @@ class Indicator:
     tags: tuple[str, ...]
     expires: float | None = None
     line_hash: int | None = field(default=None, compare=False)
+    line: int = field(default=0, compare=False)  # the record's place in its source
 
 
 @dataclass(frozen=True, slots=True)

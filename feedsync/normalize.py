@@ -13,6 +13,10 @@ import re
 
 from feedsync.model import Indicator, Invalid, Kind, Record
 
+# Bump whenever a value's canonical form or kind may come out differently: line
+# indexes built by an older normalization are then rebuilt, not trusted.
+VERSION = 1
+
 _HEX = frozenset("0123456789abcdefABCDEF")
 _HASH_KINDS = {32: Kind.MD5, 40: Kind.SHA1, 64: Kind.SHA256}
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]{0,15}://")
@@ -76,6 +80,7 @@ def normalize(record: Record, static_tags: tuple[str, ...] = ()) -> Indicator | 
         tags=canonical_tags(static_tags, record.tags),
         expires=record.expires,
         line_hash=record.line_hash,
+        line=record.line,
     )
 
 

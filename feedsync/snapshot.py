@@ -47,11 +47,13 @@ def digest64(data: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big", signed=True)
 
 
-Row = tuple[str, str, str, str, str, int, float | None]
+Row = tuple[str, str, str, str, str, int, float | None, int | None]
+_SIGNED = 1 << 63  # SQLite integers are signed; line hashes are not
 
 
 def encode(indicator: Indicator) -> Row:
-    """The snapshot row of an indicator: key, value, kind, context, tags, digest, expires."""
+    """The snapshot row of an indicator: key, value, kind, context, tags, digest,
+    expires, and the hash of its source line (as SQLite stores it)."""
     context = orjson.dumps(dict(indicator.context), option=orjson.OPT_SORT_KEYS).decode()
     tags = orjson.dumps(indicator.tags).decode()
     content = f"{indicator.value}\x00{indicator.kind}\x00{context}\x00{tags}".encode()
@@ -64,6 +66,7 @@ def encode(indicator: Indicator) -> Row:
         tags,
         digest,
         indicator.expires,
+        None if indicator.line_hash is None else indicator.line_hash - _SIGNED,
     )
 
 
@@ -79,7 +82,7 @@ def replace(
 ) -> Change:
     """Stage ``items`` and apply them as the feed's new snapshot, unless the
     shrink guard holds the change. Runs inside the caller's transaction."""
-    _stage_tables(db)
+    stage_tables(db)
     reasons: Counter[str] = Counter()
     fetched = _stage(db, items, reasons, on_invalid)
     total = db.execute("SELECT count(*) FROM stage").fetchone()[0]
@@ -97,8 +100,8 @@ def replace(
         removed=removed,
         before=before,
     )
-    guard = _Guard(max_delete_ratio, force, "SELECT key FROM stage ORDER BY key")
-    return _guarded(db, feed, change, total, guard, validators=validators, mode="replace")
+    guard = Guard(max_delete_ratio, force, FULL_KEYS, "replace")
+    return guarded(db, feed, change, total, guard, validators=validators)
 
 
 def expire(db: sqlite3.Connection, feed: FeedRow, now: float) -> int:
@@ -117,10 +120,11 @@ def expire(db: sqlite3.Connection, feed: FeedRow, now: float) -> int:
     return gone
 
 
-def _stage_tables(db: sqlite3.Connection) -> None:
+def stage_tables(db: sqlite3.Connection) -> None:
+    """The temporary tables a change is staged in, created and emptied."""
     db.execute(
         "CREATE TEMP TABLE IF NOT EXISTS stage (key TEXT PRIMARY KEY, value TEXT, kind TEXT,"
-        " context TEXT, tags TEXT, digest INTEGER, expires REAL) WITHOUT ROWID"
+        " context TEXT, tags TEXT, digest INTEGER, expires REAL, line INTEGER) WITHOUT ROWID"
     )
     db.execute("CREATE TEMP TABLE IF NOT EXISTS gone (key TEXT PRIMARY KEY) WITHOUT ROWID")
     db.execute("DELETE FROM stage")
@@ -139,7 +143,7 @@ def patch(
 ) -> Change:
     """Apply an incremental fetch: upserts by key and ``Removal``s, in order
     (a later item about a key wins). The shrink guard counts the removals."""
-    _stage_tables(db)
+    stage_tables(db)
     reasons: Counter[str] = Counter()
     for item in items:
         if isinstance(item, Removal):
@@ -150,7 +154,7 @@ def patch(
         else:
             row = encode(item)
             db.execute("DELETE FROM gone WHERE key = ?", (row[0],))
-            db.execute("INSERT OR REPLACE INTO stage VALUES (?,?,?,?,?,?,?)", row)
+            db.execute("INSERT OR REPLACE INTO stage VALUES (?,?,?,?,?,?,?,?)", row)
     params = {"feed": feed.id}
     removed = db.execute(
         "SELECT count(*) FROM snapshot WHERE feed_id = :feed AND key IN (SELECT key FROM gone)",
@@ -169,38 +173,39 @@ def patch(
         removed=removed,
         before=feed.indicators,
     )
-    guard = _Guard(max_delete_ratio, force, "SELECT key FROM gone ORDER BY key")
-    return _guarded(db, feed, change, total, guard, validators=validators, mode="patch")
+    guard = Guard(max_delete_ratio, force, "SELECT key FROM gone ORDER BY key", "patch")
+    return guarded(db, feed, change, total, guard, validators=validators)
 
 
 @dataclass(frozen=True, slots=True)
-class _Guard:
-    """The shrink guard's settings, and what identifies a held change (its keys)."""
+class Guard:
+    """The shrink guard's settings, what identifies a held change (a query of
+    its keys), and how the staged rows replace the snapshot (``_OUTGOING``)."""
 
     ratio: float
     force: bool
     keys: str
+    mode: str
 
 
-def _guarded(
+def guarded(
     db: sqlite3.Connection,
     feed: FeedRow,
     change: Change,
     total: int,
-    guard: _Guard,
+    guard: Guard,
     *,
     validators: Validators,
-    mode: str,
 ) -> Change:
     """Hold a change that shrinks the feed too much, or apply it."""
     shrink = _shrink(change.before, total, change.removed, guard.ratio)
     if shrink is not None and not guard.force:
-        digest = _digest(db, guard.keys)
+        digest = _digest(db, guard.keys, feed)
         # A shrink stands once a second fetch yields the very same set; an empty one never does.
         if total == 0 or digest != feed.held_digest:
             _hold(db, feed, change.removed, total, digest)
             return dataclasses.replace(change, held=True, held_reason=shrink)
-    added, changed = _apply(db, feed, total, change.invalid, validators, mode=mode)
+    added, changed = _apply(db, feed, total, change.invalid, validators, mode=guard.mode)
     return dataclasses.replace(change, added=added, changed=changed)
 
 
@@ -229,7 +234,7 @@ def _stage(
     while batch := list(islice(rows, BATCH)):
         valid += len(batch)
         # First occurrence wins: a feed listing a value twice keeps its first row's content.
-        db.executemany("INSERT OR IGNORE INTO stage VALUES (?,?,?,?,?,?,?)", batch)
+        db.executemany("INSERT OR IGNORE INTO stage VALUES (?,?,?,?,?,?,?,?)", batch)
     return valid
 
 
@@ -260,9 +265,9 @@ def _shrink(before: int, total: int, removed: int, ratio: float) -> str | None:
     return None
 
 
-def _digest(db: sqlite3.Connection, query: str) -> str:
+def _digest(db: sqlite3.Connection, query: str, feed: FeedRow) -> str:
     digest = hashlib.sha256()
-    for (key,) in db.execute(query):
+    for (key,) in db.execute(query, {"feed": feed.id}):
         digest.update(key.encode())
         digest.update(b"\x00")
     return digest.hexdigest()
@@ -276,11 +281,23 @@ def _hold(db: sqlite3.Connection, feed: FeedRow, removed: int, total: int, diges
     )
 
 
+# What identifies a full replacement held by the shrink guard: the keys it removes
+# and adds (the same whether the body was read whole or by its changed lines).
+FULL_KEYS = (
+    "SELECT '-' || s.key FROM snapshot s WHERE s.feed_id = :feed"
+    " AND NOT EXISTS (SELECT 1 FROM stage t WHERE t.key = s.key)"
+    " UNION ALL SELECT '+' || t.key FROM stage t WHERE NOT EXISTS"
+    " (SELECT 1 FROM snapshot s WHERE s.feed_id = :feed AND s.key = t.key) ORDER BY 1"
+)
+
 # Snapshot rows (alias s) that a change takes out: under a full replacement every
 # row the new fetch does not repeat verbatim; under a patch the removed rows and
-# those the patch rewrites.
+# those the patch rewrites; under a delta (a replacement staged only for the keys
+# its changed lines touch) the touched rows not repeated verbatim.
 _OUTGOING = {
     "replace": "NOT EXISTS (SELECT 1 FROM stage t WHERE t.key = s.key AND t.digest = s.digest)",
+    "delta": "s.key IN (SELECT key FROM touched) AND NOT EXISTS"
+    " (SELECT 1 FROM stage t WHERE t.key = s.key AND t.digest = s.digest)",
     "patch": "(s.key IN (SELECT key FROM gone)"
     " OR EXISTS (SELECT 1 FROM stage t WHERE t.key = s.key AND t.digest != s.digest))",
 }
@@ -323,8 +340,8 @@ def _apply(
         params,
     )
     db.execute(
-        "INSERT INTO snapshot (feed_id, key, value, kind, context, tags, digest, expires)"
-        " SELECT :feed, key, value, kind, context, tags, digest, expires FROM stage t"
+        "INSERT INTO snapshot (feed_id, key, value, kind, context, tags, digest, expires, line)"
+        " SELECT :feed, key, value, kind, context, tags, digest, expires, line FROM stage t"
         " WHERE NOT EXISTS (SELECT 1 FROM snapshot s WHERE s.feed_id = :feed AND s.key = t.key)",
         params,
     )

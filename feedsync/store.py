@@ -110,6 +110,27 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE snapshot ADD COLUMN expires REAL;
     CREATE INDEX snapshot_expires ON snapshot (feed_id, expires) WHERE expires IS NOT NULL;
     """,
+    # 3: line indexes, so that a CSV body is diffed by its changed lines (see lines.py).
+    """
+    ALTER TABLE snapshot ADD COLUMN line INTEGER;
+    CREATE INDEX snapshot_line ON snapshot (feed_id, line) WHERE line IS NOT NULL;
+    CREATE TABLE lines (
+        feed_id INTEGER NOT NULL,
+        hash INTEGER NOT NULL,
+        key TEXT,
+        reason TEXT,
+        PRIMARY KEY (feed_id, hash)
+    ) WITHOUT ROWID;
+    CREATE INDEX lines_key ON lines (feed_id, key) WHERE key IS NOT NULL;
+    CREATE TABLE line_index (
+        feed_id INTEGER NOT NULL,
+        bucket INTEGER NOT NULL,
+        hashes BLOB NOT NULL,
+        PRIMARY KEY (feed_id, bucket)
+    ) WITHOUT ROWID;
+    ALTER TABLE feeds ADD COLUMN layout TEXT;
+    ALTER TABLE feeds ADD COLUMN line_bits INTEGER;
+    """,
 )
 
 RUNS_KEPT_PER_FEED = 1000
@@ -132,6 +153,8 @@ class FeedRow:
     held_total: int | None
     held_digest: str | None
     held_since: float | None
+    layout: str | None = None  # what the feed's line index was built under (lines.py)
+    line_bits: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +380,8 @@ def _feed_row(row: sqlite3.Row) -> FeedRow:
         held_total=row["held_total"],
         held_digest=row["held_digest"],
         held_since=row["held_since"],
+        layout=row["layout"],
+        line_bits=row["line_bits"],
     )
 
 
@@ -378,6 +403,7 @@ def _connect(path: str, *, readonly: bool) -> sqlite3.Connection:
         db.execute("PRAGMA foreign_keys = ON")
         db.execute("PRAGMA temp_store = FILE")
         db.execute("PRAGMA cache_size = -65536")
+        db.execute("PRAGMA temp.cache_size = -32768")
         db.execute("SELECT count(*) FROM sqlite_master").fetchone()
         return db
     except sqlite3.DatabaseError as exc:

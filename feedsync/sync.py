@@ -14,8 +14,9 @@ import contextlib
 import dataclasses
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 from feedsync import logs, metrics
@@ -24,17 +25,20 @@ from feedsync.config import Config, FeedConfig
 from feedsync.cybertrace import CyberTrace
 from feedsync.errors import AuthError, CyberTraceError, ParseError, SourceError
 from feedsync.fetch import Body, Validators
-from feedsync.model import Invalid, Record
+from feedsync.lines import LineFeed, forget_lines, replace_lines
+from feedsync.model import Indicator, Invalid, Record, Removal
 from feedsync.normalize import canonical_tags, normalize
+from feedsync.phases import Phases
 from feedsync.reconcile import Plan, Refresh, Target, plan
 from feedsync.snapshot import Change, expire, patch, replace
-from feedsync.sources import Source, source_for
+from feedsync.sources import CsvSource, Source, source_for
 from feedsync.store import FeedRow, Run, Store, read_feed, record_run
 from feedsync.upload import Sent, upload
 
 log = logs.get("feedsync.sync")
 
 FETCH_CONCURRENCY = 4
+NORMALIZE_BATCH = 1000
 INVALID_LOGGED = 5
 PREVIEW = 10
 STAGES = ("fetch", "parse", "cybertrace")
@@ -100,10 +104,23 @@ class Cycle:
         self.force = force
         self.resync = resync
         self.spool = spool_dir(config)
+        self.phases = Phases()
 
     async def run(self, names: Sequence[str] = ()) -> tuple[list[FeedReport], list[SupplierReport]]:
+        started = time.monotonic()
         with metrics.CYCLE_DURATION.time():
-            return await self._run(names)
+            feeds, suppliers = await self._run(names)
+        log.info(
+            "cycle.finished",
+            feeds=len(feeds),
+            suppliers=len(suppliers),
+            seconds=round(time.monotonic() - started, 3),
+            requests=sum(s.sent.requests for s in suppliers),
+            bytes_sent=sum(s.sent.bytes for s in suppliers),
+            dry_run=self.dry_run,
+            **self.phases.fields(),
+        )
+        return feeds, suppliers
 
     async def _run(self, names: Sequence[str]) -> tuple[list[FeedReport], list[SupplierReport]]:
         feeds = [f for f in self.config.feeds if f.enabled and (not names or f.name in names)]
@@ -133,12 +150,15 @@ class Cycle:
         async with gate:
             row = await self.store.call(self.store.feed, feed.name, feed.supplier)
             item = _Fetched(feed, row, source_for(feed), started=time.monotonic())
+            cpu = time.process_time()
             try:
                 previous = Validators() if row.held_since is not None else row.validators
                 item.body = await item.source.fetch(previous, self.spool)
             except SourceError as exc:
                 item.error = exc.message
                 log.warning("feed.fetch_failed", feed=feed.name, error=exc.message)
+            wall = time.monotonic() - item.started
+            self.phases.add("fetch", wall, time.process_time() - cpu)
             return item
 
     async def _supplier(
@@ -161,12 +181,15 @@ class Cycle:
         error = None
         refreshed = 0
         if not self.dry_run:
+            wall, cpu = time.monotonic(), time.process_time()
             try:
                 sent, refreshed = await self._upload(client, target)
             except AuthError:
                 raise
             except CyberTraceError as exc:
                 error = str(exc)
+            finally:
+                self.phases.add("upload", time.monotonic() - wall, time.process_time() - cpu)
         report = SupplierReport(
             supplier,
             planned=planned,
@@ -204,7 +227,7 @@ class Cycle:
     ) -> tuple[list[FeedReport], Plan, tuple[str, ...]]:
         """Snapshots and plan in one transaction (runs on the store's thread)."""
         reports = []
-        with self.store.transaction(rollback=self.dry_run) as db:
+        with self.phases.timed("store"), self.store.transaction(rollback=self.dry_run) as db:
             for item in fetched:
                 reports.append(self._apply_feed(item))
             planned = plan(db, target, resync=self.resync)
@@ -238,22 +261,9 @@ class Cycle:
                     value=invalid.value[:120],
                 )
 
-        records = (
-            normalize(r, static) if isinstance(r, Record) else r
-            for r in item.source.records(item.body)
-        )
         try:
             with self.store.savepoint() as db:
-                apply = patch if item.body.mode == "patch" else replace
-                change = apply(
-                    db,
-                    item.row,
-                    records,
-                    max_delete_ratio=feed.max_delete_ratio,
-                    force=self.force,
-                    validators=item.body.validators,
-                    on_invalid=on_invalid,
-                )
+                change = self._snapshot(db, item, static, on_invalid)
                 if change.fetched == 0 and change.invalid > 0:
                     reasons = ", ".join(f"{r} {n}" for r, n in change.invalid_reasons.items())
                     raise ParseError(
@@ -273,6 +283,45 @@ class Cycle:
             )
         record_run(self.store.db, _run(report))
         return report
+
+    def _snapshot(
+        self,
+        db: sqlite3.Connection,
+        item: _Fetched,
+        static: tuple[str, ...],
+        on_invalid: Callable[[Invalid], None],
+    ) -> Change:
+        """Apply a fetched body to the feed's snapshot: line by line where the
+        source reads lines (lines.py), record by record otherwise."""
+        feed, body = item.feed, item.body
+        assert body is not None
+        if isinstance(item.source, CsvSource) and body.mode == "replace":
+            job = LineFeed(
+                feed=item.row,
+                path=body.path,
+                options=item.source.options,
+                static_tags=static,
+                validators=body.validators,
+                max_delete_ratio=feed.max_delete_ratio,
+                force=self.force,
+                on_invalid=on_invalid,
+                phases=self.phases,
+            )
+            return replace_lines(db, job)
+        apply = patch if body.mode == "patch" else replace
+        records = _normalized(item.source.records(body), static, self.phases)
+        change = apply(
+            db,
+            item.row,
+            records,
+            max_delete_ratio=feed.max_delete_ratio,
+            force=self.force,
+            validators=body.validators,
+            on_invalid=on_invalid,
+        )
+        if not change.held:
+            forget_lines(db, item.row)
+        return change
 
     async def _upload(self, client: CyberTrace, target: Target) -> tuple[Sent, int]:
         supplier = target.supplier
@@ -322,6 +371,21 @@ class Cycle:
             dry_run=self.dry_run,
         )
         return dataclasses.replace(report, pending=pending, rejected=counts["rejected"])
+
+
+def _normalized(
+    items: Iterable[Record | Invalid | Removal], static: tuple[str, ...], phases: Phases
+) -> Iterator[Indicator | Invalid | Removal]:
+    """Records normalized a batch at a time, reading and normalizing timed apart."""
+    stream = iter(items)
+    while True:
+        with phases.timed("fetch"):
+            batch = list(islice(stream, NORMALIZE_BATCH))
+        if not batch:
+            return
+        with phases.timed("normalize"):
+            done = [normalize(r, static) if isinstance(r, Record) else r for r in batch]
+        yield from done
 
 
 def connect(config: Config) -> CyberTrace:

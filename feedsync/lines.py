@@ -1,0 +1,483 @@
+"""Line-level diffs of line-based feeds: a body that changed by 1% costs about
+one read of it, not a parse and normalization of every row.
+
+Each applied CSV body leaves its line index: the 64-bit hash of every
+physical line, in buckets by the hash's top bits (a blob per bucket), and the
+``lines`` table that says what the lines that are not the source of a
+snapshot row became (a duplicate of a key, or invalid, and why); snapshot
+rows carry the hash of the line they came from. The next body is read once
+to hash its lines and compared with the index bucket by bucket, in sets of
+at most a bucket; only added lines, and the remaining lines of keys whose
+line went away or that several lines name, are parsed and normalized. The
+result is exactly what a full read gives: for every key, the first line
+naming it wins.
+
+A full read is still made, and leaves a new index, when there is no index,
+when the layout (header, columns, tags, normalization) changed, or when so
+many lines are new that a full read is as cheap.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+from xxhash import xxh3_64_intdigest as hash_line
+
+from feedsync.csvfeed import (
+    CsvOptions,
+    Layout,
+    open_body,
+    parse_csv,
+    parse_selected,
+    physical_lines,
+    read_layout,
+)
+from feedsync.fetch import Validators
+from feedsync.model import Indicator, Invalid, Record
+from feedsync.normalize import VERSION, normalize
+from feedsync.phases import Phases
+from feedsync.snapshot import FULL_KEYS, Change, Guard, Row, encode, guarded, stage_tables
+from feedsync.store import FeedRow
+
+BUCKET = 1 << 20  # lines per bucket: a bucket's set is the largest thing held in memory
+SPILL = 1 << 20  # hashes held before they go to a temporary table
+MAX_REREAD = 1 << 18  # lines to re-read beyond which the whole body is read
+BATCH = 5000
+_OFFSET = 1 << 63  # SQLite integers are signed; hashes are not
+
+
+def to_sql(digest: int) -> int:
+    return digest - _OFFSET
+
+
+def from_sql(value: int) -> int:
+    return value + _OFFSET
+
+
+@dataclass(frozen=True, slots=True)
+class LineFeed:
+    """What reading one line-based feed needs."""
+
+    feed: FeedRow
+    path: Path
+    options: CsvOptions
+    static_tags: tuple[str, ...]
+    validators: Validators
+    max_delete_ratio: float
+    force: bool
+    on_invalid: Callable[[Invalid], None]
+    phases: Phases = field(default_factory=Phases)
+
+
+def replace_lines(db: sqlite3.Connection, job: LineFeed) -> Change:
+    """Apply a body as the feed's new snapshot, reading only what changed
+    where the line index allows. Runs inside the caller's transaction."""
+    stage_tables(db)
+    _line_tables(db)
+    with job.phases.timed("fetch"), open_body(job.path, job.feed.name) as stream:
+        layout = read_layout(stream, job.options, job.feed.name)
+    signature = _signature(layout, job.static_tags)
+    bits = job.feed.line_bits if job.feed.line_bits is not None else _bits_for_size(job.path)
+    with job.phases.timed("fetch"):
+        count = _scan(db, job, bits)
+    usable = layout is not None and job.feed.layout == signature and job.feed.line_bits == bits
+    delta = _diff(db, job.feed, bits) if usable else None
+    if delta is not None and layout is not None:
+        change = _apply_delta(db, job, layout, delta)
+    else:
+        change = _apply_full(db, job)
+    if not change.held:
+        _keep_index(db, job.feed, signature, bits, _bits_for_lines(count))
+    return change
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def _scan(db: sqlite3.Connection, job: LineFeed, bits: int) -> int:
+    """Hash every line into ``scan`` (bucket, blob) rows; returns the line count."""
+    parts = [array("Q") for _ in range(1 << bits)]
+    routes = [part.append for part in parts]
+    shift = 64 - bits
+    held = 0
+    count = 0
+    with open_body(job.path, job.feed.name) as stream:
+        for batch in physical_lines(stream, job.feed.name):
+            count += len(batch)
+            if bits == 0:
+                parts[0].extend(map(hash_line, batch))
+            else:
+                for digest in map(hash_line, batch):
+                    routes[digest >> shift](digest)
+            held += len(batch)
+            if held >= SPILL:
+                _spill(db, parts)
+                held = 0
+    _spill(db, parts)
+    return count
+
+
+def _spill(db: sqlite3.Connection, parts: list[array[int]]) -> None:
+    db.executemany(
+        "INSERT INTO scan (bucket, hashes) VALUES (?, ?)",
+        [(bucket, part.tobytes()) for bucket, part in enumerate(parts) if part],
+    )
+    for part in parts:
+        del part[:]
+
+
+def _bucket(db: sqlite3.Connection, table: str, where: str, params: tuple[int, ...]) -> array[int]:
+    hashes = array("Q")
+    for (blob,) in db.execute(f"SELECT hashes FROM {table} WHERE {where}", params):
+        hashes.frombytes(blob)
+    return hashes
+
+
+@dataclass(frozen=True, slots=True)
+class _Delta:
+    added: set[int]
+    removed: int
+
+
+def _diff(db: sqlite3.Connection, feed: FeedRow, bits: int) -> _Delta | None:
+    """Compare the scan with the feed's index, bucket by bucket: the added
+    hashes in memory, the removed ones into ``gone_lines``; None when so many
+    lines are new that a full read is as cheap."""
+    added: set[int] = set()
+    removed = 0
+    for bucket in range(1 << bits):
+        scanned = _bucket(db, "scan", "bucket = ?", (bucket,))
+        new = set(scanned)
+        if len(new) != len(scanned):
+            # Lines repeated verbatim: each copy counts (as a duplicate or an invalid row).
+            db.executemany(
+                "INSERT INTO repeats VALUES (?, ?)",
+                [(to_sql(h), n) for h, n in Counter(scanned).items() if n > 1],
+            )
+        del scanned
+        old = _bucket(db, "line_index", "feed_id = ? AND bucket = ?", (feed.id, bucket))
+        gone = [to_sql(digest) for digest in old if digest not in new]
+        db.executemany("INSERT OR IGNORE INTO gone_lines VALUES (?)", ((g,) for g in gone))
+        removed += len(gone)
+        new.difference_update(old)
+        added |= new
+        if len(added) > MAX_REREAD:
+            return None
+    return _Delta(added, removed)
+
+
+def _batches(
+    job: LineFeed, items: Iterable[Record | Invalid]
+) -> Iterator[list[Indicator | Invalid]]:
+    """Records read and normalized a batch at a time, each step timed."""
+    stream = iter(items)
+    while True:
+        with job.phases.timed("fetch"):
+            batch = list(islice(stream, BATCH))
+        if not batch:
+            return
+        with job.phases.timed("normalize"):
+            yield [
+                normalize(item, job.static_tags) if isinstance(item, Record) else item
+                for item in batch
+            ]
+
+
+def _read_changed(db: sqlite3.Connection, job: LineFeed, items: Iterable[Record | Invalid]) -> None:
+    """Stage re-read lines into ``parsed``, one row per line hash (its first line)."""
+    for batch in _batches(job, items):
+        with job.phases.timed("store"):
+            db.executemany(
+                "INSERT OR IGNORE INTO parsed VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [_parsed_row(item, job.on_invalid) for item in batch],
+            )
+
+
+def _parsed_row(
+    item: Indicator | Invalid, on_invalid: Callable[[Invalid], None]
+) -> tuple[object, ...]:
+    digest = to_sql(item.line_hash or 0)
+    if isinstance(item, Invalid):
+        on_invalid(item)
+        return (digest, item.line, None, None, None, None, None, None, None, item.reason)
+    return (digest, item.line, *encode(item)[:7], None)
+
+
+def _read_all(
+    db: sqlite3.Connection, job: LineFeed, items: Iterable[Record | Invalid], reasons: Counter[str]
+) -> int:
+    """Stage every record (the first line naming a key wins), and the lines
+    that are no row's source into ``parsed``; returns how many records were valid."""
+    valid = 0
+    for batch in _batches(job, items):
+        with job.phases.timed("store"):
+            rows = []
+            for item in batch:
+                if isinstance(item, Invalid):
+                    reasons[item.reason] += 1
+                    db.execute(
+                        "INSERT OR IGNORE INTO parsed (hash, line, reason) VALUES (?, ?, ?)",
+                        (to_sql(item.line_hash or 0), item.line, item.reason),
+                    )
+                    job.on_invalid(item)
+                else:
+                    rows.append(encode(item))
+            valid += len(rows)
+            before = db.total_changes
+            db.executemany("INSERT OR IGNORE INTO stage VALUES (?,?,?,?,?,?,?,?)", rows)
+            if db.total_changes - before < len(rows):
+                _note_duplicates(db, rows)
+    return valid
+
+
+def _note_duplicates(db: sqlite3.Connection, rows: list[Row]) -> None:
+    for row in rows:
+        key, line = row[0], row[7]
+        (first,) = db.execute("SELECT line FROM stage WHERE key = ?", (key,)).fetchone()
+        if first != line:
+            db.execute("INSERT OR IGNORE INTO parsed (hash, key) VALUES (?, ?)", (line, key))
+
+
+# -- applying --------------------------------------------------------------------------------
+
+
+def _apply_delta(db: sqlite3.Connection, job: LineFeed, layout: Layout, delta: _Delta) -> Change:
+    feed = job.feed
+    params = {"feed": feed.id}
+    with job.phases.timed("store"):
+        db.execute(
+            "INSERT OR IGNORE INTO touched SELECT s.key FROM gone_lines g"
+            " JOIN snapshot s ON s.feed_id = :feed AND s.line = g.hash",
+            params,
+        )
+        db.execute(
+            "INSERT OR IGNORE INTO touched SELECT key FROM lines"
+            " WHERE feed_id = :feed AND key IS NOT NULL",
+            params,
+        )
+        reread = set(delta.added)
+        reread.update(from_sql(h) for (h,) in db.execute(_REMAINING_OF_TOUCHED, params))
+    _reread(db, job, layout, reread)
+    with job.phases.timed("store"):
+        # A new line naming a key one unchanged line named: which comes first decides.
+        rivals = {from_sql(h) for (h,) in db.execute(_RIVALS, params)}
+    if rivals:
+        _reread(db, job, layout, rivals)
+    with job.phases.timed("store"):
+        db.execute("INSERT OR IGNORE INTO touched SELECT key FROM parsed WHERE key IS NOT NULL")
+        db.execute(_WINNERS)
+        counts = _delta_counts(db, feed)
+        guard = Guard(job.max_delete_ratio, job.force, _DELTA_KEYS, "delta")
+        change = guarded(db, feed, counts, counts.fetched, guard, validators=job.validators)
+        if not change.held:
+            _keep_lines(
+                db,
+                feed,
+                "DELETE FROM lines WHERE feed_id = :feed AND"
+                " (hash IN (SELECT hash FROM gone_lines) OR key IN (SELECT key FROM touched))",
+            )
+    return change
+
+
+def _reread(db: sqlite3.Connection, job: LineFeed, layout: Layout, wanted: set[int]) -> None:
+    with open_body(job.path, job.feed.name) as stream:
+        _read_changed(db, job, parse_selected(stream, layout, wanted, job.feed.name))
+
+
+def _delta_counts(db: sqlite3.Connection, feed: FeedRow) -> Change:
+    params = {"feed": feed.id}
+    added = db.execute(
+        "SELECT count(*) FROM stage t WHERE NOT EXISTS"
+        " (SELECT 1 FROM snapshot s WHERE s.feed_id = :feed AND s.key = t.key)",
+        params,
+    ).fetchone()[0]
+    removed = db.execute(_GONE_KEYS_COUNT, params).fetchone()[0]
+    reasons: Counter[str] = Counter()
+    for reason, count in db.execute(_INVALID_COUNTS, params):
+        reasons[reason] += count
+    duplicates = sum(db.execute(_DUPLICATE_COUNTS, params).fetchone())
+    return Change(
+        fetched=feed.indicators + added - removed,
+        invalid=sum(reasons.values()),
+        invalid_reasons=dict(reasons),
+        duplicates=duplicates,
+        removed=removed,
+        before=feed.indicators,
+    )
+
+
+def _apply_full(db: sqlite3.Connection, job: LineFeed) -> Change:
+    """Read every line, as for any source, and rebuild the ``lines`` table."""
+    reasons: Counter[str] = Counter()
+    with open_body(job.path, job.feed.name) as stream:
+        valid = _read_all(db, job, parse_csv(stream, job.options, job.feed.name), reasons)
+    feed = job.feed
+    params = {"feed": feed.id}
+    with job.phases.timed("store"):
+        total = db.execute("SELECT count(*) FROM stage").fetchone()[0]
+        removed = db.execute(
+            "SELECT count(*) FROM snapshot s WHERE s.feed_id = :feed"
+            " AND NOT EXISTS (SELECT 1 FROM stage t WHERE t.key = s.key)",
+            params,
+        ).fetchone()[0]
+        change = Change(
+            fetched=total,
+            invalid=sum(reasons.values()),
+            invalid_reasons=dict(reasons),
+            duplicates=valid - total,
+            removed=removed,
+            before=feed.indicators,
+        )
+        guard = Guard(job.max_delete_ratio, job.force, FULL_KEYS, "replace")
+        change = guarded(db, feed, change, total, guard, validators=job.validators)
+        if not change.held:
+            _keep_lines(db, feed, "DELETE FROM lines WHERE feed_id = :feed")
+    return change
+
+
+def _keep_lines(db: sqlite3.Connection, feed: FeedRow, clear: str) -> None:
+    """Bring snapshot rows' source lines and the ``lines`` table up to date."""
+    params = {"feed": feed.id}
+    db.execute(
+        "UPDATE snapshot AS s SET line = t.line FROM stage t WHERE s.feed_id = :feed"
+        " AND t.key = s.key AND t.line IS NOT s.line",
+        params,
+    )
+    db.execute(clear, params)
+    db.execute(_KEEP_PARSED_LINES, params)
+
+
+def _keep_index(
+    db: sqlite3.Connection, feed: FeedRow, signature: str | None, bits: int, wanted_bits: int
+) -> None:
+    """The scan becomes the feed's index, re-bucketed when the feed's size asks for it."""
+    db.execute("DELETE FROM line_index WHERE feed_id = ?", (feed.id,))
+    if wanted_bits <= bits:
+        merge = 1 << (bits - wanted_bits)
+        for bucket in range(1 << wanted_bits):
+            span = (bucket * merge, (bucket + 1) * merge)
+            _store_bucket(db, feed, bucket, _bucket(db, "scan", "bucket >= ? AND bucket < ?", span))
+    else:
+        shift = 64 - wanted_bits
+        for old in range(1 << bits):
+            split: dict[int, array[int]] = {}
+            for digest in _bucket(db, "scan", "bucket = ?", (old,)):
+                split.setdefault(digest >> shift, array("Q")).append(digest)
+            for bucket, hashes in split.items():
+                _store_bucket(db, feed, bucket, hashes)
+    db.execute(
+        "UPDATE feeds SET layout = ?, line_bits = ? WHERE id = ?",
+        (signature, wanted_bits, feed.id),
+    )
+
+
+def _store_bucket(db: sqlite3.Connection, feed: FeedRow, bucket: int, hashes: array[int]) -> None:
+    if hashes:
+        db.execute(
+            "INSERT INTO line_index (feed_id, bucket, hashes) VALUES (?, ?, ?)",
+            (feed.id, bucket, hashes.tobytes()),
+        )
+
+
+def forget_lines(db: sqlite3.Connection, feed: FeedRow) -> None:
+    """Drop the line index of a feed applied some other way: it no longer matches."""
+    db.execute("DELETE FROM line_index WHERE feed_id = ?", (feed.id,))
+    db.execute("DELETE FROM lines WHERE feed_id = ?", (feed.id,))
+    db.execute("UPDATE feeds SET layout = NULL, line_bits = NULL WHERE id = ?", (feed.id,))
+
+
+def _signature(layout: Layout | None, static_tags: tuple[str, ...]) -> str | None:
+    if layout is None:
+        return None
+    return f"{layout.signature}:{VERSION}:{','.join(static_tags)}"
+
+
+def _bits_for_size(path: Path) -> int:
+    # A first guess from the size (32 bytes a line); the index is re-bucketed once applied.
+    return _bits_for_lines(path.stat().st_size // 32)
+
+
+def _bits_for_lines(lines: int) -> int:
+    return max(0, math.ceil(math.log2(max(lines, 1) / BUCKET)))
+
+
+def _line_tables(db: sqlite3.Connection) -> None:
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS scan (bucket INTEGER, hashes BLOB)")
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS gone_lines (hash INTEGER PRIMARY KEY)")
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS touched (key TEXT PRIMARY KEY) WITHOUT ROWID")
+    db.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS parsed (hash INTEGER PRIMARY KEY, line INTEGER,"
+        " key TEXT, value TEXT, kind TEXT, context TEXT, tags TEXT, digest INTEGER,"
+        " expires REAL, reason TEXT)"
+    )
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS repeats (hash INTEGER PRIMARY KEY, n INTEGER)")
+    for table in ("scan", "gone_lines", "touched", "parsed", "repeats"):
+        db.execute(f"DELETE FROM {table}")
+
+
+# Lines still in the body that name a touched key: re-read, one of them may now win.
+_REMAINING_OF_TOUCHED = (
+    "SELECT s.line FROM touched t JOIN snapshot s ON s.feed_id = :feed AND s.key = t.key"
+    " WHERE s.line IS NOT NULL AND s.line NOT IN (SELECT hash FROM gone_lines)"
+    " UNION SELECT l.hash FROM touched t JOIN lines l ON l.feed_id = :feed AND l.key = t.key"
+    " WHERE l.hash NOT IN (SELECT hash FROM gone_lines)"
+)
+# The unchanged line behind a snapshot row whose key a re-read line also names.
+_RIVALS = (
+    "SELECT DISTINCT s.line FROM parsed p JOIN snapshot s ON s.feed_id = :feed AND s.key = p.key"
+    " WHERE p.key NOT IN (SELECT key FROM touched) AND s.line IS NOT NULL"
+    " AND s.line NOT IN (SELECT hash FROM parsed)"
+    " AND s.line NOT IN (SELECT hash FROM gone_lines)"
+)
+# For every key, the first line that names it.
+_WINNERS = (
+    "INSERT INTO stage (key, value, kind, context, tags, digest, expires, line)"
+    " SELECT key, value, kind, context, tags, digest, expires, hash FROM"
+    " (SELECT *, row_number() OVER (PARTITION BY key ORDER BY line) AS rank"
+    "  FROM parsed WHERE key IS NOT NULL) WHERE rank = 1"
+)
+_GONE_KEYS_COUNT = (
+    "SELECT count(*) FROM touched t WHERE NOT EXISTS (SELECT 1 FROM stage s WHERE s.key = t.key)"
+    " AND EXISTS (SELECT 1 FROM snapshot s WHERE s.feed_id = :feed AND s.key = t.key)"
+)
+# The lines that are no snapshot row's source: duplicates of a key and invalid lines.
+_KEEP_PARSED_LINES = (
+    "INSERT OR REPLACE INTO lines (feed_id, hash, key, reason)"
+    " SELECT :feed, p.hash, p.key, p.reason FROM parsed p WHERE p.reason IS NOT NULL"
+    " OR (p.key IS NOT NULL AND NOT EXISTS"
+    "     (SELECT 1 FROM stage t WHERE t.key = p.key AND t.line = p.hash))"
+)
+# Invalid rows after the change: kept invalid lines and new ones, each copy of a line.
+_INVALID_COUNTS = (
+    "SELECT i.reason, sum(coalesce(r.n, 1)) FROM"
+    " (SELECT hash, reason FROM lines WHERE feed_id = :feed AND reason IS NOT NULL"
+    "  AND hash NOT IN (SELECT hash FROM gone_lines)"
+    "  UNION ALL SELECT hash, reason FROM parsed WHERE reason IS NOT NULL) i"
+    " LEFT JOIN repeats r ON r.hash = i.hash GROUP BY i.reason"
+)
+# Rows naming a key an earlier row named: lines that lost to another, and the extra
+# copies of lines that won.
+_DUPLICATE_COUNTS = (
+    "SELECT (SELECT coalesce(sum(coalesce(r.n, 1)), 0) FROM parsed p"
+    "  LEFT JOIN repeats r ON r.hash = p.hash WHERE p.key IS NOT NULL"
+    "  AND NOT EXISTS (SELECT 1 FROM stage t WHERE t.key = p.key AND t.line = p.hash)),"
+    " (SELECT coalesce(sum(r.n - 1), 0) FROM repeats r"
+    "  WHERE EXISTS (SELECT 1 FROM stage t WHERE t.line = r.hash)"
+    "  OR EXISTS (SELECT 1 FROM snapshot s WHERE s.feed_id = :feed AND s.line = r.hash"
+    "  AND s.key NOT IN (SELECT key FROM touched)))"
+)
+# What identifies a held change: the keys it removes and adds.
+_DELTA_KEYS = (
+    "SELECT '-' || t.key FROM touched t"
+    " WHERE NOT EXISTS (SELECT 1 FROM stage s WHERE s.key = t.key)"
+    " AND EXISTS (SELECT 1 FROM snapshot s WHERE s.feed_id = :feed AND s.key = t.key)"
+    " UNION ALL SELECT '+' || t.key FROM stage t WHERE NOT EXISTS"
+    " (SELECT 1 FROM snapshot s WHERE s.feed_id = :feed AND s.key = t.key) ORDER BY 1"
+)
