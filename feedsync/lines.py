@@ -19,6 +19,7 @@ many lines are new that a full read is as cheap.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sqlite3
 from array import array
@@ -90,9 +91,10 @@ def replace_lines(db: sqlite3.Connection, job: LineFeed) -> Change:
     usable = layout is not None and job.feed.layout == signature and job.feed.line_bits == bits
     delta = _diff(db, job.feed, bits) if usable else None
     if delta is not None and layout is not None:
-        change = _apply_delta(db, job, layout, delta)
+        change, read = _apply_delta(db, job, layout, delta)
     else:
-        change = _apply_full(db, job)
+        change, read = _apply_full(db, job), count
+    change = dataclasses.replace(change, lines=count, lines_read=read)
     if not change.held:
         _keep_index(db, job.feed, signature, bits, _bits_for_lines(count))
     return change
@@ -248,13 +250,15 @@ def _note_duplicates(db: sqlite3.Connection, rows: list[Row]) -> None:
 # -- applying --------------------------------------------------------------------------------
 
 
-def _apply_delta(db: sqlite3.Connection, job: LineFeed, layout: Layout, delta: _Delta) -> Change:
+def _apply_delta(
+    db: sqlite3.Connection, job: LineFeed, layout: Layout, delta: _Delta
+) -> tuple[Change, int]:
     feed = job.feed
     params = {"feed": feed.id}
     with job.phases.timed("store"):
         db.execute(
             "INSERT OR IGNORE INTO touched SELECT s.key FROM gone_lines g"
-            " JOIN snapshot s ON s.feed_id = :feed AND s.line = g.hash",
+            " CROSS JOIN snapshot s ON s.feed_id = :feed AND s.line = g.hash",
             params,
         )
         db.execute(
@@ -283,7 +287,7 @@ def _apply_delta(db: sqlite3.Connection, job: LineFeed, layout: Layout, delta: _
                 "DELETE FROM lines WHERE feed_id = :feed AND"
                 " (hash IN (SELECT hash FROM gone_lines) OR key IN (SELECT key FROM touched))",
             )
-    return change
+    return change, len(reread) + len(rivals)
 
 
 def _reread(db: sqlite3.Connection, job: LineFeed, layout: Layout, wanted: set[int]) -> None:
@@ -346,8 +350,9 @@ def _keep_lines(db: sqlite3.Connection, feed: FeedRow, clear: str) -> None:
     """Bring snapshot rows' source lines and the ``lines`` table up to date."""
     params = {"feed": feed.id}
     db.execute(
-        "UPDATE snapshot AS s SET line = t.line FROM stage t WHERE s.feed_id = :feed"
-        " AND t.key = s.key AND t.line IS NOT s.line",
+        "UPDATE snapshot SET line = (SELECT t.line FROM stage t WHERE t.key = snapshot.key)"
+        " WHERE feed_id = :feed AND key IN (SELECT key FROM stage)"
+        " AND line IS NOT (SELECT t.line FROM stage t WHERE t.key = snapshot.key)",
         params,
     )
     db.execute(clear, params)
@@ -424,14 +429,15 @@ def _line_tables(db: sqlite3.Connection) -> None:
 
 # Lines still in the body that name a touched key: re-read, one of them may now win.
 _REMAINING_OF_TOUCHED = (
-    "SELECT s.line FROM touched t JOIN snapshot s ON s.feed_id = :feed AND s.key = t.key"
+    "SELECT s.line FROM touched t CROSS JOIN snapshot s ON s.feed_id = :feed AND s.key = t.key"
     " WHERE s.line IS NOT NULL AND s.line NOT IN (SELECT hash FROM gone_lines)"
-    " UNION SELECT l.hash FROM touched t JOIN lines l ON l.feed_id = :feed AND l.key = t.key"
+    " UNION SELECT l.hash FROM touched t CROSS JOIN lines l ON l.feed_id = :feed AND l.key = t.key"
     " WHERE l.hash NOT IN (SELECT hash FROM gone_lines)"
 )
 # The unchanged line behind a snapshot row whose key a re-read line also names.
 _RIVALS = (
-    "SELECT DISTINCT s.line FROM parsed p JOIN snapshot s ON s.feed_id = :feed AND s.key = p.key"
+    "SELECT DISTINCT s.line FROM parsed p"
+    " CROSS JOIN snapshot s ON s.feed_id = :feed AND s.key = p.key"
     " WHERE p.key NOT IN (SELECT key FROM touched) AND s.line IS NOT NULL"
     " AND s.line NOT IN (SELECT hash FROM parsed)"
     " AND s.line NOT IN (SELECT hash FROM gone_lines)"

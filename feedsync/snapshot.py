@@ -40,6 +40,8 @@ class Change:
     before: int = 0
     held: bool = False
     held_reason: str | None = None
+    lines: int = 0  # lines in the body, for sources read line by line
+    lines_read: int = 0  # of which parsed and normalized (lines.py reads only changed ones)
 
 
 def digest64(data: bytes) -> int:
@@ -320,7 +322,7 @@ def _apply(
         params,
     ).fetchone()[0]
     changed = db.execute(
-        "SELECT count(*) FROM stage t JOIN snapshot s ON s.feed_id = :feed AND s.key = t.key"
+        "SELECT count(*) FROM stage t CROSS JOIN snapshot s ON s.feed_id = :feed AND s.key = t.key"
         " WHERE s.digest != t.digest",
         params,
     ).fetchone()[0]
@@ -359,6 +361,5 @@ def _apply(
             feed.id,
         ),
     )
-    db.execute("DELETE FROM stage")
-    db.execute("DELETE FROM gone")
+    # The stage stays until the next change empties it: line bookkeeping reads it.
     return added, changed

@@ -1,0 +1,257 @@
+"""Line-level diffs: reading only the changed lines of a CSV body gives exactly
+what reading all of it gives (snapshot, lines, counts), and marks exactly the
+values whose content changed."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from feedsync import lines
+from feedsync.csvfeed import CsvOptions
+from feedsync.fetch import Validators
+from feedsync.lines import LineFeed, replace_lines
+from feedsync.snapshot import Change
+from feedsync.store import Store
+
+OPTIONS = CsvOptions(indicator="indicator", context=(("status", "status"),), tags_field="tags")
+HEADER = b"# indicator,status,tags"
+# A fixed first row: a comment before it would be taken for the header.
+FIRST = b'"first.example","online",""'
+VALUES = (
+    "a.example",
+    "www.a.example",
+    "http://a.example/",
+    "b.example",
+    "http://b.example/x",
+    "1.2.3.4",
+    "1.2.3.4:80",
+    "d41d8cd98f00b204e9800998ecf8427e",
+    "not a value",
+    "",
+    "c.example",
+    "hxxp://c[.]example",
+)
+LINE = st.one_of(
+    st.builds(
+        lambda value, status, tags: f'"{value}","{status}","{tags}"'.encode(),
+        st.sampled_from(VALUES),
+        st.sampled_from(("online", "offline")),
+        st.sampled_from(("", "x", "x,y", "None")),
+    ),
+    st.sampled_from((b"# a comment", b"", b"\xff\xfe not utf-8", b"e.example", b'"f.example')),
+)
+
+
+class Feed:
+    """One feed in its own store, fed bodies one after the other."""
+
+    def __init__(self, directory: Path, name: str = "feed") -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.store = Store.open(str(directory / "state.db"))
+        self.body = directory / "body.csv"
+        self.name = name
+
+    def apply(
+        self, body: list[bytes], *, ratio: float = 1.0, force: bool = False, header: bytes = HEADER
+    ) -> Change:
+        self.body.write_bytes(b"\n".join([header, FIRST, *body]) + b"\n")
+        row = self.store.feed(self.name, "S")
+        job = LineFeed(
+            feed=row,
+            path=self.body,
+            options=OPTIONS,
+            static_tags=("STATIC",),
+            validators=Validators(sha256="x"),
+            max_delete_ratio=ratio,
+            force=force,
+            on_invalid=lambda _invalid: None,
+        )
+        with self.store.transaction() as db:
+            return replace_lines(db, job)
+
+    def state(self) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+        db = self.store.db
+        snapshot = db.execute(
+            "SELECT key, value, kind, context, tags, digest, expires, line FROM snapshot"
+            " ORDER BY key"
+        ).fetchall()
+        kept = db.execute("SELECT hash, key, reason FROM lines ORDER BY hash").fetchall()
+        return [tuple(r) for r in snapshot], [tuple(r) for r in kept]
+
+    def dirty(self) -> set[str]:
+        return {r[0] for r in self.store.db.execute("SELECT value FROM dirty")}
+
+    def clear_dirty(self) -> None:
+        with self.store.transaction() as db:
+            db.execute("DELETE FROM dirty")
+
+    def close(self) -> None:
+        self.store.close()
+
+
+@pytest.fixture
+def feeds(tmp_path: Path) -> Iterator[Iterator[Feed]]:
+    made: list[Feed] = []
+
+    def make() -> Iterator[Feed]:
+        for number in itertools.count():
+            feed = Feed(tmp_path / f"f{len(made)}-{number}")
+            made.append(feed)
+            yield feed
+
+    yield make()
+    for feed in made:
+        feed.close()
+
+
+def counts(change: Change) -> tuple[object, ...]:
+    return (
+        change.fetched,
+        change.invalid,
+        change.invalid_reasons,
+        change.duplicates,
+        change.removed,
+        change.added,
+        change.changed,
+        change.held,
+    )
+
+
+def check_same_as_full_read(feeds: Iterator[Feed], first: list[bytes], second: list[bytes]) -> int:
+    """Apply ``first`` then ``second`` to one feed, ``second`` alone to another;
+    returns how many lines the second read parsed."""
+    diffed, fresh = next(feeds), next(feeds)
+    before = diffed.apply(first)
+    assert before.lines_read == before.lines, "a first body is read whole"
+    diffed.clear_dirty()
+    old_rows = {row[1]: row[5] for row in diffed.state()[0]}
+    change = diffed.apply(second)
+    whole = fresh.apply(second)
+    assert diffed.state() == fresh.state()
+    assert counts(change)[:4] == counts(whole)[:4]
+    new_rows = {row[1]: row[5] for row in diffed.state()[0]}
+    changed = {v for v in old_rows.keys() | new_rows.keys() if old_rows.get(v) != new_rows.get(v)}
+    assert diffed.dirty() == changed, "exactly the values whose content changed are marked"
+    assert (change.removed, change.added, change.changed) == (
+        len(old_rows.keys() - new_rows.keys()),
+        len(new_rows.keys() - old_rows.keys()),
+        len({v for v in old_rows.keys() & new_rows.keys() if old_rows[v] != new_rows[v]}),
+    )
+    return change.lines_read
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    first=st.lists(LINE, max_size=25),
+    edits=st.lists(
+        st.tuples(st.sampled_from(("drop", "add", "replace", "swap")), st.integers(0, 30), LINE),
+        max_size=8,
+    ),
+)
+def test_a_diffed_body_equals_a_full_read(
+    feeds: Iterator[Feed], first: list[bytes], edits: list[tuple[str, int, bytes]]
+) -> None:
+    second = list(first)
+    for op, at, line in edits:
+        where = at % (len(second) + 1)
+        if op == "add":
+            second.insert(where, line)
+        elif second and where < len(second):
+            if op == "drop":
+                del second[where]
+            elif op == "replace":
+                second[where] = line
+            else:
+                other = (where * 7 + 3) % len(second)
+                second[where], second[other] = second[other], second[where]
+    check_same_as_full_read(feeds, first, second)
+
+
+def rows(count: int, start: int = 0, status: str = "online") -> list[bytes]:
+    return [f'"host{n}.example","{status}","t{n % 3}"'.encode() for n in range(start, count)]
+
+
+def test_a_one_percent_change_reads_about_one_percent(feeds: Iterator[Feed]) -> None:
+    first = rows(2000)
+    second = rows(2000)
+    second[500:510] = rows(510, 500, status="offline")
+    del second[100:110]
+    second.extend(rows(2010, 2000))
+    read = check_same_as_full_read(feeds, first, second)
+    assert read == 20, "the 10 updated and 10 added lines, nothing else"
+
+
+def test_a_line_that_names_a_key_again_competes_by_position(feeds: Iterator[Feed]) -> None:
+    # Two spellings of one URL: the first line wins, whichever was there before.
+    first = [b'"http://a.example/","online",""', b'"b.example","online",""']
+    check_same_as_full_read(feeds, first, [b'"www.a.example","offline",""', *first])
+    check_same_as_full_read(feeds, first, [*first, b'"www.a.example","offline",""'])
+    check_same_as_full_read(feeds, [*first, b'"a.example","offline",""'], first[1:])
+    moved = [b'"a.example","offline",""', b'"http://a.example/","online",""']
+    check_same_as_full_read(feeds, moved, moved[::-1])
+
+
+def test_repeated_lines_count_every_copy(feeds: Iterator[Feed]) -> None:
+    bad = b'"not a value","online",""'
+    first = [bad, bad, b'"a.example","online",""', b'"a.example","online",""']
+    second = [*first, bad, b"z.example"]
+    check_same_as_full_read(feeds, first, second)
+    feed = next(feeds)
+    feed.apply(first)
+    change = feed.apply(second)
+    assert (change.invalid, change.duplicates) == (3, 1)
+
+
+@pytest.mark.parametrize("bucket", [1, 4, 64])
+def test_buckets_split_and_merge_as_the_feed_grows_and_shrinks(
+    feeds: Iterator[Feed], monkeypatch: pytest.MonkeyPatch, bucket: int
+) -> None:
+    monkeypatch.setattr(lines, "BUCKET", bucket)
+    small, big = rows(40), rows(400)
+    check_same_as_full_read(feeds, small, big)
+    check_same_as_full_read(feeds, big, small + rows(45, 40))
+    feed = next(feeds)
+    feed.apply(big)
+    bits = feed.store.db.execute("SELECT line_bits FROM feeds").fetchone()[0]
+    assert 1 << bits >= 400 // bucket, "a bucket holds about BUCKET lines"
+
+
+def test_many_new_lines_are_read_in_full(
+    feeds: Iterator[Feed], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lines, "MAX_REREAD", 50)
+    second = rows(300, status="offline")
+    assert check_same_as_full_read(feeds, rows(300), second) == len(second) + 2
+
+
+def test_a_new_layout_is_read_in_full(feeds: Iterator[Feed]) -> None:
+    feed = next(feeds)
+    feed.apply(rows(50))
+    assert feed.apply(rows(50, status="offline")).lines_read == 50
+    moved = b"# indicator,reporter,status,tags"
+    change = feed.apply(rows(50, status="offline"), header=moved)
+    assert change.lines_read == 52, "the status column moved: every line reads differently"
+    assert change.changed == 51, "the fixed first row too"
+    assert feed.apply(rows(51, status="offline"), header=moved).lines_read == 1
+
+
+def test_a_held_shrink_keeps_the_index(feeds: Iterator[Feed]) -> None:
+    feed = next(feeds)
+    feed.apply(rows(100))
+    index = feed.store.db.execute("SELECT hashes FROM line_index").fetchall()
+    held = feed.apply(rows(10), ratio=0.5)
+    assert held.held
+    assert feed.store.db.execute("SELECT hashes FROM line_index").fetchall() == index
+    again = feed.apply(rows(10), ratio=0.5)
+    assert not again.held and again.removed == 90, "the same change a second time stands"
+    fresh = next(feeds)
+    fresh.apply(rows(10))
+    assert feed.state() == fresh.state()
