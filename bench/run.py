@@ -1,137 +1,247 @@
-"""Benchmark real sync cycles against the emulator: ``python bench/run.py [ROWS] [--churn C]``.
+"""Benchmark real ``feedsync sync`` cycles: ``python bench/run.py [ROWS] [--churn C]``.
 
-Generates a feed of ROWS rows (bench/generate.py), then measures, in one
-process: an initial sync, a steady cycle at the given churn, an unchanged
-cycle, and two baselines on the same file: parse-only (read and split the CSV)
-and a naive full re-upload (PUT every indicator, as whole-file refresh tools
-do). For each it prints wall time, CPU time, peak RSS so far, requests, bytes
-sent, and bytes sent divided by the minimal JSON of the changes.
+Generates a feed of ROWS rows and its next version at the churn
+(bench/generate.py), starts the CyberTrace emulator in its own process, and
+runs ``feedsync sync`` as a separate process for each cycle: an initial sync,
+a steady cycle at the churn, and an unchanged one. Each process is measured
+on its own (wall time, CPU time and peak RSS from the kernel), and its
+``cycle.finished`` log line gives the split by phase (fetch+parse, normalize,
+store+diff, upload); "other" is the rest of the process (interpreter start,
+imports, configuration, state database). Requests and bytes are what the
+cycle sent; "÷min" divides the bytes by the minimal JSON of the changes, as
+the emulator logged them.
+
+Two baselines run on the same file, each in its own process: parse-only
+(read and split the CSV in Python) and a naive full re-upload (send every
+indicator, as whole-file refresh tools do).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import csv
-import resource
+import base64
+import json
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+import generate  # noqa: E402 -- bench/ is not a package
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import generate
-
-from feedsync import config, logs
-from feedsync.emulator import Emulator
-from feedsync.store import Store
-from feedsync.sync import Cycle
-
+USER, PASSWORD = "bench", "bench"
 CONFIG = """\
-cybertrace: {{url: "{url}", username: u, password: p, max_batch_indicators: 20000}}
+cybertrace: {{url: "{url}", username: {user}, password: {password}, max_batch_indicators: 20000}}
 state: {{path: "{state}"}}
 suppliers: {{Bench: {{confidence: 50}}}}
 feeds:
   - {{name: bench, type: csv, url: "{feed}", supplier: Bench, indicator: indicator,
       context: {{status: status, threat: threat}}, tags_field: tags, max_delete_ratio: 1.0}}
 """
+PHASES = (("fetch", "fetch+parse"), ("normalize", "normalize"), ("store", "store+diff"))
 
 
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+@dataclass(slots=True)
+class Measure:
+    """One process: what the kernel says of it, and what it said of itself."""
+
+    wall: float
+    cpu: float
+    peak_mb: float
+    log: dict[str, object] = field(default_factory=dict)
+    out: str = ""
 
 
-async def measure(name: str, work: Callable[[], Awaitable[tuple[int, int, int]]]) -> None:
-    wall, cpu = time.perf_counter(), time.process_time()
-    requests, sent, minimal = await work()
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    ratio = f"{sent / minimal:6.2f}" if minimal else "     -"
-    print(
-        f"{name:<22} {wall:8.2f} {cpu:8.2f} {rss_mb():9.0f} {requests:9d} {sent:13d} {ratio}",
-        flush=True,
-    )
+def measured(argv: list[str]) -> Measure:
+    """Run ``argv`` to completion, measuring it alone (its output goes to files,
+    so that the kernel's accounting of it can be read when it is reaped)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(argv, stdout=out, stderr=err)
+        _pid, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if process.returncode:
+        raise SystemExit(f"{' '.join(argv)} failed ({process.returncode}):\n{stderr}")
+    cpu = usage.ru_utime + usage.ru_stime
+    finished = _last_event(stderr, "cycle.finished")
+    return Measure(wall, cpu, usage.ru_maxrss / 1024, finished, stdout)
 
 
-def parse_only(path: Path) -> int:
-    with path.open(newline="") as handle:
-        return sum(1 for _ in csv.reader(line for line in handle if not line.startswith("#")))
+def _last_event(stderr: str, name: str) -> dict[str, object]:
+    found: dict[str, object] = {}
+    for line in stderr.splitlines():
+        if line.startswith("{"):
+            event = json.loads(line)
+            if event.get("event") == name:
+                found = event
+    return found
 
 
-async def main(argv: list[str] | None = None) -> int:
+class Emulator:
+    """The emulator as a process of its own, and its debug endpoints."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "feedsync.cli",
+                "emulator",
+                "--listen",
+                "127.0.0.1:0",
+                "--user",
+                USER,
+                "--password",
+                PASSWORD,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if "listening on" not in line:
+            raise SystemExit(f"the emulator did not start: {line!r}")
+        self.url = line.split("listening on ", 1)[1].split()[0]
+        token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        self.auth = {"Authorization": f"Basic {token}"}
+
+    def call(self, method: str, path: str) -> object:
+        request = urllib.request.Request(self.url + path, method=method, headers=self.auth)
+        with urllib.request.urlopen(request) as response:
+            return json.loads(response.read())
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("rows", type=int, nargs="?", default=100_000)
     parser.add_argument("--churn", type=float, default=0.01)
     args = parser.parse_args(argv)
-    logs.configure(level="warning", json=True)
     work = Path(tempfile.mkdtemp(prefix="feedsync-bench-"))
+    emulator = Emulator()
     try:
         first, second, feed = work / "v1.csv", work / "v2.csv", work / "feed.csv"
         generate.main([str(args.rows), str(first)])
         generate.main(["0", str(second), "--previous", str(first), "--churn", str(args.churn)])
-        emulator = Emulator(user="u", password="p")
-        url = await emulator.start()
-        loaded = config.parse(CONFIG.format(url=url, state=work / "s.db", feed=feed))
-        store = Store.open(loaded.state.path)
-        print(f"{args.rows} rows, churn {args.churn:.1%}")
-        print(
-            f"{'phase':<22} {'wall s':>8} {'cpu s':>8} {'peak MB':>9} {'requests':>9}"
-            f" {'bytes sent':>13} {'÷min':>6}"
-        )
-
-        async def cycle(version: Path) -> tuple[int, int, int]:
-            shutil.copy(version, feed)
-            emulator.clear_log()
-            _, suppliers = await Cycle(loaded, store).run()
-            sent = suppliers[0].sent
-            return sent.requests, sent.bytes, _minimal(emulator)
-
-        async def parse() -> tuple[int, int, int]:
-            parse_only(second)
-            return 0, 0, 0
-
-        async def naive() -> tuple[int, int, int]:
-            body = (
-                b"["
-                + b",".join(
-                    orjson.dumps(
-                        {"indicator": row[2], "context": {"status": row[3], "threat": row[4]}}
-                    )
-                    for row in csv.reader(
-                        line for line in second.open(newline="") if not line.startswith("#")
-                    )
-                )
-                + b"]"
+        config = work / "feedsync.yaml"
+        config.write_text(
+            CONFIG.format(
+                url=emulator.url, user=USER, password=PASSWORD, state=work / "s.db", feed=feed
             )
-            return 1, len(body), 0
-
-        await measure("parse-only baseline", parse)
-        await measure("initial sync", lambda: cycle(first))
-        await measure("steady cycle", lambda: cycle(second))
-        await measure("unchanged cycle", lambda: cycle(second))
-        await measure("naive full re-upload", naive)
-        store.close()
-        await emulator.stop()
+        )
+        print(f"{args.rows:,} rows, churn {args.churn:.1%}, {second.stat().st_size:,} bytes")
+        print(_row("phase", "wall s", "CPU s", "peak MB", "requests", "bytes sent", "÷min"))
+        parse = measured([sys.executable, str(BENCH / "baseline.py"), "parse", str(second)])
+        _print("parse-only baseline", parse)
+        cycles = {}
+        for name, version in (
+            ("initial sync", first),
+            ("steady cycle", second),
+            ("unchanged cycle", second),
+        ):
+            shutil.copy(version, feed)
+            emulator.call("DELETE", "/emulator/requests")
+            cycles[name] = measured(
+                [
+                    sys.executable,
+                    "-m",
+                    "feedsync.cli",
+                    "--log-format",
+                    "json",
+                    "sync",
+                    "--config",
+                    str(config),
+                ]
+            )
+            minimal = emulator.call("GET", "/emulator/minimal")
+            assert isinstance(minimal, dict)
+            _print_cycle(name, cycles[name], int(minimal["bytes"]))
+        naive = measured(
+            [
+                sys.executable,
+                str(BENCH / "baseline.py"),
+                "naive",
+                str(second),
+                emulator.url,
+                USER,
+                PASSWORD,
+            ]
+        )
+        sent = json.loads(naive.out)
+        _print("naive full re-upload", naive, sent["requests"], sent["bytes"])
+        steady, initial = cycles["steady cycle"], cycles["initial sync"]
+        print(
+            f"steady CPU ÷ parse-only CPU: {steady.cpu / parse.cpu:.2f};"
+            f" initial CPU ÷ naive CPU: {initial.cpu / naive.cpu:.2f}"
+        )
     finally:
+        emulator.stop()
         shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
-def _minimal(emulator: Emulator) -> int:
-    """The minimal JSON of the changes: each changed indicator's body once, in
-    one array per method, as logged by the emulator."""
-    items: dict[tuple[str, str], int] = {}
-    for request in emulator.indicator_requests():
-        for item in request.json if isinstance(request.json, list) else []:
-            items[(request.method, str(item["indicator"]))] = len(orjson.dumps(item))
-    if not items:
-        return 0
-    methods = {method for method, _value in items}
-    return sum(items.values()) + len(items) - len(methods) + 2 * len(methods)
+def _print_cycle(name: str, cycle: Measure, minimal: int) -> None:
+    log = cycle.log
+    sent = int(str(log.get("bytes_sent", 0)))
+    requests = int(str(log.get("requests", 0)))
+    accounted = 0.0
+    for key, label in PHASES:
+        cpu = float(str(log.get(f"{key}_cpu", 0.0)))
+        accounted += cpu
+        print(_row(f"  {label}", f"{float(str(log.get(f'{key}_wall', 0.0))):.2f}", f"{cpu:.2f}"))
+    upload = float(str(log.get("upload_cpu", 0.0)))
+    accounted += upload
+    print(
+        _row(
+            "  upload",
+            f"{float(str(log.get('upload_wall', 0.0))):.2f}",
+            f"{upload:.2f}",
+            "",
+            str(requests),
+            f"{sent:,}",
+            f"{sent / minimal:.2f}" if minimal else "-",
+        )
+    )
+    print(_row("  other (start-up)", "", f"{cycle.cpu - accounted:.2f}"))
+    _print(name, cycle, requests, sent, minimal)
+
+
+def _print(name: str, measure: Measure, requests: int = 0, sent: int = 0, minimal: int = 0) -> None:
+    ratio = f"{sent / minimal:.2f}" if minimal else "-"
+    print(
+        _row(
+            name,
+            f"{measure.wall:.2f}",
+            f"{measure.cpu:.2f}",
+            f"{measure.peak_mb:.0f}",
+            str(requests),
+            f"{sent:,}",
+            ratio,
+        ),
+        flush=True,
+    )
+
+
+def _row(*cells: str) -> str:
+    name, *rest = cells
+    widths = (8, 8, 8, 9, 14, 6)
+    return f"{name:<22}" + "".join(
+        f" {cell:>{width}}" for cell, width in zip(rest, widths, strict=False)
+    )
 
 
 if __name__ == "__main__":
-    raise SystemExit(asyncio.run(main()))
+    raise SystemExit(main())

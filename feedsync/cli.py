@@ -8,8 +8,7 @@ import contextlib
 import sys
 from collections.abc import Sequence
 
-from feedsync import __version__, config, daemon, logs, report
-from feedsync.emulator import serve
+from feedsync import __version__, config, logs, report
 from feedsync.errors import AuthError, ConfigError, FeedsyncError
 from feedsync.sources import source_for
 from feedsync.store import Store
@@ -165,10 +164,15 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Imported by the commands that need them: a `sync` from cron starts faster.
+    from feedsync import daemon  # noqa: PLC0415
+
     return daemon.run(args.config or config.default_path())
 
 
 def _emulator(args: argparse.Namespace) -> int:
+    from feedsync.emulator import serve  # noqa: PLC0415 -- see _run
+
     versions = [v.strip() for v in args.api_versions.split(",") if v.strip()]
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(

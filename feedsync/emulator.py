@@ -29,9 +29,8 @@ counting only live indicators of enabled suppliers of the request's tenant.
 Everything a client sends under ``/api/`` or elsewhere is logged
 (``requests``), and the state can be read (``indicators``, ``supplier``,
 ``tags``) so that tests assert on what CyberTrace received. Outside the API,
-``GET /emulator/state`` (all tenants, suppliers, indicators, tags) and
-``GET /emulator/requests`` (the log: method, path, version, status, bytes)
-need the same credentials and are not logged themselves.
+debug endpoints (``feedsync.emulator_debug``) need the same credentials and
+are not logged themselves.
 
 Faults (``feedsync.faults``) are one middleware in front of the handler.
 """
@@ -55,6 +54,7 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from feedsync import emulator_debug as debug
 from feedsync.emulator_api import (
     BUILTIN,
     DEFAULT_TENANT,
@@ -125,8 +125,7 @@ class Emulator:
         self.url = ""
         self.fault_state: FaultState | None = None
         self.app = web.Application(middlewares=[middleware(self)], client_max_size=PUT_LIMIT + 1)
-        self.app.router.add_get("/emulator/state", self._dump_state)
-        self.app.router.add_get("/emulator/requests", self._dump_requests)
+        debug.route(self)
         self.app.router.add_route("*", "/{path:.*}", self._handle)
         self._runner: web.AppRunner | None = None
 
@@ -190,6 +189,14 @@ class Emulator:
     def clear_log(self) -> None:
         self.requests.clear()
 
+    def authorized(self, request: web.Request) -> bool:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        try:
+            given = base64.b64decode(token.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        return scheme.lower() == "basic" and secrets.compare_digest(given, self._credentials)
+
     def indicator_requests(self, method: str | None = None) -> list[LoggedRequest]:
         """Logged PUT and DELETE requests on ``.../indicators`` (or only ``method``)."""
         methods = (method,) if method else ("PUT", "DELETE")
@@ -241,21 +248,13 @@ class Emulator:
             log.exception("emulator error on %s %s", request.method, request.path)
             status, answer = 500, [{"status": "An error occurred in the emulator"}]
         self._record(request, version, status, body, parsed)
-        return _respond(status, answer)
+        return respond(status, answer)
 
     def _check_headers(self, request: web.Request) -> None:
-        if not self._authorized(request):
+        if not self.authorized(request):
             raise Refusal(401, "Authentication failed")
         if not _accepts_json(request.headers.get("Accept")):
             raise Refusal(406, "Only application/json responses are available")
-
-    def _authorized(self, request: web.Request) -> bool:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        try:
-            given = base64.b64decode(token.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            return False
-        return scheme.lower() == "basic" and secrets.compare_digest(given, self._credentials)
 
     def _record(
         self, request: web.Request, version: str, status: int, body: bytes, parsed: object
@@ -269,46 +268,6 @@ class Emulator:
         )
         if self.log_limit is not None and len(self.requests) > self.log_limit:
             del self.requests[: len(self.requests) - self.log_limit]
-
-    # Debug endpoints
-
-    async def _dump_state(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return _unauthorized()
-        tenants = {
-            tenant: {
-                supplier.name: {
-                    **supplier.info(),
-                    "indicators": {
-                        value: {
-                            "type": found.type,
-                            "context": found.context,
-                            "tags": sorted(found.tags),
-                            "updated": found.updated,
-                        }
-                        for value, found in self.api.live(supplier).items()
-                    },
-                }
-                for supplier in suppliers.values()
-            }
-            for tenant, suppliers in self.api.state.items()
-        }
-        return _respond(200, {"tags": self.tags(), "tenants": tenants})
-
-    async def _dump_requests(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return _unauthorized()
-        summary = [
-            {
-                "method": r.method,
-                "path": r.path,
-                "version": r.version,
-                "status": r.status,
-                "bytes": len(r.body),
-            }
-            for r in self.requests
-        ]
-        return _respond(200, summary)
 
 
 def _split(path: str) -> tuple[str, list[str]]:
@@ -359,12 +318,12 @@ def _array(parsed: object) -> list[Any]:
     return parsed
 
 
-def _respond(status: int, answer: object) -> web.Response:
+def respond(status: int, answer: object) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(answer), content_type="application/json")
 
 
-def _unauthorized() -> web.Response:
-    response = _respond(401, [{"status": "Authentication failed"}])
+def unauthorized() -> web.Response:
+    response = respond(401, [{"status": "Authentication failed"}])
     # Lets a browser ask for the credentials, for the humans these endpoints are for.
     response.headers["WWW-Authenticate"] = 'Basic realm="feedsync CyberTrace emulator"'
     return response

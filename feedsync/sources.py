@@ -16,10 +16,7 @@ from feedsync.config import FeedConfig
 from feedsync.csvfeed import CsvOptions, open_body, parse_csv
 from feedsync.errors import ConfigError
 from feedsync.fetch import Body, Validators, fetch, request_for
-from feedsync.mispapi import MispSource
-from feedsync.mispfeed import MispFeedSource
 from feedsync.model import Invalid, Record, Removal
-from feedsync.taxii import TaxiiSource
 
 
 class Source(Protocol):
@@ -57,12 +54,20 @@ class CsvSource:
 
 def source_for(feed: FeedConfig) -> Source:
     """The source that reads ``feed``."""
+    # The other sources are imported when a feed needs them: STIX patterns take a
+    # parser generator's runtime, which a CSV-only `feedsync sync` need not start.
     if feed.type == "csv":
         return CsvSource(feed)
     if feed.type == "misp_feed":
+        from feedsync.mispfeed import MispFeedSource  # noqa: PLC0415
+
         return MispFeedSource(feed)
     if feed.type == "misp":
+        from feedsync.mispapi import MispSource  # noqa: PLC0415
+
         return MispSource(feed)
     if feed.type == "taxii":
+        from feedsync.taxii import TaxiiSource  # noqa: PLC0415
+
         return TaxiiSource(feed)
     raise ConfigError(f"feeds.{feed.name}.type", f"feed type {feed.type!r} is not supported yet")

@@ -696,6 +696,25 @@ async def test_debug_endpoints(emu: Emulator) -> None:
     assert len(emu.requests) == 1, "the debug endpoints are not logged"
 
 
+async def test_minimal_json_of_the_changes_and_clearing_the_log(emu: Emulator) -> None:
+    emu.add_supplier("S")
+    first = {"indicator": "a.example", "context": {"k": "v"}, "tags": []}
+    second = {"indicator": "a.example", "context": {"k": "w"}, "tags": []}
+    await put(emu, [first, {"indicator": "b.example"}])
+    await put(emu, [second])
+    auth = {"Authorization": AUTH}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(emu.url + "/emulator/minimal", headers=auth) as response:
+            minimal = (await response.json())["bytes"]
+        async with session.delete(emu.url + "/emulator/requests", headers=auth) as response:
+            assert response.status == 200
+        async with session.get(emu.url + "/emulator/minimal", headers=auth) as response:
+            cleared = (await response.json())["bytes"]
+    each = [orjson.dumps(second), orjson.dumps({"indicator": "b.example"})]
+    assert minimal == len(b"[" + b",".join(each) + b"]"), "each value once, its last body"
+    assert cleared == 0 and emu.requests == []
+
+
 # serve()
 
 
