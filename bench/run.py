@@ -90,7 +90,7 @@ def _last_event(stderr: str, name: str) -> dict[str, object]:
 class Emulator:
     """The emulator as a process of its own, and its debug endpoints."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, sink: bool) -> None:
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -103,6 +103,7 @@ class Emulator:
                 USER,
                 "--password",
                 PASSWORD,
+                *(["--sink"] if sink else []),
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -129,9 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("rows", type=int, nargs="?", default=100_000)
     parser.add_argument("--churn", type=float, default=0.01)
+    parser.add_argument(
+        "--sink", action="store_true", help="the emulator keeps no indicator (10M rows and more)"
+    )
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="feedsync-bench-"))
-    emulator = Emulator()
+    emulator = Emulator(sink=args.sink)
     try:
         first, second, feed = work / "v1.csv", work / "v2.csv", work / "feed.csv"
         generate.main([str(args.rows), str(first)])

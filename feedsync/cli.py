@@ -94,6 +94,11 @@ def _parser() -> argparse.ArgumentParser:
     emulator.add_argument(
         "--api-versions", default="1.0,1.1,1.2,1.3", help="comma-separated, e.g. 1.1,1.2"
     )
+    emulator.add_argument(
+        "--sink",
+        action="store_true",
+        help="check indicators but keep none (for benchmarks with millions of them)",
+    )
     emulator.set_defaults(handler=_emulator)
     return parser
 
@@ -176,7 +181,13 @@ def _emulator(args: argparse.Namespace) -> int:
     versions = [v.strip() for v in args.api_versions.split(",") if v.strip()]
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
-            serve(args.listen, user=args.user, password=args.password, api_versions=versions)
+            serve(
+                args.listen,
+                user=args.user,
+                password=args.password,
+                api_versions=versions,
+                sink=args.sink,
+            )
         )
     return EXIT_OK
 

@@ -112,12 +112,13 @@ class Emulator:
         tenants: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
         log_limit: int | None = None,
+        sink: bool = False,
     ) -> None:
         self._credentials = f"{user}:{password}".encode()
         self.versions = tuple(api_versions)
         for version in self.versions:
             version_key(version)
-        self.api = Api(tenants=tenants, clock=clock)
+        self.api = Api(tenants=tenants, clock=clock, sink=sink)
         # The same dict: tests/test_cybertrace.py removes tags through it; prefer delete_tag().
         self._tags = self.api.tags
         self.requests: list[LoggedRequest] = []
@@ -329,14 +330,20 @@ def unauthorized() -> web.Response:
     return response
 
 
-async def serve(listen: str, *, user: str, password: str, api_versions: Sequence[str]) -> None:
+async def serve(
+    listen: str, *, user: str, password: str, api_versions: Sequence[str], sink: bool = False
+) -> None:
     """Run an emulator on ``listen`` (HOST:PORT) until cancelled, SIGINT or SIGTERM."""
     host, _, port = listen.rpartition(":")
     if not port.isdigit():
         raise ValueError(f"listen address {listen!r} is not HOST:PORT")
     # A long-running emulator would otherwise keep every request body it ever received.
     emulator = Emulator(
-        user=user, password=password, api_versions=api_versions, log_limit=SERVE_LOG_LIMIT
+        user=user,
+        password=password,
+        api_versions=api_versions,
+        log_limit=SERVE_LOG_LIMIT,
+        sink=sink,
     )
     url = await emulator.start(host.strip("[]") or "127.0.0.1", int(port))
     stop = asyncio.Event()

@@ -47,7 +47,9 @@ from feedsync.phases import Phases
 from feedsync.snapshot import FULL_KEYS, Change, Guard, Row, encode, guarded, stage_tables
 from feedsync.store import FeedRow
 
-BUCKET = 1 << 20  # lines per bucket: a bucket's set is the largest thing held in memory
+# Lines per bucket: a bucket's sets are what the diff holds in memory, and sets that
+# fit in the CPU's cache compare several times faster than one set of a million.
+BUCKET = 1 << 16
 SPILL = 1 << 20  # hashes held before they go to a temporary table
 MAX_REREAD = 1 << 18  # lines to re-read beyond which the whole body is read
 BATCH = 5000
@@ -415,6 +417,7 @@ def _bits_for_lines(lines: int) -> int:
 
 def _line_tables(db: sqlite3.Connection) -> None:
     db.execute("CREATE TEMP TABLE IF NOT EXISTS scan (bucket INTEGER, hashes BLOB)")
+    db.execute("CREATE INDEX IF NOT EXISTS temp.scan_bucket ON scan (bucket)")
     db.execute("CREATE TEMP TABLE IF NOT EXISTS gone_lines (hash INTEGER PRIMARY KEY)")
     db.execute("CREATE TEMP TABLE IF NOT EXISTS touched (key TEXT PRIMARY KEY) WITHOUT ROWID")
     db.execute(

@@ -303,6 +303,13 @@ _OUTGOING = {
     "patch": "(s.key IN (SELECT key FROM gone)"
     " OR EXISTS (SELECT 1 FROM stage t WHERE t.key = s.key AND t.digest != s.digest))",
 }
+# Of those, the rows whose key goes away (the others are rewritten in place).
+_GONE = {
+    "replace": "NOT EXISTS (SELECT 1 FROM stage t WHERE t.key = s.key)",
+    "delta": "s.key IN (SELECT key FROM touched)"
+    " AND NOT EXISTS (SELECT 1 FROM stage t WHERE t.key = s.key)",
+    "patch": "s.key IN (SELECT key FROM gone)",
+}
 
 
 def _apply(
@@ -337,8 +344,15 @@ def _apply(
         " WHERE s.feed_id = :feed AND s.key = t.key AND s.digest = t.digest)",
         params,
     )
+    db.execute("DELETE FROM snapshot AS s WHERE s.feed_id = :feed AND " + _GONE[mode], params)
+    # Changed rows are rewritten in place: their key, and mostly their value, stay, so
+    # fewer index pages are touched than by deleting and inserting them.
     db.execute(
-        "DELETE FROM snapshot AS s WHERE s.feed_id = :feed AND " + outgoing,
+        "UPDATE snapshot SET (value, kind, context, tags, digest, expires, line) ="
+        " (SELECT value, kind, context, tags, digest, expires, line FROM stage t"
+        "  WHERE t.key = snapshot.key)"
+        " WHERE feed_id = :feed AND key IN (SELECT key FROM stage)"
+        " AND digest != (SELECT t.digest FROM stage t WHERE t.key = snapshot.key)",
         params,
     )
     db.execute(

@@ -267,13 +267,16 @@ class Store:
 
     # Reading for status and metrics
 
-    def counts(self, supplier: str) -> dict[str, int]:
-        """Acknowledged, pending (by op) and rejected counts of a supplier."""
+    def counts(self, supplier: str, *, acked: bool = True) -> dict[str, int]:
+        """Acknowledged (unless ``acked`` is false: it costs a scan of them),
+        pending (by op) and rejected counts of a supplier."""
         db = self.db
         out = {
             "acked": db.execute(
                 "SELECT count(*) FROM acked WHERE supplier = ?", (supplier,)
-            ).fetchone()[0],
+            ).fetchone()[0]
+            if acked
+            else 0,
             "rejected": db.execute(
                 "SELECT count(*) FROM rejected WHERE supplier = ?", (supplier,)
             ).fetchone()[0],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -350,7 +351,9 @@ class Cycle:
             return plan(db, target, resync=resync, refresh=refresh)
 
     async def _finish(self, report: SupplierReport) -> SupplierReport:
-        counts = await self.store.call(self.store.counts, report.supplier)
+        counts = await self.store.call(
+            functools.partial(self.store.counts, report.supplier, acked=False)
+        )
         pending = counts["add"] + counts["update"] + counts["delete"]
         if not self.dry_run:
             metrics.PENDING.labels(report.supplier).set(pending)

@@ -761,3 +761,18 @@ async def test_serve_stops_cleanly_on_a_signal(capsys: pytest.CaptureFixture[str
 async def test_serve_refuses_a_bad_listen_address() -> None:
     with pytest.raises(ValueError, match="HOST:PORT"):
         await serve("localhost", user=USER, password=PASSWORD, api_versions=["1.2"])
+
+
+async def test_a_sink_checks_indicators_and_keeps_none() -> None:
+    emulator = Emulator(user=USER, password=PASSWORD, sink=True)
+    await emulator.start()
+    try:
+        emulator.add_supplier("S")
+        _, answer = await put(emulator, [{"indicator": "a.example"}, {"indicator": "x y"}])
+        assert "Invalid indicator format" in str(answer), "still checked"
+        assert "a.example" not in str(answer)
+        assert emulator.indicators("S") == {}
+        status, answer = await delete(emulator, [{"indicator": "never-sent.example"}])
+        assert status < 300 and "exist" not in str(answer), "nothing held: any delete succeeds"
+    finally:
+        await emulator.stop()
