@@ -20,48 +20,31 @@ many lines are new that a full read is as cheap.
 from __future__ import annotations
 
 import dataclasses
-import math
 import sqlite3
-from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
-from xxhash import xxh3_64_intdigest as hash_line
-
+from feedsync import lineindex
 from feedsync.csvfeed import (
     CsvOptions,
     Layout,
     open_body,
     parse_csv,
     parse_selected,
-    physical_lines,
     read_layout,
 )
 from feedsync.fetch import Validators
+from feedsync.lineindex import from_sql, to_sql
 from feedsync.model import Indicator, Invalid, Record
 from feedsync.normalize import VERSION, normalize
 from feedsync.phases import Phases
 from feedsync.snapshot import FULL_KEYS, Change, Guard, Row, encode, guarded, stage_tables
 from feedsync.store import FeedRow
 
-# Lines per bucket: a bucket's sets are what the diff holds in memory, and sets that
-# fit in the CPU's cache compare several times faster than one set of a million.
-BUCKET = 1 << 16
-SPILL = 1 << 20  # hashes held before they go to a temporary table
-MAX_REREAD = 1 << 18  # lines to re-read beyond which the whole body is read
 BATCH = 5000
-_OFFSET = 1 << 63  # SQLite integers are signed; hashes are not
-
-
-def to_sql(digest: int) -> int:
-    return digest - _OFFSET
-
-
-def from_sql(value: int) -> int:
-    return value + _OFFSET
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,94 +70,24 @@ def replace_lines(db: sqlite3.Connection, job: LineFeed) -> Change:
     with job.phases.timed("fetch"), open_body(job.path, job.feed.name) as stream:
         layout = read_layout(stream, job.options, job.feed.name)
     signature = _signature(layout, job.static_tags)
-    bits = job.feed.line_bits if job.feed.line_bits is not None else _bits_for_size(job.path)
+    bits = job.feed.line_bits
+    if bits is None:
+        bits = lineindex.bits_for_size(job.path)
     with job.phases.timed("fetch"):
-        count = _scan(db, job, bits)
+        count = lineindex.scan(db, job.path, job.feed.name, bits)
     usable = layout is not None and job.feed.layout == signature and job.feed.line_bits == bits
-    delta = _diff(db, job.feed, bits) if usable else None
+    delta = lineindex.diff(db, job.feed, bits) if usable else None
     if delta is not None and layout is not None:
         change, read = _apply_delta(db, job, layout, delta)
     else:
         change, read = _apply_full(db, job), count
     change = dataclasses.replace(change, lines=count, lines_read=read)
     if not change.held:
-        _keep_index(db, job.feed, signature, bits, _bits_for_lines(count))
+        lineindex.keep(db, job.feed, signature, bits, lineindex.bits_for_lines(count))
     return change
 
 
 # -- reading ---------------------------------------------------------------------------------
-
-
-def _scan(db: sqlite3.Connection, job: LineFeed, bits: int) -> int:
-    """Hash every line into ``scan`` (bucket, blob) rows; returns the line count."""
-    parts = [array("Q") for _ in range(1 << bits)]
-    routes = [part.append for part in parts]
-    shift = 64 - bits
-    held = 0
-    count = 0
-    with open_body(job.path, job.feed.name) as stream:
-        for batch in physical_lines(stream, job.feed.name):
-            count += len(batch)
-            if bits == 0:
-                parts[0].extend(map(hash_line, batch))
-            else:
-                for digest in map(hash_line, batch):
-                    routes[digest >> shift](digest)
-            held += len(batch)
-            if held >= SPILL:
-                _spill(db, parts)
-                held = 0
-    _spill(db, parts)
-    return count
-
-
-def _spill(db: sqlite3.Connection, parts: list[array[int]]) -> None:
-    db.executemany(
-        "INSERT INTO scan (bucket, hashes) VALUES (?, ?)",
-        [(bucket, part.tobytes()) for bucket, part in enumerate(parts) if part],
-    )
-    for part in parts:
-        del part[:]
-
-
-def _bucket(db: sqlite3.Connection, table: str, where: str, params: tuple[int, ...]) -> array[int]:
-    hashes = array("Q")
-    for (blob,) in db.execute(f"SELECT hashes FROM {table} WHERE {where}", params):
-        hashes.frombytes(blob)
-    return hashes
-
-
-@dataclass(frozen=True, slots=True)
-class _Delta:
-    added: set[int]
-    removed: int
-
-
-def _diff(db: sqlite3.Connection, feed: FeedRow, bits: int) -> _Delta | None:
-    """Compare the scan with the feed's index, bucket by bucket: the added
-    hashes in memory, the removed ones into ``gone_lines``; None when so many
-    lines are new that a full read is as cheap."""
-    added: set[int] = set()
-    removed = 0
-    for bucket in range(1 << bits):
-        scanned = _bucket(db, "scan", "bucket = ?", (bucket,))
-        new = set(scanned)
-        if len(new) != len(scanned):
-            # Lines repeated verbatim: each copy counts (as a duplicate or an invalid row).
-            db.executemany(
-                "INSERT INTO repeats VALUES (?, ?)",
-                [(to_sql(h), n) for h, n in Counter(scanned).items() if n > 1],
-            )
-        del scanned
-        old = _bucket(db, "line_index", "feed_id = ? AND bucket = ?", (feed.id, bucket))
-        gone = [to_sql(digest) for digest in old if digest not in new]
-        db.executemany("INSERT OR IGNORE INTO gone_lines VALUES (?)", ((g,) for g in gone))
-        removed += len(gone)
-        new.difference_update(old)
-        added |= new
-        if len(added) > MAX_REREAD:
-            return None
-    return _Delta(added, removed)
 
 
 def _batches(
@@ -253,7 +166,7 @@ def _note_duplicates(db: sqlite3.Connection, rows: list[Row]) -> None:
 
 
 def _apply_delta(
-    db: sqlite3.Connection, job: LineFeed, layout: Layout, delta: _Delta
+    db: sqlite3.Connection, job: LineFeed, layout: Layout, delta: lineindex.Delta
 ) -> tuple[Change, int]:
     feed = job.feed
     params = {"feed": feed.id}
@@ -361,43 +274,10 @@ def _keep_lines(db: sqlite3.Connection, feed: FeedRow, clear: str) -> None:
     db.execute(_KEEP_PARSED_LINES, params)
 
 
-def _keep_index(
-    db: sqlite3.Connection, feed: FeedRow, signature: str | None, bits: int, wanted_bits: int
-) -> None:
-    """The scan becomes the feed's index, re-bucketed when the feed's size asks for it."""
-    db.execute("DELETE FROM line_index WHERE feed_id = ?", (feed.id,))
-    if wanted_bits <= bits:
-        merge = 1 << (bits - wanted_bits)
-        for bucket in range(1 << wanted_bits):
-            span = (bucket * merge, (bucket + 1) * merge)
-            _store_bucket(db, feed, bucket, _bucket(db, "scan", "bucket >= ? AND bucket < ?", span))
-    else:
-        shift = 64 - wanted_bits
-        for old in range(1 << bits):
-            split: dict[int, array[int]] = {}
-            for digest in _bucket(db, "scan", "bucket = ?", (old,)):
-                split.setdefault(digest >> shift, array("Q")).append(digest)
-            for bucket, hashes in split.items():
-                _store_bucket(db, feed, bucket, hashes)
-    db.execute(
-        "UPDATE feeds SET layout = ?, line_bits = ? WHERE id = ?",
-        (signature, wanted_bits, feed.id),
-    )
-
-
-def _store_bucket(db: sqlite3.Connection, feed: FeedRow, bucket: int, hashes: array[int]) -> None:
-    if hashes:
-        db.execute(
-            "INSERT INTO line_index (feed_id, bucket, hashes) VALUES (?, ?, ?)",
-            (feed.id, bucket, hashes.tobytes()),
-        )
-
-
 def forget_lines(db: sqlite3.Connection, feed: FeedRow) -> None:
     """Drop the line index of a feed applied some other way: it no longer matches."""
-    db.execute("DELETE FROM line_index WHERE feed_id = ?", (feed.id,))
+    lineindex.forget(db, feed)
     db.execute("DELETE FROM lines WHERE feed_id = ?", (feed.id,))
-    db.execute("UPDATE feeds SET layout = NULL, line_bits = NULL WHERE id = ?", (feed.id,))
 
 
 def _signature(layout: Layout | None, static_tags: tuple[str, ...]) -> str | None:
@@ -406,27 +286,15 @@ def _signature(layout: Layout | None, static_tags: tuple[str, ...]) -> str | Non
     return f"{layout.signature}:{VERSION}:{','.join(static_tags)}"
 
 
-def _bits_for_size(path: Path) -> int:
-    # A first guess from the size (32 bytes a line); the index is re-bucketed once applied.
-    return _bits_for_lines(path.stat().st_size // 32)
-
-
-def _bits_for_lines(lines: int) -> int:
-    return max(0, math.ceil(math.log2(max(lines, 1) / BUCKET)))
-
-
 def _line_tables(db: sqlite3.Connection) -> None:
-    db.execute("CREATE TEMP TABLE IF NOT EXISTS scan (bucket INTEGER, hashes BLOB)")
-    db.execute("CREATE INDEX IF NOT EXISTS temp.scan_bucket ON scan (bucket)")
-    db.execute("CREATE TEMP TABLE IF NOT EXISTS gone_lines (hash INTEGER PRIMARY KEY)")
+    lineindex.index_tables(db)
     db.execute("CREATE TEMP TABLE IF NOT EXISTS touched (key TEXT PRIMARY KEY) WITHOUT ROWID")
     db.execute(
         "CREATE TEMP TABLE IF NOT EXISTS parsed (hash INTEGER PRIMARY KEY, line INTEGER,"
         " key TEXT, value TEXT, kind TEXT, context TEXT, tags TEXT, digest INTEGER,"
         " expires REAL, reason TEXT)"
     )
-    db.execute("CREATE TEMP TABLE IF NOT EXISTS repeats (hash INTEGER PRIMARY KEY, n INTEGER)")
-    for table in ("scan", "gone_lines", "touched", "parsed", "repeats"):
+    for table in ("touched", "parsed"):
         db.execute(f"DELETE FROM {table}")
 
 

@@ -115,3 +115,15 @@ REJECTED = Gauge(
     ["supplier"],
     registry=REGISTRY,
 )
+
+
+def count_retry(method: str) -> None:
+    RETRIES.labels(method).inc()
+
+
+def observe_request(method: str, supplier: str, code: str, seconds: float, sent: int) -> None:
+    CYBERTRACE_UP.set(0 if code == "error" or int(code) >= 500 else 1)
+    REQUESTS.labels(supplier, method, code).inc()
+    REQUEST_LATENCY.labels(method).observe(seconds)
+    if sent:
+        BYTES_SENT.labels(supplier).inc(sent)

@@ -166,16 +166,25 @@ def _dirty(
     """Each dirty value with its current state and its snapshot rows
     (feed id, context, tags) in the supplier's feeds."""
     feeds = ",".join(str(int(feed_id)) for feed_id in target.feed_ids) or "NULL"
-    query = (
-        f"SELECT d.value, a.digest, r.digest, p.op, p.digest, s.feed_id, s.context, s.tags,"
+    columns = (
+        "SELECT d.value, a.digest, r.digest, p.op, p.digest, s.feed_id, s.context, s.tags,"
         f" coalesce({_due('a')}, 0)"
-        " FROM (SELECT value FROM dirty WHERE supplier = :supplier AND value > :after"
-        "       ORDER BY value LIMIT :limit) d"
+    )
+    state = (
         " LEFT JOIN acked a ON a.supplier = :supplier AND a.value = d.value"
         " LEFT JOIN rejected r ON r.supplier = :supplier AND r.value = d.value"
         " LEFT JOIN pending p ON p.supplier = :supplier AND p.value = d.value"
-        f" LEFT JOIN snapshot s ON s.value = d.value AND s.feed_id IN ({feeds})"
-        " ORDER BY d.value"
+    )
+    # A value's snapshot rows: those keyed by it (the primary key), then those keyed
+    # by a source's own id (the partial index snapshot_keyed), each driven by d.
+    query = (
+        "WITH d AS (SELECT value FROM dirty WHERE supplier = :supplier AND value > :after"
+        " ORDER BY value LIMIT :limit)"
+        f" {columns} FROM d {state} LEFT JOIN snapshot s"
+        f" ON s.feed_id IN ({feeds}) AND s.key = d.value AND s.value = d.value"
+        f" UNION ALL {columns} FROM d CROSS JOIN snapshot s"
+        f" ON s.value = d.value AND s.key != s.value AND s.feed_id IN ({feeds}) {state}"
+        " ORDER BY 1"
     )
     after = ""
     while True:

@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 
 from feedsync.config import Config
+from feedsync.outcome import FeedReport, SupplierReport
 from feedsync.store import Store
-from feedsync.sync import FeedReport, SupplierReport
 
 
 def cycle(

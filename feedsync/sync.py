@@ -16,7 +16,7 @@ import functools
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
@@ -29,11 +29,12 @@ from feedsync.fetch import Body, Validators
 from feedsync.lines import LineFeed, forget_lines, replace_lines
 from feedsync.model import Indicator, Invalid, Record, Removal
 from feedsync.normalize import canonical_tags, normalize
+from feedsync.outcome import FeedReport, SupplierReport, run_of
 from feedsync.phases import Phases
 from feedsync.reconcile import Plan, Refresh, Target, plan
 from feedsync.snapshot import Change, expire, patch, replace
 from feedsync.sources import CsvSource, Source, source_for
-from feedsync.store import FeedRow, Run, Store, read_feed, record_run
+from feedsync.store import FeedRow, Store, read_feed, record_run
 from feedsync.upload import Sent, upload
 
 log = logs.get("feedsync.sync")
@@ -42,35 +43,6 @@ FETCH_CONCURRENCY = 4
 NORMALIZE_BATCH = 1000
 INVALID_LOGGED = 5
 PREVIEW = 10
-STAGES = ("fetch", "parse", "cybertrace")
-
-
-@dataclass(frozen=True, slots=True)
-class FeedReport:
-    """How one feed's cycle went."""
-
-    feed: str
-    supplier: str
-    result: str  # ok | unchanged | held | failed
-    change: Change = field(default_factory=Change)
-    error: str | None = None
-    seconds: float = 0.0
-    stage: str | None = None  # where a failed cycle failed: fetch, parse, cybertrace
-
-
-@dataclass(frozen=True, slots=True)
-class SupplierReport:
-    """How one supplier's reconcile and upload went."""
-
-    supplier: str
-    planned: Plan = field(default_factory=Plan)
-    sent: Sent = field(default_factory=Sent)
-    pending: int = 0
-    rejected: int = 0
-    error: str | None = None
-    seconds: float = 0.0
-    preview: tuple[str, ...] = ()
-    refreshed: int = 0
 
 
 @dataclass(slots=True)
@@ -206,7 +178,7 @@ class Cycle:
         """Runs that never reached their snapshot still belong in the history."""
         with self.store.transaction() as db:
             for report in reports:
-                record_run(db, _run(report))
+                record_run(db, run_of(report))
 
     async def _target(self, supplier: str, version: str) -> Target:
         rows = []
@@ -246,7 +218,7 @@ class Cycle:
                 report = _failed(item, item.error, "fetch")
             else:
                 report = FeedReport(feed.name, feed.supplier, "unchanged")
-            record_run(self.store.db, _run(report))
+            record_run(self.store.db, run_of(report))
             return report
         static = canonical_tags(feed.tags)
         logged = [0]
@@ -282,7 +254,7 @@ class Cycle:
                 change.held_reason,
                 time.monotonic() - item.started,
             )
-        record_run(self.store.db, _run(report))
+        record_run(self.store.db, run_of(report))
         return report
 
     def _snapshot(
@@ -393,7 +365,9 @@ def _normalized(
 
 def connect(config: Config) -> CyberTrace:
     """A CyberTrace client reporting to the metrics (open it with ``async with``)."""
-    return CyberTrace(config.cybertrace, observe=_observe, on_retry=_retried)
+    return CyberTrace(
+        config.cybertrace, observe=metrics.observe_request, on_retry=metrics.count_retry
+    )
 
 
 def clear_spool(config: Config) -> None:
@@ -418,57 +392,6 @@ def _failed(item: _Fetched, error: str, stage: str) -> FeedReport:
     )
 
 
-def _run(report: FeedReport) -> Run:
-    finished = time.time()
-    change = report.change
-    run = Run(
-        feed=report.feed,
-        started=finished - report.seconds,
-        finished=finished,
-        result=report.result,
-        fetched=change.fetched,
-        invalid=change.invalid,
-        added=change.added,
-        changed=change.changed,
-        removed=0 if change.held else change.removed,
-        held=change.removed if change.held else 0,
-        error=report.error,
-    )
-    _feed_metrics(report)
-    log.info(
-        "feed.synced",
-        feed=report.feed,
-        result=report.result,
-        fetched=change.fetched,
-        invalid=change.invalid,
-        added=change.added,
-        changed=change.changed,
-        removed=run.removed,
-        held=run.held,
-        error=report.error,
-        seconds=round(report.seconds, 3),
-    )
-    return run
-
-
-def _feed_metrics(report: FeedReport) -> None:
-    metrics.FEED_FETCH.labels(report.feed, report.result).inc()
-    metrics.FETCH_DURATION.labels(report.feed).observe(report.seconds)
-    for reason, count in report.change.invalid_reasons.items():
-        metrics.FEED_INVALID.labels(report.feed, reason).inc(count)
-    if report.result in ("ok", "unchanged", "held"):
-        succeeded = time.time()
-        metrics.FEED_LAST_SUCCESS.labels(report.feed).set(succeeded)
-        metrics.FEED_AGE.labels(report.feed).set_function(lambda: time.time() - succeeded)
-    if report.result == "ok":
-        metrics.FEED_INDICATORS.labels(report.feed).set(report.change.fetched)
-    for stage in STAGES:
-        metrics.FEED_FAILING.labels(report.feed, stage).set(1 if stage == report.stage else 0)
-    held = report.result == "held"
-    metrics.FEED_HELD.labels(report.feed).set(1 if held else 0)
-    metrics.FEED_HELD_DELETIONS.labels(report.feed).set(report.change.removed if held else 0)
-
-
 def _preview(db: sqlite3.Connection, supplier: str) -> tuple[str, ...]:
     lines: list[str] = []
     for op in ("add", "update", "delete"):
@@ -478,15 +401,3 @@ def _preview(db: sqlite3.Connection, supplier: str) -> tuple[str, ...]:
         ).fetchall()
         lines.extend(f"{op} {row[0]}" for row in rows)
     return tuple(lines)
-
-
-def _retried(method: str) -> None:
-    metrics.RETRIES.labels(method).inc()
-
-
-def _observe(method: str, supplier: str, code: str, seconds: float, sent: int) -> None:
-    metrics.CYBERTRACE_UP.set(0 if code == "error" or int(code) >= 500 else 1)
-    metrics.REQUESTS.labels(supplier, method, code).inc()
-    metrics.REQUEST_LATENCY.labels(method).observe(seconds)
-    if sent:
-        metrics.BYTES_SENT.labels(supplier).inc(sent)

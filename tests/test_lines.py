@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from feedsync import lines
+from feedsync import lineindex
 from feedsync.csvfeed import CsvOptions
 from feedsync.fetch import Validators
 from feedsync.lines import LineFeed, replace_lines
@@ -214,7 +214,7 @@ def test_repeated_lines_count_every_copy(feeds: Iterator[Feed]) -> None:
 def test_buckets_split_and_merge_as_the_feed_grows_and_shrinks(
     feeds: Iterator[Feed], monkeypatch: pytest.MonkeyPatch, bucket: int
 ) -> None:
-    monkeypatch.setattr(lines, "BUCKET", bucket)
+    monkeypatch.setattr(lineindex, "BUCKET", bucket)
     small, big = rows(40), rows(400)
     check_same_as_full_read(feeds, small, big)
     check_same_as_full_read(feeds, big, small + rows(45, 40))
@@ -227,7 +227,7 @@ def test_buckets_split_and_merge_as_the_feed_grows_and_shrinks(
 def test_many_new_lines_are_read_in_full(
     feeds: Iterator[Feed], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(lines, "MAX_REREAD", 50)
+    monkeypatch.setattr(lineindex, "MAX_REREAD", 50)
     second = rows(300, status="offline")
     assert check_same_as_full_read(feeds, rows(300), second) == len(second) + 2
 

@@ -13,8 +13,9 @@ from samples import sample
 from feedsync.config import Config
 from feedsync.emulator import Emulator
 from feedsync.normalize import canonical_tags, canonicalize
+from feedsync.outcome import FeedReport, SupplierReport
 from feedsync.store import Store
-from feedsync.sync import Cycle, FeedReport, SupplierReport
+from feedsync.sync import Cycle
 
 URLHAUS_FEED = """\
 - name: urlhaus

@@ -1,0 +1,99 @@
+"""What a cycle tells of each feed and supplier: the reports, and for a feed
+its run history row, its ``feed.synced`` summary line and its metrics."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from feedsync import logs, metrics
+from feedsync.reconcile import Plan
+from feedsync.snapshot import Change
+from feedsync.store import Run
+from feedsync.upload import Sent
+
+log = logs.get("feedsync.sync")
+
+STAGES = ("fetch", "parse", "cybertrace")
+
+
+@dataclass(frozen=True, slots=True)
+class FeedReport:
+    """How one feed's cycle went."""
+
+    feed: str
+    supplier: str
+    result: str  # ok | unchanged | held | failed
+    change: Change = field(default_factory=Change)
+    error: str | None = None
+    seconds: float = 0.0
+    stage: str | None = None  # where a failed cycle failed: fetch, parse, cybertrace
+
+
+@dataclass(frozen=True, slots=True)
+class SupplierReport:
+    """How one supplier's reconcile and upload went."""
+
+    supplier: str
+    planned: Plan = field(default_factory=Plan)
+    sent: Sent = field(default_factory=Sent)
+    pending: int = 0
+    rejected: int = 0
+    error: str | None = None
+    seconds: float = 0.0
+    preview: tuple[str, ...] = ()
+    refreshed: int = 0
+
+
+def run_of(report: FeedReport) -> Run:
+    """The history row of a feed's cycle; logs its summary line and sets its metrics."""
+    finished = time.time()
+    change = report.change
+    run = Run(
+        feed=report.feed,
+        started=finished - report.seconds,
+        finished=finished,
+        result=report.result,
+        fetched=change.fetched,
+        invalid=change.invalid,
+        added=change.added,
+        changed=change.changed,
+        removed=0 if change.held else change.removed,
+        held=change.removed if change.held else 0,
+        error=report.error,
+    )
+    _feed_metrics(report)
+    log.info(
+        "feed.synced",
+        feed=report.feed,
+        result=report.result,
+        fetched=change.fetched,
+        invalid=change.invalid,
+        added=change.added,
+        changed=change.changed,
+        removed=run.removed,
+        held=run.held,
+        error=report.error,
+        lines=change.lines or None,
+        lines_read=change.lines_read if change.lines else None,
+        seconds=round(report.seconds, 3),
+    )
+    return run
+
+
+def _feed_metrics(report: FeedReport) -> None:
+    metrics.FEED_FETCH.labels(report.feed, report.result).inc()
+    metrics.FETCH_DURATION.labels(report.feed).observe(report.seconds)
+    for reason, count in report.change.invalid_reasons.items():
+        metrics.FEED_INVALID.labels(report.feed, reason).inc(count)
+    if report.result in ("ok", "unchanged", "held"):
+        succeeded = time.time()
+        metrics.FEED_LAST_SUCCESS.labels(report.feed).set(succeeded)
+        metrics.FEED_AGE.labels(report.feed).set_function(lambda: time.time() - succeeded)
+    if report.result == "ok":
+        metrics.FEED_INDICATORS.labels(report.feed).set(report.change.fetched)
+    for stage in STAGES:
+        metrics.FEED_FAILING.labels(report.feed, stage).set(1 if stage == report.stage else 0)
+    held = report.result == "held"
+    metrics.FEED_HELD.labels(report.feed).set(1 if held else 0)
+    metrics.FEED_HELD_DELETIONS.labels(report.feed).set(report.change.removed if held else 0)
