@@ -24,7 +24,7 @@ from feedsync.store import FeedRow
 
 # Lines per bucket: a bucket's sets are what the diff holds in memory, and sets that
 # fit in the CPU's cache compare several times faster than one set of a million.
-BUCKET = 1 << 16
+BUCKET = 1 << 14
 SPILL = 1 << 20  # hashes held before they go to a temporary table
 MAX_REREAD = 1 << 18  # lines to re-read beyond which the whole body is read
 _OFFSET = 1 << 63  # SQLite integers are signed; hashes are not
