@@ -10,7 +10,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from feedsync import reconcile
 from feedsync.cybertrace import Outcome
 from feedsync.fetch import Validators
 from feedsync.model import Indicator, Invalid, Kind, Removal
@@ -388,3 +391,31 @@ def test_schema_migrates_from_the_first_release(tmp_path: Path) -> None:
         assert [tuple(row) for row in rows] == [("a.example", None)]
     finally:
         upgraded.close()
+
+
+@given(
+    value=st.text(min_size=1, max_size=20),
+    context=st.dictionaries(
+        st.text(max_size=8),
+        st.one_of(st.text(max_size=8), st.integers(), st.floats(allow_nan=False)),
+        max_size=4,
+    ),
+    tags=st.lists(st.text(max_size=6), max_size=4),
+    send_context=st.booleans(),
+    send_tags=st.booleans(),
+)
+def test_a_single_rows_body_is_the_merged_body(
+    value: str,
+    context: dict[str, object],
+    tags: list[str],
+    send_context: bool,
+    send_tags: bool,
+) -> None:
+    target = Target("S", (1, 2), send_context=send_context, send_tags=send_tags)
+    stored_context = orjson.dumps(context, option=orjson.OPT_SORT_KEYS).decode()
+    stored_tags = orjson.dumps(sorted(set(tags))).decode()
+    row = (1, stored_context, stored_tags)
+    position = {1: 0, 2: 1}
+    fast = reconcile._put_body(value, [row], target, position)
+    merged = reconcile._put_body(value, [row, (2, "{}", "[]")], target, position)
+    assert fast == merged, "the same digest, so nothing is re-sent after an upgrade"
