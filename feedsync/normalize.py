@@ -8,6 +8,7 @@ indicator and a DELETE always names what CyberTrace stored.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -25,6 +26,8 @@ _TAG_JUNK = re.compile(r"[^A-Z0-9_-]+")
 _DEFANGS = (("[.]", "."), ("(.)", "."), ("{.}", "."), ("[:]", ":"), ("[://]", "://"))
 _MAX_VALUE = 8192
 _BLANK_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED_QUAD = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 
 
 class InvalidValue(ValueError):
@@ -47,10 +50,17 @@ def canonicalize(value: str) -> tuple[Kind, str]:
     kind = _HASH_KINDS.get(len(text))
     if kind is not None and _HEX.issuperset(text):
         return kind, text.upper()
-    address = _address(text)
-    if address is not None:
-        return address
+    if _may_be_address(text):
+        address = _address(text)
+        if address is not None:
+            return address
     return _url_or_domain(text)
+
+
+def _may_be_address(text: str) -> bool:
+    """False for what cannot be an address (most domains and URLs), sparing them
+    ipaddress's parse and exception: IPv4 starts with a digit, IPv6 has a colon."""
+    return text[0].isdigit() or text[0] == "[" or (":" in text and "://" not in text)
 
 
 def canonical_tag(tag: str) -> str | None:
@@ -61,6 +71,12 @@ def canonical_tag(tag: str) -> str | None:
 
 def canonical_tags(*groups: tuple[str, ...]) -> tuple[str, ...]:
     """The sorted, de-duplicated canonical tags of all ``groups``."""
+    return _canonical_tags(groups)
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_tags(groups: tuple[tuple[str, ...], ...]) -> tuple[str, ...]:
+    # Cached: a feed repeats a few tag combinations over millions of rows.
     names = {canonical_tag(tag) for group in groups for tag in group}
     names.discard(None)
     return tuple(sorted(name for name in names if name is not None))
@@ -104,6 +120,8 @@ def _address(text: str) -> tuple[Kind, str] | None:
         candidate = candidate.split(":", 1)[0]
     if "/" in candidate:
         return _network(candidate)
+    if _DOTTED_QUAD.fullmatch(candidate):
+        return Kind.IPV4, candidate  # already canonical: no leading zeros, each octet <= 255
     try:
         address = ipaddress.ip_address(candidate)
     except ValueError:
@@ -136,9 +154,10 @@ def _url_or_domain(text: str) -> tuple[Kind, str]:
     canonical = (host + tail).rstrip("/.")
     if canonical != host:
         return Kind.URL, canonical
-    address = _address(host)
-    if address is not None:
-        return address
+    if _may_be_address(host):
+        address = _address(host)
+        if address is not None:
+            return address
     return Kind.DOMAIN, host
 
 
@@ -154,7 +173,7 @@ def _host(authority: str) -> str:
         host = host[4:]
     if not host:
         raise InvalidValue("url", "no host")
-    if all(ch.isdigit() or ch == "." for ch in host):
+    if host.replace(".", "").isdigit():
         try:
             return str(ipaddress.IPv4Address(host))
         except ValueError as exc:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from feedsync.model import Indicator, Invalid, Kind, Record
 from feedsync.normalize import InvalidValue, canonical_tag, canonical_tags, canonicalize, normalize
@@ -125,3 +129,26 @@ def test_cybertrace_types() -> None:
     assert Kind.DOMAIN.cybertrace_type == "URL"
     assert Kind.IPV6.cybertrace_type == "IP"
     assert Kind.SHA256.cybertrace_type == "SHA256"
+
+
+@given(
+    st.lists(
+        st.integers(0, 999).map(str) | st.integers(0, 99).map(lambda n: f"0{n}"),
+        min_size=4,
+        max_size=4,
+    )
+)
+def test_dotted_quads_read_as_ipaddress_reads_them(octets: list[str]) -> None:
+    text = ".".join(octets)
+    try:
+        expected: tuple[Kind, str] | None = (Kind.IPV4, str(ipaddress.IPv4Address(text)))
+    except ValueError:
+        expected = None
+    try:
+        found: tuple[Kind, str] | None = canonicalize(text)
+    except InvalidValue:
+        found = None
+    if expected is not None:
+        assert found == expected
+    else:
+        assert found is None or found[0] is not Kind.IPV4, "never an address ipaddress refuses"
