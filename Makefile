@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: venv demo test lint check bench clean
+.PHONY: venv demo test lint check bench bench-10m clean
 
 $(BIN)/feedsync: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ check: test lint    ## what CI runs
 
 bench: venv         ## benchmark 1M-row cycles against the emulator
 	$(BIN)/python bench/run.py 1000000 --churn 0.01
+
+bench-10m: venv     ## the same at 10M rows (about 30 minutes; the emulator keeps nothing)
+	$(BIN)/python bench/run.py 10000000 --churn 0.01 --sink
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info demo-state

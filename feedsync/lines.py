@@ -41,7 +41,15 @@ from feedsync.lineindex import from_sql, to_sql
 from feedsync.model import Indicator, Invalid, Record
 from feedsync.normalize import VERSION, normalize
 from feedsync.phases import Phases
-from feedsync.snapshot import FULL_KEYS, Change, Guard, Row, encode, guarded, stage_tables
+from feedsync.snapshot import (
+    Change,
+    Guard,
+    Row,
+    encode,
+    guarded,
+    replace_staged,
+    stage_tables,
+)
 from feedsync.store import FeedRow
 
 BATCH = 5000
@@ -238,24 +246,16 @@ def _apply_full(db: sqlite3.Connection, job: LineFeed) -> Change:
     with open_body(job.path, job.feed.name) as stream:
         valid = _read_all(db, job, parse_csv(stream, job.options, job.feed.name), reasons)
     feed = job.feed
-    params = {"feed": feed.id}
     with job.phases.timed("store"):
-        total = db.execute("SELECT count(*) FROM stage").fetchone()[0]
-        removed = db.execute(
-            "SELECT count(*) FROM snapshot s WHERE s.feed_id = :feed"
-            " AND NOT EXISTS (SELECT 1 FROM stage t WHERE t.key = s.key)",
-            params,
-        ).fetchone()[0]
-        change = Change(
-            fetched=total,
-            invalid=sum(reasons.values()),
-            invalid_reasons=dict(reasons),
-            duplicates=valid - total,
-            removed=removed,
-            before=feed.indicators,
+        change = replace_staged(
+            db,
+            feed,
+            valid,
+            reasons,
+            max_delete_ratio=job.max_delete_ratio,
+            force=job.force,
+            validators=job.validators,
         )
-        guard = Guard(job.max_delete_ratio, job.force, FULL_KEYS, "replace")
-        change = guarded(db, feed, change, total, guard, validators=job.validators)
         if not change.held:
             _keep_lines(db, feed, "DELETE FROM lines WHERE feed_id = :feed")
     return change

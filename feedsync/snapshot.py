@@ -86,9 +86,31 @@ def replace(
     shrink guard holds the change. Runs inside the caller's transaction."""
     stage_tables(db)
     reasons: Counter[str] = Counter()
-    fetched = _stage(db, items, reasons, on_invalid)
+    valid = _stage(db, items, reasons, on_invalid)
+    return replace_staged(
+        db,
+        feed,
+        valid,
+        reasons,
+        max_delete_ratio=max_delete_ratio,
+        force=force,
+        validators=validators,
+    )
+
+
+def replace_staged(
+    db: sqlite3.Connection,
+    feed: FeedRow,
+    valid: int,
+    reasons: Counter[str],
+    *,
+    max_delete_ratio: float,
+    force: bool,
+    validators: Validators,
+) -> Change:
+    """Apply the whole new snapshot in ``stage`` (``valid`` rows were read into
+    it, so duplicates are the difference), unless the shrink guard holds it."""
     total = db.execute("SELECT count(*) FROM stage").fetchone()[0]
-    before = feed.indicators
     removed = db.execute(
         "SELECT count(*) FROM snapshot s WHERE s.feed_id = ?"
         " AND NOT EXISTS (SELECT 1 FROM stage t WHERE t.key = s.key)",
@@ -98,9 +120,9 @@ def replace(
         fetched=total,
         invalid=sum(reasons.values()),
         invalid_reasons=dict(reasons),
-        duplicates=fetched - total,
+        duplicates=valid - total,
         removed=removed,
-        before=before,
+        before=feed.indicators,
     )
     guard = Guard(max_delete_ratio, force, FULL_KEYS, "replace")
     return guarded(db, feed, change, total, guard, validators=validators)

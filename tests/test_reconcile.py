@@ -397,7 +397,11 @@ def test_schema_migrates_from_the_first_release(tmp_path: Path) -> None:
     value=st.text(min_size=1, max_size=20),
     context=st.dictionaries(
         st.text(max_size=8),
-        st.one_of(st.text(max_size=8), st.integers(), st.floats(allow_nan=False)),
+        st.one_of(
+            st.text(max_size=8),
+            st.integers(-(2**63), 2**63 - 1),
+            st.floats(allow_nan=False, allow_infinity=False),
+        ),
         max_size=4,
     ),
     tags=st.lists(st.text(max_size=6), max_size=4),
