@@ -262,14 +262,9 @@ def _apply_full(db: sqlite3.Connection, job: LineFeed) -> Change:
 
 
 def _keep_lines(db: sqlite3.Connection, feed: FeedRow, clear: str) -> None:
-    """Bring snapshot rows' source lines and the ``lines`` table up to date."""
+    """Bring the ``lines`` table up to date (snapshot rows took their source
+    line when the change was applied)."""
     params = {"feed": feed.id}
-    db.execute(
-        "UPDATE snapshot SET line = (SELECT t.line FROM stage t WHERE t.key = snapshot.key)"
-        " WHERE feed_id = :feed AND key IN (SELECT key FROM stage)"
-        " AND line IS NOT (SELECT t.line FROM stage t WHERE t.key = snapshot.key)",
-        params,
-    )
     db.execute(clear, params)
     db.execute(_KEEP_PARSED_LINES, params)
 

@@ -368,13 +368,15 @@ def _apply(
     )
     db.execute("DELETE FROM snapshot AS s WHERE s.feed_id = :feed AND " + _GONE[mode], params)
     # Changed rows are rewritten in place: their key, and mostly their value, stay, so
-    # fewer index pages are touched than by deleting and inserting them.
+    # fewer index pages are touched than by deleting and inserting them. A row whose
+    # content stayed may still come from another line of a CSV body (lines.py).
     db.execute(
         "UPDATE snapshot SET (value, kind, context, tags, digest, expires, line) ="
         " (SELECT value, kind, context, tags, digest, expires, line FROM stage t"
         "  WHERE t.key = snapshot.key)"
         " WHERE feed_id = :feed AND key IN (SELECT key FROM stage)"
-        " AND digest != (SELECT t.digest FROM stage t WHERE t.key = snapshot.key)",
+        " AND EXISTS (SELECT 1 FROM stage t WHERE t.key = snapshot.key"
+        "  AND (t.digest != snapshot.digest OR t.line IS NOT snapshot.line))",
         params,
     )
     db.execute(
