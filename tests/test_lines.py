@@ -58,7 +58,13 @@ class Feed:
         self.name = name
 
     def apply(
-        self, body: list[bytes], *, ratio: float = 1.0, force: bool = False, header: bytes = HEADER
+        self,
+        body: list[bytes],
+        *,
+        ratio: float = 1.0,
+        force: bool = False,
+        header: bytes = HEADER,
+        tags: tuple[str, ...] = ("STATIC",),
     ) -> Change:
         self.body.write_bytes(b"\n".join([header, FIRST, *body]) + b"\n")
         row = self.store.feed(self.name, "S")
@@ -66,7 +72,7 @@ class Feed:
             feed=row,
             path=self.body,
             options=OPTIONS,
-            static_tags=("STATIC",),
+            static_tags=tags,
             validators=Validators(sha256="x"),
             max_delete_ratio=ratio,
             force=force,
@@ -255,3 +261,11 @@ def test_a_held_shrink_keeps_the_index(feeds: Iterator[Feed]) -> None:
     fresh = next(feeds)
     fresh.apply(rows(10))
     assert feed.state() == fresh.state()
+
+
+def test_new_feed_tags_read_every_line_again(feeds: Iterator[Feed]) -> None:
+    feed = next(feeds)
+    feed.apply(rows(30))
+    change = feed.apply(rows(30), tags=("OTHER",))
+    assert (change.lines_read, change.changed) == (32, 31), "every row's tags changed"
+    assert all('"OTHER"' in row[4] for row in feed.state()[0])
