@@ -89,33 +89,40 @@ def acknowledge(db: sqlite3.Connection, supplier: str, batch: Batch, outcome: Ou
     refused = _match(batch, outcome.errors)
     sent = Sent()
     stamp = now()
+    gone: list[tuple[str, str]] = []  # deleted from CyberTrace: no longer acknowledged
+    acked: list[tuple[str, str, int | None, float]] = []
+    rejected: list[tuple[str, str, str, int | None, str, float]] = []
     for item in batch.items:
         reason = refused.get(item.value)
         if item.op == "delete" and (reason is None or _absent(reason)):
-            db.execute("DELETE FROM acked WHERE supplier = ? AND value = ?", (supplier, item.value))
-            db.execute(
-                "DELETE FROM rejected WHERE supplier = ? AND value = ?", (supplier, item.value)
-            )
+            gone.append((supplier, item.value))
             sent.delete += 1
         elif reason is None:
-            db.execute(
-                "INSERT INTO acked (supplier, value, digest, acked_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (supplier, value) DO UPDATE SET digest = excluded.digest,"
-                " acked_at = excluded.acked_at",
-                (supplier, item.value, item.digest, stamp),
-            )
-            db.execute(
-                "DELETE FROM rejected WHERE supplier = ? AND value = ?", (supplier, item.value)
-            )
+            acked.append((supplier, item.value, item.digest, stamp))
             setattr(sent, item.op, getattr(sent, item.op) + 1)
         else:
-            db.execute(
-                "INSERT OR REPLACE INTO rejected (supplier, value, op, digest, reason, rejected_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (supplier, item.value, item.op, item.digest, reason[:500], stamp),
-            )
+            rejected.append((supplier, item.value, item.op, item.digest, reason[:500], stamp))
             sent.rejected += 1
-        db.execute("DELETE FROM pending WHERE id = ?", (item.id,))
+    # One statement per kind of change, not three per item: an initial sync
+    # acknowledges a million values.
+    db.executemany("DELETE FROM acked WHERE supplier = ? AND value = ?", gone)
+    db.executemany(
+        "INSERT INTO acked (supplier, value, digest, acked_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (supplier, value) DO UPDATE SET digest = excluded.digest,"
+        " acked_at = excluded.acked_at",
+        acked,
+    )
+    if db.execute("SELECT 1 FROM rejected WHERE supplier = ? LIMIT 1", (supplier,)).fetchone():
+        db.executemany(
+            "DELETE FROM rejected WHERE supplier = ? AND value = ?",
+            [*gone, *((s, value) for s, value, _digest, _at in acked)],
+        )
+    db.executemany(
+        "INSERT OR REPLACE INTO rejected (supplier, value, op, digest, reason, rejected_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        rejected,
+    )
+    db.executemany("DELETE FROM pending WHERE id = ?", [(item.id,) for item in batch.items])
     return sent
 
 
