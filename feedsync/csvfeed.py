@@ -10,31 +10,21 @@ nothing holds the body or its rows.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import gzip
 import hashlib
-import io
 import ipaddress
 import itertools
-import os
 import re
-import zipfile
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, BinaryIO
+from typing import BinaryIO
 
-from xxhash import xxh3_64_intdigest
-
+from feedsync.body import MAX_LINE, Raw, numbered, selected
 from feedsync.errors import ParseError
 from feedsync.model import Context, Invalid, Record
 
-MAX_LINE = 1 << 20
-READ = 1 << 18  # at most MAX_LINE: a line within one read is never over it
 PREVIEW = 200
 HEAD_LIMIT = 1000
-CHUNK = 1 << 16
 ABSENT = frozenset({"", "None", "none", "NULL", "null", "n/a", "N/A", "-"})
 _BOM = "\ufeff"
 _HTML = ("<!doctype html", "<html", "<head", "<body", "<?xml", "<!--")
@@ -46,11 +36,8 @@ _LOOKS_LIKE_INDICATOR = re.compile(
     r"|[0-9a-f]{32}|[0-9a-f]{40}|[0-9a-f]{64}",  # MD5, SHA1, SHA256
     re.IGNORECASE,
 )
-_DECOMPRESSION_ERRORS = (EOFError, zlib.error, zipfile.BadZipFile, OSError)
 
-_Raw = tuple[int, bytes, int]  # line number, the line's bytes, its hash
 _Row = tuple[int, str, list[str], int]  # line number, text, fields, hash
-_Compressed = io.BufferedIOBase | IO[bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,63 +54,6 @@ class CsvOptions:
     comment: str = "#"
     delimiter: str = ","
     header: bool | None = None
-
-
-@contextlib.contextmanager
-def open_body(path: str | os.PathLike[str], feed: str) -> Iterator[BinaryIO]:
-    """The body as a binary stream, gunzipped or unzipped as its magic bytes say."""
-    with open(path, "rb", buffering=CHUNK) as raw:
-        magic = raw.read(4)
-        raw.seek(0)
-        if magic[:2] == b"\x1f\x8b":
-            with gzip.GzipFile(fileobj=raw) as gunzipped, _guarded(gunzipped, feed, "gzip") as body:
-                yield body
-        elif magic == b"PK\x03\x04":
-            with _zip_member(raw, feed) as unzipped, _guarded(unzipped, feed, "zip") as body:
-                yield body
-        else:
-            yield raw
-
-
-@contextlib.contextmanager
-def _zip_member(raw: BinaryIO, feed: str) -> Iterator[IO[bytes]]:
-    """The largest file in the archive: feeds zip one file, some add a readme."""
-    try:
-        archive = zipfile.ZipFile(raw)
-        members = [m for m in archive.infolist() if not m.is_dir()]
-        member = archive.open(max(members, key=lambda m: m.file_size)) if members else None
-    except (*_DECOMPRESSION_ERRORS, NotImplementedError, RuntimeError) as exc:
-        # RuntimeError: an encrypted member; NotImplementedError: an unknown compression.
-        raise ParseError(feed, f"corrupt or unreadable zip body: {exc}") from exc
-    with archive:
-        if member is None:
-            raise ParseError(feed, "zip body holds no file")
-        with member:
-            yield member
-
-
-def _guarded(inner: _Compressed, feed: str, kind: str) -> io.BufferedReader:
-    return io.BufferedReader(_Guarded(inner, feed, kind), CHUNK)
-
-
-class _Guarded(io.RawIOBase):
-    """Turns decompression errors, which surface while reading, into ParseError."""
-
-    def __init__(self, inner: _Compressed, feed: str, kind: str) -> None:
-        self.inner = inner
-        self.feed = feed
-        self.kind = kind
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        try:
-            data = self.inner.read(len(buffer))
-        except _DECOMPRESSION_ERRORS as exc:
-            raise ParseError(self.feed, f"corrupt or truncated {self.kind} body: {exc}") from exc
-        buffer[: len(data)] = data
-        return len(data)
 
 
 def parse_csv(stream: BinaryIO, options: CsvOptions, feed: str) -> Iterator[Record | Invalid]:
@@ -175,65 +105,15 @@ def parse_selected(
 ) -> Iterator[Record | Invalid]:
     """The records of only the lines whose hash is in ``wanted``, read as a
     full parse under ``layout`` would read them."""
-    lines = _Lines(_selected(stream, wanted, feed), layout.options, feed)
+    lines = _Lines(selected(stream, wanted, feed), layout.options, feed)
     yield from _records(lines.rows(), layout.columns)
-
-
-def line_hash(raw: bytes) -> int:
-    """The 64-bit hash of a raw line (without its line feed)."""
-    return xxh3_64_intdigest(raw)
-
-
-def physical_lines(stream: BinaryIO, feed: str) -> Iterator[list[bytes]]:
-    """The body's lines in batches, without their line feeds. A line over
-    MAX_LINE is cut to MAX_LINE + 1 bytes, which the parser calls too long, and
-    a NUL byte anywhere raises ParseError: the body is not text."""
-    pending = b""
-    cut = False  # pending was cut: drop the rest of its line
-    number = 0
-    while chunk := stream.read(READ):
-        if b"\0" in chunk:
-            line = number + chunk.count(b"\n", 0, chunk.index(b"\0")) + 1
-            raise ParseError(feed, f"line {line}: NUL byte, the body is not text")
-        lines = chunk.split(b"\n")
-        last = lines.pop()
-        if lines:
-            lines[0] = pending if cut else (pending + lines[0])[: MAX_LINE + 1]
-            pending, cut = last, False
-            number += len(lines)
-            yield lines
-        elif not cut:
-            pending += last
-            if len(pending) > MAX_LINE:
-                pending, cut = pending[: MAX_LINE + 1], True
-    if pending:
-        yield [pending]
-
-
-def numbered(stream: BinaryIO, feed: str) -> Iterator[_Raw]:
-    """Every line with its number and hash."""
-    number = 0
-    for batch in physical_lines(stream, feed):
-        for raw, digest in zip(batch, map(xxh3_64_intdigest, batch), strict=True):
-            number += 1
-            yield number, raw, digest
-
-
-def _selected(stream: BinaryIO, wanted: set[int], feed: str) -> Iterator[_Raw]:
-    number = 0
-    for batch in physical_lines(stream, feed):
-        digests = list(map(xxh3_64_intdigest, batch))
-        if not wanted.isdisjoint(digests):
-            for at in [at for at, digest in enumerate(digests) if digest in wanted]:
-                yield number + at + 1, batch[at], digests[at]
-        number += len(batch)
 
 
 class _Lines:
     """A body's data lines parsed as rows, one physical line each, with the lines
     that cannot be rows (bad UTF-8, over MAX_LINE) as Invalid, in body order."""
 
-    def __init__(self, raws: Iterator[_Raw], options: CsvOptions, feed: str) -> None:
+    def __init__(self, raws: Iterator[Raw], options: CsvOptions, feed: str) -> None:
         self.raws = raws
         self.comment = options.comment
         self.delimiter = options.delimiter

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from xxhash import xxh3_64_intdigest as hash_line
 
-from feedsync.csvfeed import open_body, physical_lines
+from feedsync.body import open_body, physical_lines
 from feedsync.store import FeedRow
 
 # Lines per bucket: a bucket's sets are what the diff holds in memory, and sets that

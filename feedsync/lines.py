@@ -28,14 +28,8 @@ from itertools import islice
 from pathlib import Path
 
 from feedsync import lineindex
-from feedsync.csvfeed import (
-    CsvOptions,
-    Layout,
-    open_body,
-    parse_csv,
-    parse_selected,
-    read_layout,
-)
+from feedsync.body import open_body
+from feedsync.csvfeed import CsvOptions, Layout, parse_csv, parse_selected, read_layout
 from feedsync.fetch import Validators
 from feedsync.lineindex import from_sql, to_sql
 from feedsync.model import Indicator, Invalid, Record

@@ -17,8 +17,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from feedsync.body import open_body
 from feedsync.config import FeedConfig
-from feedsync.csvfeed import open_body
 from feedsync.errors import FetchError, ParseError
 from feedsync.fetch import Body, Validators, fetch, is_remote, request_for
 from feedsync.misp import event_records

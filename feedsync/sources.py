@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from feedsync.body import open_body
 from feedsync.config import FeedConfig
-from feedsync.csvfeed import CsvOptions, open_body, parse_csv
+from feedsync.csvfeed import CsvOptions, parse_csv
 from feedsync.errors import ConfigError
 from feedsync.fetch import Body, Validators, fetch, request_for
 from feedsync.model import Invalid, Record, Removal

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from feedsync.csvfeed import CsvOptions, open_body, parse_csv
+from feedsync.body import open_body
+from feedsync.csvfeed import CsvOptions, parse_csv
 from feedsync.errors import ParseError
 from feedsync.model import Invalid, Record
 

@@ -16,10 +16,11 @@ from hypothesis import strategies as st
 from feedsync import reconcile
 from feedsync.cybertrace import Outcome
 from feedsync.fetch import Validators
+from feedsync.migrations import MIGRATIONS
 from feedsync.model import Indicator, Invalid, Kind, Removal
 from feedsync.reconcile import Plan, Target, plan
 from feedsync.snapshot import Change, expire, patch, replace
-from feedsync.store import MIGRATIONS, Store
+from feedsync.store import Store
 from feedsync.upload import Batch, acknowledge, batches
 
 

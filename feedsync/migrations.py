@@ -1,0 +1,115 @@
+"""The state database's schema, one script per version (``PRAGMA user_version``).
+
+A released migration never changes; a new version appends one. ``store.migrate``
+runs the missing ones, each in its own transaction.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first release.
+    """
+    CREATE TABLE feeds (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        supplier TEXT NOT NULL,
+        etag TEXT, last_modified TEXT, sha256 TEXT, cursor TEXT,
+        indicators INTEGER NOT NULL DEFAULT 0,
+        invalid INTEGER NOT NULL DEFAULT 0,
+        last_attempt REAL, last_success REAL, last_error TEXT,
+        held_removals INTEGER, held_total INTEGER, held_digest TEXT, held_since REAL
+    );
+    CREATE TABLE snapshot (
+        feed_id INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        context TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        digest INTEGER NOT NULL,
+        PRIMARY KEY (feed_id, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX snapshot_value ON snapshot (value, feed_id);
+    CREATE TABLE suppliers (
+        name TEXT PRIMARY KEY,
+        signature TEXT
+    ) WITHOUT ROWID;
+    CREATE TABLE dirty (
+        supplier TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (supplier, value)
+    ) WITHOUT ROWID;
+    CREATE TABLE acked (
+        supplier TEXT NOT NULL,
+        value TEXT NOT NULL,
+        digest INTEGER NOT NULL,
+        acked_at REAL NOT NULL,
+        PRIMARY KEY (supplier, value)
+    ) WITHOUT ROWID;
+    CREATE TABLE pending (
+        id INTEGER PRIMARY KEY,
+        supplier TEXT NOT NULL,
+        value TEXT NOT NULL,
+        op TEXT NOT NULL CHECK (op IN ('add', 'update', 'delete')),
+        digest INTEGER,
+        body TEXT NOT NULL,
+        planned_at REAL NOT NULL,
+        UNIQUE (supplier, value)
+    );
+    CREATE INDEX pending_send ON pending (supplier, op, id);
+    CREATE TABLE rejected (
+        supplier TEXT NOT NULL,
+        value TEXT NOT NULL,
+        op TEXT NOT NULL,
+        digest INTEGER,
+        reason TEXT NOT NULL,
+        rejected_at REAL NOT NULL,
+        PRIMARY KEY (supplier, value)
+    ) WITHOUT ROWID;
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        feed TEXT NOT NULL,
+        started REAL NOT NULL,
+        finished REAL NOT NULL,
+        result TEXT NOT NULL,
+        fetched INTEGER NOT NULL DEFAULT 0,
+        invalid INTEGER NOT NULL DEFAULT 0,
+        added INTEGER NOT NULL DEFAULT 0,
+        changed INTEGER NOT NULL DEFAULT 0,
+        removed INTEGER NOT NULL DEFAULT 0,
+        held INTEGER NOT NULL DEFAULT 0,
+        error TEXT
+    );
+    CREATE INDEX runs_feed ON runs (feed, id);
+    """,
+    # 2: rows a source gives an end of validity (STIX valid_until) expire on their own.
+    """
+    ALTER TABLE snapshot ADD COLUMN expires REAL;
+    CREATE INDEX snapshot_expires ON snapshot (feed_id, expires) WHERE expires IS NOT NULL;
+    """,
+    # 3: line indexes, so that a CSV body is diffed by its changed lines (see lines.py).
+    """
+    ALTER TABLE snapshot ADD COLUMN line INTEGER;
+    CREATE INDEX snapshot_line ON snapshot (feed_id, line) WHERE line IS NOT NULL;
+    CREATE TABLE lines (
+        feed_id INTEGER NOT NULL,
+        hash INTEGER NOT NULL,
+        key TEXT,
+        reason TEXT,
+        PRIMARY KEY (feed_id, hash)
+    ) WITHOUT ROWID;
+    CREATE INDEX lines_key ON lines (feed_id, key) WHERE key IS NOT NULL;
+    CREATE TABLE line_index (
+        feed_id INTEGER NOT NULL,
+        bucket INTEGER NOT NULL,
+        hashes BLOB NOT NULL,
+        PRIMARY KEY (feed_id, bucket)
+    ) WITHOUT ROWID;
+    ALTER TABLE feeds ADD COLUMN layout TEXT;
+    ALTER TABLE feeds ADD COLUMN line_bits INTEGER;
+    -- Most rows are keyed by their value (CSV), and found by the primary key: index
+    -- only the others, so that changing a row touches one index page fewer.
+    DROP INDEX snapshot_value;
+    CREATE INDEX snapshot_keyed ON snapshot (value, feed_id) WHERE key != value;
+    """,
+)
