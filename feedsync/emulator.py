@@ -123,6 +123,7 @@ class Emulator:
         self._tags = self.api.tags
         self.requests: list[LoggedRequest] = []
         self.log_limit = log_limit
+        self.changes = debug.Changes()
         self.url = ""
         self.fault_state: FaultState | None = None
         self.app = web.Application(middlewares=[middleware(self)], client_max_size=PUT_LIMIT + 1)
@@ -189,6 +190,7 @@ class Emulator:
 
     def clear_log(self) -> None:
         self.requests.clear()
+        self.changes.clear()
 
     def authorized(self, request: web.Request) -> bool:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -267,6 +269,7 @@ class Emulator:
         self.requests.append(
             LoggedRequest(request.method, request.path, version, status, body, parsed, logged)
         )
+        self.changes.record(request.method, request.path, parsed)
         if self.log_limit is not None and len(self.requests) > self.log_limit:
             del self.requests[: len(self.requests) - self.log_limit]
 

@@ -3,9 +3,10 @@
 ``GET /emulator/state``: all tenants, suppliers, indicators and tags.
 ``GET /emulator/requests``: the log (method, path, version, status, bytes).
 ``DELETE /emulator/requests``: empty the log.
-``GET /emulator/minimal``: the size of the minimal JSON of the changes logged
-(each indicator PUT or DELETE once, its last body, one array per method),
-which benchmarks compare the bytes a client sent with.
+``GET /emulator/minimal``: the size of the minimal JSON of the changes sent
+since the log was last emptied (each indicator PUT or DELETE once, its last
+body, one array per method; beyond the log's bound too), which benchmarks
+compare the bytes a client sent with.
 
 They take the emulator's credentials and are not logged themselves.
 """
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
+from xxhash import xxh3_64_intdigest
 
 if TYPE_CHECKING:
     from feedsync.emulator import Emulator
@@ -33,18 +35,34 @@ def route(emulator: Emulator) -> None:
     router.add_get("/emulator/minimal", _guarded(emulator, _minimal))
 
 
-def minimal_bytes(emulator: Emulator) -> int:
-    """The minimal JSON of the logged changes, in bytes."""
-    items: dict[tuple[str, str], int] = {}
-    for request in emulator.indicator_requests():
-        for item in request.json if isinstance(request.json, list) else []:
+class Changes:
+    """The minimal JSON of the changes sent: each (method, value)'s last body,
+    kept as a size, not as the request: the log is bounded, and a benchmark
+    sends millions of values."""
+
+    def __init__(self) -> None:
+        self._sizes: dict[int, int] = {}
+        self._methods: set[str] = set()
+
+    def record(self, method: str, path: str, parsed: object) -> None:
+        if method not in ("PUT", "DELETE") or not path.endswith("/indicators"):
+            return
+        for item in parsed if isinstance(parsed, list) else []:
             if isinstance(item, dict):
-                items[(request.method, str(item.get("indicator")))] = len(orjson.dumps(item))
-    if not items:
-        return 0
-    methods = {method for method, _value in items}
-    # "[" and "]" per array, a comma between items.
-    return sum(items.values()) + len(items) - len(methods) + 2 * len(methods)
+                key = xxh3_64_intdigest(f"{method}\0{item.get('indicator')}".encode())
+                self._sizes[key] = len(orjson.dumps(item))
+                self._methods.add(method)
+
+    def clear(self) -> None:
+        self._sizes.clear()
+        self._methods.clear()
+
+    def bytes(self) -> int:
+        if not self._sizes:
+            return 0
+        # "[" and "]" per array, a comma between items.
+        count = len(self._methods)
+        return sum(self._sizes.values()) + len(self._sizes) - count + 2 * count
 
 
 def _guarded(emulator: Emulator, handler: Callable[[Emulator], web.Response]) -> _Handler:
@@ -101,7 +119,7 @@ def _clear(emulator: Emulator) -> web.Response:
 
 
 def _minimal(emulator: Emulator) -> web.Response:
-    return _json({"bytes": minimal_bytes(emulator)})
+    return _json({"bytes": emulator.changes.bytes()})
 
 
 def _json(answer: object) -> web.Response:

@@ -715,6 +715,21 @@ async def test_minimal_json_of_the_changes_and_clearing_the_log(emu: Emulator) -
     assert cleared == 0 and emu.requests == []
 
 
+async def test_the_minimal_json_counts_changes_beyond_the_log_bound() -> None:
+    emulator = Emulator(user=USER, password=PASSWORD, log_limit=1)
+    await emulator.start()
+    try:
+        emulator.add_supplier("S")
+        await put(emulator, [{"indicator": "a.example"}])
+        await put(emulator, [{"indicator": "b.example"}])
+        await delete(emulator, [{"indicator": "a.example"}])
+        assert len(emulator.requests) == 1
+        puts = b'[{"indicator":"a.example"},{"indicator":"b.example"}]'
+        assert emulator.changes.bytes() == len(puts) + len(b'[{"indicator":"a.example"}]')
+    finally:
+        await emulator.stop()
+
+
 # serve()
 
 
