@@ -28,7 +28,7 @@ check: test lint    ## what CI runs
 bench: venv         ## benchmark 1M-row cycles against the emulator
 	$(BIN)/python bench/run.py 1000000 --churn 0.01
 
-bench-10m: venv     ## the same at 10M rows (about 30 minutes; the emulator keeps nothing)
+bench-10m: venv     ## the same at 10M rows (about 25 minutes and 12 GB of disk; the emulator keeps nothing)
 	$(BIN)/python bench/run.py 10000000 --churn 0.01 --sink
 
 clean:
