@@ -83,9 +83,20 @@ class _Guarded(io.RawIOBase):
         return len(data)
 
 
-def line_hash(raw: bytes) -> int:
-    """The 64-bit hash of a raw line (without its line feed)."""
-    return xxh3_64_intdigest(raw)
+# The 64-bit hash of a raw line (without its line feed), the same wherever a line
+# is hashed; the C function itself, not a wrapper: it runs once per line.
+line_hash = xxh3_64_intdigest
+_SIGNED = 1 << 63  # SQLite integers are signed; line hashes are not
+
+
+def to_sql(digest: int) -> int:
+    """A line hash as SQLite stores it."""
+    return digest - _SIGNED
+
+
+def from_sql(value: int) -> int:
+    """A line hash as SQLite stored it, back."""
+    return value + _SIGNED
 
 
 def physical_lines(stream: BinaryIO, feed: str) -> Iterator[list[bytes]]:
@@ -118,7 +129,7 @@ def numbered(stream: BinaryIO, feed: str) -> Iterator[Raw]:
     """Every line with its number and hash."""
     number = 0
     for batch in physical_lines(stream, feed):
-        for raw, digest in zip(batch, map(xxh3_64_intdigest, batch), strict=True):
+        for raw, digest in zip(batch, map(line_hash, batch), strict=True):
             number += 1
             yield number, raw, digest
 
@@ -126,7 +137,7 @@ def numbered(stream: BinaryIO, feed: str) -> Iterator[Raw]:
 def selected(stream: BinaryIO, wanted: set[int], feed: str) -> Iterator[Raw]:
     number = 0
     for batch in physical_lines(stream, feed):
-        digests = list(map(xxh3_64_intdigest, batch))
+        digests = list(map(line_hash, batch))
         if not wanted.isdisjoint(digests):
             for at in [at for at, digest in enumerate(digests) if digest in wanted]:
                 yield number + at + 1, batch[at], digests[at]

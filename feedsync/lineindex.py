@@ -17,9 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from xxhash import xxh3_64_intdigest as hash_line
-
-from feedsync.body import open_body, physical_lines
+from feedsync.body import line_hash, open_body, physical_lines, to_sql
 from feedsync.store import FeedRow
 
 # Lines per bucket: a bucket's sets are what the diff holds in memory, and sets that
@@ -27,15 +25,6 @@ from feedsync.store import FeedRow
 BUCKET = 1 << 14
 SPILL = 1 << 20  # hashes held before they go to a temporary table
 MAX_REREAD = 1 << 18  # lines to re-read beyond which the whole body is read
-_OFFSET = 1 << 63  # SQLite integers are signed; hashes are not
-
-
-def to_sql(digest: int) -> int:
-    return digest - _OFFSET
-
-
-def from_sql(value: int) -> int:
-    return value + _OFFSET
 
 
 def scan(db: sqlite3.Connection, path: Path, feed: str, bits: int) -> int:
@@ -49,9 +38,9 @@ def scan(db: sqlite3.Connection, path: Path, feed: str, bits: int) -> int:
         for batch in physical_lines(stream, feed):
             count += len(batch)
             if bits == 0:
-                parts[0].extend(map(hash_line, batch))
+                parts[0].extend(map(line_hash, batch))
             else:
-                for digest in map(hash_line, batch):
+                for digest in map(line_hash, batch):
                     routes[digest >> shift](digest)
             held += len(batch)
             if held >= SPILL:

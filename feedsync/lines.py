@@ -28,10 +28,9 @@ from itertools import islice
 from pathlib import Path
 
 from feedsync import lineindex
-from feedsync.body import open_body
+from feedsync.body import from_sql, open_body, to_sql
 from feedsync.csvfeed import CsvOptions, Layout, parse_csv, parse_selected, read_layout
 from feedsync.fetch import Validators
-from feedsync.lineindex import from_sql, to_sql
 from feedsync.model import Indicator, Invalid, Record
 from feedsync.normalize import VERSION, normalize
 from feedsync.phases import Phases

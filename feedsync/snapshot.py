@@ -19,6 +19,7 @@ from itertools import islice
 
 import orjson
 
+from feedsync.body import to_sql
 from feedsync.fetch import Validators
 from feedsync.model import Indicator, Invalid, Removal
 from feedsync.store import FeedRow, now
@@ -50,7 +51,6 @@ def digest64(data: bytes) -> int:
 
 
 Row = tuple[str, str, str, str, str, int, float | None, int | None]
-_SIGNED = 1 << 63  # SQLite integers are signed; line hashes are not
 
 
 def encode(indicator: Indicator) -> Row:
@@ -68,7 +68,7 @@ def encode(indicator: Indicator) -> Row:
         tags,
         digest,
         indicator.expires,
-        None if indicator.line_hash is None else indicator.line_hash - _SIGNED,
+        None if indicator.line_hash is None else to_sql(indicator.line_hash),
     )
 
 
