@@ -22,9 +22,8 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 
 from feedsync import lineindex
@@ -32,7 +31,7 @@ from feedsync.body import from_sql, open_body, to_sql
 from feedsync.csvfeed import CsvOptions, Layout, parse_csv, parse_selected, read_layout
 from feedsync.fetch import Validators
 from feedsync.model import Indicator, Invalid, Record
-from feedsync.normalize import VERSION, normalize
+from feedsync.normalize import VERSION, normalized_batches
 from feedsync.phases import Phases
 from feedsync.snapshot import (
     Change,
@@ -91,26 +90,9 @@ def replace_lines(db: sqlite3.Connection, job: LineFeed) -> Change:
 # -- reading ---------------------------------------------------------------------------------
 
 
-def _batches(
-    job: LineFeed, items: Iterable[Record | Invalid]
-) -> Iterator[list[Indicator | Invalid]]:
-    """Records read and normalized a batch at a time, each step timed."""
-    stream = iter(items)
-    while True:
-        with job.phases.timed("fetch"):
-            batch = list(islice(stream, BATCH))
-        if not batch:
-            return
-        with job.phases.timed("normalize"):
-            yield [
-                normalize(item, job.static_tags) if isinstance(item, Record) else item
-                for item in batch
-            ]
-
-
 def _read_changed(db: sqlite3.Connection, job: LineFeed, items: Iterable[Record | Invalid]) -> None:
     """Stage re-read lines into ``parsed``, one row per line hash (its first line)."""
-    for batch in _batches(job, items):
+    for batch in normalized_batches(items, job.static_tags, job.phases, BATCH):
         with job.phases.timed("store"):
             db.executemany(
                 "INSERT OR IGNORE INTO parsed VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -134,7 +116,7 @@ def _read_all(
     """Stage every record (the first line naming a key wins), and the lines
     that are no row's source into ``parsed``; returns how many records were valid."""
     valid = 0
-    for batch in _batches(job, items):
+    for batch in normalized_batches(items, job.static_tags, job.phases, BATCH):
         with job.phases.timed("store"):
             rows = []
             for item in batch:

@@ -11,8 +11,12 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+from typing import overload
 
-from feedsync.model import Indicator, Invalid, Kind, Record
+from feedsync.model import Indicator, Invalid, Kind, Record, Removal
+from feedsync.phases import Phases
 
 # Bump whenever a value's canonical form or kind may come out differently: line
 # indexes built by an older normalization are then rebuilt, not trusted.
@@ -80,6 +84,39 @@ def _canonical_tags(groups: tuple[tuple[str, ...], ...]) -> tuple[str, ...]:
     names = {canonical_tag(tag) for group in groups for tag in group}
     names.discard(None)
     return tuple(sorted(name for name in names if name is not None))
+
+
+@overload
+def normalized_batches(
+    items: Iterable[Record | Invalid], static_tags: tuple[str, ...], phases: Phases, size: int
+) -> Iterator[Sequence[Indicator | Invalid]]: ...
+@overload
+def normalized_batches(
+    items: Iterable[Record | Invalid | Removal],
+    static_tags: tuple[str, ...],
+    phases: Phases,
+    size: int,
+) -> Iterator[Sequence[Indicator | Invalid | Removal]]: ...
+def normalized_batches(
+    items: Iterable[Record | Invalid | Removal],
+    static_tags: tuple[str, ...],
+    phases: Phases,
+    size: int,
+) -> Iterator[Sequence[Indicator | Invalid | Removal]]:
+    """The records among ``items`` normalized, ``size`` items at a time (the
+    others passed on as they are); reading them counts as ``fetch``, normalizing
+    as ``normalize``."""
+    stream = iter(items)
+    while True:
+        with phases.timed("fetch"):
+            batch = list(islice(stream, size))
+        if not batch:
+            return
+        with phases.timed("normalize"):
+            done = [
+                normalize(item, static_tags) if isinstance(item, Record) else item for item in batch
+            ]
+        yield done
 
 
 def normalize(record: Record, static_tags: tuple[str, ...] = ()) -> Indicator | Invalid:

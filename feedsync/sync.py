@@ -13,11 +13,11 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import itertools
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 from feedsync import logs, metrics
@@ -27,8 +27,8 @@ from feedsync.cybertrace import CyberTrace
 from feedsync.errors import AuthError, CyberTraceError, ParseError, SourceError
 from feedsync.fetch import Body, Validators
 from feedsync.lines import LineFeed, forget_lines, replace_lines
-from feedsync.model import Indicator, Invalid, Record, Removal
-from feedsync.normalize import canonical_tags, normalize
+from feedsync.model import Invalid
+from feedsync.normalize import canonical_tags, normalized_batches
 from feedsync.outcome import FeedReport, SupplierReport, run_of
 from feedsync.phases import Phases
 from feedsync.reconcile import Plan, Refresh, Target, plan
@@ -282,7 +282,9 @@ class Cycle:
             )
             return replace_lines(db, job)
         apply = patch if body.mode == "patch" else replace
-        records = _normalized(item.source.records(body), static, self.phases)
+        records = itertools.chain.from_iterable(
+            normalized_batches(item.source.records(body), static, self.phases, NORMALIZE_BATCH)
+        )
         change = apply(
             db,
             item.row,
@@ -346,21 +348,6 @@ class Cycle:
             dry_run=self.dry_run,
         )
         return dataclasses.replace(report, pending=pending, rejected=counts["rejected"])
-
-
-def _normalized(
-    items: Iterable[Record | Invalid | Removal], static: tuple[str, ...], phases: Phases
-) -> Iterator[Indicator | Invalid | Removal]:
-    """Records normalized a batch at a time, reading and normalizing timed apart."""
-    stream = iter(items)
-    while True:
-        with phases.timed("fetch"):
-            batch = list(islice(stream, NORMALIZE_BATCH))
-        if not batch:
-            return
-        with phases.timed("normalize"):
-            done = [normalize(r, static) if isinstance(r, Record) else r for r in batch]
-        yield from done
 
 
 def connect(config: Config) -> CyberTrace:
