@@ -66,13 +66,9 @@ def parse_csv(stream: BinaryIO, options: CsvOptions, feed: str) -> Iterator[Reco
     rows = lines.rows()
     head = _Head()
     yield from head.read(rows, lines, feed)
-    if not head.data:
-        return
-    header = _header(head, options)
-    if header is not None and header.row is not None:
-        head.items.remove(header.row)
-    columns = _resolve(options, header, head.data[0][0], feed)
-    yield from _records(itertools.chain(head.items, rows), columns)
+    layout = _layout_of(head, options, feed)
+    if layout is not None:
+        yield from _records(itertools.chain(head.items, rows), layout.columns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +90,17 @@ def read_layout(stream: BinaryIO, options: CsvOptions, feed: str) -> Layout | No
     head = _Head()
     for _invalid in head.read(lines.rows(), lines, feed):
         pass
+    return _layout_of(head, options, feed)
+
+
+def _layout_of(head: _Head, options: CsvOptions, feed: str) -> Layout | None:
+    """The layout a body's head shows (None without a data row); its header
+    row, if it has one, leaves the head's items: it is no record."""
     if not head.data:
         return None
     header = _header(head, options)
+    if header is not None and header.row is not None:
+        head.items.remove(header.row)
     return Layout(_resolve(options, header, head.data[0][0], feed), options)
 
 
