@@ -216,7 +216,7 @@ def _print_cycle(name: str, cycle: Measure, minimal: int) -> None:
             "",
             str(requests),
             f"{sent:,}",
-            f"{sent / minimal:.2f}" if minimal else "-",
+            _ratio(sent, minimal),
         )
     )
     print(_row("  other (start-up)", "", f"{cycle.cpu - accounted:.2f}"))
@@ -224,7 +224,6 @@ def _print_cycle(name: str, cycle: Measure, minimal: int) -> None:
 
 
 def _print(name: str, measure: Measure, requests: int = 0, sent: int = 0, minimal: int = 0) -> None:
-    ratio = f"{sent / minimal:.2f}" if minimal else "-"
     print(
         _row(
             name,
@@ -233,10 +232,15 @@ def _print(name: str, measure: Measure, requests: int = 0, sent: int = 0, minima
             f"{measure.peak_mb:.0f}",
             str(requests),
             f"{sent:,}",
-            ratio,
+            _ratio(sent, minimal),
         ),
         flush=True,
     )
+
+
+def _ratio(sent: int, minimal: int) -> str:
+    """Bytes sent over the minimal JSON of the changes ("-" when nothing changed)."""
+    return f"{sent / minimal:.2f}" if minimal else "-"
 
 
 def _row(*cells: str) -> str:
