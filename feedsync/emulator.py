@@ -202,8 +202,11 @@ class Emulator:
 
     def indicator_requests(self, method: str | None = None) -> list[LoggedRequest]:
         """Logged PUT and DELETE requests on ``.../indicators`` (or only ``method``)."""
-        methods = (method,) if method else ("PUT", "DELETE")
-        return [r for r in self.requests if r.path.endswith("/indicators") and r.method in methods]
+        return [
+            r
+            for r in self.requests
+            if debug.changes_indicators(r.method, r.path) and method in (None, r.method)
+        ]
 
     # Faults
 

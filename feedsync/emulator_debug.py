@@ -35,6 +35,11 @@ def route(emulator: Emulator) -> None:
     router.add_get("/emulator/minimal", _guarded(emulator, _minimal))
 
 
+def changes_indicators(method: str, path: str) -> bool:
+    """A PUT or DELETE on a supplier's ``.../indicators``."""
+    return method in ("PUT", "DELETE") and path.endswith("/indicators")
+
+
 class Changes:
     """The minimal JSON of the changes sent: each (method, value)'s last body,
     kept as a size, not as the request: the log is bounded, and a benchmark
@@ -45,7 +50,7 @@ class Changes:
         self._methods: set[str] = set()
 
     def record(self, method: str, path: str, parsed: object) -> None:
-        if method not in ("PUT", "DELETE") or not path.endswith("/indicators"):
+        if not changes_indicators(method, path):
             return
         for item in parsed if isinstance(parsed, list) else []:
             if isinstance(item, dict):
