@@ -9,7 +9,7 @@ from enum import Enum
 from feedsync import logs
 from feedsync.config import BUILTIN_SUPPLIERS, SupplierConfig
 from feedsync.cybertrace import CyberTrace
-from feedsync.errors import RequestError
+from feedsync.errors import CyberTraceError, RequestError
 
 log = logs.get("feedsync.bootstrap")
 
@@ -28,41 +28,64 @@ class SupplierInfo:
     retention: int
 
 
-async def ensure_supplier(
-    client: CyberTrace, name: str, settings: SupplierConfig | None
-) -> SupplierInfo:
-    """The supplier exists, with the configured settings where there are some."""
+async def ensure_supplier(client: CyberTrace, settings: SupplierConfig) -> SupplierInfo:
+    """The supplier exists (and, with a tenant, is visible in it), with the
+    configured settings where they are explicit.
+
+    Existence is read from ``GET suppliers``, the documented list: the pages give
+    no status for ``GET suppliers/{name}`` of a missing supplier.
+    """
+    name = settings.name
+    state = SupplierState.PRESENT
+    if name not in await client.supplier_names():
+        state = await _create(client, settings)
     current = await client.supplier(name)
-    configured = settings.retention if settings else 0
+    tenant = client.config.tenant
+    if current is None and tenant:
+        raise CyberTraceError(
+            f"supplier {name!r} exists in CyberTrace but is not visible in tenant {tenant!r}"
+            f" (GET suppliers/{name} in the tenant did not find it): suppliers are created"
+            f" outside tenants, so an administrator must assign {name!r} to {tenant!r} in"
+            " CyberTrace; the next cycle then fills it"
+        )
+    if state is SupplierState.PRESENT and current is not None and _enforced(settings):
+        drift = _drift(current, settings)
+        if drift:
+            await client.update_supplier(settings)
+            log.info("supplier.corrected", supplier=name, fields=",".join(drift))
+            state = SupplierState.UPDATED
     retention = current.get("retention") if current else None
-    reported = retention if isinstance(retention, int) and not isinstance(retention, bool) else 0
-    return SupplierInfo(await _ensure(client, name, settings, current), configured or reported)
+    reported = retention if isinstance(retention, int) and not isinstance(retention, bool) else None
+    return SupplierInfo(state, settings.retention if reported is None else reported)
 
 
-async def _ensure(
-    client: CyberTrace,
-    name: str,
-    settings: SupplierConfig | None,
-    current: dict[str, object] | None,
-) -> SupplierState:
-    if current is None:
-        if settings is None:
-            raise RequestError(
-                404,
-                f"supplier {name!r} does not exist in CyberTrace and has no settings under"
-                " `suppliers:` to create it with",
-            )
+def _enforced(settings: SupplierConfig) -> bool:
+    # Defaults only shape what feedsync creates; an existing supplier keeps what its
+    # operator chose. The built-in suppliers cannot be changed at all.
+    return settings.explicit and settings.name not in BUILTIN_SUPPLIERS
+
+
+async def _create(client: CyberTrace, settings: SupplierConfig) -> SupplierState:
+    name = settings.name
+    if name in BUILTIN_SUPPLIERS:
+        raise CyberTraceError(f"CyberTrace does not list its built-in supplier {name!r}")
+    try:
         await client.create_supplier(settings)
-        log.info("supplier.created", supplier=name)
-        return SupplierState.CREATED
-    if settings is None or name in BUILTIN_SUPPLIERS:
+    except RequestError as exc:
+        # Another writer may have created it since the list was read.
+        if exc.status != 400 or name not in await client.supplier_names():
+            raise
+        log.info("supplier.created_elsewhere", supplier=name)
         return SupplierState.PRESENT
-    drift = _drift(current, settings)
-    if drift:
-        await client.update_supplier(settings)
-        log.info("supplier.corrected", supplier=name, fields=",".join(drift))
-        return SupplierState.UPDATED
-    return SupplierState.PRESENT
+    log.info(
+        "supplier.created",
+        supplier=name,
+        confidence=settings.confidence,
+        retention=settings.retention,
+        vendor=settings.vendor,
+        settings="suppliers" if settings.explicit else "supplier_defaults",
+    )
+    return SupplierState.CREATED
 
 
 def _drift(current: dict[str, object], settings: SupplierConfig) -> list[str]:
@@ -86,11 +109,21 @@ def planned_tags(db: sqlite3.Connection, supplier: str) -> set[str]:
 
 
 async def ensure_tags(client: CyberTrace, needed: set[str], weight: int) -> list[str]:
-    """Create the tags CyberTrace does not know yet; returns those created."""
+    """Create the tags CyberTrace does not know yet, one ``POST tags`` each (the
+    documentation takes exactly one tag object); returns those created."""
     if not needed or not client.tags_supported:
         return []
-    missing = sorted(needed - await client.tags())
-    if missing:
-        await client.create_tags(missing, weight)
-        log.info("tags.created", count=len(missing), tags=",".join(missing[:20]))
-    return missing
+    created = []
+    for name in sorted(needed - await client.tags()):
+        answer = await client.create_tag(name, weight)
+        if answer.status in (200, 201):
+            created.append(name)
+            continue
+        # An existing name is refused: someone else may have created it meanwhile.
+        if answer.status == 400 and name.upper() in await client.tags():
+            log.info("tags.created_elsewhere", tag=name)
+            continue
+        client.check(answer, "POST", f"tags ({name})")
+    if created:
+        log.info("tags.created", count=len(created), tags=",".join(created[:20]))
+    return created

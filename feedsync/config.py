@@ -52,6 +52,10 @@ SOURCE_TYPES: Mapping[str, tuple[frozenset[str], tuple[str, ...]]] = MappingProx
 FEED_TYPES = tuple(SOURCE_TYPES)
 _FEED_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _SUPPLIER_NAME = re.compile(r"[A-Za-z0-9_-]+")
+# Tenants become a path segment (/api/1.3/{tenant}/...): no separators, controls or blanks
+# at the ends, so that one name cannot address another route.
+_TENANT_EDGE = r"[^\s/\\?#%\x00-\x1f\x7f]"
+_TENANT_NAME = re.compile(rf"{_TENANT_EDGE}(?:[^/\\?#%\x00-\x1f\x7f]{{0,126}}{_TENANT_EDGE})?")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _LISTEN = re.compile(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^\s:\[\]]+):(\d{1,5})")
 _VARIABLE = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|(\{))")
@@ -87,6 +91,8 @@ class RetryConfig:
     attempts: int = 5
     initial_delay: float = 1.0
     max_delay: float = 60.0
+    # 425 "still initializing" lasts minutes after a CyberTrace restart: its own budget.
+    initializing: float = 900.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,11 +127,26 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SupplierDefaults:
+    """How feedsync creates a supplier that has no entry under ``suppliers:``.
+
+    Retention 10080 minutes is CyberTrace's 7-day default for feeds.
+    """
+
+    confidence: int = 50
+    retention: int = 10080
+    vendor: str | None = "feedsync"
+
+
+@dataclass(frozen=True, slots=True)
 class SupplierConfig:
     name: str
     confidence: int
-    retention: int = 0
+    retention: int = 10080
     vendor: str | None = None
+    # False for settings taken from supplier_defaults: feedsync creates the supplier
+    # with them but leaves an existing supplier's settings as the operator made them.
+    explicit: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +193,18 @@ class Config:
     suppliers: Mapping[str, SupplierConfig]
     feeds: tuple[FeedConfig, ...]
     warnings: tuple[str, ...] = ()  # valid but unsafe (secrets others can read): log them
+    supplier_defaults: SupplierDefaults = SupplierDefaults()
+
+    def supplier_settings(self, name: str) -> SupplierConfig:
+        """The settings feedsync creates supplier ``name`` with: its ``suppliers:``
+        entry, else ``supplier_defaults``."""
+        explicit = self.suppliers.get(name)
+        if explicit is not None:
+            return explicit
+        defaults = self.supplier_defaults
+        return SupplierConfig(
+            name, defaults.confidence, defaults.retention, defaults.vendor, explicit=False
+        )
 
     def feed(self, name: str) -> FeedConfig:
         for feed in self.feeds:
@@ -216,19 +249,24 @@ def _parse(
     literal: set[str] = set()
     data = _expand(_read_yaml(text, source), "", env, literal)
     context = _Context(Path(os.path.abspath(base_dir)), source, mode, literal)
-    top = _Map("", data, ("cybertrace", "state", "server", "suppliers", "feeds"), context)
+    sections = ("cybertrace", "state", "server", "supplier_defaults", "suppliers", "feeds")
+    top = _Map("", data, sections, context)
     cybertrace = _cybertrace(top.child("cybertrace", _keys(CyberTraceConfig, "password_file")))
     state = top.child("state", _keys(StateConfig), optional=True)
     server = _server(top.child("server", ("listen", "shutdown_grace"), optional=True))
     feeds = _feeds(top)
+    defaults = _supplier_defaults(top)
     return Config(
         path=source,
         cybertrace=cybertrace,
         state=StateConfig(_resolve(context.base, state.text("path", StateConfig().path))),
         server=server,
-        suppliers=MappingProxyType(_suppliers(top, {feed.supplier for feed in feeds})),
+        suppliers=MappingProxyType(
+            _suppliers(top, {feed.supplier for feed in feeds}, defaults)
+        ),
         feeds=feeds,
         warnings=tuple(context.warnings),
+        supplier_defaults=defaults,
     )
 
 
@@ -321,8 +359,15 @@ def _variable(match: re.Match[str], path: str, env: Mapping[str, str]) -> str:
 def _cybertrace(m: _Map) -> CyberTraceConfig:
     version = m.choice("api_version", API_VERSIONS, "1.2")
     tenant = m.maybe_text("tenant")
-    if tenant is not None and version not in ("1.3", "auto"):
-        raise ConfigError(m.at("tenant"), "needs api_version 1.3 or auto (multitenancy)")
+    if tenant is not None:
+        if version not in ("1.3", "auto"):
+            raise ConfigError(m.at("tenant"), "needs api_version 1.3 or auto (multitenancy)")
+        if not _TENANT_NAME.fullmatch(tenant):
+            raise ConfigError(
+                m.at("tenant"),
+                f"{_show(tenant)} is not a tenant name: 1-128 characters, none of / \\ ? # %"
+                " or control characters, no blanks at either end",
+            )
     cert, key = m.file("client_cert"), m.file("client_key")
     if key is not None and cert is None:
         raise ConfigError(m.at("client_key"), "needs client_cert")
@@ -349,6 +394,7 @@ def _cybertrace(m: _Map) -> CyberTraceConfig:
             attempts=retry.integer("attempts", 5, "[1, inf)"),
             initial_delay=initial,
             max_delay=retry.number("max_delay", 60.0, f"[{initial:g}, inf)"),
+            initializing=retry.duration("initializing", 900.0),
         ),
     )
 
@@ -364,7 +410,28 @@ def _server(m: _Map) -> ServerConfig:
     return ServerConfig(match.group(1) or match.group(3), port, grace)
 
 
-def _suppliers(top: _Map, used: set[str]) -> dict[str, SupplierConfig]:
+def _supplier_defaults(top: _Map) -> SupplierDefaults:
+    m = top.child("supplier_defaults", _keys(SupplierDefaults), optional=True)
+    base = SupplierDefaults()
+    retention = m.integer("retention", base.retention, "[0, 2147483647]")
+    if "retention" in m.data and retention == 0:
+        m.context.warnings.append(_RETENTION_ZERO.format(path=m.at("retention")))
+    return SupplierDefaults(
+        confidence=m.integer("confidence", base.confidence, "[0, 100]"),
+        retention=retention,
+        vendor=m.maybe_text("vendor") if "vendor" in m.data else base.vendor,
+    )
+
+
+_RETENTION_ZERO = (
+    "{path}: 0 is sent as written, but CyberTrace's documentation does not say what a"
+    " retention of 0 means (never expire, or refused); give minutes to be sure"
+)
+
+
+def _suppliers(
+    top: _Map, used: set[str], defaults: SupplierDefaults
+) -> dict[str, SupplierConfig]:
     entries = top.child("suppliers", None, optional=True)
     out = {}
     for name in entries.data:
@@ -373,11 +440,15 @@ def _suppliers(top: _Map, used: set[str]) -> dict[str, SupplierConfig]:
             raise ConfigError(entries.at(name), "built into CyberTrace; it cannot be created")
         if name not in used:
             raise ConfigError(entries.at(name), "no feed uses this supplier")
-        m = entries.child(name, _keys(SupplierConfig) - {"name"})
+        m = entries.child(name, _keys(SupplierConfig) - {"name", "explicit"})
+        retention = m.integer("retention", defaults.retention, "[0, 2147483647]")
+        if "retention" in m.data and retention == 0:
+            m.context.warnings.append(_RETENTION_ZERO.format(path=m.at("retention")))
         out[name] = SupplierConfig(
             name=name,
-            confidence=m.integer("confidence", None, "[0, 100]"),
-            retention=m.integer("retention", 0, "[0, inf)"),
+            confidence=m.integer("confidence", defaults.confidence, "[0, 100]"),
+            retention=retention,
+            # No vendor given: none is sent, and the supplier's own is left alone.
             vendor=m.maybe_text("vendor"),
         )
     return out

@@ -46,10 +46,16 @@ class Answer:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """The result of an indicator request: the indicators CyberTrace refused."""
+    """The result of an indicator request: the indicators CyberTrace refused.
+
+    ``readable`` is False for a 202 whose body does not say which indicators it
+    refused: nothing of such a request counts as confirmed (invariant 1).
+    """
 
     status: int
     errors: dict[str, str] = field(default_factory=dict)
+    readable: bool = True
+    text: str = ""
 
 
 def _ignore(method: str, supplier: str, code: str, seconds: float, sent: int) -> None:
@@ -66,8 +72,10 @@ class CyberTrace:
         observe: Observer = _ignore,
         on_retry: Callable[[str], None] = lambda _method: None,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._on_retry = on_retry
+        self._clock = clock
         self.config = config
         self.version = config.api_version
         self._observe = observe
@@ -115,45 +123,79 @@ class CyberTrace:
         for version in VERSIONS:
             answer = await self._request("GET", f"/api/{version}/suppliers", "", retry=True)
             if answer.status != 404:
-                self._check(answer, "GET", "suppliers")
+                self.check(answer, "GET", "suppliers")
+                self._refuse_untenanted(version)
                 self.version = version
                 log.info("cybertrace.version", version=version)
                 return version
         raise RequestError(404, "CyberTrace answers none of the API versions 1.0-1.3")
 
+    def _refuse_untenanted(self, version: str) -> None:
+        # Below 1.3 there are no tenant routes: every write would land in the General tenant.
+        if self.config.tenant and version != "1.3":
+            raise CyberTraceError(
+                f"cybertrace.tenant is {self.config.tenant!r}, but the server speaks API"
+                f" {version} at most, which has no tenants; refusing to write to the General"
+                " tenant instead (remove cybertrace.tenant or upgrade CyberTrace)"
+            )
+
     # Suppliers
 
+    async def supplier_names(self) -> set[str]:
+        """The suppliers CyberTrace lists (``GET suppliers``, which includes the
+        built-in FalsePositive and InternalTI): the documented way to tell existence."""
+        answer = await self._request("GET", self._path("suppliers", tenant=False), "")
+        self.check(answer, "GET", "suppliers")
+        if not isinstance(answer.body, list):
+            raise RequestError(answer.status, "GET suppliers: the answer is not a JSON array")
+        names = set()
+        for item in answer.body:
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise RequestError(
+                    answer.status, "GET suppliers: an entry of the answer has no name"
+                )
+            names.add(item["name"])
+        return names
+
     async def supplier(self, name: str) -> dict[str, Any] | None:
-        answer = await self._request("GET", self._path(f"suppliers/{quote(name)}"), name)
-        if answer.status == 404:
+        """The supplier's settings (``GET suppliers/{name}``, in the tenant if one is
+        configured), or None where CyberTrace answers 400 or 404: the documentation
+        gives no status for a missing supplier, so the caller decides from the list."""
+        answer = await self._request("GET", self._path(f"suppliers/{_segment(name)}"), name)
+        if answer.status in (400, 404):
+            log.debug("cybertrace.supplier_unreadable", supplier=name, status=answer.status)
             return None
-        self._check(answer, "GET", f"suppliers/{name}")
+        self.check(answer, "GET", f"suppliers/{name}")
         if isinstance(answer.body, list) and answer.body and isinstance(answer.body[0], dict):
             return answer.body[0]
-        raise RequestError(answer.status, f"GET suppliers/{name}: unexpected answer")
+        raise RequestError(answer.status, f"GET suppliers/{name}: the answer is not readable")
 
     async def create_supplier(self, supplier: SupplierConfig) -> None:
+        # POST suppliers has no tenant form (page 198593): a tenant's administrator assigns it.
         body = [_supplier_body(supplier)]
-        answer = await self._send("POST", self._path("suppliers"), supplier.name, body)
-        self._check(answer, "POST", "suppliers")
+        path = self._path("suppliers", tenant=False)
+        answer = await self._send("POST", path, supplier.name, body)
+        self.check(answer, "POST", "suppliers")
 
     async def update_supplier(self, supplier: SupplierConfig) -> None:
-        path = self._path(f"suppliers/{quote(supplier.name)}")
+        path = self._path(f"suppliers/{_segment(supplier.name)}")
         answer = await self._send("PUT", path, supplier.name, [_supplier_body(supplier)])
-        self._check(answer, "PUT", f"suppliers/{supplier.name}")
+        self.check(answer, "PUT", f"suppliers/{supplier.name}")
 
     # Tags
 
     async def tags(self) -> set[str]:
         answer = await self._request("GET", self._path("tags", tenant=False), "")
-        self._check(answer, "GET", "tags")
-        items = answer.body if isinstance(answer.body, list) else []
-        return {str(item["name"]).upper() for item in items if isinstance(item, dict)}
+        self.check(answer, "GET", "tags")
+        if not isinstance(answer.body, list):
+            raise RequestError(answer.status, "GET tags: the answer is not a JSON array")
+        return {str(item["name"]).upper() for item in answer.body if _named(item)}
 
-    async def create_tags(self, names: list[str], weight: int) -> None:
-        body = [{"name": name, "weight": weight} for name in names]
-        answer = await self._send("POST", self._path("tags", tenant=False), "", body)
-        self._check(answer, "POST", "tags")
+    async def create_tag(self, name: str, weight: int) -> Answer:
+        """``POST tags`` with one tag object, as the documentation requires; the
+        answer is returned for the caller to judge (an existing name is refused)."""
+        body = [{"name": name, "weight": weight}]
+        return await self._send("POST", self._path("tags", tenant=False), "", body)
 
     # Indicators
 
@@ -164,21 +206,25 @@ class CyberTrace:
         return await self._indicators("DELETE", supplier, body)
 
     async def _indicators(self, method: str, supplier: str, body: bytes) -> Outcome:
-        path = self._path(f"suppliers/{quote(supplier)}/indicators")
+        path = self._path(f"suppliers/{_segment(supplier)}/indicators")
         answer = await self._request(method, path, supplier, body=body, retry=True)
         if answer.status == 202:
-            return Outcome(202, _error_indicators(answer.body))
-        self._check(answer, method, f"suppliers/{supplier}/indicators")
+            errors = _error_indicators(answer.body)
+            if errors is None:
+                return Outcome(202, readable=False, text=_status_text(answer.body))
+            return Outcome(202, errors)
+        self.check(answer, method, f"suppliers/{supplier}/indicators")
         return Outcome(answer.status)
 
     # Transport
 
     def _path(self, tail: str, *, tenant: bool = True) -> str:
         if tenant and self.version == "1.3" and self.config.tenant:
-            return f"/api/1.3/{quote(self.config.tenant)}/{tail}"
+            return f"/api/1.3/{_segment(self.config.tenant)}/{tail}"
         return f"/api/{self.version}/{tail}"
 
-    def _check(self, answer: Answer, method: str, what: str) -> None:
+    def check(self, answer: Answer, method: str, what: str) -> None:
+        """Raise the error an answer that is no success stands for."""
         if answer.status in (200, 201):
             return
         user = self.config.username
@@ -213,26 +259,51 @@ class CyberTrace:
     ) -> Answer:
         policy = self.config.retry
         attempts = policy.attempts if retry else 1
-        for attempt in range(1, attempts + 1):
+        attempt = 0
+        initializing_since: float | None = None
+        while True:
             try:
                 answer, retry_after = await self._once(method, path, supplier, body)
             except TransportError:
-                if attempt == attempts:
+                attempt += 1
+                if attempt >= attempts:
                     raise
                 retry_after = None
             else:
-                if answer.status not in RETRY_STATUSES or attempt == attempts:
+                if answer.status == 425 and retry:
+                    # Not a failure of this request: CyberTrace is starting, which takes
+                    # minutes. It has a budget of its own, in time, not attempts.
+                    now = self._clock()
+                    initializing_since = now if initializing_since is None else initializing_since
+                    waited = now - initializing_since
+                    if waited >= policy.initializing:
+                        log.error(
+                            "cybertrace.initializing_too_long", path=path, seconds=round(waited)
+                        )
+                        return answer
+                    if waited == 0:
+                        log.warning("cybertrace.initializing", path=path)
+                    delay = self._delay(attempt + 1, retry_after)
+                    await self._sleep(min(delay, policy.initializing - waited))
+                    continue
+                attempt += 1
+                if answer.status not in RETRY_STATUSES or attempt >= attempts:
                     return answer
-            ceiling = min(policy.max_delay, policy.initial_delay * 2 ** (attempt - 1))
-            delay = random.uniform(0, ceiling)  # noqa: S311 -- jitter, not cryptography
-            if retry_after is not None:
-                delay = min(max(delay, retry_after), policy.max_delay)
+            delay = self._delay(attempt, retry_after)
             log.debug(
                 "cybertrace.retry", method=method, path=path, attempt=attempt, delay=round(delay, 3)
             )
             self._on_retry(method)
             await self._sleep(delay)
-        raise AssertionError("unreachable")
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        """Full-jitter exponential backoff, at least ``Retry-After``, at most ``max_delay``."""
+        policy = self.config.retry
+        ceiling = min(policy.max_delay, policy.initial_delay * 2 ** (attempt - 1))
+        delay = random.uniform(0, ceiling)  # noqa: S311 -- jitter, not cryptography
+        if retry_after is not None:
+            delay = min(max(delay, retry_after), policy.max_delay)
+        return delay
 
     async def _once(
         self, method: str, path: str, supplier: str, body: bytes | None
@@ -281,24 +352,49 @@ def _supplier_body(supplier: SupplierConfig) -> dict[str, object]:
     return body
 
 
-def _error_indicators(body: Any) -> dict[str, str]:
+def _error_indicators(body: Any) -> dict[str, str] | None:
+    """The refused indicators of a 202 answer, or None where the body does not
+    say which they are (not a JSON array of objects, no ``error_indicators``
+    list, an entry without an ``indicator`` string, or no entry at all: a
+    partial success that names no failure contradicts itself)."""
+    if not isinstance(body, list) or not body:
+        return None
     errors: dict[str, str] = {}
-    items = body if isinstance(body, list) else [body]
-    for item in items:
+    for item in body:
         if not isinstance(item, dict):
-            continue
-        for error in item.get("error_indicators") or []:
-            if isinstance(error, dict) and isinstance(error.get("indicator"), str):
-                errors[error["indicator"]] = str(
-                    error.get("reason") or "rejected (no reason given)"
-                )
-    return errors
+            return None
+        entries = item.get("error_indicators")
+        if not isinstance(entries, list):
+            return None
+        for error in entries:
+            if not isinstance(error, dict) or not isinstance(error.get("indicator"), str):
+                return None
+            reason = error.get("reason")
+            errors[error["indicator"]] = (
+                reason if isinstance(reason, str) and reason else "refused (no reason given)"
+            )
+    return errors or None
 
 
 def _status_text(body: Any) -> str:
-    if isinstance(body, list) and body and isinstance(body[0], dict) and "status" in body[0]:
-        return f": {str(body[0]['status'])[:200]}"
-    return ""
+    """``: status (reason)`` of the first error object of an answer, as documented."""
+    first = body[0] if isinstance(body, list) and body else body
+    if not isinstance(first, dict):
+        return ""
+    status, reason = first.get("status"), first.get("reason")
+    parts = [str(part)[:200] for part in (status, reason) if isinstance(part, str) and part]
+    if not parts:
+        return ""
+    return ": " + (f"{parts[0]} ({parts[1]})" if len(parts) == 2 else parts[0])
+
+
+def _segment(name: str) -> str:
+    """A name as one path segment: ``/``, ``?``, ``#`` and ``%`` escaped too."""
+    return quote(name, safe="")
+
+
+def _named(item: object) -> bool:
+    return isinstance(item, dict) and isinstance(item.get("name"), str)
 
 
 def _retry_after(value: str | None) -> float | None:

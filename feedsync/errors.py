@@ -14,6 +14,7 @@ with ``raise ... from exc``::
         ├── AuthError          401/403: wrong credentials or role; retrying cannot help
         ├── TLSError           the server's certificate does not verify; retrying cannot help
         ├── RequestError       a request answered with an error status (has .status)
+        ├── SupplierGone       the supplier vanished while its plan was being sent
         └── TransportError     connection failure or timeout; the outcome is unknown
 """
 
@@ -76,6 +77,11 @@ class RequestError(CyberTraceError):
     def __init__(self, status: int, message: str) -> None:
         self.status = status
         super().__init__(message)
+
+
+class SupplierGone(CyberTraceError):
+    """The supplier a plan was being sent to is no longer in CyberTrace (deleted by
+    an operator): nothing sent to it since counts, and it must be created again."""
 
 
 class TransportError(CyberTraceError):

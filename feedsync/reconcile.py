@@ -11,6 +11,7 @@ anything is sent.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import sqlite3
@@ -23,6 +24,11 @@ from feedsync.snapshot import digest64
 from feedsync.store import now
 
 BATCH = 5000
+# CyberTrace's documentation gives no way to clear a context, nor says what a PUT
+# without one does to the context stored: an indicator whose feeds give it no context
+# is sent this one field naming the feed, so every PUT replaces the context it had.
+SOURCE_FIELD = "source_feed"
+BODY_VERSION = 2  # bump when bodies are shaped differently: every value is re-planned
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,14 +37,26 @@ class Target:
 
     supplier: str
     feed_ids: tuple[int, ...]
+    feed_names: tuple[str, ...]  # the same feeds' names, for the ``source_feed`` context
     send_context: bool = True
     send_tags: bool = True
     unmark_detections: bool | None = None
 
     def signature(self) -> str:
         """Changes whenever the merge or the body shape changes, forcing a full replan."""
-        text = repr((self.feed_ids, self.send_context, self.send_tags, self.unmark_detections))
+        shape = (self.send_context, self.send_tags, self.unmark_detections, BODY_VERSION)
+        text = repr((self.feed_ids, self.feed_names, *shape))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def source_context(self, feed_id: int) -> str:
+        """The context sent for a value whose feed gives it none (JSON text)."""
+        return _source_json(self.feed_names[self.feed_ids.index(feed_id)])
+
+
+@functools.lru_cache(maxsize=256)
+def _source_json(feed: str) -> str:
+    # A plain list of a million addresses asks for the same few texts a million times.
+    return orjson.dumps({SOURCE_FIELD: feed}).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +115,9 @@ def plan(
     Runs inside the caller's transaction.
     """
     if resync:
+        # As if CyberTrace held nothing and had refused nothing: rejections are re-sent too.
         db.execute("DELETE FROM acked WHERE supplier = ?", (target.supplier,))
+        db.execute("DELETE FROM rejected WHERE supplier = ?", (target.supplier,))
     if resync or _signature_changed(db, target):
         mark_all_dirty(db, target)
     if refresh is not None:
@@ -233,13 +253,14 @@ def _put_body(
     value: str, rows: Sequence[tuple[int, str, str]], target: Target, position: dict[int, int]
 ) -> str:
     if len(rows) == 1:
-        return _single_put_body(value, rows[0][1], rows[0][2], target)
+        return _single_put_body(value, rows[0], target)
     ordered = sorted(rows, key=lambda row: position[row[0]])
     body: dict[str, object] = {"indicator": value}
     if target.send_context:
-        context = orjson.loads(ordered[0][1])
-        if context:
-            body["context"] = context
+        first = ordered[0]
+        body["context"] = orjson.loads(
+            first[1] if first[1] != "{}" else target.source_context(first[0])
+        )
     if target.send_tags:
         tags: set[str] = set()
         for row in ordered:
@@ -249,13 +270,15 @@ def _put_body(
     return orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
 
 
-def _single_put_body(value: str, context: str, tags: str, target: Target) -> str:
+def _single_put_body(value: str, row: tuple[int, str, str], target: Target) -> str:
     """The body of a value one feed lists, from its row's JSON as stored (compact,
-    sorted keys, sorted tags): the same text as the merge below makes, without
+    sorted keys, sorted tags): the same text as the merge above makes, without
     parsing and re-encoding it, which is most of planning a million values."""
+    feed_id, context, tags = row
     parts = []
-    if target.send_context and context != "{}":
-        parts.append(f'"context":{context}')
+    if target.send_context:
+        shown = context if context != "{}" else target.source_context(feed_id)
+        parts.append(f'"context":{shown}')
     parts.append(f'"indicator":{orjson.dumps(value).decode()}')
     if target.send_tags:
         parts.append(f'"tags":{tags}')

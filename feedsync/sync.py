@@ -24,7 +24,7 @@ from feedsync import logs, metrics
 from feedsync.bootstrap import SupplierState, ensure_supplier, ensure_tags, planned_tags
 from feedsync.config import Config, FeedConfig
 from feedsync.cybertrace import CyberTrace
-from feedsync.errors import AuthError, CyberTraceError, ParseError, SourceError
+from feedsync.errors import AuthError, CyberTraceError, ParseError, SourceError, SupplierGone
 from feedsync.fetch import Body, Validators
 from feedsync.lines import LineFeed, forget_lines, replace_lines
 from feedsync.model import Invalid
@@ -182,7 +182,8 @@ class Cycle:
 
     async def _target(self, supplier: str, version: str) -> Target:
         rows = []
-        for feed in self.config.feeds_of(supplier):
+        feeds = self.config.feeds_of(supplier)
+        for feed in feeds:
             rows.append(await self.store.call(self.store.feed, feed.name, supplier))
         unmark = None
         if supplier == "FalsePositive" and version in ("1.2", "1.3"):
@@ -190,6 +191,7 @@ class Cycle:
         return Target(
             supplier=supplier,
             feed_ids=tuple(row.id for row in rows),
+            feed_names=tuple(feed.name for feed in feeds),
             send_context=supplier != "FalsePositive",
             send_tags=version != "1.0",
             unmark_detections=unmark,
@@ -299,8 +301,16 @@ class Cycle:
         return change
 
     async def _upload(self, client: CyberTrace, target: Target) -> tuple[Sent, int]:
+        try:
+            return await self._send_plan(client, target)
+        except SupplierGone as exc:
+            # Deleted by an operator while we sent: create it again and refill it now.
+            log.warning("supplier.vanished", supplier=target.supplier, error=str(exc))
+            return await self._send_plan(client, target)
+
+    async def _send_plan(self, client: CyberTrace, target: Target) -> tuple[Sent, int]:
         supplier = target.supplier
-        info = await ensure_supplier(client, supplier, self.config.suppliers.get(supplier))
+        info = await ensure_supplier(client, self.config.supplier_settings(supplier))
         if info.state is SupplierState.CREATED:
             acked = (await self.store.call(self.store.counts, supplier))["acked"]
             if acked:

@@ -10,17 +10,23 @@ acknowledged stays pending for the next cycle (invariant 1).
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from feedsync import logs
 from feedsync.cybertrace import DELETE_LIMIT, PUT_LIMIT, CyberTrace, Outcome
-from feedsync.errors import AuthError, CyberTraceError, RequestError, StoreError
+from feedsync.errors import AuthError, CyberTraceError, RequestError, StoreError, SupplierGone
 from feedsync.normalize import InvalidValue, canonicalize
 from feedsync.store import Store, now
 
 log = logs.get("feedsync.upload")
+
+# A request-level 400 is halved only so far, and only so often per upload: a batch
+# that CyberTrace refuses whole for a reason of its own must not become 2n requests.
+MAX_SPLIT_DEPTH = 16
+SPLIT_BUDGET = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +36,10 @@ class Item:
     op: str
     digest: int | None
     body: bytes
+
+    @property
+    def op_method(self) -> str:
+        return "DELETE" if self.op == "delete" else "PUT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +59,7 @@ class Sent:
     update: int = 0
     delete: int = 0
     rejected: int = 0
+    unconfirmed: int = 0
     requests: int = 0
     bytes: int = 0
     errors: list[str] = field(default_factory=list)
@@ -84,17 +95,61 @@ def batches(
         yield Batch(method, tuple(items))
 
 
-def acknowledge(db: sqlite3.Connection, supplier: str, batch: Batch, outcome: Outcome) -> Sent:
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What one answer says of each item of its batch.
+
+    ``refused``: item id -> reason, for indicators CyberTrace refused one by one
+    (a PUT is recorded as rejected, not re-sent until its content changes; a
+    DELETE refused because the indicator does not exist is done).
+    ``unconfirmed``: item ids the answer does not settle; they stay pending.
+    ``unmatched``: refused values as CyberTrace echoed them that name no item.
+    """
+
+    refused: Mapping[int, str] = field(default_factory=dict)
+    unconfirmed: frozenset[int] = frozenset()
+    unmatched: tuple[tuple[str, str], ...] = ()
+
+
+def verdict(batch: Batch, outcome: Outcome) -> Verdict:
+    """Read an answer item by item (invariants 1 and 7: only what CyberTrace
+    confirmed counts as done, and what it did not settle stays pending)."""
+    if not outcome.readable:
+        return Verdict(unconfirmed=frozenset(item.id for item in batch.items))
+    matched, unmatched = _match(batch, outcome.errors)
+    refused: dict[int, str] = {}
+    unconfirmed: set[int] = set()
+    for item in batch.items:
+        reason = matched.get(item.value)
+        if reason is None:
+            continue
+        refused[item.id] = reason
+        if item.op == "delete" and not absent(reason):
+            # Only "this indicator does not exist" means a DELETE did its work; a
+            # missing supplier or an internal error does not.
+            unconfirmed.add(item.id)
+    if unmatched:
+        # CyberTrace refused something it names in a way feedsync cannot map back:
+        # none of the other items of the batch is confirmed.
+        unconfirmed.update(item.id for item in batch.items if item.id not in refused)
+    return Verdict(refused, frozenset(unconfirmed), tuple(unmatched))
+
+
+def acknowledge(db: sqlite3.Connection, supplier: str, batch: Batch, decided: Verdict) -> Sent:
     """Record CyberTrace's answer to a batch; returns what it changed."""
-    refused = _match(batch, outcome.errors)
     sent = Sent()
     stamp = now()
     gone: list[tuple[str, str]] = []  # deleted from CyberTrace: no longer acknowledged
     acked: list[tuple[str, str, int | None, float]] = []
     rejected: list[tuple[str, str, str, int | None, str, float]] = []
+    settled: list[tuple[int]] = []
     for item in batch.items:
-        reason = refused.get(item.value)
-        if item.op == "delete" and (reason is None or _absent(reason)):
+        if item.id in decided.unconfirmed:
+            sent.unconfirmed += 1
+            continue
+        settled.append((item.id,))
+        reason = decided.refused.get(item.id)
+        if item.op == "delete":
             gone.append((supplier, item.value))
             sent.delete += 1
         elif reason is None:
@@ -122,7 +177,7 @@ def acknowledge(db: sqlite3.Connection, supplier: str, batch: Batch, outcome: Ou
         " VALUES (?, ?, ?, ?, ?, ?)",
         rejected,
     )
-    db.executemany("DELETE FROM pending WHERE id = ?", [(item.id,) for item in batch.items])
+    db.executemany("DELETE FROM pending WHERE id = ?", settled)
     return sent
 
 
@@ -136,13 +191,27 @@ def reject_oversize(db: sqlite3.Connection, supplier: str, item: Item, limit: in
     db.execute("DELETE FROM pending WHERE id = ?", (item.id,))
 
 
+@dataclass(slots=True)
+class _Upload:
+    """One supplier's upload under way: what it has shown so far."""
+
+    store: Store
+    client: CyberTrace
+    supplier: str
+    total: Sent
+    successes: int = 0  # requests answered 2xx: the supplier and the request form are fine
+    splits: int = SPLIT_BUDGET
+    doubtful: list[tuple[Item, str]] = field(default_factory=list)
+
+
 async def upload(store: Store, client: CyberTrace, supplier: str) -> Sent:
     """Send the supplier's whole plan: PUTs first, then DELETEs.
 
     Up to ``concurrency`` batches are in flight. The first batch that fails
-    after its retries stops the upload; the rest stays pending.
+    after its retries stops the upload; the rest stays pending. A supplier that
+    disappears meanwhile raises ``SupplierGone``.
     """
-    total = Sent()
+    run = _Upload(store, client, supplier, Sent())
     config = client.config
     for method in ("PUT", "DELETE"):
         cut = batches(
@@ -154,66 +223,160 @@ async def upload(store: Store, client: CyberTrace, supplier: str) -> Sent:
             async with asyncio.TaskGroup() as group:
                 while (batch := await store.call(next, cut, None)) is not None:
                     await gate.acquire()
-                    task = group.create_task(_send(store, client, supplier, batch, total))
+                    task = group.create_task(_send(run, batch, 0))
                     task.add_done_callback(_releaser(gate))
-        except* (AuthError, StoreError) as failures:
+        except* (AuthError, StoreError, SupplierGone) as failures:
             raise failures.exceptions[0] from None
         except* CyberTraceError as failures:
-            total.errors.extend(str(exc) for exc in failures.exceptions)
-        if total.errors:
+            run.total.errors.extend(str(exc) for exc in failures.exceptions)
+        await _settle_doubtful(run)
+        if run.total.errors:
             break
-    return total
+    return run.total
 
 
-async def _send(store: Store, client: CyberTrace, supplier: str, batch: Batch, total: Sent) -> None:
+async def _send(run: _Upload, batch: Batch, depth: int) -> None:
     payload = batch.payload()
     limit = min(
-        client.config.max_batch_bytes, DELETE_LIMIT if batch.method == "DELETE" else PUT_LIMIT
+        run.client.config.max_batch_bytes, DELETE_LIMIT if batch.method == "DELETE" else PUT_LIMIT
     )
     if len(payload) > limit:
         for item in batch.items:
-            await store.call(_reject_oversize_txn, store, supplier, item, limit)
-            total.rejected += 1
+            await run.store.call(_reject_oversize_txn, run.store, run.supplier, item, limit)
+            run.total.rejected += 1
         return
     try:
         if batch.method == "PUT":
-            outcome = await client.put_indicators(supplier, payload)
+            outcome = await run.client.put_indicators(run.supplier, payload)
         else:
-            outcome = await client.delete_indicators(supplier, payload)
+            outcome = await run.client.delete_indicators(run.supplier, payload)
     except RequestError as exc:
-        if exc.status != 400:
+        if exc.status not in (400, 404):
             raise
-        if len(batch.items) > 1:
-            # A bad batch: halve it until the indicators that cause the 400 stand alone.
-            middle = len(batch.items) // 2
-            for half in (batch.items[:middle], batch.items[middle:]):
-                await _send(store, client, supplier, Batch(batch.method, half), total)
-            return
-        outcome = Outcome(400, {batch.items[0].value: f"refused with 400: {exc}"})
-    sent = await store.call(_acknowledge_txn, store, supplier, batch, outcome)
+        await _refused(run, batch, depth, exc)
+        return
+    run.successes += 1
+    decided = verdict(batch, outcome)
+    sent = await run.store.call(_acknowledge_txn, run.store, run.supplier, batch, decided)
+    _count(run.total, sent, len(payload))
+    if sent.rejected:
+        log.warning(
+            "upload.rejected",
+            supplier=run.supplier,
+            method=batch.method,
+            count=sent.rejected,
+            example=next(iter(decided.refused.values()), None),
+        )
+    if sent.unconfirmed:
+        await _unconfirmed(run, batch, outcome, decided, depth)
+
+
+async def _unconfirmed(
+    run: _Upload, batch: Batch, outcome: Outcome, decided: Verdict, depth: int
+) -> None:
+    """Items an answer did not settle: find out by smaller requests where that can
+    tell, else leave them pending and say why."""
+    left = tuple(item for item in batch.items if item.id in decided.unconfirmed)
+    what = f"{batch.method} suppliers/{run.supplier}/indicators"
+    if not outcome.readable:
+        run.total.errors.append(
+            f"{what}: CyberTrace answered 202 without saying which indicators it refused"
+            f"{outcome.text}; {len(left)} indicators stay pending"
+        )
+        return
+    if not decided.unmatched:
+        reasons = sorted({decided.refused.get(item.id, "no reason given") for item in left})
+        run.total.errors.append(
+            f"{what}: CyberTrace did not delete {len(left)} indicators ({'; '.join(reasons[:3])});"
+            " they stay pending"
+        )
+        return
+    log.warning(
+        "upload.unmatched_error",
+        supplier=run.supplier,
+        indicator=decided.unmatched[0][0][:200],
+        reason=decided.unmatched[0][1][:200],
+        count=len(decided.unmatched),
+    )
+    if len(left) == 1 and len(decided.unmatched) == 1:
+        # The only item not accounted for is the one CyberTrace named its own way.
+        only = Verdict(refused={left[0].id: decided.unmatched[0][1]})
+        sent = await run.store.call(
+            _acknowledge_txn, run.store, run.supplier, Batch(batch.method, left), only
+        )
+        run.total.rejected += sent.rejected
+        return
+    why = f"{what}: refused values it names unlike any sent ({decided.unmatched[0][0][:100]!r})"
+    await _split(run, Batch(batch.method, left), depth, why)
+
+
+async def _refused(run: _Upload, batch: Batch, depth: int, exc: RequestError) -> None:
+    """A request-level refusal (400, 404). Per-indicator problems come back as a
+    202, so this is about the request: a vanished supplier, or one bad item that
+    spoils a whole batch. Only evidence splits a batch: the supplier is listed,
+    and a single item is rejected for good only if other requests succeeded."""
+    if run.supplier not in await run.client.supplier_names():
+        raise SupplierGone(
+            f"supplier {run.supplier!r} is no longer in CyberTrace ({exc}); it is created"
+            " again and refilled"
+        )
+    if exc.status == 404:
+        raise exc
+    if len(batch.items) == 1:
+        run.doubtful.append((batch.items[0], f"refused with {exc}"[:500]))
+        return
+    await _split(run, batch, depth, str(exc))
+
+
+async def _split(run: _Upload, batch: Batch, depth: int, why: str) -> None:
+    if depth >= MAX_SPLIT_DEPTH or run.splits < 2:
+        raise CyberTraceError(f"{why}; {len(batch.items)} indicators stay pending")
+    run.splits -= 2
+    middle = len(batch.items) // 2
+    for half in (batch.items[:middle], batch.items[middle:]):
+        await _send(run, Batch(batch.method, half), depth + 1)
+
+
+async def _settle_doubtful(run: _Upload) -> None:
+    """Single items CyberTrace refused with a 400: their own fault if requests of
+    the same upload went through, else (nothing did) the request's, and they stay."""
+    doubtful, run.doubtful = run.doubtful, []
+    if not doubtful:
+        return
+    if not run.successes:
+        run.total.errors.append(
+            f"CyberTrace refused every request for supplier {run.supplier!r}"
+            f" ({doubtful[0][1]}); {len(doubtful)} indicators stay pending"
+        )
+        return
+    for item, reason in doubtful:
+        only = Verdict(refused={item.id: reason})
+        sent = await run.store.call(
+            _acknowledge_txn, run.store, run.supplier, Batch(item.op_method, (item,)), only
+        )
+        run.total.rejected += sent.rejected
+    log.warning(
+        "upload.refused", supplier=run.supplier, count=len(doubtful), example=doubtful[0][1]
+    )
+
+
+def _count(total: Sent, sent: Sent, size: int) -> None:
     total.add += sent.add
     total.update += sent.update
     total.delete += sent.delete
     total.rejected += sent.rejected
+    total.unconfirmed += sent.unconfirmed
     total.requests += 1
-    total.bytes += len(payload)
-    if sent.rejected:
-        log.warning(
-            "upload.rejected",
-            supplier=supplier,
-            method=batch.method,
-            count=sent.rejected,
-            example=next(iter(outcome.errors.items()), None),
-        )
+    total.bytes += size
 
 
 def _releaser(gate: asyncio.Semaphore) -> Callable[[object], None]:
     return lambda _task: gate.release()
 
 
-def _acknowledge_txn(store: Store, supplier: str, batch: Batch, outcome: Outcome) -> Sent:
+def _acknowledge_txn(store: Store, supplier: str, batch: Batch, decided: Verdict) -> Sent:
     with store.transaction() as db:
-        return acknowledge(db, supplier, batch, outcome)
+        return acknowledge(db, supplier, batch, decided)
 
 
 def _reject_oversize_txn(store: Store, supplier: str, item: Item, limit: int) -> None:
@@ -221,19 +384,23 @@ def _reject_oversize_txn(store: Store, supplier: str, item: Item, limit: int) ->
         reject_oversize(db, supplier, item, limit)
 
 
-def _absent(reason: str) -> bool:
-    # A DELETE of an indicator CyberTrace does not hold has done what it was for.
-    text = reason.lower()
-    return "exist" in text or "not found" in text
+_ABSENT = re.compile(r"\b(?:does ?n[o']t|not) exists?\b|\bnot found\b", re.IGNORECASE)
 
 
-def _match(batch: Batch, errors: dict[str, str]) -> dict[str, str]:
+def absent(reason: str) -> bool:
+    """The documented DELETE reason "Indicator doesn't exist": the DELETE has
+    done what it was for. "Supplier doesn't exist" and the like have not."""
+    return bool(_ABSENT.search(reason)) and "supplier" not in reason.lower()
+
+
+def _match(batch: Batch, errors: dict[str, str]) -> tuple[dict[str, str], list[tuple[str, str]]]:
     """Map CyberTrace's refused indicators onto the values sent, which it may echo
-    in another spelling."""
+    in another spelling; returns those mapped and those that map to none."""
     if not errors:
-        return {}
+        return {}, []
     sent = {item.value for item in batch.items}
     matched: dict[str, str] = {}
+    unmatched: list[tuple[str, str]] = []
     for indicator, reason in errors.items():
         if indicator in sent:
             matched[indicator] = reason
@@ -245,5 +412,5 @@ def _match(batch: Batch, errors: dict[str, str]) -> dict[str, str]:
         if canonical in sent:
             matched[canonical] = reason
         else:
-            log.warning("upload.unmatched_error", indicator=indicator[:200], reason=reason[:200])
-    return matched
+            unmatched.append((indicator, reason))
+    return matched, unmatched

@@ -41,6 +41,7 @@ async def test_supplier_and_tags_are_created_once(
     feed_server.set("l.txt", "a.example\nb.example\n")
     await sync(loaded, store)
     assert [r.method + " " + r.path.rsplit("/", 1)[-1] for r in emulator.requests] == [
+        "GET suppliers",
         "GET Demo",
         "GET tags",
         "PUT indicators",
@@ -70,19 +71,32 @@ async def test_false_positive_never_gets_context(
         assert all("context" not in item for item in request.json)  # type: ignore[union-attr]
 
 
-async def test_missing_supplier_without_settings_is_a_clear_error(
+async def test_a_supplier_without_settings_is_created_with_supplier_defaults(
     emulator: Emulator, feed_server: FeedServer, make_config: ConfigFactory, open_store: Opener
 ) -> None:
     url = feed_server.set("l.txt", "a.example\n")
     loaded = make_config(emulator.url, feed(url, supplier="Nowhere"))
-    store = open_store(loaded)
-    _, suppliers = await sync(loaded, store)
-    assert "does not exist in CyberTrace" in (suppliers[0].error or "")
-    assert suppliers[0].pending == 1
-    emulator.add_supplier("Nowhere")
-    _, suppliers = await sync(loaded, store)
+    assert "Nowhere" not in loaded.suppliers
+    _, suppliers = await sync(loaded, open_store(loaded))
     assert suppliers[0].error is None and suppliers[0].pending == 0
+    created = emulator.supplier("Nowhere")
+    assert created is not None
+    assert (created.confidence, created.retention, created.vendor) == (50, 10080, "feedsync")
     assert emulator.indicators("Nowhere").keys() == {"a.example"}
+
+
+async def test_an_existing_supplier_without_settings_keeps_its_own(
+    emulator: Emulator, feed_server: FeedServer, make_config: ConfigFactory, open_store: Opener
+) -> None:
+    emulator.add_supplier("Mine", confidence=7, retention=60, vendor="ops")
+    url = feed_server.set("l.txt", "a.example\n")
+    loaded = make_config(emulator.url, feed(url, supplier="Mine"))
+    _, suppliers = await sync(loaded, open_store(loaded))
+    assert suppliers[0].error is None
+    mine = emulator.supplier("Mine")
+    assert mine is not None and (mine.confidence, mine.retention, mine.vendor) == (7, 60, "ops")
+    changes = [r for r in emulator.requests if r.method in ("POST", "PUT")]
+    assert not any(r.path.endswith("/Mine") for r in changes)
 
 
 async def test_batches_stay_under_the_limits(

@@ -21,7 +21,7 @@ from feedsync.model import Indicator, Invalid, Kind, Removal
 from feedsync.reconcile import Plan, Target, plan
 from feedsync.snapshot import Change, expire, patch, replace
 from feedsync.store import Store
-from feedsync.upload import Batch, acknowledge, batches
+from feedsync.upload import Batch, acknowledge, batches, verdict
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ apply_patch = functools.partial(run_change, patch)
 
 def target(store: Store, supplier: str, *feeds: str, **kw: bool) -> Target:
     ids = tuple(store.feed(name, supplier).id for name in feeds)
-    return Target(supplier, ids, **kw)  # type: ignore[arg-type]
+    return Target(supplier, ids, feeds, **kw)  # type: ignore[arg-type]
 
 
 def replan(store: Store, t: Target, **kw: bool) -> Plan:
@@ -81,7 +81,8 @@ def ack_all(store: Store, supplier: str, errors: dict[str, str] | None = None) -
     for method in ("PUT", "DELETE"):
         for batch in list(batches(store.db, supplier, method, 1 << 20, 1000)):
             with store.transaction() as db:
-                acknowledge(db, supplier, batch, Outcome(202 if errors else 201, errors or {}))
+                outcome = Outcome(202 if errors else 201, errors or {})
+                acknowledge(db, supplier, batch, verdict(batch, outcome))
 
 
 def test_first_plan_adds_everything_with_context_and_tags(store: Store) -> None:
@@ -92,7 +93,12 @@ def test_first_plan_adds_everything_with_context_and_tags(store: Store) -> None:
             "add",
             {"indicator": "a.example", "context": {"threat": "x"}, "tags": ["T1"]},
         ),
-        "b.example": ("add", {"indicator": "b.example", "tags": []}),
+        # No context from the feed: the one field naming it, so a PUT never leaves the
+        # context CyberTrace had in doubt.
+        "b.example": (
+            "add",
+            {"indicator": "b.example", "context": {"source_feed": "f"}, "tags": []},
+        ),
     }
 
 
@@ -255,7 +261,7 @@ def test_batches_respect_bytes_and_count(store: Store) -> None:
         assert orjson.loads(batch.payload())
 
 
-def test_delete_of_absent_counts_as_done_and_other_refusals_are_kept(store: Store) -> None:
+def test_delete_of_absent_counts_as_done_and_other_refusals_stay_pending(store: Store) -> None:
     load(store, "f", "S", [ind("a.example"), ind("b.example"), ind("c.example")])
     t = target(store, "S", "f")
     replan(store, t)
@@ -269,17 +275,20 @@ def test_delete_of_absent_counts_as_done_and_other_refusals_are_kept(store: Stor
             db,
             "S",
             items[0],
-            Outcome(
-                202,
-                {
-                    "a.example": "Indicator doesn't exist",
-                    "b.example": "Internal error",
-                },
+            verdict(
+                items[0],
+                Outcome(
+                    202,
+                    {
+                        "a.example": "Indicator doesn't exist",
+                        "b.example": "Supplier doesn't exist",
+                    },
+                ),
             ),
         )
     assert store.acked_values("S").keys() == {"b.example", "c.example"}
-    assert store.rejected("S") == [("b.example", "delete", "Internal error")]
-    assert store.counts("S")["delete"] == 0
+    assert store.rejected("S") == []
+    assert store.counts("S")["delete"] == 1
 
 
 def test_batch_type_is_public() -> None:
@@ -416,7 +425,7 @@ def test_a_single_rows_body_is_the_merged_body(
     send_context: bool,
     send_tags: bool,
 ) -> None:
-    target = Target("S", (1, 2), send_context=send_context, send_tags=send_tags)
+    target = Target("S", (1, 2), ("a", "b"), send_context=send_context, send_tags=send_tags)
     stored_context = orjson.dumps(context, option=orjson.OPT_SORT_KEYS).decode()
     stored_tags = orjson.dumps(sorted(set(tags))).decode()
     row = (1, stored_context, stored_tags)
