@@ -41,8 +41,10 @@ from feedsync.normalize import InvalidValue, canonical_tag, canonical_tags, cano
         ("http://1.2.3.4:8080/i", Kind.URL, "1.2.3.4/i"),
         ("http://1.2.3.4/", Kind.IPV4, "1.2.3.4"),
         ("https://example.com/", Kind.DOMAIN, "example.com"),
-        ("https://example.com/file.", Kind.URL, "example.com/file"),
-        ("http://[2001:db8::1]:80/x", Kind.URL, "2001:db8::1/x"),
+        # Page 231546 removes the dot that ends a domain name, not one in a path.
+        ("https://example.com/file.", Kind.URL, "example.com/file."),
+        # CyberTrace keeps the brackets of an IPv6 host in a URL.
+        ("http://[2001:db8::1]:80/x", Kind.URL, "[2001:db8::1]/x"),
     ],
 )
 def test_canonical_values(raw: str, kind: Kind, canonical: str) -> None:
@@ -138,10 +140,13 @@ def test_cybertrace_types() -> None:
         max_size=4,
     )
 )
-def test_dotted_quads_read_as_ipaddress_reads_them(octets: list[str]) -> None:
+def test_dotted_quads_read_as_cybertrace_reads_them(octets: list[str]) -> None:
+    # Page 231546, rule 12: an octet with a leading 0 is octal (0112 is 74).
     text = ".".join(octets)
     try:
-        expected: tuple[Kind, str] | None = (Kind.IPV4, str(ipaddress.IPv4Address(text)))
+        numbers = [int(o, 8) if len(o) > 1 and o[0] == "0" else int(o) for o in octets]
+        address = ipaddress.IPv4Address(bytes(numbers))
+        expected: tuple[Kind, str] | None = (Kind.IPV4, str(address))
     except ValueError:
         expected = None
     try:
@@ -151,4 +156,4 @@ def test_dotted_quads_read_as_ipaddress_reads_them(octets: list[str]) -> None:
     if expected is not None:
         assert found == expected
     else:
-        assert found is None or found[0] is not Kind.IPV4, "never an address ipaddress refuses"
+        assert found is None or found[0] is not Kind.IPV4, "never an address rule 12 refuses"
