@@ -88,17 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     status.set_defaults(handler=_status)
 
     emulator = commands.add_parser("emulator", help="run the bundled CyberTrace emulator")
-    emulator.add_argument("--listen", default="127.0.0.1:9443", metavar="HOST:PORT")
-    emulator.add_argument("--user", default="feedsync")
-    emulator.add_argument("--password", default="feedsync")
-    emulator.add_argument(
-        "--api-versions", default="1.0,1.1,1.2,1.3", help="comma-separated, e.g. 1.1,1.2"
-    )
-    emulator.add_argument(
-        "--sink",
-        action="store_true",
-        help="check indicators but keep none (for benchmarks with millions of them)",
-    )
+    from feedsync.emulator import add_arguments  # noqa: PLC0415 -- see _run
+
+    add_arguments(emulator)
     emulator.set_defaults(handler=_emulator)
     return parser
 
@@ -176,19 +168,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _emulator(args: argparse.Namespace) -> int:
-    from feedsync.emulator import serve  # noqa: PLC0415 -- see _run
+    from feedsync.emulator import serve_from  # noqa: PLC0415 -- see _run
 
-    versions = [v.strip() for v in args.api_versions.split(",") if v.strip()]
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
-            serve(
-                args.listen,
-                user=args.user,
-                password=args.password,
-                api_versions=versions,
-                sink=args.sink,
-            )
-        )
+        asyncio.run(serve_from(args))
     return EXIT_OK
 
 

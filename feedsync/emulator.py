@@ -1,42 +1,29 @@
 """A CyberTrace REST API emulator, for tests, the demo and trying a configuration.
 
-Strict where CyberTrace is strict, so that client bugs show up in tests:
+It follows CyberTrace's documentation (the REST API pages of the CyberTrace
+help), not feedsync's assumptions, so that a client passing its tests also
+works against a real CyberTrace. docs/emulator.md lists every rule it enforces,
+with the page and the test that covers it, and the switches for the readings
+where the pages are silent or ambiguous (``feedsync.emulator_readings``).
 
-- every request: Basic credentials (else 401), ``Accept`` ``application/json``
-  or ``*/*`` or absent (else 406), a known API version and request (else 404);
-- a body needs ``Content-Type: application/json`` (``; charset=utf-8``
-  allowed) and a ``Content-Length`` (a chunked body is a 400), is checked
-  against the documented limit from that header before it is read (PUT and
-  POST 134217728 bytes, DELETE 67108864: a 400 naming the limit) and must be
-  a JSON array (else 400);
-- answers are JSON arrays with exact statuses; per-indicator problems give
-  202 with ``error_indicators`` while the rest is applied.
-
-The API semantics (suppliers, tags, indicators, tenants, retention) are in
-``feedsync.emulator_api``. Indicators are stored under the canonical value of
-``feedsync.normalize.canonicalize``; retention counts from each indicator's
-last update, on an injectable clock.
-
-``POST lookup`` (our own shape; the real lookup answers differently) takes
-``[{"indicator": str}]`` and answers, per item::
-
-    {"indicator": canonical value (or the value as sent if invalid),
-     "found": bool,
-     "suppliers": [{"name": str, "context": {...}, "tags": [sorted names]}]}
-
-counting only live indicators of enabled suppliers of the request's tenant.
+The order of the checks: credentials (401), ``Accept`` (406), the API version
+and request (404, 405 for a known request with another method; page 198593
+for what exists per version and tenant: ``feedsync.emulator_routes``), body
+framing (``feedsync.emulator_http``), then the request itself
+(``feedsync.emulator_api``). Every refusal is a JSON array of one error object
+with ``status`` and, where there is one, ``reason``.
 
 Everything a client sends under ``/api/`` or elsewhere is logged
-(``requests``), and the state can be read (``indicators``, ``supplier``,
-``tags``) so that tests assert on what CyberTrace received. Outside the API,
-debug endpoints (``feedsync.emulator_debug``) need the same credentials and
-are not logged themselves.
-
-Faults (``feedsync.faults``) are one middleware in front of the handler.
+(``requests``), and the state can be read (``indicators``, ``stored``,
+``supplier``, ``tags``) so that tests assert on what CyberTrace received.
+Outside the API, debug endpoints (``feedsync.emulator_debug``) need the same
+credentials and are not logged themselves. Faults (``feedsync.faults``) are one
+middleware in front of the handler.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import binascii
@@ -55,18 +42,34 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from feedsync import emulator_debug as debug
-from feedsync.emulator_api import (
+from feedsync import emulator_readings as readings_cli
+from feedsync import emulator_tags
+from feedsync.emulator_api import Api
+from feedsync.emulator_http import BodyNotArray, accepts_json, parse, read_body, respond
+from feedsync.emulator_model import (
     BUILTIN,
     DEFAULT_TENANT,
     DELETE_LIMIT,
     POST_LIMIT,
     PUT_LIMIT,
-    Api,
     EmulatedIndicator,
     EmulatedSupplier,
     Refusal,
     version_key,
 )
+from feedsync.emulator_readings import (
+    AcceptHeader,
+    AllRejectedStatus,
+    EmptyBatch,
+    InternalTiPut,
+    MissingStatus,
+    MissingTagStatus,
+    Readings,
+    RetentionZero,
+    TenantVisibility,
+    UnknownFields,
+)
+from feedsync.emulator_routes import Resolved, resolve
 from feedsync.faults import Faults, FaultState, middleware
 
 __all__ = [
@@ -79,7 +82,10 @@ __all__ = [
     "EmulatedSupplier",
     "Emulator",
     "LoggedRequest",
+    "Readings",
+    "add_arguments",
     "serve",
+    "serve_from",
 ]
 
 SERVE_LOG_LIMIT = 200
@@ -101,7 +107,11 @@ class LoggedRequest:
 
 
 class Emulator:
-    """An in-process CyberTrace with inspectable state."""
+    """An in-process CyberTrace with inspectable state.
+
+    ``tenants`` switches multitenancy mode on (the tenant forms of API 1.3
+    exist only then); the other keywords after ``sink`` are the readings.
+    """
 
     def __init__(
         self,
@@ -113,12 +123,32 @@ class Emulator:
         clock: Callable[[], float] = time.time,
         log_limit: int | None = None,
         sink: bool = False,
+        missing_supplier_status: MissingStatus = 400,
+        retention_zero: RetentionZero = "refuse",
+        tenant_visibility: TenantVisibility = "assigned",
+        accept_header: AcceptHeader = "strict",
+        internal_ti_put: InternalTiPut = "refuse",
+        empty_batch: EmptyBatch = "refuse",
+        all_rejected_status: AllRejectedStatus = 202,
+        unknown_fields: UnknownFields = "refuse",
+        missing_tag_status: MissingTagStatus = 400,
     ) -> None:
         self._credentials = f"{user}:{password}".encode()
         self.versions = tuple(api_versions)
         for version in self.versions:
             version_key(version)
-        self.api = Api(tenants=tenants, clock=clock, sink=sink)
+        self.readings = Readings(
+            missing_supplier_status=missing_supplier_status,
+            retention_zero=retention_zero,
+            tenant_visibility=tenant_visibility,
+            accept_header=accept_header,
+            internal_ti_put=internal_ti_put,
+            empty_batch=empty_batch,
+            all_rejected_status=all_rejected_status,
+            unknown_fields=unknown_fields,
+            missing_tag_status=missing_tag_status,
+        )
+        self.api = Api(tenants=tenants, clock=clock, sink=sink, readings=self.readings)
         # The same dict: tests/test_cybertrace.py removes tags through it; prefer delete_tag().
         self._tags = self.api.tags
         self.requests: list[LoggedRequest] = []
@@ -152,17 +182,23 @@ class Emulator:
             await self._runner.cleanup()
             self._runner = None
 
-    # Inspection and direct setup
+    # Inspection and direct setup, standing in for CyberTrace's operators
 
     def indicators(
         self, supplier: str, tenant: str = DEFAULT_TENANT
     ) -> dict[str, EmulatedIndicator]:
-        """Canonical value -> live indicator (expired ones are dropped)."""
+        """Canonical value -> live indicator (expired ones are held but left out)."""
         found = self.supplier(supplier, tenant)
-        return {} if found is None else dict(self.api.live(found))
+        return {} if found is None else found.live(self.api.clock())
+
+    def stored(self, supplier: str, tenant: str = DEFAULT_TENANT) -> dict[str, EmulatedIndicator]:
+        """Canonical value -> indicator, expired ones included."""
+        found = self.supplier(supplier, tenant)
+        return {} if found is None else dict(found.indicators)
 
     def supplier(self, name: str, tenant: str = DEFAULT_TENANT) -> EmulatedSupplier | None:
-        return self.api.suppliers(tenant).get(name)
+        """The supplier, if the tenant sees it (General sees every one)."""
+        return self.api.find(name, tenant)
 
     def add_supplier(
         self,
@@ -172,18 +208,34 @@ class Emulator:
         vendor: str | None = None,
         tenant: str = DEFAULT_TENANT,
     ) -> None:
-        self.api.suppliers(tenant)[name] = EmulatedSupplier(name, confidence, retention, vendor)
+        """Create (or replace) a supplier, visible in ``tenant`` too."""
+        supplier = EmulatedSupplier(name, confidence, retention, vendor)
+        if tenant != DEFAULT_TENANT:
+            supplier.tenants.add(tenant)
+        self.api.suppliers[name] = supplier
+
+    def assign_supplier(self, name: str, tenant: str) -> None:
+        """Make a supplier visible in a tenant, as CyberTrace's administrator does."""
+        if tenant != DEFAULT_TENANT and tenant not in self.api.tenants:
+            raise ValueError(
+                f"no tenant {tenant!r} in multitenancy mode {sorted(self.api.tenants)}"
+            )
+        self.api.suppliers[name].tenants.add(tenant)
 
     def delete_supplier(self, name: str, tenant: str = DEFAULT_TENANT) -> None:
-        """Remove a supplier behind the client's back, as an operator could."""
-        self.api.suppliers(tenant).pop(name, None)
+        """Remove a supplier behind the client's back, as an operator could; with a
+        tenant other than General, only take it out of that tenant."""
+        if tenant == DEFAULT_TENANT:
+            self.api.suppliers.pop(name, None)
+        elif name in self.api.suppliers:
+            self.api.suppliers[name].tenants.discard(tenant)
 
     def add_tag(self, name: str, weight: int = 0) -> None:
         self.api.tags.setdefault(name.upper(), weight)
 
     def delete_tag(self, name: str) -> None:
         """Remove a tag behind the client's back, as an operator could."""
-        self.api.tags.pop(name.upper(), None)
+        emulator_tags.remove(self.api, name)
 
     def tags(self) -> dict[str, int]:
         return dict(self.api.tags)
@@ -216,7 +268,8 @@ class Emulator:
 
     @faults.setter
     def faults(self, value: Faults | None) -> None:
-        self.fault_state = None if value is None else FaultState(value)
+        # Set on the emulator's clock: Faults.initializing counts from here.
+        self.fault_state = None if value is None else FaultState(value, self.api.clock())
 
     def log_fault(self, request: web.Request, status: int, body: bytes) -> None:
         """Record a request a fault answered before the API saw it."""
@@ -229,38 +282,40 @@ class Emulator:
     # HTTP
 
     async def _handle(self, request: web.Request) -> web.Response:
-        version, path = _split(request.path)
+        version, segments = _split(request.path)
         body = b""
         parsed: object | None = None
-        array: list[Any] | None = None
+        resolved: Resolved | None = None
         try:
             self._check_headers(request)
             if version not in self.versions:
-                raise Refusal(404, f"Unknown API version or request {request.path}")
+                raise Refusal(404, f"API version {version or '(none)'} is not supported")
+            resolved = resolve(request.method, version, segments, self.api.tenants)
+            array: list[Any] | None = None
             if request.body_exists:
-                body = await _read_body(request)
-                if not _json_content_type(request.headers.get("Content-Type", "")):
-                    raise Refusal(400, "Content-Type must be application/json")
-                parsed = _json(body)
-                array = _array(parsed)
-            status, answer = self.api.answer(request.method, version, path, array)
+                body = await read_body(request, resolved.endpoint.limit)
+                parsed = array = parse(body, request.headers.get("Content-Type", ""))
+            status, answer = self.api.answer(resolved, array)
         except Refusal as refusal:
-            status, answer = refusal.status, [{"status": refusal.text}]
+            if isinstance(refusal, BodyNotArray):
+                parsed = refusal.parsed
+            status = refusal.status
+            answer = refusal.body(resolved.endpoint.error if resolved else None)
         except ConnectionError:
             # The client left mid-body: nothing was received, applied, or can be answered.
             return web.Response(status=400)
         except Exception:
             # A bug here must reach the test as a CyberTrace 500, with its traceback in the log.
             log.exception("emulator error on %s %s", request.method, request.path)
-            status, answer = 500, [{"status": "An error occurred in the emulator"}]
+            status, answer = 500, [{"status": "Internal Server Error", "reason": "emulator bug"}]
         self._record(request, version, status, body, parsed)
         return respond(status, answer)
 
     def _check_headers(self, request: web.Request) -> None:
         if not self.authorized(request):
             raise Refusal(401, "Authentication failed")
-        if not _accepts_json(request.headers.get("Accept")):
-            raise Refusal(406, "Only application/json responses are available")
+        if not accepts_json(request.headers.get("Accept"), self.readings.accept_header):
+            raise Refusal(406, "Accept must allow application/json")
 
     def _record(
         self, request: web.Request, version: str, status: int, body: bytes, parsed: object
@@ -285,71 +340,71 @@ def _split(path: str) -> tuple[str, list[str]]:
     return segments[2], segments[3:]
 
 
-def _accepts_json(header: str | None) -> bool:
-    if header is None or not header.strip():
-        return True
-    ranges = {part.split(";")[0].strip().lower() for part in header.split(",")}
-    return not ranges.isdisjoint({"application/json", "*/*"})
+# The command line (``feedsync emulator``)
 
 
-def _json_content_type(header: str) -> bool:
-    media, *params = header.split(";")
-    if media.strip().lower() != "application/json":
-        return False
-    for param in filter(None, (p.strip() for p in params)):
-        key, _, value = param.partition("=")
-        if key.strip().lower() != "charset" or value.strip().strip('"').lower() != "utf-8":
-            return False
-    return True
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--listen", default="127.0.0.1:9443", metavar="HOST:PORT")
+    parser.add_argument("--user", default="feedsync")
+    parser.add_argument("--password", default="feedsync")
+    parser.add_argument(
+        "--api-versions", default="1.0,1.1,1.2,1.3", help="comma-separated, e.g. 1.1,1.2"
+    )
+    parser.add_argument(
+        "--tenants",
+        default="",
+        metavar="NAME,...",
+        help="multitenancy mode with these tenants besides General (default: off)",
+    )
+    parser.add_argument(
+        "--sink",
+        action="store_true",
+        help="check indicators but keep none (for benchmarks with millions of them)",
+    )
+    readings_cli.add_arguments(parser)
 
 
-async def _read_body(request: web.Request) -> bytes:
-    if request.content_length is None:
-        raise Refusal(400, "Content-Length is required (chunked bodies are not accepted)")
-    limit = {"DELETE": DELETE_LIMIT, "POST": POST_LIMIT}.get(request.method, PUT_LIMIT)
-    if request.content_length > limit:
-        raise Refusal(400, f"The request body exceeds the maximum size of {limit} bytes")
-    return await request.read()
+async def serve_from(args: argparse.Namespace) -> None:
+    """``serve`` with the options ``add_arguments`` parsed."""
+    await serve(
+        args.listen,
+        user=args.user,
+        password=args.password,
+        api_versions=_names(args.api_versions),
+        tenants=_names(args.tenants),
+        sink=args.sink,
+        readings=readings_cli.from_args(args),
+    )
 
 
-def _json(body: bytes) -> object:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise Refusal(400, f"The body is not valid JSON: {exc}") from None
-
-
-def _array(parsed: object) -> list[Any]:
-    if not isinstance(parsed, list):
-        raise Refusal(400, "The body must be a JSON array")
-    return parsed
-
-
-def respond(status: int, answer: object) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(answer), content_type="application/json")
-
-
-def unauthorized() -> web.Response:
-    response = respond(401, [{"status": "Authentication failed"}])
-    # Lets a browser ask for the credentials, for the humans these endpoints are for.
-    response.headers["WWW-Authenticate"] = 'Basic realm="feedsync CyberTrace emulator"'
-    return response
+def _names(listed: str) -> list[str]:
+    return [name.strip() for name in listed.split(",") if name.strip()]
 
 
 async def serve(
-    listen: str, *, user: str, password: str, api_versions: Sequence[str], sink: bool = False
+    listen: str,
+    *,
+    user: str,
+    password: str,
+    api_versions: Sequence[str],
+    tenants: Sequence[str] = (),
+    sink: bool = False,
+    readings: Readings | None = None,
 ) -> None:
     """Run an emulator on ``listen`` (HOST:PORT) until cancelled, SIGINT or SIGTERM."""
     host, _, port = listen.rpartition(":")
     if not port.isdigit():
         raise ValueError(f"listen address {listen!r} is not HOST:PORT")
+    chosen = readings or Readings()
     # A long-running emulator would otherwise keep every request body it ever received.
     emulator = Emulator(
         user=user,
         password=password,
         api_versions=api_versions,
+        tenants=tenants,
         log_limit=SERVE_LOG_LIMIT,
         sink=sink,
+        **{name: getattr(chosen, name) for name in Readings.__dataclass_fields__},
     )
     url = await emulator.start(host.strip("[]") or "127.0.0.1", int(port))
     stop = asyncio.Event()

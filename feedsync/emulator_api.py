@@ -1,202 +1,208 @@
 """What the emulated CyberTrace does with a request, apart from HTTP.
 
 ``Api.answer`` takes a request the HTTP layer (``feedsync.emulator``) has
-already let through (credentials, ``Accept``, version, body framing, a JSON
-array body) and returns the status and JSON array CyberTrace would answer, or
-raises ``Refusal``. Suppliers and their indicators are kept per tenant; tags
-are global, and API 1.3 serves them only without a tenant.
+already resolved to a documented request (``feedsync.emulator_routes``) and
+let through (credentials, ``Accept``, body framing, a JSON array body), and
+returns the status and JSON array CyberTrace would answer, or raises
+``Refusal``. Tags are in ``feedsync.emulator_tags``, lookup in
+``feedsync.emulator_lookup``.
+
+Suppliers are one namespace: ``POST suppliers`` has no tenant form. The General
+tenant (every untenanted request) sees every supplier; another tenant sees the
+built-in ones and those assigned to it, or every one, by the
+``tenant_visibility`` reading. A supplier's indicators are one set, whichever
+tenant writes them. Expired indicators are kept and only left out of matching.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from feedsync.normalize import InvalidValue, canonicalize
-
-PUT_LIMIT = 134217728
-POST_LIMIT = 134217728
-DELETE_LIMIT = 67108864
-BUILTIN = ("FalsePositive", "InternalTI")
-DEFAULT_TENANT = "General"
-TAGS_SINCE = (1, 1)
-UNMARK_SINCE = (1, 2)
-TENANTS_SINCE = (1, 3)
-_SUPPLIER_NAME = re.compile(r"[A-Za-z0-9_-]+")
-_TAG_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
-_UNTENANTED = frozenset({"suppliers", "tags", "lookup"})
+from feedsync import emulator_lookup as lookup
+from feedsync import emulator_tags as tags
+from feedsync.emulator_model import (
+    BUILTIN,
+    DEFAULT_TENANT,
+    DETECTIONS_SINCE,
+    TAGS_SINCE,
+    EmulatedIndicator,
+    EmulatedSupplier,
+    NotAnIndicator,
+    Refusal,
+    canonical,
+    integer,
+    known_fields,
+    required,
+    single,
+    supplier_name,
+    vendor,
+)
+from feedsync.emulator_readings import Readings
+from feedsync.emulator_routes import Resolved
 
 Answer = tuple[int, list[Any]]
-
-
-class Refusal(Exception):
-    """A request CyberTrace answers with an error status and no change."""
-
-    def __init__(self, status: int, text: str) -> None:
-        self.status = status
-        self.text = text
-        super().__init__(text)
-
-
-@dataclass
-class EmulatedIndicator:
-    value: str
-    type: str
-    context: dict[str, object]
-    tags: set[str]
-    updated: float
-
-
-@dataclass
-class EmulatedSupplier:
-    name: str
-    confidence: int
-    retention: int
-    vendor: str | None = None
-    status: str = "enabled"
-    indicators: dict[str, EmulatedIndicator] = field(default_factory=dict)
-
-    def info(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "status": self.status,
-            "confidence": self.confidence,
-            "retention": self.retention,
-            "vendor": self.vendor or "",
-        }
-
-
-def version_key(version: str) -> tuple[int, ...]:
-    """``"1.2"`` as ``(1, 2)``, so that features can be gated by version."""
-    try:
-        return tuple(int(part) for part in version.split("."))
-    except ValueError:
-        raise ValueError(f"API version {version!r} is not like 1.2") from None
+_NEW_SUPPLIER = ("name", "confidence", "retention", "vendor")
+_CHANGED_SUPPLIER = ("name", "status", "confidence", "retention", "vendor")
+_MISSING_SUPPLIER = "Supplier doesn't exist"
 
 
 class Api:
     """The suppliers, indicators and tags of one emulated CyberTrace."""
 
     def __init__(
-        self, *, tenants: Iterable[str], clock: Callable[[], float], sink: bool = False
+        self,
+        *,
+        tenants: Iterable[str],
+        clock: Callable[[], float],
+        sink: bool = False,
+        readings: Readings | None = None,
     ) -> None:
         # A sink checks indicators and keeps none: benchmarks send millions.
         self.sink = sink
-        self.tenants = frozenset(tenants)
+        # Non-empty: multitenancy mode, with these tenants besides General.
+        self.tenants = frozenset(tenants) - {DEFAULT_TENANT}
         self.clock = clock
+        self.readings = readings or Readings()
         self.tags: dict[str, int] = {}
-        self.state: dict[str, dict[str, EmulatedSupplier]] = {}
-        self.suppliers(DEFAULT_TENANT)
+        self.suppliers: dict[str, EmulatedSupplier] = {
+            name: EmulatedSupplier(name, 100, 0) for name in BUILTIN
+        }
 
-    def suppliers(self, tenant: str) -> dict[str, EmulatedSupplier]:
-        if tenant not in self.state:
-            self.state[tenant] = {name: EmulatedSupplier(name, 100, 0) for name in BUILTIN}
-        return self.state[tenant]
+    # Visibility
 
-    def live(self, supplier: EmulatedSupplier) -> dict[str, EmulatedIndicator]:
-        """The supplier's indicators after dropping the expired ones."""
-        now = self.clock()
-        for value in [v for v, i in supplier.indicators.items() if _expired(supplier, i, now)]:
-            del supplier.indicators[value]
-        return supplier.indicators
+    def visible(self, supplier: EmulatedSupplier, tenant: str) -> bool:
+        return (
+            tenant == DEFAULT_TENANT
+            or supplier.name in BUILTIN
+            or self.readings.tenant_visibility == "immediate"
+            or tenant in supplier.tenants
+        )
 
-    def answer(
-        self, method: str, version: str, path: Sequence[str], body: list[Any] | None
-    ) -> Answer:
-        level = version_key(version)
-        parts = list(path)
-        tenant = DEFAULT_TENANT
-        if level >= TENANTS_SINCE and parts and parts[0] not in _UNTENANTED:
-            tenant = parts.pop(0)
-            allowed = not self.tenants or tenant in self.tenants or tenant == DEFAULT_TENANT
-            if not tenant or not allowed or parts[:1] == ["tags"]:
-                raise Refusal(404, f"Unknown tenant or request: {'/'.join(path)}")
-        suppliers = self.suppliers(tenant)
-        match parts, method:
-            case ["suppliers"], "GET":
-                return 200, [{"name": s.name, "status": s.status} for s in suppliers.values()]
-            case ["suppliers"], "POST":
-                return self._create_supplier(suppliers, _required(body))
-            case ["suppliers", name], "GET":
-                return 200, [_existing(suppliers, name).info()]
-            case ["suppliers", name], "PUT":
-                return _update_supplier(suppliers, _existing(suppliers, name), _required(body))
-            case ["suppliers", name], "DELETE":
-                return _delete_supplier(suppliers, _existing(suppliers, name))
-            case ["suppliers", name, "indicators"], "PUT":
-                return self._put(level, _existing(suppliers, name), _required(body))
-            case ["suppliers", name, "indicators"], "DELETE":
-                return self._delete(level, _existing(suppliers, name), _required(body))
-            case ["tags"], "GET" if level >= TAGS_SINCE:
-                return 200, [{"name": n, "weight": w} for n, w in sorted(self.tags.items())]
-            case ["tags"], "POST" if level >= TAGS_SINCE:
-                return self._create_tags(_required(body))
-            case ["lookup"], "POST":
-                return 200, self._lookup(suppliers, _required(body))
-        raise Refusal(404, f"Unknown request {method} {'/'.join(path)}")
+    def in_tenant(self, tenant: str) -> dict[str, EmulatedSupplier]:
+        return {n: s for n, s in self.suppliers.items() if self.visible(s, tenant)}
+
+    def find(self, name: str, tenant: str) -> EmulatedSupplier | None:
+        found = self.suppliers.get(name)
+        return found if found is not None and self.visible(found, tenant) else None
+
+    def _existing(self, name: str, tenant: str) -> EmulatedSupplier:
+        found = self.find(name, tenant)
+        if found is None:
+            raise Refusal(self.readings.missing_supplier_status, _MISSING_SUPPLIER)
+        return found
+
+    # Dispatch
+
+    def answer(self, request: Resolved, body: list[Any] | None) -> Answer:
+        endpoint, name, scope = request.endpoint, request.name, request.scope
+        match endpoint.resource, endpoint.method:
+            case "suppliers", "GET":
+                return 200, [{"name": s.name, "status": s.status} for s in self.suppliers.values()]
+            case "suppliers", "POST":
+                return self._create_supplier(required(body))
+            case "supplier", "GET":
+                return 200, [self._existing(name, scope).info()]
+            case "supplier", "PUT":
+                return self._update_supplier(self._existing(name, scope), required(body))
+            case "supplier", "DELETE":
+                return self._delete_supplier(self._existing(name, scope))
+            case "indicators", "PUT":
+                return self._put(request, self._existing(name, scope), required(body))
+            case "indicators", "DELETE":
+                return self._delete(request, self._existing(name, scope), required(body))
+            case "lookup", "POST":
+                return lookup.answer(self, scope, required(body))
+            case (("tags" | "tag"), _):
+                return tags.answer(self, request, body)
+        raise AssertionError(f"no handler for {endpoint}")  # the route table and this match agree
 
     # Suppliers
 
-    def _create_supplier(self, suppliers: dict[str, EmulatedSupplier], body: list[Any]) -> Answer:
-        item = _single(body)
-        name = _supplier_name(item.get("name"))
-        if name in suppliers:
+    def _create_supplier(self, body: list[Any]) -> Answer:
+        item = single(body, "supplier")
+        known_fields(item, _NEW_SUPPLIER, self.readings.unknown_fields == "refuse")
+        name = supplier_name(item.get("name"))
+        if name in self.suppliers:
             raise Refusal(400, f"Supplier {name} already exists")
-        suppliers[name] = EmulatedSupplier(
+        self.suppliers[name] = EmulatedSupplier(
             name,
-            _integer(item.get("confidence"), 0, 100, "confidence"),
-            _integer(item.get("retention"), 0, None, "retention"),
-            _vendor(item.get("vendor")),
+            integer(item.get("confidence"), 0, 100, "confidence"),
+            self._retention(item.get("retention")),
+            vendor(item.get("vendor")),
         )
-        return 201, [{"status": f"Supplier {name} was successfully created"}]
+        return 201, [{"status": "Supplier successfully created"}]
 
-    # Tags
+    def _update_supplier(self, supplier: EmulatedSupplier, body: list[Any]) -> Answer:
+        if supplier.name in BUILTIN:
+            raise Refusal(400, "Only suppliers created with the REST API can be updated")
+        item = single(body, "supplier")
+        known_fields(item, _CHANGED_SUPPLIER, self.readings.unknown_fields == "refuse")
+        name = supplier.name
+        if item.get("name", name) != name:
+            name = supplier_name(item["name"])
+            if name in self.suppliers:
+                raise Refusal(400, f"Supplier {name} already exists")
+        status = item.get("status", supplier.status)
+        if status not in ("enabled", "disabled"):
+            raise Refusal(400, f"Invalid supplier status {status!r}")
+        confidence = integer(item.get("confidence", supplier.confidence), 0, 100, "confidence")
+        retention = self._retention(item["retention"]) if "retention" in item else None
+        changed_vendor = vendor(item["vendor"]) if "vendor" in item else supplier.vendor
+        # Everything was checked: a refused update changes nothing.
+        if name != supplier.name:
+            del self.suppliers[supplier.name]
+            self.suppliers[name] = supplier
+        supplier.name, supplier.status, supplier.vendor = name, status, changed_vendor
+        supplier.confidence = confidence
+        if retention is not None:
+            supplier.retention = retention
+        return 200, [{"status": "Supplier successfully updated"}]
 
-    def _create_tags(self, body: list[Any]) -> Answer:
-        # Checked in full before storing any, so that a refused request changes nothing.
-        for item in body:
-            if not isinstance(item, dict):
-                raise Refusal(400, "Every tag must be an object")
-            name = item.get("name")
-            if not isinstance(name, str) or not _TAG_NAME.fullmatch(name):
-                raise Refusal(400, f"Invalid tag name {name!r}")
-            _integer(item.get("weight"), 0, 5, "tag weight")
-        for item in body:
-            self.tags.setdefault(item["name"].upper(), item["weight"])
-        return 201, [{"status": "Tags were successfully added"}]
+    def _delete_supplier(self, supplier: EmulatedSupplier) -> Answer:
+        if supplier.name in BUILTIN:
+            raise Refusal(400, "Only suppliers created with the REST API can be deleted")
+        del self.suppliers[supplier.name]
+        # The page's example answers 201 (198645).
+        return 201, [{"status": "Supplier successfully removed"}]
+
+    def _retention(self, value: object) -> int:
+        minutes = integer(value, 0, None, "retention")
+        if minutes == 0 and self.readings.retention_zero == "refuse":
+            raise Refusal(400, "A retention of 0 minutes has no documented meaning")
+        return minutes
 
     # Indicators
 
-    def _put(self, level: tuple[int, ...], supplier: EmulatedSupplier, body: list[Any]) -> Answer:
+    def _put(self, request: Resolved, supplier: EmulatedSupplier, body: list[Any]) -> Answer:
+        if supplier.name == "InternalTI" and self.readings.internal_ti_put == "refuse":
+            raise Refusal(400, "Only suppliers created with the REST API take indicators")
+        self._check_batch(body)
         for item in body:
             _check_item(item)
-            if "tags" in item and level < TAGS_SINCE:
+            if "tags" in item and request.level < TAGS_SINCE:
                 raise Refusal(400, "The tags property needs REST API 1.1 or later")
+            _check_flag(item, "mark_detections", request.level)
         now = self.clock()
         errors: list[dict[str, str]] = []
         for item in body:
             try:
-                kind, value = canonicalize(item["indicator"])
-            except InvalidValue:
+                kind, value = canonical(item["indicator"])
+            except NotAnIndicator:
                 errors.append(_rejected(item, "Invalid indicator format"))
                 continue
             problem = self._put_problem(supplier, item)
             if problem is not None:
                 errors.append(_rejected(item, problem))
-                continue
-            if self.sink:
-                continue
-            current = _current(supplier, value, now)
-            if "tags" in item:
-                tags = {tag.upper() for tag in item["tags"]}
-            else:
-                tags = set(current.tags) if current is not None else set()
-            supplier.indicators[value] = EmulatedIndicator(
-                value, kind.cybertrace_type, dict(item.get("context", {})), tags, now
-            )
-        return _outcome(errors, "added to", "adding some of the indicators to")
+            elif not self.sink:
+                stored = supplier.indicators.get(value)
+                if "tags" in item:
+                    held = {tag.upper() for tag in item["tags"]}
+                else:
+                    held = set(stored.tags) if stored is not None else set()
+                context = dict(item.get("context", {}))
+                supplier.indicators[value] = EmulatedIndicator(value, kind, context, held, now)
+        return self._outcome(errors, len(body), "added to", "adding some of the indicators to")
 
     def _put_problem(self, supplier: EmulatedSupplier, item: dict[str, Any]) -> str | None:
         if "context" in item:
@@ -211,125 +217,50 @@ class Api:
             ):
                 return "Context must be an object of one or more scalar fields"
         if "tags" in item:
-            tags = item["tags"]
-            if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            names = item["tags"]
+            if not isinstance(names, list) or not all(isinstance(t, str) for t in names):
                 return "Tags must be a list of tag names"
-            unknown = [tag for tag in tags if tag.upper() not in self.tags]
+            unknown = [tag for tag in names if tag.upper() not in self.tags]
             if unknown:
                 return f"Unknown tag {unknown[0]}"
         return None
 
-    def _delete(
-        self, level: tuple[int, ...], supplier: EmulatedSupplier, body: list[Any]
-    ) -> Answer:
+    def _delete(self, request: Resolved, supplier: EmulatedSupplier, body: list[Any]) -> Answer:
+        self._check_batch(body)
         for item in body:
             _check_item(item)
-            if "unmark_detections" in item:
-                if level < UNMARK_SINCE:
-                    raise Refusal(400, "unmark_detections needs REST API 1.2 or later")
-                if not isinstance(item["unmark_detections"], bool):
-                    raise Refusal(400, "unmark_detections must be true or false")
-        now = self.clock()
+            _check_flag(item, "unmark_detections", request.level)
         errors: list[dict[str, str]] = []
         for item in body:
             try:
-                value = canonicalize(item["indicator"])[1]
-            except InvalidValue:
+                value = canonical(item["indicator"])[1]
+            except NotAnIndicator:
                 errors.append(_rejected(item, "Invalid indicator format"))
                 continue
             if self.sink:
                 continue
-            if _current(supplier, value, now) is None:
+            # An expired indicator is still held (retention only stops matching).
+            if supplier.indicators.pop(value, None) is None:
                 errors.append(_rejected(item, "Indicator doesn't exist"))
-                continue
-            del supplier.indicators[value]
-        return _outcome(errors, "deleted from", "deleting some of the indicators from")
+        return self._outcome(
+            errors, len(body), "deleted from", "deleting some of the indicators from"
+        )
 
-    def _lookup(
-        self, suppliers: dict[str, EmulatedSupplier], body: list[Any]
-    ) -> list[dict[str, object]]:
-        for item in body:
-            _check_item(item)
-        now = self.clock()
-        answers: list[dict[str, object]] = []
-        for item in body:
-            try:
-                value = canonicalize(item["indicator"])[1]
-            except InvalidValue:
-                answers.append({"indicator": item["indicator"], "found": False, "suppliers": []})
-                continue
-            hits: list[dict[str, object]] = []
-            for supplier in suppliers.values():
-                found = _current(supplier, value, now)
-                if found is not None and supplier.status == "enabled":
-                    tags = sorted(found.tags)
-                    hits.append({"name": supplier.name, "context": found.context, "tags": tags})
-            answers.append({"indicator": value, "found": bool(hits), "suppliers": hits})
-        return answers
+    def _check_batch(self, body: list[Any]) -> None:
+        if not body and self.readings.empty_batch == "refuse":
+            raise Refusal(400, "The body holds no indicator")
 
-
-def _update_supplier(
-    suppliers: dict[str, EmulatedSupplier], supplier: EmulatedSupplier, body: list[Any]
-) -> Answer:
-    if supplier.name in BUILTIN:
-        raise Refusal(400, f"The built-in supplier {supplier.name} cannot be changed")
-    item = _single(body)
-    name = supplier.name
-    if item.get("name", name) != name:
-        name = _supplier_name(item["name"])
-        if name in suppliers:
-            raise Refusal(400, f"Supplier {name} already exists")
-    status = item.get("status", supplier.status)
-    if status not in ("enabled", "disabled"):
-        raise Refusal(400, f"Invalid supplier status {status!r}")
-    confidence = _integer(item.get("confidence", supplier.confidence), 0, 100, "confidence")
-    retention = _integer(item.get("retention", supplier.retention), 0, None, "retention")
-    vendor = _vendor(item["vendor"]) if "vendor" in item else supplier.vendor
-    if name != supplier.name:
-        del suppliers[supplier.name]
-        suppliers[name] = supplier
-    supplier.name, supplier.status, supplier.vendor = name, status, vendor
-    supplier.confidence, supplier.retention = confidence, retention
-    return 200, [{"status": f"Supplier {name} was successfully updated"}]
-
-
-def _delete_supplier(suppliers: dict[str, EmulatedSupplier], supplier: EmulatedSupplier) -> Answer:
-    if supplier.name in BUILTIN:
-        raise Refusal(400, f"The built-in supplier {supplier.name} cannot be deleted")
-    del suppliers[supplier.name]
-    return 200, [{"status": f"Supplier {supplier.name} was successfully deleted"}]
-
-
-def _existing(suppliers: dict[str, EmulatedSupplier], name: str) -> EmulatedSupplier:
-    supplier = suppliers.get(name)
-    if supplier is None:
-        raise Refusal(404, f"Supplier {name} does not exist")
-    return supplier
-
-
-def _current(supplier: EmulatedSupplier, value: str, now: float) -> EmulatedIndicator | None:
-    """The live indicator stored under ``value``; an expired one is dropped on the way."""
-    found = supplier.indicators.get(value)
-    if found is not None and _expired(supplier, found, now):
-        del supplier.indicators[value]
-        return None
-    return found
-
-
-def _expired(supplier: EmulatedSupplier, indicator: EmulatedIndicator, now: float) -> bool:
-    return supplier.retention > 0 and indicator.updated < now - supplier.retention * 60
-
-
-def _required(body: list[Any] | None) -> list[Any]:
-    if body is None:
-        raise Refusal(400, "This request needs a JSON array body")
-    return body
-
-
-def _single(body: list[Any]) -> dict[str, Any]:
-    if len(body) != 1 or not isinstance(body[0], dict):
-        raise Refusal(400, "The body must hold exactly one supplier object")
-    return body[0]
+    def _outcome(self, errors: list[dict[str, str]], sent: int, done: str, partial: str) -> Answer:
+        if not errors:
+            return 201, [{"status": f"All indicators were successfully {done} the database"}]
+        if len(errors) == sent and self.readings.all_rejected_status == 400:
+            raise Refusal(400, "No indicator of the request could be processed")
+        return 202, [
+            {
+                "status": f"An error occurred while {partial} the database",
+                "error_indicators": errors,
+            }
+        ]
 
 
 def _check_item(item: object) -> None:
@@ -337,40 +268,16 @@ def _check_item(item: object) -> None:
         raise Refusal(400, 'Every item must be an object with an "indicator" string')
 
 
-def _supplier_name(value: object) -> str:
-    if not isinstance(value, str) or not _SUPPLIER_NAME.fullmatch(value) or value in BUILTIN:
-        raise Refusal(400, f"Invalid supplier name {value!r}")
-    return value
-
-
-def _vendor(value: object) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise Refusal(400, "The vendor must be a string")
-    return value
-
-
-def _integer(value: object, low: int, high: int | None, what: str) -> int:
-    if (
-        not isinstance(value, int)
-        or isinstance(value, bool)
-        or value < low
-        or (high is not None and value > high)
-    ):
-        limits = f"{low}..{high}" if high is not None else f">= {low}"
-        raise Refusal(400, f"The {what} must be an integer {limits}")
-    return value
+def _check_flag(item: dict[str, Any], flag: str, level: tuple[int, ...]) -> None:
+    """``mark_detections`` (PUT) and ``unmark_detections`` (DELETE): REST API 1.2 and
+    later, boolean; applied only to FalsePositive, so elsewhere merely checked."""
+    if flag not in item:
+        return
+    if level < DETECTIONS_SINCE:
+        raise Refusal(400, f"{flag} needs REST API 1.2 or later")
+    if not isinstance(item[flag], bool):
+        raise Refusal(400, f"{flag} must be true or false")
 
 
 def _rejected(item: dict[str, Any], reason: str) -> dict[str, str]:
     return {"indicator": item["indicator"], "reason": reason}
-
-
-def _outcome(errors: list[dict[str, str]], done: str, partial: str) -> Answer:
-    if not errors:
-        return 201, [{"status": f"All indicators were successfully {done} the database"}]
-    return 202, [
-        {
-            "status": f"An error occurred while {partial} the database",
-            "error_indicators": errors,
-        }
-    ]

@@ -1,6 +1,7 @@
 """The emulator's debug endpoints, outside the CyberTrace API.
 
-``GET /emulator/state``: all tenants, suppliers, indicators and tags.
+``GET /emulator/state``: the tags, and per tenant (General first) the suppliers
+it sees with every stored indicator, ``expired`` telling those past retention.
 ``GET /emulator/requests``: the log (method, path, version, status, bytes).
 ``DELETE /emulator/requests``: empty the log.
 ``GET /emulator/minimal``: the size of the minimal JSON of the changes sent
@@ -19,6 +20,9 @@ from typing import TYPE_CHECKING
 import orjson
 from aiohttp import web
 from xxhash import xxh3_64_intdigest
+
+from feedsync.emulator_http import unauthorized
+from feedsync.emulator_model import DEFAULT_TENANT
 
 if TYPE_CHECKING:
     from feedsync.emulator import Emulator
@@ -72,8 +76,6 @@ class Changes:
 
 def _guarded(emulator: Emulator, handler: Callable[[Emulator], web.Response]) -> _Handler:
     async def guarded(request: web.Request) -> web.Response:
-        from feedsync.emulator import unauthorized  # noqa: PLC0415 -- emulator imports us
-
         if not emulator.authorized(request):
             return unauthorized()
         return handler(emulator)
@@ -82,6 +84,8 @@ def _guarded(emulator: Emulator, handler: Callable[[Emulator], web.Response]) ->
 
 
 def _state(emulator: Emulator) -> web.Response:
+    api = emulator.api
+    now = api.clock()
     tenants = {
         tenant: {
             supplier.name: {
@@ -92,13 +96,14 @@ def _state(emulator: Emulator) -> web.Response:
                         "context": found.context,
                         "tags": sorted(found.tags),
                         "updated": found.updated,
+                        "expired": supplier.expired(found, now),
                     }
-                    for value, found in emulator.api.live(supplier).items()
+                    for value, found in supplier.indicators.items()
                 },
             }
-            for supplier in suppliers.values()
+            for supplier in api.in_tenant(tenant).values()
         }
-        for tenant, suppliers in emulator.api.state.items()
+        for tenant in (DEFAULT_TENANT, *sorted(api.tenants))
     }
     return _json({"tags": emulator.tags(), "tenants": tenants})
 

@@ -1,7 +1,12 @@
-"""The emulator is as strict as CyberTrace, over real HTTP."""
+"""The emulator's HTTP layer, request log, debug endpoints, serve() and faults, over real HTTP.
+
+What each documented rule does is in tests/test_emulator_conformance.py; the
+helpers here are shared with it.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import signal
 from collections.abc import AsyncIterator
@@ -11,7 +16,9 @@ import aiohttp
 import orjson
 import pytest
 
-from feedsync.emulator import Emulator, serve
+from feedsync.emulator import Emulator, add_arguments, serve, serve_from
+from feedsync.emulator_readings import Readings
+from feedsync.faults import Faults
 from feedsync.fetch import basic_auth
 
 USER, PASSWORD = "u", "p"
@@ -49,6 +56,12 @@ async def old(clock: Clock) -> AsyncIterator[Emulator]:
     await emulator.start()
     yield emulator
     await emulator.stop()
+
+
+async def started(**options: Any) -> Emulator:
+    emulator = Emulator(user=USER, password=PASSWORD, **options)
+    await emulator.start()
+    return emulator
 
 
 def headers(**changes: str) -> dict[str, str]:
@@ -92,6 +105,13 @@ def reasons(body: Any) -> dict[str, str]:
     return {e["indicator"]: e["reason"] for e in body[0]["error_indicators"]}
 
 
+def error(body: Any) -> dict[str, str]:
+    """The one error object of a refusal, after checking the documented shape."""
+    assert isinstance(body, list) and len(body) == 1 and isinstance(body[0]["status"], str)
+    assert set(body[0]) <= {"status", "reason"}
+    return dict(body[0])
+
+
 async def raw_exchange(emu: Emulator, request_head: bytes) -> tuple[bytes, bytes]:
     """Send a request head and no body over a raw socket; the status line and answer body."""
     reader, writer = await asyncio.open_connection("127.0.0.1", int(emu.url.rsplit(":", 1)[1]))
@@ -120,12 +140,12 @@ def announced(method: str, path: str, length: int) -> bytes:
     ).encode()
 
 
-# Credentials, Accept, versions
+# Credentials, Accept, versions, requests, methods
 
 
 async def test_credentials_are_checked_first(emu: Emulator) -> None:
-    status, body = await call(emu, "GET", SUPPLIERS, head={"Accept": "*/*"})
-    assert status == 401 and isinstance(body[0]["status"], str)
+    status, body = await call(emu, "GET", SUPPLIERS, head={"Accept": "text/html"})
+    assert status == 401 and error(body)["status"] == "Unauthorized user"
     for wrong in (basic_auth(USER, "nope"), "Basic !!!", "Bearer x", f"Digest {AUTH[6:]}"):
         assert await code(emu, "GET", SUPPLIERS, head=headers(Authorization=wrong)) == 401
     assert await code(emu, "GET", "/api/9.9/suppliers", head={}) == 401
@@ -133,36 +153,58 @@ async def test_credentials_are_checked_first(emu: Emulator) -> None:
     assert await code(emu, "GET", SUPPLIERS, head=lowercase_scheme) == 200
 
 
-async def test_accept_must_allow_json(emu: Emulator) -> None:
-    for accept in ("text/html", "application/xml", "text/plain, text/html"):
+async def test_accept_must_list_json(emu: Emulator) -> None:
+    for accept in ("text/html", "application/xml", "text/plain, text/html", "*/*"):
         status, body = await call(emu, "GET", SUPPLIERS, head=headers(Accept=accept))
-        assert status == 406 and "status" in body[0]
-    for accept in ("application/json", "*/*", "text/plain, application/json;q=0.9"):
+        assert status == 406 and error(body)["status"] == "Not Acceptable", accept
+    assert await code(emu, "GET", SUPPLIERS, head={"Authorization": AUTH}) == 406, "no Accept"
+    for accept in ("application/json", "text/plain, application/json;q=0.9"):
         assert await code(emu, "GET", SUPPLIERS, head=headers(Accept=accept)) == 200
-    assert await code(emu, "GET", SUPPLIERS, head={"Authorization": AUTH}) == 200
 
 
-async def test_unknown_versions_and_requests_are_404(old: Emulator) -> None:
+async def test_unknown_versions_are_404(old: Emulator) -> None:
+    for path in ("/api/1.0/suppliers", "/api/1.3/suppliers", "/api/9.9/suppliers", "/elsewhere"):
+        status, body = await call(old, "GET", path)
+        assert status == 404 and error(body)["status"] == "Request not supported", path
+    assert await code(old, "GET", SUPPLIERS) == 200
+
+
+async def test_unknown_requests_are_404(emu: Emulator) -> None:
     for path in (
-        "/api/1.0/suppliers",
-        "/api/1.3/suppliers",
-        "/api/9.9/suppliers",
         "/api/1.2/nothing",
         "/api/1.2",
+        "/api/1.2/login",
         "/api/1.2/suppliers/FalsePositive/indicators/x",
         "/api/1.2/suppliers/",
-        "/elsewhere",
+        "/api/1.2/tags/",
     ):
-        status, body = await call(old, "GET", path)
-        assert status == 404 and isinstance(body, list), path
-    assert await code(old, "GET", SUPPLIERS) == 200
-    assert await code(old, "PATCH", f"{SUPPLIERS}/FalsePositive", [{}]) == 404
-    assert await code(old, "POST", f"{SUPPLIERS}/FalsePositive/indicators", []) == 404
+        status, body = await call(emu, "POST", path, [{}])
+        assert status == 404 and error(body)["status"] == "Request not supported", path
+
+
+async def test_a_wrong_method_is_405(emu: Emulator) -> None:
+    for method, path in (
+        ("GET", "/api/1.1/lookup"),
+        ("PATCH", f"{SUPPLIERS}/FalsePositive"),
+        ("POST", f"{SUPPLIERS}/FalsePositive"),
+        ("POST", f"{SUPPLIERS}/FalsePositive/indicators"),
+        ("GET", f"{SUPPLIERS}/FalsePositive/indicators"),
+        ("DELETE", SUPPLIERS),
+        ("PUT", "/api/1.2/tags"),
+        ("POST", "/api/1.2/tags/X"),
+    ):
+        status, body = await call(emu, method, path)
+        assert status == 405 and error(body)["status"] == "Method Not Allowed", (method, path)
 
 
 async def test_versions_must_look_like_versions() -> None:
     with pytest.raises(ValueError, match="not like"):
         Emulator(api_versions=("1.2", "latest"))
+
+
+async def test_readings_are_checked() -> None:
+    with pytest.raises(ValueError, match="missing_supplier_status"):
+        Emulator(missing_supplier_status=410)  # type: ignore[arg-type]
 
 
 # Body framing
@@ -172,7 +214,8 @@ async def test_bodies_need_a_json_content_type(emu: Emulator) -> None:
     emu.add_supplier("S")
     item = [{"indicator": "a.example"}]
     for wrong in ("text/plain", "application/json; charset=latin-1", "application/jsonx"):
-        assert await code(emu, "PUT", INDICATORS, item, head=headers(content_type=wrong)) == 400
+        status, body = await call(emu, "PUT", INDICATORS, item, head=headers(content_type=wrong))
+        assert status == 400 and "Content-Type" in error(body)["reason"]
     untyped = {k: v for k, v in JSON.items() if k != "Content-Type"}
     assert await code(emu, "PUT", INDICATORS, data=b'["x"]', head=untyped) == 400
     assert emu.indicators("S") == {}
@@ -192,7 +235,7 @@ async def test_a_chunked_body_is_refused(emu: Emulator) -> None:
         session.put(emu.url + INDICATORS, data=chunks(), headers=JSON) as response,
     ):
         assert response.status == 400
-        assert "Content-Length" in (await response.json())[0]["status"]
+        assert "Content-Length" in error(await response.json())["reason"]
     assert emu.requests[-1].headers.get("Transfer-Encoding") == "chunked"
     assert emu.indicators("S") == {}
 
@@ -203,16 +246,21 @@ async def test_a_chunked_body_is_refused(emu: Emulator) -> None:
         ("DELETE", INDICATORS, 67108864),
         ("PUT", INDICATORS, 134217728),
         ("POST", SUPPLIERS, 134217728),
+        ("PUT", f"{SUPPLIERS}/S", 134217728),
+        ("POST", "/api/1.2/tags", 134217728),
+        ("PUT", "/api/1.2/tags/T", 134217728),
+        ("POST", "/api/1.2/lookup", 67108864),
     ],
 )
 async def test_an_oversize_body_is_refused_from_its_header(
     emu: Emulator, method: str, path: str, limit: int
 ) -> None:
     emu.add_supplier("S")
+    emu.add_tag("T")
     # One byte of the announced body is sent: an answer proves it was not waited for.
     status_line, answer = await raw_exchange(emu, announced(method, path, limit + 1))
     assert b" 400 " in status_line
-    assert str(limit) in orjson.loads(answer)[0]["status"]
+    assert str(limit) in error(orjson.loads(answer))["reason"]
     assert emu.requests[-1].status == 400 and emu.requests[-1].body == b""
 
 
@@ -233,10 +281,11 @@ async def test_a_client_leaving_mid_body_changes_nothing(
 @pytest.mark.slow
 async def test_the_delete_limit_is_not_the_put_limit(emu: Emulator) -> None:
     emu.add_supplier("S")
-    body = b"[" + b" " * (67108865 - 2) + b"]"
-    assert await code(emu, "PUT", INDICATORS, data=body) == 201
+    body = b"[" + b" " * (67108865 - 3) + b"{}]"
+    status, answer = await call(emu, "PUT", INDICATORS, data=body)
+    assert status == 400 and "indicator" in answer[0]["reason"], "read and parsed, not too big"
     status, answer = await call(emu, "DELETE", INDICATORS, data=body)
-    assert status == 400 and "67108864" in answer[0]["status"]
+    assert status == 400 and "67108864" in answer[0]["reason"]
 
 
 async def test_bodies_must_be_json_arrays(emu: Emulator) -> None:
@@ -252,385 +301,39 @@ async def test_bodies_must_be_json_arrays(emu: Emulator) -> None:
     assert emu.indicators("S") == {} and emu.tags() == {}
 
 
-# Suppliers
-
-
-async def test_builtin_suppliers(emu: Emulator) -> None:
-    assert await call(emu, "GET", SUPPLIERS) == (
-        200,
-        [
-            {"name": "FalsePositive", "status": "enabled"},
-            {"name": "InternalTI", "status": "enabled"},
-        ],
-    )
-    _, body = await call(emu, "GET", f"{SUPPLIERS}/InternalTI")
-    assert body == [
-        {"name": "InternalTI", "status": "enabled", "confidence": 100, "retention": 0, "vendor": ""}
-    ]
-    for method in ("DELETE", "PUT"):
-        assert await code(emu, method, f"{SUPPLIERS}/FalsePositive", [{"confidence": 5}]) == 400
-    assert emu.supplier("FalsePositive") is not None
-
-
-async def test_supplier_creation(emu: Emulator) -> None:
-    new = {"name": "S-1_x", "confidence": 50, "retention": 10, "vendor": "v"}
-    assert await code(emu, "POST", SUPPLIERS, [new]) == 201
-    assert await call(emu, "GET", f"{SUPPLIERS}/S-1_x") == (200, [{**new, "status": "enabled"}])
-    assert await code(emu, "POST", SUPPLIERS, [new]) == 400, "a duplicate"
-    assert (
-        await code(emu, "POST", SUPPLIERS, [{"name": "T", "confidence": 0, "retention": 0}]) == 201
-    )
-    assert (await call(emu, "GET", f"{SUPPLIERS}/T"))[1][0]["vendor"] == ""
-    ok = {"name": "U", "confidence": 5, "retention": 0}
-    for bad in (
-        [{**ok, "name": "bad name"}],
-        [{**ok, "name": "U\n"}],
-        [{**ok, "name": ""}],
-        [{**ok, "name": "InternalTI"}],
-        [{**ok, "confidence": 101}],
-        [{**ok, "confidence": -1}],
-        [{**ok, "confidence": "5"}],
-        [{**ok, "confidence": True}],
-        [{**ok, "retention": -1}],
-        [{**ok, "retention": 1.5}],
-        [{**ok, "vendor": 3}],
-        [{"name": "U", "confidence": 5}],
-        [{"name": "U", "retention": 0}],
-        [ok, {**ok, "name": "V"}],
-        [],
-        ["U"],
-    ):
-        assert await code(emu, "POST", SUPPLIERS, bad) == 400, bad
-    assert emu.supplier("U") is None and emu.supplier("V") is None
-
-
-async def test_supplier_update(emu: Emulator) -> None:
-    emu.add_supplier("S", confidence=50, retention=0, vendor="v")
-    update = {"name": "S", "confidence": 60, "retention": 5, "vendor": "w", "status": "disabled"}
-    assert await code(emu, "PUT", f"{SUPPLIERS}/S", [update]) == 200
-    assert await call(emu, "GET", f"{SUPPLIERS}/S") == (200, [update])
-    bad: list[Any]
-    for bad in (
-        [{"status": "off"}],
-        [{"confidence": 101, "vendor": "x"}],
-        [{"retention": -5}],
-        [{"name": "a b"}],
-        [{"vendor": []}],
-        [{"confidence": 1}, {"confidence": 2}],
-    ):
-        assert await code(emu, "PUT", f"{SUPPLIERS}/S", bad) == 400, bad
-    assert await call(emu, "GET", f"{SUPPLIERS}/S") == (200, [update]), "refusals change nothing"
-    assert await code(emu, "PUT", f"{SUPPLIERS}/Nope", [{"confidence": 1}]) == 404
-
-
-async def test_supplier_rename_and_deletion(emu: Emulator) -> None:
+async def test_bodyless_requests_refuse_a_body(emu: Emulator) -> None:
     emu.add_supplier("S")
-    emu.add_supplier("Other")
-    await put(emu, [{"indicator": "a.example"}])
-    assert await code(emu, "PUT", f"{SUPPLIERS}/S", [{"name": "Other"}]) == 400
-    assert await code(emu, "PUT", f"{SUPPLIERS}/S", [{"name": "Renamed"}]) == 200
-    assert emu.supplier("S") is None
-    assert await code(emu, "GET", f"{SUPPLIERS}/S") == 404
-    assert emu.indicators("Renamed").keys() == {"a.example"}
-    assert await code(emu, "DELETE", f"{SUPPLIERS}/Renamed") == 200
-    assert await code(emu, "GET", f"{SUPPLIERS}/Renamed") == 404
-    assert await code(emu, "DELETE", f"{SUPPLIERS}/Renamed") == 404
-    emu.add_supplier("Renamed")
-    assert emu.indicators("Renamed") == {}, "deleting a supplier deletes its indicators"
-
-
-# Tags
-
-
-async def test_tags_are_created_uppercase(emu: Emulator) -> None:
-    body = [{"name": "tlp_white", "weight": 2}, {"name": "Mal-1", "weight": 0}]
-    assert await code(emu, "POST", "/api/1.1/tags", body) == 201
-    assert emu.tags() == {"TLP_WHITE": 2, "MAL-1": 0}
-    again = [{"name": "TLP_white", "weight": 5}]
-    assert await code(emu, "POST", "/api/1.1/tags", again) in (200, 201)
-    assert emu.tags()["TLP_WHITE"] == 2, "an existing tag is left as it is"
-    assert await call(emu, "GET", "/api/1.2/tags") == (
-        200,
-        [{"name": "MAL-1", "weight": 0}, {"name": "TLP_WHITE", "weight": 2}],
-    )
-
-
-async def test_tag_validation_refuses_the_whole_request(emu: Emulator) -> None:
-    ok = {"name": "good", "weight": 1}
-    for bad in (
-        {"name": "bad tag", "weight": 1},
-        {"name": "tag\n", "weight": 1},
-        {"name": "", "weight": 1},
-        {"name": "x" * 129, "weight": 1},
-        {"name": "x", "weight": 6},
-        {"name": "x", "weight": -1},
-        {"name": "x", "weight": "1"},
-        {"name": "x"},
-        "x",
-    ):
-        assert await code(emu, "POST", "/api/1.2/tags", [ok, bad]) == 400, bad
-    assert emu.tags() == {}
-    assert await code(emu, "POST", "/api/1.2/tags", [{"name": "x" * 128, "weight": 5}]) == 201
-
-
-async def test_tags_need_api_1_1_and_no_tenant(emu: Emulator) -> None:
-    assert await code(emu, "GET", "/api/1.0/tags") == 404
-    assert await code(emu, "POST", "/api/1.0/tags", [{"name": "a", "weight": 1}]) == 404
-    assert await code(emu, "GET", "/api/1.3/acme/tags") == 404
-    assert await code(emu, "GET", "/api/1.3/tags") == 200
-    assert emu.tags() == {}
-
-
-# PUT indicators
-
-
-async def test_put_is_an_upsert_that_replaces_context(emu: Emulator, clock: Clock) -> None:
-    emu.add_supplier("S")
-    assert await put(emu, [{"indicator": "a.example", "context": {"x": "1", "y": 2}}]) == (
-        201,
-        [{"status": "All indicators were successfully added to the database"}],
-    )
-    first = emu.indicators("S")["a.example"]
-    assert (first.type, first.context, first.tags) == ("URL", {"x": "1", "y": 2}, set())
-    assert first.updated == clock.now
-    clock.now += 10
-    both = [{"indicator": "a.example", "context": {"z": True}}, {"indicator": "b.example"}]
-    assert (await put(emu, both))[0] == 201
-    held = emu.indicators("S")
-    assert held.keys() == {"a.example", "b.example"}
-    assert held["a.example"].context == {"z": True}, "context is replaced, not merged"
-    assert held["a.example"].updated == clock.now
-    await put(emu, [{"indicator": "a.example"}])
-    assert emu.indicators("S")["a.example"].context == {}
-
-
-async def test_put_tags_absent_empty_or_given(emu: Emulator) -> None:
-    emu.add_supplier("S")
-    emu.add_tag("A")
-    emu.add_tag("b")
-    await put(emu, [{"indicator": "a.example", "tags": ["a", "B"]}])
-    assert emu.indicators("S")["a.example"].tags == {"A", "B"}
-    await put(emu, [{"indicator": "a.example", "context": {"k": "v"}}])
-    assert emu.indicators("S")["a.example"].tags == {"A", "B"}, "absent tags: unchanged"
-    await put(emu, [{"indicator": "a.example", "tags": ["b"]}])
-    assert emu.indicators("S")["a.example"].tags == {"B"}, "given tags: replaced"
-    await put(emu, [{"indicator": "a.example", "tags": []}])
-    assert emu.indicators("S")["a.example"].tags == set(), "empty tags: all removed"
-    assert emu.tags() == {"A": 0, "B": 0}, "the tags themselves stay"
-    emu.delete_tag("a")
-    status, body = await put(emu, [{"indicator": "a.example", "tags": ["A"]}])
-    assert status == 202 and "Unknown tag" in reasons(body)["a.example"]
-
-
-async def test_a_tags_field_under_api_1_0_is_a_400(emu: Emulator) -> None:
-    emu.add_supplier("S")
-    items = [{"indicator": "a.example"}, {"indicator": "b.example", "tags": []}]
-    assert (await put(emu, items, version="1.0"))[0] == 400
-    assert emu.indicators("S") == {}
-    assert (await put(emu, items[:1], version="1.0"))[0] == 201
-
-
-async def test_partial_success_applies_the_valid_indicators(emu: Emulator) -> None:
-    emu.add_supplier("S")
-    emu.add_tag("KNOWN")
-    status, body = await put(
-        emu,
-        [
-            {"indicator": "good.example", "tags": ["known"]},
-            {"indicator": "bad indicator"},
-            {"indicator": "bad\\.example.com"},
-            {"indicator": "t.example", "tags": ["NOPE"]},
-            {"indicator": "n.example", "context": {"deep": {"x": 1}}},
-            {"indicator": "l.example", "context": ["x"]},
-            {"indicator": "e.example", "context": {}},
-            {"indicator": "z.example", "context": {"x": None}},
-            {"indicator": "s.example", "tags": "KNOWN"},
-            {"indicator": MD5, "context": {"ok": 1.5}},
-        ],
-    )
-    assert status == 202 and isinstance(body[0]["status"], str)
-    errors = reasons(body)
-    assert set(errors) == {
-        *("bad indicator", "bad\\.example.com", "t.example", "n.example"),
-        *("l.example", "e.example", "z.example", "s.example"),
-    }
-    assert errors["bad indicator"] == "Invalid indicator format"
-    assert "Unknown tag" in errors["t.example"]
-    assert emu.indicators("S").keys() == {"good.example", MD5.upper()}
-
-
-async def test_false_positive_takes_no_context(emu: Emulator) -> None:
-    items = [
-        {"indicator": "a.example", "context": {"a": "b"}},
-        {"indicator": "b.example", "context": {}},
-        {"indicator": "c.example"},
-    ]
-    status, body = await put(emu, items, supplier="FalsePositive")
-    assert status == 202 and set(reasons(body)) == {"a.example", "b.example"}
-    assert all("FalsePositive" in reason for reason in reasons(body).values())
-    assert emu.indicators("FalsePositive").keys() == {"c.example"}
-    assert (await put(emu, items[:1], supplier="InternalTI"))[0] == 201
-
-
-async def test_malformed_items_refuse_the_whole_batch(emu: Emulator) -> None:
-    emu.add_supplier("S")
-    for bad in ("a.example", {"value": "a.example"}, {"indicator": 5}, None, ["a.example"]):
-        assert (await put(emu, [{"indicator": "ok.example"}, bad]))[0] == 400, bad
-        assert (await delete(emu, [{"indicator": "ok.example"}, bad]))[0] == 400, bad
-    assert emu.indicators("S") == {}
-
-
-async def test_an_unknown_supplier_is_404(emu: Emulator) -> None:
-    assert (await put(emu, [{"indicator": "a.example"}], supplier="Nope"))[0] == 404
-    assert (await delete(emu, [{"indicator": "a.example"}], supplier="Nope"))[0] == 404
-
-
-async def test_values_are_stored_canonical(emu: Emulator) -> None:
-    emu.add_supplier("S")
-    await put(emu, [{"indicator": "http://www.Example.com:8080/a/", "context": {"v": 1}}])
-    assert (await put(emu, [{"indicator": "example.com/a", "context": {"v": 2}}]))[0] == 201
-    await put(emu, [{"indicator": MD5}, {"indicator": "10.0.0.1"}, {"indicator": "Host.Example."}])
-    held = emu.indicators("S")
-    assert {value: found.type for value, found in held.items()} == {
-        "example.com/a": "URL",
-        MD5.upper(): "MD5",
-        "10.0.0.1": "IP",
-        "host.example": "URL",
-    }
-    assert held["example.com/a"].context == {"v": 2}
-    assert await delete(emu, [{"indicator": "https://EXAMPLE.com/a#x"}, {"indicator": MD5}]) == (
-        201,
-        [{"status": "All indicators were successfully deleted from the database"}],
-    )
-    assert emu.indicators("S").keys() == {"10.0.0.1", "host.example"}
-
-
-# DELETE indicators
-
-
-async def test_delete_reports_absent_and_invalid_and_deletes_the_rest(emu: Emulator) -> None:
-    emu.add_supplier("S")
-    await put(emu, [{"indicator": f"{name}.example"} for name in "abc"])
-    status, body = await delete(
-        emu,
-        [
-            {"indicator": "a.example"},
-            {"indicator": "gone.example"},
-            {"indicator": "bad value"},
-            {"indicator": "c.example"},
-        ],
-    )
-    assert status == 202
-    assert reasons(body) == {
-        "gone.example": "Indicator doesn't exist",
-        "bad value": "Invalid indicator format",
-    }
-    assert emu.indicators("S").keys() == {"b.example"}
-    status, body = await delete(emu, [{"indicator": "a.example"}])
-    assert status == 202 and reasons(body) == {"a.example": "Indicator doesn't exist"}
-
-
-async def test_unmark_detections_needs_api_1_2(emu: Emulator) -> None:
-    await put(emu, [{"indicator": MD5}], supplier="FalsePositive")
-    item = {"indicator": MD5, "unmark_detections": True}
-    assert (await delete(emu, [item], "FalsePositive", version="1.1"))[0] == 400
-    assert (await delete(emu, [{**item, "unmark_detections": "yes"}], "FalsePositive"))[0] == 400
-    assert emu.indicators("FalsePositive").keys() == {MD5.upper()}
-    assert (await delete(emu, [item], "FalsePositive"))[0] == 201
-    assert emu.indicators("FalsePositive") == {}
-
-
-# Tenants
-
-
-async def test_tenants_are_isolated(emu: Emulator) -> None:
-    new = [{"name": "S", "confidence": 1, "retention": 0}]
-    for tenant, value in (("acme", "a.example"), ("other", "b.example")):
-        assert await code(emu, "POST", f"/api/1.3/{tenant}/suppliers", new) == 201
-        path = f"/api/1.3/{tenant}/suppliers/S/indicators"
-        assert await code(emu, "PUT", path, [{"indicator": value}]) == 201
-    assert emu.indicators("S", tenant="acme").keys() == {"a.example"}
-    assert emu.indicators("S", tenant="other").keys() == {"b.example"}
-    assert emu.supplier("S") is None
-    assert await code(emu, "GET", "/api/1.3/suppliers/S") == 404
-    query = [{"indicator": "a.example"}]
-    assert (await call(emu, "POST", "/api/1.3/acme/lookup", query))[1][0]["found"] is True
-    assert (await call(emu, "POST", "/api/1.3/other/lookup", query))[1][0]["found"] is False
-    assert await code(emu, "GET", "/api/1.2/acme/suppliers") == 404, "no tenants before 1.3"
-
-
-async def test_untenanted_1_3_paths_are_the_general_tenant(emu: Emulator) -> None:
-    emu.add_supplier("S")
-    await call(emu, "PUT", "/api/1.3/suppliers/S/indicators", [{"indicator": "a.example"}])
-    await call(emu, "PUT", "/api/1.3/General/suppliers/S/indicators", [{"indicator": "b.example"}])
-    assert emu.indicators("S").keys() == {"a.example", "b.example"}
-
-
-async def test_configured_tenants_only() -> None:
-    emulator = Emulator(user=USER, password=PASSWORD, tenants=("acme",))
-    await emulator.start()
-    try:
-        assert await code(emulator, "GET", "/api/1.3/acme/suppliers") == 200
-        assert await code(emulator, "GET", "/api/1.3/General/suppliers") == 200
-        assert await code(emulator, "GET", "/api/1.3/evil/suppliers") == 404
-    finally:
-        await emulator.stop()
-
-
-# Retention and lookup
-
-
-async def test_retention_counts_from_the_last_update(emu: Emulator, clock: Clock) -> None:
-    emu.add_supplier("S", retention=1)
-    emu.add_supplier("Forever", retention=0)
-    await put(emu, [{"indicator": "a.example"}, {"indicator": "b.example"}])
-    await put(emu, [{"indicator": "a.example"}], supplier="Forever")
-    clock.now += 45
-    await put(emu, [{"indicator": "a.example"}])
-    clock.now += 30
-    assert emu.indicators("S").keys() == {"a.example"}
-    supplier = emu.supplier("S")
-    assert supplier is not None and "b.example" not in supplier.indicators, "removed, not hidden"
-    query = [{"indicator": "b.example"}, {"indicator": "a.example"}]
-    _, body = await call(emu, "POST", "/api/1.2/lookup", query)
-    assert [item["found"] for item in body] == [False, True]
-    clock.now += 3600
-    assert emu.indicators("S") == {}
-    assert emu.indicators("Forever").keys() == {"a.example"}
-
-
-async def test_an_expired_indicator_is_gone_for_put_and_delete(emu: Emulator, clock: Clock) -> None:
-    emu.add_supplier("S", retention=1)
     emu.add_tag("T")
-    await put(emu, [{"indicator": "a.example", "tags": ["T"]}, {"indicator": "b.example"}])
-    clock.now += 61
-    await put(emu, [{"indicator": "a.example"}])
-    assert emu.indicators("S")["a.example"].tags == set(), "an expired indicator's tags are gone"
-    status, body = await delete(emu, [{"indicator": "b.example"}])
-    assert status == 202 and reasons(body) == {"b.example": "Indicator doesn't exist"}
+    for method, path in (
+        ("GET", SUPPLIERS),
+        ("GET", f"{SUPPLIERS}/S"),
+        ("DELETE", f"{SUPPLIERS}/S"),
+        ("GET", "/api/1.2/tags"),
+        ("GET", "/api/1.2/tags/T"),
+        ("DELETE", "/api/1.2/tags/T"),
+    ):
+        status, body = await call(emu, method, path, [])
+        assert status == 400 and "empty body" in error(body)["reason"], (method, path)
+    assert emu.supplier("S") is not None and emu.tags() == {"T": 0}
+    assert await code(emu, "DELETE", f"{SUPPLIERS}/S") == 201
 
 
-async def test_lookup(emu: Emulator) -> None:
-    emu.add_supplier("S")
-    emu.add_supplier("Off")
-    emu.add_tag("X")
-    await put(emu, [{"indicator": "http://Example.com/p", "context": {"k": "v"}, "tags": ["x"]}])
-    await put(emu, [{"indicator": "example.com/p"}], supplier="Off")
-    await call(emu, "PUT", f"{SUPPLIERS}/Off", [{"status": "disabled"}])
-    query = [{"indicator": "WWW.example.com/p/"}, {"indicator": "no.example"}, {"indicator": "a b"}]
-    assert await call(emu, "POST", "/api/1.1/lookup", query) == (
-        200,
-        [
-            {
-                "indicator": "example.com/p",
-                "found": True,
-                "suppliers": [{"name": "S", "context": {"k": "v"}, "tags": ["X"]}],
-            },
-            {"indicator": "no.example", "found": False, "suppliers": []},
-            {"indicator": "a b", "found": False, "suppliers": []},
-        ],
-    )
-    assert await code(emu, "POST", "/api/1.2/lookup", [{"value": "x"}]) == 400
+async def test_refusals_carry_the_requests_error_text(emu: Emulator) -> None:
+    cases = [
+        ("GET", f"{SUPPLIERS}/Nope", None, "An error occurred while getting the supplier"),
+        ("PUT", f"{SUPPLIERS}/Nope", [{}], "An error occurred while updating the supplier"),
+        ("DELETE", f"{SUPPLIERS}/Nope", None, "An error occurred while removing the supplier"),
+        ("POST", SUPPLIERS, [], "An error occurred while adding the supplier"),
+        ("PUT", INDICATORS, [{"indicator": "a.b"}], "An error occurred while adding indicators"),
+        ("DELETE", INDICATORS, [{"indicator": "a.b"}], "An error occurred while deleting"),
+        ("GET", "/api/1.2/tags/X", None, "An error occurred while getting tag info"),
+        ("DELETE", "/api/1.2/tags/X", None, "An error occurred while removing tag"),
+        ("POST", "/api/1.2/tags", [], "An error occurred while adding tag"),
+    ]
+    for method, path, body, text in cases:
+        status, answer = await call(emu, method, path, body)
+        assert status == 400 and error(answer)["status"].startswith(text), (method, path)
+        assert error(answer)["reason"], "a reason says what was wrong"
 
 
 # The request log and the debug endpoints
@@ -658,8 +361,7 @@ async def test_the_request_log(emu: Emulator) -> None:
 
 
 async def test_the_log_can_be_bounded() -> None:
-    emulator = Emulator(user=USER, password=PASSWORD, log_limit=2)
-    await emulator.start()
+    emulator = await started(log_limit=2)
     try:
         for version in ("1.0", "1.1", "1.2"):
             await call(emulator, "GET", f"/api/{version}/suppliers")
@@ -668,10 +370,11 @@ async def test_the_log_can_be_bounded() -> None:
         await emulator.stop()
 
 
-async def test_debug_endpoints(emu: Emulator) -> None:
-    emu.add_supplier("S", vendor="v")
+async def test_debug_endpoints(emu: Emulator, clock: Clock) -> None:
+    emu.add_supplier("S", vendor="v", retention=1)
     emu.add_tag("T", 3)
     await put(emu, [{"indicator": "a.example", "context": {"k": "v"}, "tags": ["T"]}])
+    clock.now += 61
     auth = {"Authorization": AUTH}
     async with aiohttp.ClientSession() as session:
         async with session.get(emu.url + "/emulator/state") as response:
@@ -687,7 +390,8 @@ async def test_debug_endpoints(emu: Emulator) -> None:
         "type": "URL",
         "context": {"k": "v"},
         "tags": ["T"],
-        "updated": emu.indicators("S")["a.example"].updated,
+        "updated": clock.now - 61,
+        "expired": True,
     }
     size = len(emu.requests[0].body)
     assert log == [
@@ -716,8 +420,7 @@ async def test_minimal_json_of_the_changes_and_clearing_the_log(emu: Emulator) -
 
 
 async def test_the_minimal_json_counts_changes_beyond_the_log_bound() -> None:
-    emulator = Emulator(user=USER, password=PASSWORD, log_limit=1)
-    await emulator.start()
+    emulator = await started(log_limit=1)
     try:
         emulator.add_supplier("S")
         await put(emulator, [{"indicator": "a.example"}])
@@ -730,7 +433,21 @@ async def test_the_minimal_json_counts_changes_beyond_the_log_bound() -> None:
         await emulator.stop()
 
 
-# serve()
+async def test_a_sink_checks_indicators_and_keeps_none() -> None:
+    emulator = await started(sink=True)
+    try:
+        emulator.add_supplier("S")
+        _, answer = await put(emulator, [{"indicator": "a.example"}, {"indicator": "x y"}])
+        assert "Invalid indicator format" in str(answer), "still checked"
+        assert "a.example" not in str(answer)
+        assert emulator.indicators("S") == {}
+        status, answer = await delete(emulator, [{"indicator": "never-sent.example"}])
+        assert status < 300 and "exist" not in str(answer), "nothing held: any delete succeeds"
+    finally:
+        await emulator.stop()
+
+
+# serve() and its command-line options
 
 
 async def printed(capsys: pytest.CaptureFixture[str]) -> str:
@@ -778,16 +495,144 @@ async def test_serve_refuses_a_bad_listen_address() -> None:
         await serve("localhost", user=USER, password=PASSWORD, api_versions=["1.2"])
 
 
-async def test_a_sink_checks_indicators_and_keeps_none() -> None:
-    emulator = Emulator(user=USER, password=PASSWORD, sink=True)
-    await emulator.start()
+def parsed(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_every_reading_has_a_flag_with_the_strict_default() -> None:
+    defaults = vars(parsed())
+    assert Readings(**{k: defaults[k] for k in Readings.__dataclass_fields__}) == Readings()
+    args = parsed("--missing-supplier-status", "404", "--retention-zero", "never")
+    assert (args.missing_supplier_status, args.retention_zero) == (404, "never")
+    with pytest.raises(SystemExit):
+        parsed("--tenant-visibility", "sometimes")
+
+
+async def test_serve_from_plays_the_chosen_readings(capsys: pytest.CaptureFixture[str]) -> None:
+    args = parsed(
+        "--listen", "127.0.0.1:0", "--user", USER, "--password", PASSWORD,
+        "--missing-supplier-status", "404", "--tenants", "acme, other",
+    )  # fmt: skip
+    task = asyncio.create_task(serve_from(args))
+    url = (await printed(capsys)).split()[3]
     try:
-        emulator.add_supplier("S")
-        _, answer = await put(emulator, [{"indicator": "a.example"}, {"indicator": "x y"}])
-        assert "Invalid indicator format" in str(answer), "still checked"
-        assert "a.example" not in str(answer)
-        assert emulator.indicators("S") == {}
-        status, answer = await delete(emulator, [{"indicator": "never-sent.example"}])
-        assert status < 300 and "exist" not in str(answer), "nothing held: any delete succeeds"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url + "/api/1.2/suppliers/Nope", headers=JSON) as response:
+                assert response.status == 404
+            async with session.get(url + "/api/1.3/other/suppliers/InternalTI", headers=JSON) as r:
+                assert r.status == 200, "multitenancy mode with the listed tenants"
     finally:
-        await emulator.stop()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+# Faults
+
+
+async def test_initializing_answers_425_until_its_time_is_up(emu: Emulator, clock: Clock) -> None:
+    emu.add_supplier("S")
+    emu.faults = Faults(initializing=120, retry_after=30)
+    requests = (("GET", SUPPLIERS, None), ("PUT", INDICATORS, [{"indicator": "a.b"}]))
+    for method, path, body in requests:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, emu.url + path, json=body, headers=JSON) as response,
+        ):
+            assert response.status == 425 and response.headers["Retry-After"] == "30"
+            assert error(await response.json())["status"] == "Kaspersky CyberTrace initializing"
+    assert emu.indicators("S") == {} and emu.requests[-1].status == 425
+    clock.now += 119
+    assert await code(emu, "GET", SUPPLIERS) == 425
+    clock.now += 1
+    assert await code(emu, "GET", SUPPLIERS) == 200
+
+
+async def test_the_supplier_is_dropped_after_n_successful_indicator_requests(
+    emu: Emulator,
+) -> None:
+    emu.add_supplier("S")
+    emu.faults = Faults(drop_supplier_after=2)
+    assert (await put(emu, [{"indicator": "a.example"}]))[0] == 201
+    assert (await put(emu, [{"indicator": "nope nope"}]))[0] == 202, "a 202 counts as success"
+    assert await code(emu, "GET", f"{SUPPLIERS}/S") == 200, "other requests neither count nor drop"
+    status, body = await put(emu, [{"indicator": "b.example"}])
+    assert status == 400 and error(body)["reason"] == "Supplier doesn't exist"
+    assert emu.supplier("S") is None and emu.fault_state is not None
+    assert emu.fault_state.dropped == "S"
+    emu.add_supplier("S")
+    assert (await put(emu, [{"indicator": "b.example"}]))[0] == 201, "once only"
+
+
+@pytest.mark.parametrize("kind", ["not_json", "empty", "no_indicator", "unmapped", "no_errors"])
+async def test_garbled_202_answers_come_after_the_request_was_applied(
+    emu: Emulator, kind: str
+) -> None:
+    emu.add_supplier("S")
+    emu.faults = Faults(garble=1.0, garble_kinds=(kind,))  # type: ignore[arg-type]
+    sent = [{"indicator": "a.example"}, {"indicator": "b.example"}]
+    async with (
+        aiohttp.ClientSession() as session,
+        session.put(emu.url + INDICATORS, json=sent, headers=JSON) as response,
+    ):
+        status, raw = response.status, await response.read()
+    assert status == 202 and emu.indicators("S").keys() == {"a.example", "b.example"}
+    if kind == "not_json":
+        with pytest.raises(orjson.JSONDecodeError):
+            orjson.loads(raw)
+        return
+    if kind == "empty":
+        assert raw == b""
+        return
+    answer = orjson.loads(raw)[0]
+    entries = answer.get("error_indicators")
+    if kind == "no_errors":
+        assert entries is None and isinstance(answer["status"], str)
+    elif kind == "no_indicator":
+        assert entries and not any(isinstance(e.get("indicator"), str) for e in entries)
+    else:
+        assert [e["indicator"] for e in entries] not in (["a.example"], ["b.example"])
+        assert {e["indicator"] for e in entries}.isdisjoint({"a.example", "b.example"})
+    assert emu.fault_state is not None and emu.fault_state.injected == {f"garble_{kind}": 1}
+
+
+async def test_garbling_is_a_seeded_share(emu: Emulator) -> None:
+    emu.add_supplier("S")
+
+    async def garbled_statuses(seed: int) -> list[bool]:
+        emu.faults = Faults(garble=0.5, garble_kinds=("empty",), seed=seed)
+        seen = []
+        for n in range(20):
+            async with (
+                aiohttp.ClientSession() as session,
+                session.put(
+                    emu.url + INDICATORS, json=[{"indicator": f"v{n}.example"}], headers=JSON
+                ) as response,
+            ):
+                seen.append(await response.read() == b"")
+        return seen
+
+    first = await garbled_statuses(3)
+    assert 0 < sum(first) < 20
+    assert await garbled_statuses(3) == first, "the same seed, the same faults"
+    assert len(emu.indicators("S")) == 20, "garbled or not, every request was applied"
+
+
+async def test_existing_faults_still_work(emu: Emulator) -> None:
+    emu.add_supplier("S")
+    emu.faults = Faults(rate=1.0, statuses=(429,), retry_after=7)
+    status, body = await put(emu, [{"indicator": "a.example"}])
+    assert status == 429 and error(body)["status"] == "Too Many Requests"
+    emu.faults = Faults(after_apply=1.0)
+    assert (await put(emu, [{"indicator": "a.example"}]))[0] == 500
+    assert emu.indicators("S").keys() == {"a.example"}
+    emu.faults = Faults(reject_values=frozenset({"b.example"}))
+    assert (await put(emu, [{"indicator": "b.example"}]))[0] == 400
+    assert emu.indicators("S").keys() == {"a.example"}
+
+
+def test_garble_kinds_are_checked() -> None:
+    with pytest.raises(ValueError, match="garble_kinds"):
+        Faults(garble=0.5, garble_kinds=("gibberish",))  # type: ignore[arg-type]
