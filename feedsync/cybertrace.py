@@ -259,7 +259,7 @@ class CyberTrace:
     ) -> Answer:
         policy = self.config.retry
         attempts = policy.attempts if retry else 1
-        attempt = 0
+        attempt = waits = 0
         initializing_since: float | None = None
         while True:
             try:
@@ -283,7 +283,8 @@ class CyberTrace:
                         return answer
                     if waited == 0:
                         log.warning("cybertrace.initializing", path=path)
-                    delay = self._delay(attempt + 1, retry_after)
+                    waits += 1
+                    delay = self._delay(waits, retry_after, jitter=0.5)
                     await self._sleep(min(delay, policy.initializing - waited))
                     continue
                 attempt += 1
@@ -296,11 +297,12 @@ class CyberTrace:
             self._on_retry(method)
             await self._sleep(delay)
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        """Full-jitter exponential backoff, at least ``Retry-After``, at most ``max_delay``."""
+    def _delay(self, attempt: int, retry_after: float | None, jitter: float = 1.0) -> float:
+        """Exponential backoff with ``jitter`` of the ceiling drawn at random (1: full
+        jitter), at least ``Retry-After``, at most ``max_delay``."""
         policy = self.config.retry
         ceiling = min(policy.max_delay, policy.initial_delay * 2 ** (attempt - 1))
-        delay = random.uniform(0, ceiling)  # noqa: S311 -- jitter, not cryptography
+        delay = ceiling * (1 - jitter) + random.uniform(0, ceiling * jitter)  # noqa: S311
         if retry_after is not None:
             delay = min(max(delay, retry_after), policy.max_delay)
         return delay

@@ -27,6 +27,9 @@ log = logs.get("feedsync.upload")
 # that CyberTrace refuses whole for a reason of its own must not become 2n requests.
 MAX_SPLIT_DEPTH = 16
 SPLIT_BUDGET = 128
+# Until one request of the upload went through, a refusal may be the request's own
+# fault (the form, the supplier): halving then probes only this far.
+PROBE_BUDGET = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +332,8 @@ async def _refused(run: _Upload, batch: Batch, depth: int, exc: RequestError) ->
 
 
 async def _split(run: _Upload, batch: Batch, depth: int, why: str) -> None:
-    if depth >= MAX_SPLIT_DEPTH or run.splits < 2:
+    probed_out = not run.successes and run.splits <= SPLIT_BUDGET - PROBE_BUDGET
+    if depth >= MAX_SPLIT_DEPTH or run.splits < 2 or probed_out:
         raise CyberTraceError(f"{why}; {len(batch.items)} indicators stay pending")
     run.splits -= 2
     middle = len(batch.items) // 2
