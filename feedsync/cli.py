@@ -123,6 +123,10 @@ def _check(args: argparse.Namespace) -> int:
         f"{loaded.path}: ok ({len(loaded.feeds)} feeds,"
         f" {len({f.supplier for f in loaded.feeds})} suppliers)"
     )
+    for line in report.suppliers_to_create(loaded):
+        print(f"  {line}")
+    for warning in loaded.warnings:
+        print(f"  warning: {warning}")
     return EXIT_OK
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from feedsync.config import Config
+from feedsync.config import BUILTIN_SUPPLIERS, Config
 from feedsync.outcome import FeedReport, SupplierReport
 from feedsync.store import Store
 
@@ -48,6 +48,32 @@ def cycle(
             line += f"\n  {s.supplier}: {s.error}"
         lines.extend([line, *(f"  {p}" for p in s.preview)])
     return "\n".join(lines)
+
+
+def suppliers_to_create(config: Config) -> list[str]:
+    """What ``feedsync check`` says of each supplier the feeds fill: the settings
+    feedsync creates it with where CyberTrace lacks it, and whether it enforces them."""
+    lines = []
+    for name in dict.fromkeys(feed.supplier for feed in config.feeds):
+        if name in BUILTIN_SUPPLIERS:
+            lines.append(f"supplier {name}: built into CyberTrace")
+            continue
+        settings = config.supplier_settings(name)
+        vendor = f", vendor {settings.vendor}" if settings.vendor is not None else ""
+        shown = (
+            f"confidence {settings.confidence}, retention {settings.retention} minutes{vendor}"
+        )
+        if settings.explicit:
+            lines.append(
+                f"supplier {name}: created with its suppliers: entry ({shown}) if CyberTrace"
+                " lacks it; an existing one is corrected to these settings"
+            )
+        else:
+            lines.append(
+                f"supplier {name}: created with supplier_defaults ({shown}) if CyberTrace lacks"
+                " it; an existing one keeps its own settings"
+            )
+    return lines
 
 
 def status(config: Config, store: Store) -> dict[str, Any]:

@@ -55,6 +55,35 @@ async def test_check_exit_codes(
     )
 
 
+async def test_check_lists_the_suppliers_it_would_create_and_with_what(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CT_PASSWORD", PASSWORD)
+    path = write_config(tmp_path, "http://127.0.0.1:1", str(tmp_path / "list.txt"))
+    text = path.read_text().replace(
+        "suppliers:\n  Demo: {confidence: 50}\n",
+        "supplier_defaults: {confidence: 30, retention: 0}\n"
+        "suppliers:\n  Demo: {confidence: 50, vendor: ops}\n",
+    )
+    text += (
+        "  - name: other\n    type: csv\n    url: x.txt\n    supplier: Other\n"
+        "  - name: fp\n    type: csv\n    url: y.txt\n    supplier: FalsePositive\n"
+    )
+    path.write_text(text)
+    assert await run_cli("check", "-c", str(path)) == 0
+    out = capsys.readouterr().out
+    assert (
+        "supplier Demo: created with its suppliers: entry (confidence 50, retention 0 minutes,"
+        " vendor ops) if CyberTrace lacks it; an existing one is corrected to these settings"
+    ) in out
+    assert (
+        "supplier Other: created with supplier_defaults (confidence 30, retention 0 minutes,"
+        " vendor feedsync) if CyberTrace lacks it; an existing one keeps its own settings"
+    ) in out
+    assert "supplier FalsePositive: built into CyberTrace" in out
+    assert "warning: supplier_defaults.retention: 0 is sent as written" in out
+
+
 async def test_config_path_from_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -21,6 +21,7 @@ from feedsync.config import (
     ServerConfig,
     StateConfig,
     SupplierConfig,
+    SupplierDefaults,
     default_path,
     load,
     parse,
@@ -1007,3 +1008,78 @@ def test_ints_are_accepted_as_floats_and_the_url_loses_its_slash() -> None:
     assert loaded.cybertrace.url == "https://ct.example:443"
     http = make().replace("https://ct.example:443/", "http://127.0.0.1:9443")
     assert parse(http, env=ENV).cybertrace.url == "http://127.0.0.1:9443"
+
+
+def test_supplier_defaults_shape_suppliers_without_an_entry() -> None:
+    loaded = parse(
+        SUPPLIERS_BASE + "supplier_defaults: {confidence: 70, vendor: soc}\n"
+        "suppliers:\n  A: {retention: 60}\n" + SUPPLIERS_FEEDS
+    )
+    assert loaded.supplier_defaults == SupplierDefaults(70, 10080, "soc")
+    assert loaded.supplier_settings("A") == SupplierConfig("A", 70, 60, None, explicit=True)
+    assert loaded.supplier_settings("B") == SupplierConfig("B", 70, 10080, "soc", explicit=False)
+    assert loaded.warnings == ()
+
+
+def test_supplier_settings_default_to_seven_days_of_retention() -> None:
+    loaded = parse(SUPPLIERS_BASE + SUPPLIERS_FEEDS)
+    assert loaded.supplier_settings("B") == SupplierConfig(
+        "B", 50, 10080, "feedsync", explicit=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("section", "path"),
+    [
+        ("supplier_defaults: {retention: 0}\n", "supplier_defaults.retention"),
+        ("suppliers:\n  A: {confidence: 1, retention: 0}\n", "suppliers.A.retention"),
+    ],
+)
+def test_an_explicit_retention_of_0_is_kept_with_a_warning(section: str, path: str) -> None:
+    loaded = parse(SUPPLIERS_BASE + section + SUPPLIERS_FEEDS)
+    [warning] = loaded.warnings
+    assert warning.startswith(f"{path}: 0 is sent as written")
+    assert "does not say what a retention of 0 means" in warning
+
+
+@pytest.mark.parametrize(
+    ("section", "path", "message"),
+    [
+        ("supplier_defaults: {confidence: 101}\n", "supplier_defaults.confidence", "[0, 100]"),
+        ("supplier_defaults: {retention: -1}\n", "supplier_defaults.retention", "[0, "),
+        ("supplier_defaults: {colour: red}\n", "supplier_defaults.colour", "unknown key"),
+        ("supplier_defaults: {vendor: 5}\n", "supplier_defaults.vendor", "a string"),
+    ],
+)
+def test_supplier_defaults_errors_name_the_key(section: str, path: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(SUPPLIERS_BASE + section + SUPPLIERS_FEEDS)
+    assert info.value.path == path and message in info.value.message
+
+
+@pytest.mark.parametrize("tenant", ["a/b", " lead", "trail ", "x?y", "50%", "t\\u0007", "x" * 129])
+def test_tenant_names_that_would_leave_their_path_segment_are_refused(tenant: str) -> None:
+    text = SUPPLIERS_BASE.replace('api_version: "1.2"', f'api_version: "1.3"\n  tenant: {tenant!r}')
+    with pytest.raises(ConfigError) as info:
+        parse(text + SUPPLIERS_FEEDS)
+    assert info.value.path == "cybertrace.tenant"
+
+
+def test_the_425_budget_is_a_duration() -> None:
+    retry = "  username: u\n  retry: {initializing: 30m}\n"
+    text = SUPPLIERS_BASE.replace("  username: u\n", retry)
+    assert parse(text + SUPPLIERS_FEEDS).cybertrace.retry.initializing == 1800.0
+
+
+SUPPLIERS_BASE = """\
+cybertrace:
+  url: https://ct.example
+  api_version: "1.2"
+  username: u
+  password: p
+"""
+SUPPLIERS_FEEDS = """\
+feeds:
+  - {name: a, type: csv, url: https://f.example/a, supplier: A}
+  - {name: b, type: csv, url: https://f.example/b, supplier: B}
+"""
