@@ -636,3 +636,35 @@ async def test_existing_faults_still_work(emu: Emulator) -> None:
 def test_garble_kinds_are_checked() -> None:
     with pytest.raises(ValueError, match="garble_kinds"):
         Faults(garble=0.5, garble_kinds=("gibberish",))  # type: ignore[arg-type]
+
+
+async def test_resets_drop_the_connection_before_or_after_applying(emu: Emulator) -> None:
+    emu.add_supplier("S")
+    emu.faults = Faults(reset=1.0, seed=1)
+    for n in range(12):
+        with pytest.raises(aiohttp.ClientError):
+            await put(emu, [{"indicator": f"v{n}.example"}])
+    # aiohttp sends an idempotent PUT a second time after a disconnect: counts, not equality.
+    applied = len(emu.indicators("S"))
+    assert emu.fault_state is not None and emu.fault_state.injected.keys() == {
+        "reset",
+        "reset_after_apply",
+    }
+    assert 0 < applied <= emu.fault_state.injected["reset_after_apply"]
+    assert applied < 12, "some before, some after applying"
+
+
+async def test_latency_and_max_concurrent(emu: Emulator) -> None:
+    emu.add_supplier("S")
+    emu.faults = Faults(latency=0.2, max_concurrent=1)
+    first, second = await asyncio.gather(
+        put(emu, [{"indicator": "a.example"}]), put(emu, [{"indicator": "b.example"}])
+    )
+    assert sorted([first[0], second[0]]) == [201, 429]
+
+
+async def test_everywhere_extends_faults_beyond_indicator_requests(emu: Emulator) -> None:
+    emu.faults = Faults(rate=1.0, statuses=(503,))
+    assert await code(emu, "GET", SUPPLIERS) == 200
+    emu.faults = Faults(rate=1.0, statuses=(503,), everywhere=True)
+    assert await code(emu, "GET", SUPPLIERS) == 503
