@@ -48,9 +48,8 @@ class Endpoint:
     tenanted: bool = False
 
     def exists(self, level: tuple[int, ...], with_tenant: bool) -> bool:
-        if with_tenant:
-            return self.tenanted and level >= TENANTS_SINCE
-        return self.since <= level <= self.until
+        # A tenant is read from the path under 1.3 only (resolve).
+        return self.tenanted if with_tenant else self.since <= level <= self.until
 
 
 ENDPOINTS = (

@@ -81,8 +81,9 @@ async def call(
 ) -> tuple[int, Any]:
     if data is None and body is not None:
         data = orjson.dumps(body)
+    # aiohttp would send Accept: */* of its own where a test sends none.
     async with (
-        aiohttp.ClientSession() as session,
+        aiohttp.ClientSession(skip_auto_headers=("Accept",)) as session,
         session.request(method, emu.url + path, data=data, headers=head) as response,
     ):
         assert response.content_type == "application/json"
