@@ -32,9 +32,13 @@ def parse(path: Path) -> int:
 
 def naive(path: Path, url: str, user: str, password: str) -> dict[str, int]:
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+    headers = {
+        "Authorization": f"Basic {token}",
+        "Accept": "application/json",
+        "Content-Type": "application/json",
+    }
     api = f"{url}/api/1.2/suppliers"
-    _send("POST", api, [{"name": SUPPLIER, "confidence": 50, "retention": 0}], headers)
+    _send("POST", api, [{"name": SUPPLIER, "confidence": 50, "retention": 10080}], headers)
     items = (
         {"indicator": row[2], "context": {"status": row[3], "threat": row[4]}} for row in rows(path)
     )

@@ -301,7 +301,7 @@ class CyberTrace:
         """Exponential backoff with ``jitter`` of the ceiling drawn at random (1: full
         jitter), at least ``Retry-After``, at most ``max_delay``."""
         policy = self.config.retry
-        ceiling = min(policy.max_delay, policy.initial_delay * 2 ** (attempt - 1))
+        ceiling = min(policy.max_delay, policy.initial_delay * 2.0 ** (attempt - 1))
         delay = ceiling * (1 - jitter) + random.uniform(0, ceiling * jitter)  # noqa: S311
         if retry_after is not None:
             delay = min(max(delay, retry_after), policy.max_delay)

@@ -233,8 +233,9 @@ def _decide(
 ) -> tuple[str, int | None, str] | None:
     """The operation a value needs: (op, digest, body), or None."""
     if not rows:
-        # A pending PUT may already have reached CyberTrace: only a DELETE makes sure.
-        if current.acked is None and current.pending_op is None:
+        # A pending PUT may already have reached CyberTrace, and so may one CyberTrace
+        # said it refused: only a DELETE makes sure (one that does not exist is done).
+        if current.acked is None and current.pending_op is None and current.rejected is None:
             return None
         return "delete", None, _delete_body(current.value, target)
     body = _put_body(current.value, rows, target, position)

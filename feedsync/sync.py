@@ -325,10 +325,16 @@ class Cycle:
             metrics.REFRESH_DUE.labels(supplier).set(refreshed)
             if refreshed:
                 log.info("supplier.refresh", supplier=supplier, due=refreshed)
+        repair = None
         if target.send_tags:
-            needed = await self.store.call(planned_tags, self.store.db, supplier)
-            await ensure_tags(client, needed, self.config.cybertrace.tag_weight)
-        return await upload(self.store, client, supplier), refreshed
+
+            async def repair() -> bool:
+                # A refused request may name a tag an operator deleted since.
+                needed = await self.store.call(planned_tags, self.store.db, supplier)
+                return bool(await ensure_tags(client, needed, self.config.cybertrace.tag_weight))
+
+            await repair()
+        return await upload(self.store, client, supplier, repair), refreshed
 
     def _replan(self, target: Target, refresh: Refresh | None, resync: bool = False) -> Plan:
         with self.store.transaction() as db:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from feedsync import logs
@@ -22,6 +22,8 @@ from feedsync.normalize import InvalidValue, canonicalize
 from feedsync.store import Store, now
 
 log = logs.get("feedsync.upload")
+
+Repair = Callable[[], Awaitable[bool]]
 
 # A request-level 400 is halved only so far, and only so often per upload: a batch
 # that CyberTrace refuses whole for a reason of its own must not become 2n requests.
@@ -202,19 +204,25 @@ class _Upload:
     client: CyberTrace
     supplier: str
     total: Sent
+    repair: Repair | None = None
     successes: int = 0  # requests answered 2xx: the supplier and the request form are fine
     splits: int = SPLIT_BUDGET
     doubtful: list[tuple[Item, str]] = field(default_factory=list)
+    repaired: asyncio.Task[bool] | None = None
 
 
-async def upload(store: Store, client: CyberTrace, supplier: str) -> Sent:
+async def upload(
+    store: Store, client: CyberTrace, supplier: str, repair: Repair | None = None
+) -> Sent:
     """Send the supplier's whole plan: PUTs first, then DELETEs.
 
     Up to ``concurrency`` batches are in flight. The first batch that fails
     after its retries stops the upload; the rest stays pending. A supplier that
-    disappears meanwhile raises ``SupplierGone``.
+    disappears meanwhile raises ``SupplierGone``. ``repair`` is awaited once on
+    the first request-level refusal (to create again what an operator deleted,
+    such as tags); when it repaired something, refused batches are sent again.
     """
-    run = _Upload(store, client, supplier, Sent())
+    run = _Upload(store, client, supplier, Sent(), repair)
     config = client.config
     for method in ("PUT", "DELETE"):
         cut = batches(
@@ -238,7 +246,7 @@ async def upload(store: Store, client: CyberTrace, supplier: str) -> Sent:
     return run.total
 
 
-async def _send(run: _Upload, batch: Batch, depth: int) -> None:
+async def _send(run: _Upload, batch: Batch, depth: int, *, again: bool = False) -> None:
     payload = batch.payload()
     limit = min(
         run.client.config.max_batch_bytes, DELETE_LIMIT if batch.method == "DELETE" else PUT_LIMIT
@@ -256,6 +264,9 @@ async def _send(run: _Upload, batch: Batch, depth: int) -> None:
     except RequestError as exc:
         if exc.status not in (400, 404):
             raise
+        if not again and await _repaired(run):
+            await _send(run, batch, depth, again=True)
+            return
         await _refused(run, batch, depth, exc)
         return
     run.successes += 1
@@ -329,6 +340,16 @@ async def _refused(run: _Upload, batch: Batch, depth: int, exc: RequestError) ->
         run.doubtful.append((batch.items[0], f"refused with {exc}"[:500]))
         return
     await _split(run, batch, depth, str(exc))
+
+
+async def _repaired(run: _Upload) -> bool:
+    """Whether the upload's one repair (shared by all batches refused meanwhile)
+    changed anything."""
+    if run.repair is None:
+        return False
+    if run.repaired is None:
+        run.repaired = asyncio.ensure_future(run.repair())
+    return await asyncio.shield(run.repaired)
 
 
 async def _split(run: _Upload, batch: Batch, depth: int, why: str) -> None:

@@ -28,13 +28,13 @@ async def test_supplier_and_tags_are_created_once(
 ) -> None:
     url = feed_server.set("l.txt", "a.example\n")
     loaded = make_config(
-        emulator.url, feed(url), "Demo: {confidence: 42, retention: 0, vendor: v}\n"
+        emulator.url, feed(url), "Demo: {confidence: 42, retention: 60, vendor: v}\n"
     )
     store = open_store(loaded)
     await sync(loaded, store)
     supplier = emulator.supplier("Demo")
     assert supplier is not None
-    assert (supplier.confidence, supplier.retention, supplier.vendor) == (42, 0, "v")
+    assert (supplier.confidence, supplier.retention, supplier.vendor) == (42, 60, "v")
     assert emulator.tags() == {"OSINT": 0, "TLP_WHITE": 0}
     assert emulator.indicators("Demo")["a.example"].tags == {"OSINT", "TLP_WHITE"}
     emulator.clear_log()

@@ -433,3 +433,17 @@ def test_a_single_rows_body_is_the_merged_body(
     fast = reconcile._put_body(value, [row], target, position)
     merged = reconcile._put_body(value, [row, (2, "{}", "[]")], target, position)
     assert fast == merged, "the same digest, so nothing is re-sent after an upgrade"
+
+
+def test_a_rejected_value_that_leaves_its_feed_is_deleted_to_make_sure(store: Store) -> None:
+    load(store, "f", "S", [ind("a.example"), ind("b.example")])
+    t = target(store, "S", "f")
+    replan(store, t)
+    ack_all(store, "S", {"b.example": "Invalid indicator format"})
+    assert store.rejected("S") == [("b.example", "add", "Invalid indicator format")]
+    load(store, "f", "S", [ind("a.example")], ratio=1.0)
+    replan(store, t)
+    # CyberTrace said it refused b, but an answer may be wrong: a DELETE makes sure.
+    assert pending(store, "S") == {"b.example": ("delete", {"indicator": "b.example"})}
+    ack_all(store, "S", {"b.example": "Indicator doesn't exist"})
+    assert store.counts("S")["delete"] == 0 and store.rejected("S") == []

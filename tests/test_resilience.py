@@ -160,25 +160,6 @@ async def test_api_version_auto_and_tenants(
         await old.stop()
 
 
-async def test_tenant_paths_under_1_3(
-    emulator: Emulator, feed_server: FeedServer, make_config: ConfigFactory, open_store: Opener
-) -> None:
-    url = feed_server.set("l.txt", "a.example\n")
-    loaded = make_config(
-        emulator.url,
-        feed(url),
-        "Demo: {confidence: 5}\n",
-        api_version="1.3",
-        cybertrace="tenant: acme\n",
-    )
-    await sync(loaded, open_store(loaded))
-    assert emulator.indicators("Demo", tenant="acme").keys() == {"a.example"}
-    assert emulator.supplier("Demo") is None
-    assert all(
-        "/api/1.3/acme/suppliers" in r.path for r in emulator.requests if "suppliers" in r.path
-    )
-
-
 async def test_resync_resends_everything_after_a_restore(
     emulator: Emulator, feed_server: FeedServer, make_config: ConfigFactory, open_store: Opener
 ) -> None:

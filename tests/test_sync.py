@@ -27,7 +27,7 @@ URLHAUS_FEED = """\
   tags: [abusech]
   tags_field: tags
 """
-URLHAUS_SUPPLIER = "URLhaus: {confidence: 80, retention: 0, vendor: abuse.ch}\n"
+URLHAUS_SUPPLIER = "URLhaus: {confidence: 80, retention: 43200, vendor: abuse.ch}\n"
 
 
 async def sync(
