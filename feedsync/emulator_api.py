@@ -28,9 +28,7 @@ from feedsync.emulator_model import (
     TAGS_SINCE,
     EmulatedIndicator,
     EmulatedSupplier,
-    NotAnIndicator,
     Refusal,
-    canonical,
     integer,
     known_fields,
     required,
@@ -40,6 +38,7 @@ from feedsync.emulator_model import (
 )
 from feedsync.emulator_readings import Readings
 from feedsync.emulator_routes import Resolved
+from feedsync.emulator_values import NotAnIndicator, canonical
 
 Answer = tuple[int, list[Any]]
 _NEW_SUPPLIER = ("name", "confidence", "retention", "vendor")

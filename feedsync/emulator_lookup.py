@@ -22,10 +22,9 @@ from typing import TYPE_CHECKING, Any
 from feedsync.emulator_model import (
     EmulatedIndicator,
     EmulatedSupplier,
-    NotAnIndicator,
     Refusal,
-    canonical,
 )
+from feedsync.emulator_values import NotAnIndicator, canonical
 
 if TYPE_CHECKING:
     from feedsync.emulator_api import Answer, Api

@@ -3,7 +3,8 @@
 Kept apart from the request handlers so that the HTTP layer, the route table,
 the tag handlers and the lookup can share them without importing each other.
 Nothing here may call the client's code: the emulator is the documentation's
-oracle, not a mirror of feedsync's assumptions.
+oracle, not a mirror of feedsync's assumptions (indicator values are read by
+``feedsync.emulator_values``, not by the client's normalization).
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
-
-from feedsync.normalize import InvalidValue, canonicalize
 
 # Body limits of the request pages (198625, 198644, 222772, 222791 and the PUT
 # indicators page: 128 MB; DELETE indicators and lookup 198540: 64 MB).
@@ -41,23 +40,6 @@ STATUS_TITLES = {
     429: "Too Many Requests",
     500: "Internal Server Error",
 }
-
-
-class NotAnIndicator(ValueError):
-    """A value that is none of the five indicator types the PUT and DELETE pages list."""
-
-
-def canonical(value: str) -> tuple[str, str]:
-    """The CyberTrace type ("MD5", "SHA1", "SHA256", "IP", "URL") and stored value.
-
-    The one place the emulator still borrows the client's normalization, until
-    the emulator's own rules (feedsync/emulator_values.py) replace it.
-    """
-    try:
-        kind, text = canonicalize(value)
-    except InvalidValue as exc:
-        raise NotAnIndicator(str(exc)) from None
-    return kind.cybertrace_type, text
 
 
 class Refusal(Exception):
