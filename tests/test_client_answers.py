@@ -457,3 +457,29 @@ def item(item_id: int, value: str, op: str = "add") -> Item:
 
 def test_outcome_defaults_are_readable() -> None:
     assert Outcome(201).readable
+
+
+async def test_a_tag_deleted_after_it_was_ensured_is_created_again_on_refusal(
+    scripted: Scripted, feed_server: FeedServer, make_config: ConfigFactory, open_store: Opener
+) -> None:
+    scripted.suppliers.add("Demo")
+    deleted = [False]
+
+    def operator(method: str, path: str, body: Any) -> Reply | None:
+        if method == "PUT" and path.endswith("/indicators"):
+            if not deleted[0]:
+                deleted[0] = True
+                scripted.tags.discard("ONE")  # an operator removes it just before the PUT
+            if "ONE" not in scripted.tags:
+                return 400, orjson.dumps([{"status": "Unknown tag", "reason": "ONE"}])
+        return None
+
+    scripted.script = operator
+    url = feed_server.set("l.txt", "a.example\nb.example\n")
+    loaded = make_config(scripted.url, feed(url, extra="  tags: [one]\n"))
+    store = open_store(loaded)
+    _, suppliers = await sync(loaded, store)
+    assert suppliers[0].error is None and suppliers[0].pending == 0
+    assert len(scripted.requests("POST", "/tags")) == 2
+    assert store.rejected("Demo") == []
+    assert scripted.held["Demo"] == {"a.example", "b.example"}
