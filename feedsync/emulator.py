@@ -33,19 +33,25 @@ import secrets
 import signal
 import ssl
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
 
 from feedsync import emulator_debug as debug
 from feedsync import emulator_readings as readings_cli
 from feedsync import emulator_tags
 from feedsync.emulator_api import Api
-from feedsync.emulator_http import BodyNotArray, accepts_json, parse, read_body, respond
+from feedsync.emulator_http import (
+    BodyNotArray,
+    LoggedRequest,
+    accepts_json,
+    logged,
+    parse,
+    read_body,
+    respond,
+)
 from feedsync.emulator_model import (
     BUILTIN,
     DEFAULT_TENANT,
@@ -69,7 +75,7 @@ from feedsync.emulator_readings import (
     TenantVisibility,
     UnknownFields,
 )
-from feedsync.emulator_routes import Resolved, resolve
+from feedsync.emulator_routes import Resolved, resolve, split
 from feedsync.faults import Faults, FaultState, middleware
 
 __all__ = [
@@ -91,19 +97,6 @@ __all__ = [
 SERVE_LOG_LIMIT = 200
 
 log = logging.getLogger("feedsync.emulator")
-
-
-@dataclass(frozen=True, slots=True)
-class LoggedRequest:
-    """One request as the emulator received it; ``Authorization`` reads ``***``."""
-
-    method: str
-    path: str
-    version: str
-    status: int
-    body: bytes
-    json: object | None
-    headers: Mapping[str, str]
 
 
 class Emulator:
@@ -277,12 +270,12 @@ class Emulator:
             parsed = orjson.loads(body) if body else None
         except orjson.JSONDecodeError:
             parsed = None
-        self._record(request, _split(request.path)[0], status, body, parsed)
+        self._record(request, split(request.path)[0], status, body, parsed)
 
     # HTTP
 
     async def _handle(self, request: web.Request) -> web.Response:
-        version, segments = _split(request.path)
+        version, segments = split(request.path)
         body = b""
         parsed: object | None = None
         resolved: Resolved | None = None
@@ -320,24 +313,10 @@ class Emulator:
     def _record(
         self, request: web.Request, version: str, status: int, body: bytes, parsed: object
     ) -> None:
-        headers = CIMultiDict(request.headers)
-        if "Authorization" in headers:
-            headers["Authorization"] = "***"
-        logged = CIMultiDictProxy(headers)
-        self.requests.append(
-            LoggedRequest(request.method, request.path, version, status, body, parsed, logged)
-        )
+        self.requests.append(logged(request, version, status, body, parsed))
         self.changes.record(request.method, request.path, parsed)
         if self.log_limit is not None and len(self.requests) > self.log_limit:
             del self.requests[: len(self.requests) - self.log_limit]
-
-
-def _split(path: str) -> tuple[str, list[str]]:
-    """``/api/1.2/suppliers/S`` as ``("1.2", ["suppliers", "S"])``; ``("", [])`` off the API."""
-    segments = path.split("/")
-    if len(segments) < 4 or segments[0] or segments[1] != "api":
-        return "", []
-    return segments[2], segments[3:]
 
 
 # The command line (``feedsync emulator``)

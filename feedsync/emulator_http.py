@@ -9,10 +9,13 @@ request has an empty body". Bodies and answers are JSON arrays.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from feedsync.emulator_model import Refusal
 from feedsync.emulator_readings import AcceptHeader
@@ -80,3 +83,26 @@ def unauthorized() -> web.Response:
     # Lets a browser ask for the credentials, for the humans the debug endpoints are for.
     response.headers["WWW-Authenticate"] = 'Basic realm="feedsync CyberTrace emulator"'
     return response
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedRequest:
+    """One request as the emulator received it; ``Authorization`` reads ``***``."""
+
+    method: str
+    path: str
+    version: str
+    status: int
+    body: bytes
+    json: object | None
+    headers: Mapping[str, str]
+
+
+def logged(
+    request: web.Request, version: str, status: int, body: bytes, parsed: object
+) -> LoggedRequest:
+    headers = CIMultiDict(request.headers)
+    if "Authorization" in headers:
+        headers["Authorization"] = "***"
+    masked = CIMultiDictProxy(headers)
+    return LoggedRequest(request.method, request.path, version, status, body, parsed, masked)

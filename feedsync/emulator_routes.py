@@ -106,6 +106,14 @@ class Resolved:
         return self.tenant or DEFAULT_TENANT
 
 
+def split(path: str) -> tuple[str, list[str]]:
+    """``/api/1.2/suppliers/S`` as ``("1.2", ["suppliers", "S"])``; ``("", [])`` off the API."""
+    segments = path.split("/")
+    if len(segments) < 4 or segments[0] or segments[1] != "api":
+        return "", []
+    return segments[2], segments[3:]
+
+
 def resolve(
     method: str, version: str, segments: Sequence[str], tenants: Collection[str]
 ) -> Resolved:
