@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from feedsync.normalize import InvalidValue, canonicalize
 from feedsync.snapshot import digest64
 from feedsync.store import now
 
@@ -131,10 +132,16 @@ def plan(
     writes: list[tuple[str, str, int | None, str]] = []
     drops: list[tuple[str, str]] = []
     forget: list[tuple[str, str]] = []
+    respelled: list[tuple[str, str]] = []
     for current, rows in _dirty(db, target, refresh):
         if not rows and current.rejected is not None:
             forget.append((target.supplier, current.value))
         op = _decide(current, rows, target, position)
+        if op is not None and op[0] == "delete" and _respelled_desired(db, target, current.value):
+            # An older feedsync stored this value in a spelling CyberTrace reads as one
+            # the feeds still list: deleting it would delete that one. Forget it instead.
+            respelled.append((target.supplier, current.value))
+            op = None
         if op is None:
             if current.pending_op is not None:
                 drops.append((target.supplier, current.value))
@@ -147,7 +154,8 @@ def plan(
             _write(db, target.supplier, writes)
             writes.clear()
     _write(db, target.supplier, writes)
-    db.executemany("DELETE FROM pending WHERE supplier = ? AND value = ?", drops)
+    db.executemany("DELETE FROM pending WHERE supplier = ? AND value = ?", [*drops, *respelled])
+    db.executemany("DELETE FROM acked WHERE supplier = ? AND value = ?", respelled)
     db.executemany(
         "DELETE FROM rejected WHERE supplier = ? AND value = ? AND op != 'delete'", forget
     )
@@ -158,6 +166,25 @@ def plan(
         (target.supplier, target.signature()),
     )
     return Plan(**counts)
+
+
+def _respelled_desired(db: sqlite3.Connection, target: Target, value: str) -> bool:
+    """Whether ``value`` canonicalizes (by today's rules) to another value the
+    supplier's feeds list."""
+    try:
+        canonical = canonicalize(value)[1]
+    except InvalidValue:
+        return False
+    if canonical == value:
+        return False
+    feeds = ",".join(str(int(feed_id)) for feed_id in target.feed_ids) or "NULL"
+    found = db.execute(
+        f"SELECT 1 FROM snapshot WHERE feed_id IN ({feeds}) AND key = ?1 AND value = ?1"
+        f" UNION ALL SELECT 1 FROM snapshot WHERE feed_id IN ({feeds}) AND value = ?1"
+        " AND key != value LIMIT 1",
+        (canonical,),
+    ).fetchone()
+    return found is not None
 
 
 def mark_all_dirty(db: sqlite3.Connection, target: Target) -> None:

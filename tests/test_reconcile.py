@@ -447,3 +447,23 @@ def test_a_rejected_value_that_leaves_its_feed_is_deleted_to_make_sure(store: St
     assert pending(store, "S") == {"b.example": ("delete", {"indicator": "b.example"})}
     ack_all(store, "S", {"b.example": "Indicator doesn't exist"})
     assert store.counts("S")["delete"] == 0 and store.rejected("S") == []
+
+
+def test_an_old_spelling_of_a_listed_url_is_forgotten_not_deleted(store: Store) -> None:
+    # An older normalization kept dot segments; CyberTrace stores both spellings as one.
+    load(store, "f", "S", [ind("a.example/x/../y"), ind("b.example/p/./q")])
+    t = target(store, "S", "f")
+    replan(store, t)
+    ack_all(store, "S")
+    load(store, "f", "S", [ind("a.example/y")], ratio=1.0)
+    replan(store, t)
+    # a's old spelling is what the feed still lists: a DELETE would remove a.example/y.
+    # b's is listed no more: its DELETE (CyberTrace reads it as b.example/p/q) must go.
+    assert pending(store, "S") == {
+        "a.example/y": (
+            "add",
+            {"indicator": "a.example/y", "context": {"source_feed": "f"}, "tags": []},
+        ),
+        "b.example/p/./q": ("delete", {"indicator": "b.example/p/./q"}),
+    }
+    assert "a.example/x/../y" not in store.acked_values("S")
