@@ -28,6 +28,30 @@ async def emulator() -> AsyncIterator[Emulator]:
     await emu.stop()
 
 
+class Clock:
+    """A clock that stands still until a test moves ``now``."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def emu(clock: Clock) -> AsyncIterator[Emulator]:
+    """An emulator on the stopped ``clock``."""
+    emulator = Emulator(user=USER, password=PASSWORD, clock=clock)
+    await emulator.start()
+    yield emulator
+    await emulator.stop()
+
+
 ConfigFactory = Callable[..., config.Config]
 
 

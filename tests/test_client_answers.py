@@ -21,6 +21,7 @@ from test_sync import sync
 from feedsync.config import Config, CyberTraceConfig, RetryConfig, Secret
 from feedsync.cybertrace import CyberTrace, Outcome
 from feedsync.errors import CyberTraceError, RequestError
+from feedsync.outcome import SupplierReport
 from feedsync.store import Store
 from feedsync.upload import Batch, Item, absent, verdict
 
@@ -116,6 +117,21 @@ def feed(url: str, supplier: str = "Demo", extra: str = "") -> str:
         f"- name: list\n  type: csv\n  url: {url}\n  supplier: {supplier}\n  header: false\n"
         f"{extra}"
     )
+
+
+async def cycle(
+    scripted: Scripted,
+    feed_server: FeedServer,
+    make_config: ConfigFactory,
+    open_store: Opener,
+    lines: list[str],
+) -> tuple[Store, list[SupplierReport]]:
+    """One cycle of a feed listing ``lines`` into supplier Demo of ``scripted``."""
+    url = feed_server.set("l.txt", "".join(f"{line}\n" for line in lines))
+    loaded = make_config(scripted.url, feed(url))
+    store = open_store(loaded)
+    _, suppliers = await sync(loaded, store)
+    return store, suppliers
 
 
 # Suppliers
@@ -286,10 +302,8 @@ async def test_a_refusal_echoed_unlike_any_value_sent_is_split_out(
         return None
 
     scripted.script = echo_otherwise
-    url = feed_server.set("l.txt", "a.example\nb.example\nc.example\nd.example\n")
-    loaded = make_config(scripted.url, feed(url))
-    store = open_store(loaded)
-    _, suppliers = await sync(loaded, store)
+    lines = ["a.example", "b.example", "c.example", "d.example"]
+    store, suppliers = await cycle(scripted, feed_server, make_config, open_store, lines)
     assert store.acked_values("Demo").keys() == {"a.example", "b.example", "d.example"}
     assert store.rejected("Demo") == [("c.example", "add", "Invalid indicator format")]
     assert suppliers[0].pending == 0
@@ -301,11 +315,8 @@ async def test_a_request_level_400_never_becomes_a_rejection(
     scripted.suppliers.add("Demo")
     refused = orjson.dumps([{"status": "An error occurred while adding indicators"}])
     scripted.script = lambda m, p, b: (400, refused) if p.endswith("/indicators") else None
-    body = "".join(f"v{i}.example\n" for i in range(300))
-    url = feed_server.set("l.txt", body)
-    loaded = make_config(scripted.url, feed(url))
-    store = open_store(loaded)
-    _, suppliers = await sync(loaded, store)
+    lines = [f"v{i}.example" for i in range(300)]
+    store, suppliers = await cycle(scripted, feed_server, make_config, open_store, lines)
     assert suppliers[0].pending == 300 and suppliers[0].rejected == 0
     assert store.rejected("Demo") == []
     assert "An error occurred while adding indicators" in (suppliers[0].error or "")

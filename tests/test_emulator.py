@@ -13,41 +13,22 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import conftest
 import orjson
 import pytest
+from conftest import Clock
 
 from feedsync.emulator import Emulator, add_arguments, serve, serve_from
 from feedsync.emulator_readings import Readings
 from feedsync.faults import Faults
 from feedsync.fetch import basic_auth
 
-USER, PASSWORD = "u", "p"
+USER, PASSWORD = conftest.USER, conftest.PASSWORD
 AUTH = basic_auth(USER, PASSWORD)
 JSON = {"Accept": "application/json", "Authorization": AUTH, "Content-Type": "application/json"}
 MD5 = "d41d8cd98f00b204e9800998ecf8427e"
 SUPPLIERS = "/api/1.2/suppliers"
 INDICATORS = "/api/1.2/suppliers/S/indicators"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-async def emu(clock: Clock) -> AsyncIterator[Emulator]:
-    emulator = Emulator(user=USER, password=PASSWORD, clock=clock)
-    await emulator.start()
-    yield emulator
-    await emulator.stop()
 
 
 @pytest.fixture

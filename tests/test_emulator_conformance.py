@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Clock
 from test_emulator import (
     JSON,
     MD5,
     PASSWORD,
     SUPPLIERS,
     USER,
-    Clock,
     call,
     code,
     delete,
@@ -35,19 +35,6 @@ from feedsync.emulator_readings import Readings
 ROOT = Path(__file__).resolve().parents[1]
 TAGS = "/api/1.2/tags"
 OK_SUPPLIER = {"name": "S", "confidence": 50, "retention": 60}
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-async def emu(clock: Clock) -> AsyncIterator[Emulator]:
-    emulator = Emulator(user=USER, password=PASSWORD, clock=clock)
-    await emulator.start()
-    yield emulator
-    await emulator.stop()
 
 
 @pytest.fixture
