@@ -3,10 +3,12 @@ its run history row, its ``feed.synced`` summary line and its metrics."""
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 
 from feedsync import logs, metrics
+from feedsync.fetch import redact_url
 from feedsync.reconcile import Plan
 from feedsync.snapshot import Change
 from feedsync.store import Run
@@ -14,7 +16,9 @@ from feedsync.upload import Sent
 
 log = logs.get("feedsync.sync")
 
-STAGES = ("fetch", "parse", "cybertrace")
+STAGES = ("fetch", "parse", "store", "cybertrace")
+CAUSE_LIMIT = 300
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +31,7 @@ class FeedReport:
     change: Change = field(default_factory=Change)
     error: str | None = None
     seconds: float = 0.0
-    stage: str | None = None  # where a failed cycle failed: fetch, parse, cybertrace
+    stage: str | None = None  # where a failed cycle failed: fetch, parse, store, cybertrace
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,3 +101,13 @@ def _feed_metrics(report: FeedReport) -> None:
     held = report.result == "held"
     metrics.FEED_HELD.labels(report.feed).set(1 if held else 0)
     metrics.FEED_HELD_DELETIONS.labels(report.feed).set(report.change.removed if held else 0)
+
+
+def cause(exc: BaseException) -> str:
+    """What an exception that is not feedsync's says, fit for a log line and the
+    run history: its type and message, URLs redacted (a query or userinfo may hold
+    a key), cut short (an over-long uuid or path would otherwise fill the row)."""
+    message = _URL.sub(lambda m: redact_url(m.group(0)), str(exc))
+    if len(message) > CAUSE_LIMIT:
+        message = message[:CAUSE_LIMIT] + "..."
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

@@ -1,10 +1,12 @@
 """One sync cycle: fetch feeds, update snapshots, plan and upload per supplier.
 
-Feeds are fetched concurrently. Per supplier, the snapshots of its fetched
-feeds and the resulting plan are written in one transaction (each feed in a
-savepoint, so one broken feed leaves only itself untouched), then the plan is
-sent. A dry run does the same inside a transaction it rolls back, and sends
-nothing.
+Feeds are fetched concurrently under a bound, each within its timeout
+(cycle_fetch.py). Each supplier goes on as soon as its own feeds are fetched,
+whatever the others' are doing: each feed's snapshot is written in a
+transaction of its own (a feed that fails, however, leaves only itself
+untouched), then the plan in another, so other feeds' store work gets the
+store's thread in between; then the plan is sent. A dry run does the same
+inside one transaction it rolls back, and sends nothing.
 """
 
 from __future__ import annotations
@@ -13,46 +15,25 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import itertools
-import sqlite3
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 from feedsync import logs, metrics
 from feedsync.bootstrap import SupplierState, ensure_supplier, ensure_tags, planned_tags
-from feedsync.config import Config, FeedConfig
+from feedsync.config import Config
 from feedsync.cybertrace import CyberTrace
-from feedsync.errors import AuthError, CyberTraceError, ParseError, SourceError, SupplierGone
-from feedsync.fetch import Body, Validators
-from feedsync.lines import LineFeed, forget_lines, replace_lines
-from feedsync.model import Invalid
-from feedsync.normalize import canonical_tags, normalized_batches
-from feedsync.outcome import FeedReport, SupplierReport, run_of
+from feedsync.cycle_apply import Applier, failed, preview
+from feedsync.cycle_fetch import Fetched, Fetcher, SourceFactory, cycle_deadline
+from feedsync.errors import AuthError, CyberTraceError, StoreError, SupplierGone
+from feedsync.outcome import FeedReport, SupplierReport, cause, run_of
 from feedsync.phases import Phases
 from feedsync.reconcile import Plan, Refresh, Target, plan
-from feedsync.snapshot import Change, expire, patch, replace
-from feedsync.sources import CsvSource, Source, source_for
-from feedsync.store import FeedRow, Store, read_feed, record_run
+from feedsync.sources import source_for
+from feedsync.store import Store, record_run
 from feedsync.upload import Sent, upload
 
 log = logs.get("feedsync.sync")
-
-FETCH_CONCURRENCY = 4
-NORMALIZE_BATCH = 1000
-INVALID_LOGGED = 5
-PREVIEW = 10
-
-
-@dataclass(slots=True)
-class _Fetched:
-    feed: FeedConfig
-    row: FeedRow
-    source: Source
-    body: Body | None = None
-    error: str | None = None
-    started: float = 0.0
 
 
 class Cycle:
@@ -68,8 +49,12 @@ class Cycle:
         resync: bool = False,
         locks: dict[str, asyncio.Lock] | None = None,
         client: CyberTrace | None = None,
+        deadline: float | None = None,
+        sources: SourceFactory = source_for,
     ) -> None:
         self.client = client
+        self.deadline = deadline
+        self.sources = sources
         self.config = config
         self.locks = locks if locks is not None else {}
         self.store = store
@@ -78,6 +63,7 @@ class Cycle:
         self.resync = resync
         self.spool = spool_dir(config)
         self.phases = Phases()
+        self.applier = Applier(store, self.phases, force)
 
     async def run(self, names: Sequence[str] = ()) -> tuple[list[FeedReport], list[SupplierReport]]:
         started = time.monotonic()
@@ -97,45 +83,59 @@ class Cycle:
 
     async def _run(self, names: Sequence[str]) -> tuple[list[FeedReport], list[SupplierReport]]:
         feeds = [f for f in self.config.feeds if f.enabled and (not names or f.name in names)]
-        gate = asyncio.Semaphore(FETCH_CONCURRENCY)
-        fetched = await asyncio.gather(*(self._fetch(feed, gate) for feed in feeds))
+        deadline = self.deadline if self.deadline is not None else cycle_deadline(feeds)
+        fetcher = Fetcher(self.store, self.spool, self.phases, deadline, sources=self.sources)
+        fetches = {f.name: asyncio.create_task(fetcher.fetch(f), name=f.name) for f in feeds}
         suppliers = list(dict.fromkeys(feed.supplier for feed in feeds))
-        feed_reports: list[FeedReport] = []
-        supplier_reports: list[SupplierReport] = []
         try:
             async with contextlib.AsyncExitStack() as stack:
                 client = self.client
                 if client is None:
                     client = await stack.enter_async_context(connect(self.config))
-                for supplier in suppliers:
-                    mine = [f for f in fetched if f.feed.supplier == supplier]
-                    async with self.locks.setdefault(supplier, asyncio.Lock()):
-                        reports, report = await self._supplier(client, supplier, mine)
-                    feed_reports.extend(reports)
-                    supplier_reports.append(report)
+                outcomes = await asyncio.gather(
+                    *(
+                        self._supplier_when_fetched(
+                            client, s, [fetches[f.name] for f in feeds if f.supplier == s]
+                        )
+                        for s in suppliers
+                    ),
+                    return_exceptions=True,
+                )
         finally:
-            for item in fetched:
-                if item.body is not None:
-                    item.body.discard()
-        return feed_reports, supplier_reports
+            await _settle(list(fetches.values()))
+        return _collect(outcomes)
 
-    async def _fetch(self, feed: FeedConfig, gate: asyncio.Semaphore) -> _Fetched:
-        async with gate:
-            row = await self.store.call(self.store.feed, feed.name, feed.supplier)
-            item = _Fetched(feed, row, source_for(feed), started=time.monotonic())
-            cpu = time.process_time()
+    async def _supplier_when_fetched(
+        self, client: CyberTrace, supplier: str, fetches: list[asyncio.Task[Fetched]]
+    ) -> tuple[list[FeedReport], SupplierReport]:
+        """The supplier's stage, as soon as its own feeds are fetched: a slow feed
+        of another supplier does not hold it back."""
+        mine = list(await asyncio.gather(*fetches))
+        async with self.locks.setdefault(supplier, asyncio.Lock()):
             try:
-                previous = Validators() if row.held_since is not None else row.validators
-                item.body = await item.source.fetch(previous, self.spool)
-            except SourceError as exc:
-                item.error = exc.message
-                log.warning("feed.fetch_failed", feed=feed.name, error=exc.message)
-            wall = time.monotonic() - item.started
-            self.phases.add("fetch", wall, time.process_time() - cpu)
-            return item
+                return await self._supplier(client, supplier, mine)
+            except (AuthError, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                return await self._supplier_failed(supplier, mine, exc)
+
+    async def _supplier_failed(
+        self, supplier: str, fetched: list[Fetched], exc: Exception
+    ) -> tuple[list[FeedReport], SupplierReport]:
+        """A supplier whose store work failed: its feeds' runs say so, the other
+        suppliers go on."""
+        error = str(exc) if isinstance(exc, StoreError) else cause(exc)
+        log.error("supplier.failed", supplier=supplier, error=error, exc_info=exc)
+        reports = [failed(item, f"not applied: {error}", "store") for item in fetched]
+        if not self.dry_run:
+            try:
+                await self.store.call(self._record, reports)
+            except Exception as again:
+                log.error("feed.run_not_recorded", supplier=supplier, error=cause(again))
+        return reports, SupplierReport(supplier, error=error)
 
     async def _supplier(
-        self, client: CyberTrace, supplier: str, fetched: list[_Fetched]
+        self, client: CyberTrace, supplier: str, fetched: list[Fetched]
     ) -> tuple[list[FeedReport], SupplierReport]:
         started = time.monotonic()
         try:
@@ -143,13 +143,13 @@ class Cycle:
         except CyberTraceError as exc:
             if isinstance(exc, AuthError):
                 raise
-            reports = [_failed(item, f"not applied: {exc}", "cybertrace") for item in fetched]
+            reports = [failed(item, f"not applied: {exc}", "cybertrace") for item in fetched]
             if not self.dry_run:
                 await self.store.call(self._record, reports)
-            failed = SupplierReport(supplier, error=str(exc), seconds=time.monotonic() - started)
-            return reports, await self._finish(failed)
+            gone = SupplierReport(supplier, error=str(exc), seconds=time.monotonic() - started)
+            return reports, await self._finish(gone)
         target = await self._target(supplier, version)
-        reports, planned, preview = await self.store.call(self._apply, target, fetched)
+        reports, planned, preview = await self._apply(target, fetched)
         sent = Sent()
         error = None
         refreshed = 0
@@ -197,108 +197,39 @@ class Cycle:
             unmark_detections=unmark,
         )
 
-    def _apply(
-        self, target: Target, fetched: list[_Fetched]
+    async def _apply(
+        self, target: Target, fetched: list[Fetched]
     ) -> tuple[list[FeedReport], Plan, tuple[str, ...]]:
-        """Snapshots and plan in one transaction (runs on the store's thread)."""
-        reports = []
-        with self.phases.timed("store"), self.store.transaction(rollback=self.dry_run) as db:
-            for item in fetched:
-                reports.append(self._apply_feed(item))
+        """Snapshots, then the plan: one store call each, so that other feeds'
+        store work interleaves; a dry run does all of it in one call it rolls back."""
+        if self.dry_run:
+            return await self.store.call(self._apply_all, target, fetched)
+        reports = [await self.store.call(self._apply_one, item) for item in fetched]
+        planned = await self.store.call(self._replan, target, None, self.resync)
+        return reports, planned, ()
+
+    def _apply_all(
+        self, target: Target, fetched: list[Fetched]
+    ) -> tuple[list[FeedReport], Plan, tuple[str, ...]]:
+        for item in fetched:
+            self._row(item)
+        with self.phases.timed("store"), self.store.transaction(rollback=True) as db:
+            reports = [self.applier.apply(item) for item in fetched]
             planned = plan(db, target, resync=self.resync)
-            preview = _preview(db, target.supplier) if self.dry_run else ()
-        return reports, planned, preview
+            return reports, planned, preview(db, target.supplier)
 
-    def _apply_feed(self, item: _Fetched) -> FeedReport:
-        feed = item.feed
-        expired = expire(self.store.db, item.row, time.time())
-        if expired:
-            log.info("feed.expired", feed=feed.name, count=expired)
-            item.row = read_feed(self.store.db, item.row.id)
-        if item.error is not None or item.body is None:
-            if item.error is not None:
-                report = _failed(item, item.error, "fetch")
-            else:
-                report = FeedReport(feed.name, feed.supplier, "unchanged")
-            record_run(self.store.db, run_of(report))
-            return report
-        static = canonical_tags(feed.tags)
-        logged = [0]
+    def _apply_one(self, item: Fetched) -> FeedReport:
+        """One feed's snapshot and run, committed on their own (the store's thread).
+        A crash before the plan's commit loses nothing: the values it changed stay
+        marked dirty, and the next plan takes them."""
+        self._row(item)
+        with self.phases.timed("store"), self.store.transaction():
+            return self.applier.apply(item)
 
-        def on_invalid(invalid: Invalid) -> None:
-            logged[0] += 1
-            if logged[0] <= INVALID_LOGGED:
-                log.warning(
-                    "feed.invalid",
-                    feed=feed.name,
-                    line=invalid.line,
-                    reason=invalid.reason,
-                    value=invalid.value[:120],
-                )
-
-        try:
-            with self.store.savepoint() as db:
-                change = self._snapshot(db, item, static, on_invalid)
-                if change.fetched == 0 and change.invalid > 0:
-                    reasons = ", ".join(f"{r} {n}" for r, n in change.invalid_reasons.items())
-                    raise ParseError(
-                        feed.name, f"no valid indicator in {change.invalid} rows ({reasons})"
-                    )
-        except SourceError as exc:
-            report = _failed(item, exc.message, "parse")
-        else:
-            result = "held" if change.held else "ok"
-            report = FeedReport(
-                feed.name,
-                feed.supplier,
-                result,
-                change,
-                change.held_reason,
-                time.monotonic() - item.started,
-            )
-        record_run(self.store.db, run_of(report))
-        return report
-
-    def _snapshot(
-        self,
-        db: sqlite3.Connection,
-        item: _Fetched,
-        static: tuple[str, ...],
-        on_invalid: Callable[[Invalid], None],
-    ) -> Change:
-        """Apply a fetched body to the feed's snapshot: line by line where the
-        source reads lines (lines.py), record by record otherwise."""
-        feed, body = item.feed, item.body
-        assert body is not None
-        if isinstance(item.source, CsvSource) and body.mode == "replace":
-            job = LineFeed(
-                feed=item.row,
-                path=body.path,
-                options=item.source.options,
-                static_tags=static,
-                validators=body.validators,
-                max_delete_ratio=feed.max_delete_ratio,
-                force=self.force,
-                on_invalid=on_invalid,
-                phases=self.phases,
-            )
-            return replace_lines(db, job)
-        apply = patch if body.mode == "patch" else replace
-        records = itertools.chain.from_iterable(
-            normalized_batches(item.source.records(body), static, self.phases, NORMALIZE_BATCH)
-        )
-        change = apply(
-            db,
-            item.row,
-            records,
-            max_delete_ratio=feed.max_delete_ratio,
-            force=self.force,
-            validators=body.validators,
-            on_invalid=on_invalid,
-        )
-        if not change.held:
-            forget_lines(db, item.row)
-        return change
+    def _row(self, item: Fetched) -> None:
+        # A fetch that failed before it reached the store has no row yet.
+        if item.row is None:
+            item.row = self.store.feed(item.feed.name, item.feed.supplier)
 
     async def _upload(self, client: CyberTrace, target: Target) -> tuple[Sent, int]:
         try:
@@ -384,23 +315,27 @@ def spool_dir(config: Config) -> Path:
     return Path(config.state.path).resolve().parent / "spool"
 
 
-def _failed(item: _Fetched, error: str, stage: str) -> FeedReport:
-    return FeedReport(
-        item.feed.name,
-        item.feed.supplier,
-        "failed",
-        error=error,
-        stage=stage,
-        seconds=time.monotonic() - item.started,
-    )
+async def _settle(fetches: list[asyncio.Task[Fetched]]) -> None:
+    """Fetches no supplier waited for (the cycle failed) stop; every body goes."""
+    for task in fetches:
+        task.cancel()
+    for task in fetches:
+        with contextlib.suppress(asyncio.CancelledError):
+            item = await task
+            if item.body is not None:
+                item.body.discard()
 
 
-def _preview(db: sqlite3.Connection, supplier: str) -> tuple[str, ...]:
-    lines: list[str] = []
-    for op in ("add", "update", "delete"):
-        rows = db.execute(
-            "SELECT value FROM pending WHERE supplier = ? AND op = ? ORDER BY id LIMIT ?",
-            (supplier, op, PREVIEW),
-        ).fetchall()
-        lines.extend(f"{op} {row[0]}" for row in rows)
-    return tuple(lines)
+def _collect(
+    outcomes: Sequence[tuple[list[FeedReport], SupplierReport] | BaseException],
+) -> tuple[list[FeedReport], list[SupplierReport]]:
+    """The suppliers' reports in configuration order; an exception that ends the
+    cycle (AuthError: retrying cannot help) once every supplier is done."""
+    feed_reports: list[FeedReport] = []
+    supplier_reports: list[SupplierReport] = []
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        feed_reports.extend(outcome[0])
+        supplier_reports.append(outcome[1])
+    return feed_reports, supplier_reports

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
-from collections.abc import Callable
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import ConfigFactory, FeedServer
+from aiohttp import web
+from conftest import PASSWORD, ConfigFactory, FeedServer, run_cli
+from structlog.testing import capture_logs
+from test_daemon import eventually
 from test_sync import sync
 
-from feedsync.config import Config
+from feedsync.config import Config, FeedConfig
 from feedsync.emulator import Emulator
+from feedsync.fetch import Body, Validators
+from feedsync.model import Invalid, Record
+from feedsync.sources import CsvSource, Source, source_for
 from feedsync.store import Store
+from feedsync.sync import Cycle, spool_dir
 
 SUPPLIER = "Demo: {confidence: 50}\n"
 FEED = """\
@@ -145,3 +156,209 @@ async def test_dry_run_sends_and_keeps_nothing(
     assert emulator.requests == []
     assert store.feed("list", "Demo").indicators == 0
     assert store.counts("Demo")["add"] == 0
+
+
+# Whatever a source raises, and however slowly a server answers, fails that feed alone.
+
+TWO_SUPPLIERS = "Demo: {confidence: 50}\nOther: {confidence: 50}\n"
+
+
+class Raising:
+    """A source whose fetch or records raise what no feedsync code translated."""
+
+    def __init__(self, feed: FeedConfig, fetch: BaseException | None, parse: Exception | None):
+        self.inner = CsvSource(feed)
+        self.fetch_error = fetch
+        self.parse_error = parse
+
+    async def fetch(self, previous: Validators, spool: Path) -> Body | None:
+        if self.fetch_error is not None:
+            raise self.fetch_error
+        return await self.inner.fetch(previous, spool)
+
+    def records(self, body: Body) -> Iterator[Record | Invalid]:
+        for record in self.inner.records(body):
+            yield record
+            if self.parse_error is not None:
+                raise self.parse_error
+
+
+def raising_sources(errors: dict[str, tuple[BaseException | None, Exception | None]]) -> Any:
+    def sources(feed: FeedConfig) -> Source:
+        if feed.name in errors:
+            return Raising(feed, *errors[feed.name])
+        return source_for(feed)
+
+    return sources
+
+
+async def test_any_exception_fails_its_feed_alone(
+    emulator: Emulator,
+    feed_server: FeedServer,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+) -> None:
+    good = feed_server.set("good.txt", "good.example\n")
+    other = feed_server.set("other.txt", "other.example\n")
+    feeds = (
+        feed("deep", feed_server.set("deep.txt", GOOD))
+        + feed("keyed", feed_server.set("keyed.txt", GOOD))
+        + feed("long", feed_server.set("long.txt", GOOD))
+        + feed("good", good)
+        + feed("other", other).replace("supplier: Demo", "supplier: Other")
+    )
+    loaded = make_config(emulator.url, feeds, TWO_SUPPLIERS)
+    store = open_store(loaded)
+    too_long = OSError(36, "File name too long", "x" * 5000)
+    sources = raising_sources(
+        {
+            "deep": (RecursionError("maximum recursion depth exceeded"), None),
+            "keyed": (None, KeyError("Attribute")),
+            "long": (
+                OSError(f"cannot open https://me:pw@misp.example/events?key=SECRET {too_long}"),
+                None,
+            ),
+        }
+    )
+    with capture_logs() as logged:
+        reports, suppliers = await Cycle(loaded, store, sources=sources).run(())
+    by_name = {r.feed: r for r in reports}
+    assert by_name["good"].result == by_name["other"].result == "ok"
+    assert set(emulator.indicators("Demo")) == {"good.example"}
+    assert set(emulator.indicators("Other")) == {"other.example"}
+    assert [s.error for s in suppliers] == [None, None]
+    expected = {
+        "deep": ("fetch", "RecursionError: maximum recursion depth"),
+        "keyed": ("parse", "KeyError: 'Attribute'"),
+        "long": ("fetch", "OSError: cannot open https://misp.example/events?..."),
+    }
+    for name, (stage, error) in expected.items():
+        report = by_name[name]
+        assert (report.result, report.stage) == ("failed", stage), report
+        assert report.error is not None and report.error.startswith(error), report.error
+        assert "SECRET" not in report.error and "pw" not in report.error
+        assert len(report.error) < 400
+        row = store.feed(name, "Demo")
+        assert row.last_error == report.error, "recorded in the run history"
+        assert row.indicators == 0, "nothing of the failed feed was applied"
+        [entry] = [e for e in logged if e.get("feed") == name and e["log_level"] == "error"]
+        assert entry["error"] == report.error
+        assert isinstance(entry["exc_info"], BaseException), "logged with its traceback"
+
+
+async def test_a_file_where_the_spool_should_be_fails_only_the_downloads(
+    emulator: Emulator,
+    feed_server: FeedServer,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+    tmp_path: Path,
+) -> None:
+    local = tmp_path / "local.txt"
+    local.write_text("local.example\n")
+    feeds = feed("remote", feed_server.set("remote.txt", GOOD)) + feed("local", str(local))
+    loaded = make_config(emulator.url, feeds, SUPPLIER)
+    store = open_store(loaded)
+    spool_dir(loaded).write_text("not a directory\n")
+    reports, suppliers = await sync(loaded, store)
+    by_name = {r.feed: r for r in reports}
+    assert (by_name["remote"].result, by_name["remote"].stage) == ("failed", "fetch")
+    assert by_name["local"].result == "ok"
+    assert set(emulator.indicators("Demo")) == {"local.example"}
+    assert suppliers[0].error is None
+
+
+class SlowServer:
+    """Feeds that send one byte a second, and a feed that answers at once."""
+
+    def __init__(self) -> None:
+        self.app = web.Application()
+        self.app.router.add_get("/slow.txt", self.slow)
+        self.app.router.add_get("/fast.txt", self.fast)
+        self.runner = web.AppRunner(self.app)
+        self.url = ""
+        self.sent = 0
+
+    async def slow(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await response.prepare(request)
+        # Long enough that a cycle waiting for the whole body outlasts the test's bounds.
+        for _ in range(45):
+            await response.write(b"slow.example\n"[self.sent % 13 : self.sent % 13 + 1])
+            self.sent += 1
+            await asyncio.sleep(1)
+        return response
+
+    async def fast(self, _request: web.Request) -> web.Response:
+        return web.Response(text="fast.example\n")
+
+    async def start(self) -> None:
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+
+
+@pytest.fixture
+async def slow_server() -> AsyncIterator[SlowServer]:
+    server = SlowServer()
+    await server.start()
+    yield server
+    await server.runner.cleanup()
+
+
+def slow_feeds(server: SlowServer, timeout: float) -> str:
+    return (
+        feed("slow", f"{server.url}/slow.txt").replace("supplier: Demo", "supplier: Other")
+        + f"  timeout: {timeout}\n"
+        + feed("fast", f"{server.url}/fast.txt")
+    )
+
+
+async def test_slow_feed_fails_on_its_timeout_and_delays_no_other_supplier(
+    emulator: Emulator,
+    slow_server: SlowServer,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+) -> None:
+    loaded = make_config(emulator.url, slow_feeds(slow_server, 3), TWO_SUPPLIERS)
+    store = open_store(loaded)
+    cycle = asyncio.create_task(sync(loaded, store))
+    await eventually(lambda: "fast.example" in emulator.indicators("Demo"), 20)
+    assert not cycle.done(), "Demo's upload did not wait for Other's slow feed"
+    reports, _ = await asyncio.wait_for(cycle, 30)
+    by_name = {r.feed: r for r in reports}
+    slow = by_name["slow"]
+    assert (slow.result, slow.stage) == ("failed", "fetch")
+    assert "within 3 s" in (slow.error or "")
+    assert slow_server.sent < 20, "the timeout bounds the whole download"
+    assert list(spool_dir(loaded).glob("*.body")) == [], "the partial body is discarded"
+    assert store.feed("slow", "Other").indicators == 0
+    assert emulator.indicators("Other") == {}
+    assert by_name["fast"].result == "ok"
+
+
+async def test_cycle_deadline_bounds_fetches_whatever_their_timeout(
+    emulator: Emulator,
+    slow_server: SlowServer,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+) -> None:
+    loaded = make_config(emulator.url, slow_feeds(slow_server, 300), TWO_SUPPLIERS)
+    store = open_store(loaded)
+    run = Cycle(loaded, store, deadline=3).run(())
+    reports, _ = await asyncio.wait_for(run, 30)
+    by_name = {r.feed: r for r in reports}
+    assert by_name["slow"].result == "failed"
+    assert "deadline of 3 s" in (by_name["slow"].error or "")
+    assert by_name["fast"].result == "ok"
+    assert list(spool_dir(loaded).glob("*.body")) == []
+
+
+async def test_feedsync_sync_ends_on_the_feed_timeout(
+    emulator: Emulator, slow_server: SlowServer, make_config: ConfigFactory
+) -> None:
+    loaded = make_config(emulator.url, slow_feeds(slow_server, 2), TWO_SUPPLIERS)
+    os.environ.setdefault("CT_PASSWORD", PASSWORD)
+    code = await asyncio.wait_for(run_cli("sync", "-c", loaded.path), 30)
+    assert code != 0, "a failed feed fails the command"
+    assert "fast.example" in emulator.indicators("Demo")

@@ -1,0 +1,165 @@
+"""The store's half of a feed's cycle: its fetched body applied to its snapshot,
+on the store's thread, inside the caller's transaction.
+
+Whatever the parser raises fails the feed alone: its savepoint undoes what it
+wrote, and its run records the cause. The store's own failures are not the
+feed's and end the transaction.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from feedsync import logs
+from feedsync.cycle_fetch import Fetched
+from feedsync.errors import ParseError, SourceError, StoreError
+from feedsync.lines import LineFeed, forget_lines, replace_lines
+from feedsync.model import Invalid
+from feedsync.normalize import canonical_tags, normalized_batches
+from feedsync.outcome import FeedReport, cause, run_of
+from feedsync.phases import Phases
+from feedsync.snapshot import Change, expire, patch, replace
+from feedsync.sources import CsvSource
+from feedsync.store import Store, read_feed, record_run
+
+log = logs.get("feedsync.sync")
+
+NORMALIZE_BATCH = 1000
+INVALID_LOGGED = 5
+PREVIEW = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Applier:
+    """Applies fetched feeds to their snapshots for one cycle."""
+
+    store: Store
+    phases: Phases
+    force: bool = False
+
+    def apply(self, item: Fetched) -> FeedReport:
+        """Apply the feed's fetched body (or its failure) to its snapshot and
+        record the run, inside the caller's transaction."""
+        feed = item.feed
+        assert item.row is not None
+        expired = expire(self.store.db, item.row, time.time())
+        if expired:
+            log.info("feed.expired", feed=feed.name, count=expired)
+            item.row = read_feed(self.store.db, item.row.id)
+        if item.error is not None or item.body is None:
+            if item.error is not None:
+                report = failed(item, item.error, "fetch")
+            else:
+                report = FeedReport(feed.name, feed.supplier, "unchanged")
+            record_run(self.store.db, run_of(report))
+            return report
+        static = canonical_tags(feed.tags)
+        logged = [0]
+
+        def on_invalid(invalid: Invalid) -> None:
+            logged[0] += 1
+            if logged[0] <= INVALID_LOGGED:
+                log.warning(
+                    "feed.invalid",
+                    feed=feed.name,
+                    line=invalid.line,
+                    reason=invalid.reason,
+                    value=invalid.value[:120],
+                )
+
+        try:
+            with self.store.savepoint() as db:
+                change = self._snapshot(db, item, static, on_invalid)
+                if change.fetched == 0 and change.invalid > 0:
+                    reasons = ", ".join(f"{r} {n}" for r, n in change.invalid_reasons.items())
+                    raise ParseError(
+                        feed.name, f"no valid indicator in {change.invalid} rows ({reasons})"
+                    )
+        except SourceError as exc:
+            report = failed(item, exc.message, "parse")
+        except (sqlite3.Error, StoreError):
+            raise  # the store's failure, not the feed's: its transaction is gone
+        except Exception as exc:
+            # A parser's bug or a hostile body (nesting past the recursion limit, a
+            # list where an object belongs): the savepoint undid the feed's changes.
+            report = failed(item, cause(exc), "parse")
+            log.error("feed.parse_failed", feed=feed.name, error=report.error, exc_info=exc)
+        else:
+            result = "held" if change.held else "ok"
+            report = FeedReport(
+                feed.name,
+                feed.supplier,
+                result,
+                change,
+                change.held_reason,
+                time.monotonic() - item.started,
+            )
+        record_run(self.store.db, run_of(report))
+        return report
+
+    def _snapshot(
+        self,
+        db: sqlite3.Connection,
+        item: Fetched,
+        static: tuple[str, ...],
+        on_invalid: Callable[[Invalid], None],
+    ) -> Change:
+        """Apply a fetched body to the feed's snapshot: line by line where the
+        source reads lines (lines.py), record by record otherwise."""
+        feed, body = item.feed, item.body
+        assert body is not None and item.row is not None and item.source is not None
+        if isinstance(item.source, CsvSource) and body.mode == "replace":
+            job = LineFeed(
+                feed=item.row,
+                path=body.path,
+                options=item.source.options,
+                static_tags=static,
+                validators=body.validators,
+                max_delete_ratio=feed.max_delete_ratio,
+                force=self.force,
+                on_invalid=on_invalid,
+                phases=self.phases,
+            )
+            return replace_lines(db, job)
+        apply = patch if body.mode == "patch" else replace
+        records = itertools.chain.from_iterable(
+            normalized_batches(item.source.records(body), static, self.phases, NORMALIZE_BATCH)
+        )
+        change = apply(
+            db,
+            item.row,
+            records,
+            max_delete_ratio=feed.max_delete_ratio,
+            force=self.force,
+            validators=body.validators,
+            on_invalid=on_invalid,
+        )
+        if not change.held:
+            forget_lines(db, item.row)
+        return change
+
+
+def failed(item: Fetched, error: str, stage: str) -> FeedReport:
+    return FeedReport(
+        item.feed.name,
+        item.feed.supplier,
+        "failed",
+        error=error,
+        stage=stage,
+        seconds=time.monotonic() - item.started,
+    )
+
+
+def preview(db: sqlite3.Connection, supplier: str) -> tuple[str, ...]:
+    lines: list[str] = []
+    for op in ("add", "update", "delete"):
+        rows = db.execute(
+            "SELECT value FROM pending WHERE supplier = ? AND op = ? ORDER BY id LIMIT ?",
+            (supplier, op, PREVIEW),
+        ).fetchall()
+        lines.extend(f"{op} {row[0]}" for row in rows)
+    return tuple(lines)
