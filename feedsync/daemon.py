@@ -5,15 +5,21 @@ and returns, so shutdown, overlap and failure handling stay ours. A feed never
 runs twice at once; the per-supplier locks in ``Cycle`` keep two feeds of one
 supplier from interleaving their plans; one failing feed touches no other.
 SIGTERM/SIGINT stop scheduling and give running cycles a grace period; SIGHUP
-reloads the configuration, keeping the old one if the new one is invalid.
+reloads the configuration, keeping the old one (and its CyberTrace client) if
+the new one is invalid or its client cannot be built, and keeping each feed's
+next run unless its schedule changed. The HTTP server answers from a
+read-only connection of its own and from memory, never behind cycle work.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
@@ -21,10 +27,11 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from feedsync import config as configuration
-from feedsync import logs
+from feedsync import logs, report
 from feedsync.config import Config, FeedConfig
 from feedsync.cybertrace import CyberTrace
-from feedsync.errors import ConfigError, FeedsyncError
+from feedsync.errors import ConfigError, FeedsyncError, StoreError
+from feedsync.outcome import cause
 from feedsync.server import Server
 from feedsync.store import Store
 from feedsync.sync import Cycle, clear_spool, connect
@@ -34,6 +41,7 @@ log = logs.get("feedsync.daemon")
 
 JITTER_FRACTION = 0.1
 MAX_JITTER = 60
+MIN_FREE_BYTES = 1 << 20  # below this a commit (WAL frames, a checkpoint) may fail
 
 
 class Daemon:
@@ -49,18 +57,24 @@ class Daemon:
         self.stopping = asyncio.Event()
         self._reloads: set[asyncio.Task[None]] = set()
         self.client: CyberTrace | None = None
-        self.server = Server(self)
+        self.reader: Store | None = None
+        self.server = Server(status=self.status, ready=self.ready)
         self.notifier = Notifier()
         self.cycles = 0
         self.failures = 0
+
+    async def open(self) -> None:
+        """The CyberTrace client and the server's read-only store, before serving."""
+        self.client = await open_client(self.config)
+        self.reader = await asyncio.to_thread(Store.open, self.store.path, readonly=True)
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
+        await self.open()
         await self.server.start(self.config.server.host, self.config.server.port)
-        self.client = await connect(self.config).__aenter__()
         await self._schedule()
         self.scheduler.start()
         log.info("daemon.started", feeds=len(self.config.feeds), config=self.path)
@@ -70,6 +84,29 @@ class Daemon:
         self.notifier.stopping()
         watchdog.cancel()
         await self.shutdown()
+
+    async def status(self) -> dict[str, Any]:
+        """What /status shows, read on the reader's own thread and connection."""
+        reader = self.reader
+        if reader is None:
+            raise StoreError("the daemon is not serving yet")
+        return await reader.call(report.status, self.config, reader)
+
+    async def ready(self) -> list[str]:
+        """What keeps the daemon from doing its work, from memory and quick checks."""
+        problems = []
+        if self.client is None:
+            problems.append("no CyberTrace client")
+        store = await self._store_problem()
+        if store:
+            problems.append(store)
+        return problems
+
+    async def _store_problem(self) -> str:
+        # Plug store.py's non-blocking writability probe in here once it exists; until
+        # then the files' permissions and the free space, off the loop and off the
+        # store's thread (which a heavy cycle may hold for minutes).
+        return await asyncio.to_thread(writability_problem, self.store.path)
 
     def summary(self) -> str:
         """The one-line STATUS= systemd shows."""
@@ -125,27 +162,44 @@ class Daemon:
         if fresh.state.path != self.config.state.path:
             log.warning("config.reload_ignored", key="state.path", reason="needs a restart")
         if fresh.cybertrace != self.config.cybertrace:
-            # One session per CyberTrace: a new one for the new settings; the old one
-            # closes once the cycles still using it are done.
+            # One session per CyberTrace: the new one is built (its TLS files loaded)
+            # before the old one is retired, so a bad file leaves the daemon as it was.
+            try:
+                client = await open_client(fresh)
+            except FeedsyncError as exc:
+                log.error(
+                    "config.reload_failed", config=self.path, error=str(exc), kept="old config"
+                )
+                return
             if self.client is not None:
                 self._retire(self.client)
-            self.client = await connect(fresh).__aenter__()
-        self.config = fresh
-        await self._schedule()
+            self.client = client
+        previous, self.config = self.config, fresh
+        await self._schedule(previous)
         log.info("config.reloaded", feeds=len(fresh.feeds))
 
-    async def _schedule(self) -> None:
-        rows = {row.name: row for row in await self.store.call(self.store.feeds)}
-        self.scheduler.remove_all_jobs()
-        for feed in self.config.feeds:
-            if not feed.enabled:
+    async def _schedule(self, previous: Config | None = None) -> None:
+        """A job per enabled feed; on a reload a feed whose schedule is unchanged
+        keeps its job and so its next run (the job names the feed, and the cycle
+        reads the feed's settings from the configuration current when it runs)."""
+        assert self.reader is not None
+        rows = {row.name: row for row in await self.reader.call(self.reader.feeds)}
+        before = {f.name: f for f in previous.feeds if f.enabled} if previous else {}
+        wanted = {f.name: f for f in self.config.feeds if f.enabled}
+        for job in self.scheduler.get_jobs():
+            if job.id not in wanted:
+                job.remove()
+        for name, feed in wanted.items():
+            old = before.get(name)
+            if old is not None and same_schedule(old, feed) and self.scheduler.get_job(name):
                 continue
-            row = rows.get(feed.name)
+            row = rows.get(name)
             self.scheduler.add_job(
                 self.launch,
                 trigger=trigger(feed),
-                args=[feed.name],
-                id=feed.name,
+                args=[name],
+                id=name,
+                replace_existing=True,
                 max_instances=1,
                 coalesce=True,
                 misfire_grace_time=None,
@@ -178,6 +232,8 @@ class Daemon:
         if self.client is not None:
             await self.client.__aexit__(None, None, None)
         await self.server.stop()
+        if self.reader is not None:
+            await asyncio.to_thread(self.reader.close)
         log.info("daemon.stopped")
 
 
@@ -190,13 +246,48 @@ def trigger(feed: FeedConfig) -> BaseTrigger:
     return IntervalTrigger(seconds=seconds, jitter=jitter, timezone=UTC)
 
 
+def same_schedule(old: FeedConfig, new: FeedConfig) -> bool:
+    return (old.schedule.seconds, old.schedule.cron) == (new.schedule.seconds, new.schedule.cron)
+
+
 def first_run(feed: FeedConfig, last_attempt: float | None) -> datetime:
-    """Due feeds run at startup; the others when their interval comes round."""
+    """Due feeds run at startup; the others when their schedule comes round after
+    their last attempt (a cron feed's next fire time after it, not now)."""
     now = datetime.now(UTC)
-    if last_attempt is None or feed.schedule.seconds is None:
+    if last_attempt is None:
         return now
-    due = datetime.fromtimestamp(last_attempt, UTC) + timedelta(seconds=feed.schedule.seconds)
-    return max(now, due)
+    last = datetime.fromtimestamp(last_attempt, UTC)
+    if feed.schedule.seconds is not None:
+        return max(now, last + timedelta(seconds=feed.schedule.seconds))
+    due = trigger(feed).get_next_fire_time(None, last + timedelta(seconds=1))
+    return now if due is None else max(now, due)
+
+
+async def open_client(config: Config) -> CyberTrace:
+    """An open CyberTrace client; TLS files that do not load are a ConfigError."""
+    client = connect(config)
+    try:
+        return await client.__aenter__()
+    except OSError as exc:  # ssl.SSLError among them: not PEM, a wrong key, unreadable
+        raise ConfigError(
+            "cybertrace", f"the TLS files (verify_tls, client_cert, client_key) do not load: {exc}"
+        ) from exc
+
+
+def writability_problem(path: str) -> str:
+    """Why the state database could not take a write, as far as the file system
+    tells without touching the database ("" when none)."""
+    database = Path(path)
+    for target in (database, database.parent):
+        if not os.access(target, os.W_OK):
+            return f"state database not writable: {target} is not writable"
+    try:
+        stats = os.statvfs(database.parent)
+    except OSError as exc:
+        return f"state database not writable: {cause(exc)}"
+    if stats.f_bavail * stats.f_frsize < MIN_FREE_BYTES:
+        return f"state database not writable: no free space in {database.parent}"
+    return ""
 
 
 def run(path: str) -> int:

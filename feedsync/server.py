@@ -1,44 +1,81 @@
-"""The daemon's HTTP server: /metrics, /healthz, /readyz, /status."""
+"""The daemon's HTTP server: /metrics, /healthz, /readyz, /status.
+
+It answers from what the daemon hands it as coroutines (``status``, ``ready``),
+never from the store's worker thread, so no cycle's work can queue a probe;
+every answer is bounded by ``answer_timeout``. Connections are bounded too: at
+most ``max_connections`` at once (more are answered 503 and closed) and an
+idle one is closed after ``idle_timeout``, so idle clients cannot take the
+process's file descriptors.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from feedsync import logs, report
+from feedsync import logs
 from feedsync.metrics import REGISTRY
 
-if TYPE_CHECKING:
-    from feedsync.daemon import Daemon
-
 log = logs.get("feedsync.server")
+
+MAX_CONNECTIONS = 64
+IDLE_TIMEOUT = 15.0
+ANSWER_TIMEOUT = 5.0
+REFUSED = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\n\r\n"
+)
+
+Status = Callable[[], Awaitable[dict[str, Any]]]
+Ready = Callable[[], Awaitable[list[str]]]
 
 
 class Server:
     """An aiohttp ``AppRunner`` serving the daemon's state."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(
+        self,
+        *,
+        status: Status,
+        ready: Ready,
+        max_connections: int = MAX_CONNECTIONS,
+        idle_timeout: float = IDLE_TIMEOUT,
+        answer_timeout: float = ANSWER_TIMEOUT,
+    ) -> None:
+        self._status = status
+        self._ready = ready
+        self.max_connections = max_connections
+        self.answer_timeout = answer_timeout
         self.app = web.Application()
         self.app.router.add_get("/metrics", self.metrics)
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/readyz", self.readyz)
         self.app.router.add_get("/status", self.status)
-        self.runner = web.AppRunner(self.app, access_log=None)
+        # aiohttp starts the keep-alive timer on connect: one that never sends a request
+        # is closed after idle_timeout as well.
+        self.runner = web.AppRunner(self.app, access_log=None, keepalive_timeout=idle_timeout)
         self.port = 0
 
     async def start(self, host: str, port: int) -> None:
         await self.runner.setup()
-        site = web.TCPSite(self.runner, host, port)
+        site = _BoundedSite(self.runner, host, port, self.max_connections)
         await site.start()
         self.port = self.runner.addresses[0][1]
-        log.info("server.listening", host=host, port=self.port)
+        log.info("server.listening", host=host, port=self.port, limit=self.max_connections)
 
     async def stop(self) -> None:
         await self.runner.cleanup()
+
+    @property
+    def connections(self) -> int:
+        """Connections open now (for tests and diagnostics)."""
+        server = self.runner.server
+        return len(server.connections) if server is not None else 0
 
     async def metrics(self, _request: web.Request) -> web.Response:
         body = generate_latest(REGISTRY)
@@ -48,25 +85,69 @@ class Server:
         return web.Response(text="ok\n")
 
     async def readyz(self, _request: web.Request) -> web.Response:
-        problems = await self.daemon.store.call(_store_problems, self.daemon)
+        try:
+            async with asyncio.timeout(self.answer_timeout):
+                problems = await self._ready()
+        except TimeoutError:
+            problems = [f"readiness checks did not answer within {self.answer_timeout:g} s"]
         if REGISTRY.get_sample_value("feedsync_cybertrace_up") == 0:
-            problems = "CyberTrace did not answer the last request"
-            return web.Response(status=503, text=f"not ready: {problems}\n")
+            problems.append("CyberTrace did not answer the last request")
+        if problems:
+            return web.Response(status=503, text=f"not ready: {'; '.join(problems)}\n")
         return web.Response(text="ready\n")
 
     async def status(self, _request: web.Request) -> web.Response:
-        daemon = self.daemon
-        snapshot = await daemon.store.call(report.status, daemon.config, daemon.store)
+        try:
+            async with asyncio.timeout(self.answer_timeout):
+                snapshot = await self._status()
+        except TimeoutError:
+            log.warning("server.status_slow", seconds=self.answer_timeout)
+            text = f"status did not answer within {self.answer_timeout:g} s\n"
+            return web.Response(status=503, text=text)
         return web.Response(
             body=orjson.dumps(snapshot, option=orjson.OPT_INDENT_2),
             content_type="application/json",
         )
 
 
-def _store_problems(daemon: Daemon) -> str:
-    try:
-        daemon.store.db.execute("BEGIN IMMEDIATE")
-        daemon.store.db.rollback()
-    except Exception as exc:
-        return f"state database not writable: {exc}"
-    return ""
+class _BoundedSite(web.BaseSite):
+    """A TCP site that answers connections past ``limit`` with a 503 and closes
+    them, instead of holding a descriptor and a handler for each."""
+
+    __slots__ = ("_host", "_limit", "_port", "_refusing")
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, limit: int) -> None:
+        super().__init__(runner, backlog=limit)
+        self._host = host
+        self._port = port
+        self._limit = limit
+        self._refusing = False
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        self._server = await asyncio.get_running_loop().create_server(
+            self._protocol, self._host, self._port, backlog=self._limit
+        )
+
+    def _protocol(self) -> asyncio.BaseProtocol:
+        server = self._runner.server
+        assert server is not None
+        if len(server.connections) < self._limit:
+            self._refusing = False
+            return server()
+        if not self._refusing:
+            # Once per burst: a flood of connections must not become a flood of lines.
+            log.warning("server.connections_refused", limit=self._limit)
+            self._refusing = True
+        return _Refused()
+
+
+class _Refused(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(REFUSED)
+        transport.close()

@@ -7,16 +7,25 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 from conftest import PASSWORD, free_port
+from structlog.testing import capture_logs
+from test_tls import certificates, tls_emulator  # noqa: F401 -- fixtures
 
+from feedsync import config as configuration
+from feedsync.daemon import Daemon, first_run
 from feedsync.emulator import Emulator
+from feedsync.server import Server
+from feedsync.store import Store
 from feedsync.systemd import Notifier
 
 CONFIG = """\
@@ -148,3 +157,169 @@ def test_notifier_abstract_socket_and_watchdog_owner() -> None:
     assert notifier.watchdog_interval is None, "another process's watchdog"
     mine = Notifier(env={"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "4000000"})
     assert mine.watchdog_interval == 2.0
+
+
+# In-process daemons: a real store, scheduler (paused), client and server.
+
+YEARLY = "  - {name: yearly, type: csv, url: %s/first.txt, supplier: Demo, schedule: '0 0 1 1 *'}\n"
+HOURLY = "  - {name: hourly, type: csv, url: %s/first.txt, supplier: Demo, schedule: %s}\n"
+
+
+def write_config(tmp_path: Path, url: str, feeds: str = "", cybertrace: str = "") -> Path:
+    (tmp_path / "first.txt").write_text("a.example\n")
+    path = tmp_path / "feedsync.yaml"
+    text = CONFIG.format(url=url, state=tmp_path / "s.db", port=free_port(), dir=tmp_path)
+    text = text.replace("  timeout: 5\n", "  timeout: 5\n" + cybertrace)
+    path.write_text(text + feeds)
+    return path
+
+
+@pytest.fixture
+async def daemon_at(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[..., Any]]:
+    monkeypatch.setenv("CT_PASSWORD", PASSWORD)
+    made: list[Daemon] = []
+
+    async def factory(path: Path) -> Daemon:
+        loaded = configuration.load(path)
+        daemon = Daemon(str(path), loaded, Store.open(loaded.state.path))
+        made.append(daemon)
+        await daemon.open()
+        daemon.scheduler.start(paused=True)
+        return daemon
+
+    yield factory
+    for daemon in made:
+        await daemon.shutdown()
+        daemon.store.close()
+
+
+def next_runs(daemon: Daemon) -> dict[str, datetime]:
+    return {job.id: job.next_run_time for job in daemon.scheduler.get_jobs()}
+
+
+async def test_reload_keeps_each_unchanged_feeds_next_run(
+    tmp_path: Path, emulator: Emulator, daemon_at: Callable[..., Any]
+) -> None:
+    feeds = YEARLY % tmp_path + HOURLY % (tmp_path, "1h")
+    path = write_config(tmp_path, emulator.url, feeds)
+    daemon = await daemon_at(path)
+    await daemon._schedule()
+    before = next_runs(daemon)
+    assert set(before) == {"first", "yearly", "hourly"}
+    for _ in range(50):
+        await daemon.reload()
+    assert next_runs(daemon) == before, "SIGHUPs moved no feed's next run"
+
+    path.write_text(
+        path.read_text()
+        .replace("schedule: 3s", "schedule: 5s")
+        .replace(HOURLY % (tmp_path, "1h"), HOURLY % (tmp_path, "2h"))
+        .replace(YEARLY % tmp_path, "")
+    )
+    await daemon.reload()
+    after = next_runs(daemon)
+    assert set(after) == {"first", "hourly"}, "a removed feed's job goes"
+    assert after["first"] > before["first"], "a changed schedule is taken"
+
+
+def test_a_cron_feed_that_ran_waits_for_its_next_fire_time(tmp_path: Path) -> None:
+    os.environ.setdefault("CT_PASSWORD", PASSWORD)
+    loaded = configuration.load(write_config(tmp_path, "http://127.0.0.1:9", YEARLY % tmp_path))
+    yearly = loaded.feed("yearly")
+    now = datetime.now(UTC)
+    assert first_run(yearly, None) >= now, "never run: due at once"
+    assert first_run(yearly, time.time()) > now + timedelta(seconds=5), "not again at a restart"
+    assert first_run(yearly, time.time() - 2 * 366 * 86400) < now + timedelta(seconds=5)
+
+
+async def test_reload_keeps_the_old_client_when_the_new_one_cannot_be_built(
+    tmp_path: Path,
+    tls_emulator: Emulator,  # noqa: F811 -- the fixture imported above
+    certificates: Path,  # noqa: F811
+    daemon_at: Callable[..., Any],
+) -> None:
+    path = write_config(
+        tmp_path, tls_emulator.url, cybertrace=f"  verify_tls: {certificates}/ca.pem\n"
+    )
+    daemon = await daemon_at(path)
+    old_client, old_config = daemon.client, daemon.config
+    (tmp_path / "not-pem.crt").write_text("this is no certificate\n")
+    path.write_text(
+        path.read_text().replace(f"{certificates}/ca.pem", str(tmp_path / "not-pem.crt"))
+    )
+    with capture_logs() as logged:
+        await daemon.reload()
+    [failed] = [e for e in logged if e["event"] == "config.reload_failed"]
+    assert failed["log_level"] == "error" and "do not load" in failed["error"]
+    assert daemon.client is old_client and daemon.config is old_config
+    await daemon.launch("first")
+    await asyncio.wait_for(daemon.running["first"], 30)
+    assert daemon.failures == 0, "cycles go on with the old client"
+    assert "a.example" in tls_emulator.indicators("Demo")
+    assert await daemon.ready() == []
+
+
+async def test_endpoints_answer_while_the_store_thread_is_busy(
+    tmp_path: Path, emulator: Emulator, daemon_at: Callable[..., Any]
+) -> None:
+    daemon = await daemon_at(write_config(tmp_path, emulator.url))
+    await daemon.server.start("127.0.0.1", 0)
+    base = f"http://127.0.0.1:{daemon.server.port}"
+    started, release = threading.Event(), threading.Event()
+
+    def heavy() -> None:  # a cycle's store work that takes the thread for a long time
+        started.set()
+        release.wait(60)
+
+    blocked = asyncio.ensure_future(daemon.store.call(heavy))
+    try:
+        await asyncio.to_thread(started.wait, 10)
+        assert (await asyncio.wait_for(get(base + "/healthz"), 5))[0] == 200
+        status, body = await asyncio.wait_for(get(base + "/readyz"), 5)
+        assert b"state database" not in body, body
+        status, body = await asyncio.wait_for(get(base + "/status"), 5)
+        assert status == 200
+        assert [f["feed"] for f in orjson.loads(body)["feeds"]] == ["first"]
+    finally:
+        release.set()
+        await blocked
+
+
+async def serving(problems: tuple[str, ...] = (), **options: Any) -> Server:
+    async def status() -> dict[str, Any]:
+        return {"feeds": []}
+
+    async def ready() -> list[str]:
+        return list(problems)
+
+    server = Server(status=status, ready=ready, **options)
+    await server.start("127.0.0.1", 0)
+    return server
+
+
+async def test_readyz_says_what_the_ready_check_finds() -> None:
+    server = await serving(problems=("state database not writable: disk full",))
+    try:
+        status, body = await get(f"http://127.0.0.1:{server.port}/readyz")
+        assert status == 503 and b"state database not writable: disk full" in body
+    finally:
+        await server.stop()
+
+
+async def test_connections_are_bounded_and_idle_ones_closed() -> None:
+    server = await serving(max_connections=8, idle_timeout=1)
+    try:
+        opened = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(40)]
+        await eventually(lambda: server.connections == 8)
+        answers = await asyncio.gather(
+            *(asyncio.wait_for(reader.read(), 20) for reader, _ in opened)
+        )
+        refused = [a for a in answers if a.startswith(b"HTTP/1.1 503")]
+        assert len(refused) == 32, "connections past the limit are answered and closed"
+        assert answers.count(b"") == 8, "idle connections are closed by the server"
+        for _, writer in opened:
+            writer.close()
+        await eventually(lambda: server.connections == 0)
+        assert (await get(f"http://127.0.0.1:{server.port}/healthz"))[0] == 200
+    finally:
+        await server.stop()
