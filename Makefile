@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: venv demo test lint check bench bench-10m clean
+.PHONY: venv demo test lint check bench bench-10m soak clean
 
 $(BIN)/feedsync: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ bench: venv         ## benchmark 1M-row cycles against the emulator
 
 bench-10m: venv     ## the same at 10M rows (about 25 minutes and 12 GB of disk; the emulator keeps nothing)
 	$(BIN)/python bench/run.py 10000000 --churn 0.01 --sink
+
+soak: venv          ## the daemon for 10 minutes on short schedules; fails if RSS or descriptors grow
+	$(BIN)/python bench/soak.py --duration 600
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info demo-state
