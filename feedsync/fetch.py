@@ -3,33 +3,50 @@
 A body is spooled to disk completely before anything parses it: a download
 that fails or is cut short never reaches the store, memory stays bounded by
 the chunk size, and an unchanged body (same validators or same SHA-256) costs
-one round trip and no parsing.
+one round trip and no parsing. A compressed body is inflated once here, so a
+truncated or oversized one fails the fetch; what its end looks like (``end``)
+and whether the server framed it (``framed``) let a line source tell a body
+cut short at a line boundary from a complete one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import os
-import ssl
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-import aiohttp
-
 from feedsync import __version__, logs
+from feedsync.body import inspect
 from feedsync.config import FeedConfig
 from feedsync.errors import FetchError
+from feedsync.redact import redact_url, url_secrets
+from feedsync.transport import Client, Request, Response, ssl_context
+
+__all__ = [
+    "USER_AGENT",
+    "Body",
+    "Request",
+    "Validators",
+    "basic_auth",
+    "fetch",
+    "pulled",
+    "redact_url",
+    "request_for",
+    "ssl_context",
+]
 
 log = logs.get("feedsync.fetch")
 
 CHUNK = 1 << 20
 USER_AGENT = f"feedsync/{__version__}"
+Mode = Literal["replace", "patch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,23 +69,15 @@ class Body:
     temporary: bool
     # "replace": the records are the whole feed; "patch": only what changed since
     # the cursor, with Removal items for rows that went away.
-    mode: str = "replace"
+    mode: Mode = "replace"
+    end: bytes = b""  # the last bytes of the (inflated) body
+    # False when the body ended by the connection closing, with no length, chunk
+    # framing or compressed trailer to prove that it ended where the server meant.
+    framed: bool = True
 
     def discard(self) -> None:
         if self.temporary:
             self.path.unlink(missing_ok=True)
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """How to fetch one feed URL."""
-
-    feed: str
-    url: str
-    headers: Mapping[str, str]
-    verify_tls: bool | str
-    timeout: float
-    max_bytes: int
 
 
 def pulled(path: Path, count: int, cursor: str, *, full: bool) -> Body | None:
@@ -78,7 +87,7 @@ def pulled(path: Path, count: int, cursor: str, *, full: bool) -> Body | None:
     if not full and count == 0:
         path.unlink(missing_ok=True)
         return None
-    mode = "replace" if full else "patch"
+    mode: Mode = "replace" if full else "patch"
     return Body(path, count, Validators(cursor=cursor), temporary=True, mode=mode)
 
 
@@ -86,16 +95,6 @@ def basic_auth(username: str, password: str) -> str:
     """An ``Authorization`` header value for HTTP Basic authentication."""
     token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
     return f"Basic {token}"
-
-
-def redact_url(url: str) -> str:
-    """The URL without userinfo and query, which may carry credentials."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    query = "..." if parts.query else ""
-    return urlunsplit((parts.scheme, host, parts.path, query, ""))
 
 
 def is_remote(url: str) -> bool:
@@ -108,20 +107,12 @@ def local_path(url: str) -> Path:
     return Path(url)
 
 
-async def ssl_context(verify_tls: bool | str) -> ssl.SSLContext | bool:
-    """The TLS setting for aiohttp; loading a CA bundle reads files, so off the loop."""
-    if verify_tls is False:
-        return False
-    cafile = verify_tls if isinstance(verify_tls, str) else None
-    return await asyncio.to_thread(ssl.create_default_context, cafile=cafile)
-
-
 async def fetch(request: Request, previous: Validators, spool: Path) -> Body | None:
     """Download ``request.url`` into ``spool``; None when it is unchanged."""
     if is_remote(request.url):
         body = await _download(request, previous, spool)
     else:
-        body = await asyncio.to_thread(_local, request, previous)
+        body = await asyncio.to_thread(_local, request)
     if body is None:
         return None
     if body.size == 0:
@@ -130,10 +121,15 @@ async def fetch(request: Request, previous: Validators, spool: Path) -> Body | N
     if previous.sha256 is not None and body.validators.sha256 == previous.sha256:
         body.discard()
         return None
-    return body
+    try:
+        tail = await asyncio.to_thread(inspect, body.path, request.feed, request.max_bytes)
+    except BaseException:
+        body.discard()
+        raise
+    return dataclasses.replace(body, end=tail.end, framed=body.framed or tail.compressed)
 
 
-def _local(request: Request, previous: Validators) -> Body | None:
+def _local(request: Request) -> Body:
     path = local_path(request.url)
     digest = hashlib.sha256()
     size = 0
@@ -142,57 +138,40 @@ def _local(request: Request, previous: Validators) -> Body | None:
             while chunk := handle.read(CHUNK):
                 digest.update(chunk)
                 size += len(chunk)
+                if size > request.max_bytes:
+                    raise FetchError(
+                        request.feed, f"{path} is over the limit of {request.max_bytes} bytes"
+                    )
     except OSError as exc:
         raise FetchError(request.feed, f"cannot read {path}: {exc.strerror or exc}") from exc
     return Body(path, size, Validators(sha256=digest.hexdigest()), temporary=False)
 
 
 async def _download(request: Request, previous: Validators, spool: Path) -> Body | None:
-    headers = {"User-Agent": USER_AGENT, **request.headers}
+    headers = {}
     if previous.etag:
         headers["If-None-Match"] = previous.etag
     if previous.last_modified:
         headers["If-Modified-Since"] = previous.last_modified
-    timeout = aiohttp.ClientTimeout(total=None, connect=request.timeout, sock_read=request.timeout)
     where = redact_url(request.url)
     if request.verify_tls is False and request.url.startswith("https://"):
         log.warning("feed.tls_unverified", feed=request.feed, url=where)
-    tls = await ssl_context(request.verify_tls)
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.get(request.url, headers=headers, ssl=tls) as response,
-        ):
-            if response.status == 304:
-                return None
-            if response.status != 200:
-                raise FetchError(request.feed, f"HTTP {response.status} from {where}")
-            return await _spool(request, response, spool)
-    except aiohttp.ClientPayloadError as exc:
-        raise FetchError(request.feed, f"body from {where} was cut short: {exc}") from exc
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        reason = str(exc) or type(exc).__name__
-        raise FetchError(request.feed, f"cannot fetch {where}: {reason}") from exc
+    async with Client(request) as client, client.open(request.url, headers=headers) as response:
+        if response.status == 304:
+            return None
+        if response.status != 200:
+            raise FetchError(request.feed, f"HTTP {response.status} from {where}")
+        return await _spool(request, response, spool)
 
 
-async def _spool(request: Request, response: aiohttp.ClientResponse, spool: Path) -> Body:
-    declared = response.content_length
-    if declared is not None and declared > request.max_bytes:
-        raise FetchError(
-            request.feed,
-            f"body of {declared} bytes is over the limit of {request.max_bytes} bytes",
-        )
+async def _spool(request: Request, response: Response, spool: Path) -> Body:
     await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
     handle, path = await asyncio.to_thread(_temporary, spool, request.feed)
     digest = hashlib.sha256()
     size = 0
     try:
-        async for chunk in response.content.iter_chunked(CHUNK):
+        async for chunk in response.chunks():
             size += len(chunk)
-            if size > request.max_bytes:
-                raise FetchError(
-                    request.feed, f"body is over the limit of {request.max_bytes} bytes"
-                )
             digest.update(chunk)
             await asyncio.to_thread(handle.write, chunk)
         await asyncio.to_thread(handle.close)
@@ -204,7 +183,7 @@ async def _spool(request: Request, response: aiohttp.ClientResponse, spool: Path
         last_modified=response.headers.get("Last-Modified"),
         sha256=digest.hexdigest(),
     )
-    return Body(path, size, validators, temporary=True)
+    return Body(path, size, validators, temporary=True, framed=response.framed)
 
 
 def _temporary(spool: Path, feed: str) -> tuple[BinaryIO, Path]:
@@ -218,17 +197,36 @@ def _abandon(handle: BinaryIO, path: Path) -> None:
 
 
 def request_for(feed: FeedConfig, url: str | None = None) -> Request:
-    """The HTTP request settings of a feed: its headers, credentials and TLS."""
-    headers = {"User-Agent": USER_AGENT}
-    headers.update((name, secret.reveal()) for name, secret in feed.headers)
+    """The HTTP request settings of a feed: its headers, credentials and TLS.
+    Userinfo in the URL becomes Basic authentication (unless ``username`` is
+    set) and leaves the URL, so that it is never sent or shown as part of it."""
+    target, user, password = _split_userinfo(url or feed.url)
+    own = {name: secret.reveal() for name, secret in feed.headers}
+    headers = {"User-Agent": USER_AGENT, **own}
     if feed.username is not None:
         password = feed.password.reveal() if feed.password else ""
         headers["Authorization"] = basic_auth(feed.username, password)
+    elif user is not None:
+        headers["Authorization"] = basic_auth(user, password or "")
+    secrets = [s.reveal() for s in (feed.password, feed.api_key) if s is not None]
+    secrets += [*own.values(), *url_secrets(feed.url), *url_secrets(url or feed.url)]
     return Request(
         feed=feed.name,
-        url=url or feed.url,
+        url=target,
         headers=headers,
         verify_tls=feed.verify_tls,
         timeout=feed.timeout,
         max_bytes=feed.max_body_bytes,
+        private=frozenset({*own, "Authorization", "Cookie"}),
+        secrets=tuple(secrets),
     )
+
+
+def _split_userinfo(url: str) -> tuple[str, str | None, str | None]:
+    parts = urlsplit(url)
+    if not is_remote(url) or "@" not in parts.netloc:
+        return url, None, None
+    host = parts.netloc.rpartition("@")[2]
+    user = unquote(parts.username) if parts.username is not None else None
+    password = unquote(parts.password) if parts.password is not None else None
+    return urlunsplit(parts._replace(netloc=host)), user, password

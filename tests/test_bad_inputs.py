@@ -70,6 +70,26 @@ async def redirect_loop(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound(str(request.url))
 
 
+async def closed_mid_line(request: web.Request) -> web.StreamResponse:
+    # No Content-Length, no chunking: the body ends where the server closes.
+    response = web.StreamResponse(headers={"Connection": "close"})
+    response.force_close()
+    await response.prepare(request)
+    await response.write(GOOD.encode() + b"10.5.0.15")
+    if request.transport is not None:
+        request.transport.close()
+    return response
+
+
+async def gzip_bomb_encoding(request: web.Request) -> web.StreamResponse:
+    inflated = b"bomb.example\n" * 400_000  # 5.2 MB from a few kB
+    return web.Response(body=gzip.compress(inflated), headers={"Content-Encoding": "gzip"})
+
+
+async def redirect_to_http_downgrade(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("http://127.0.0.1:1/feed")
+
+
 def zipped(files: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -136,7 +156,7 @@ CASES: dict[str, Case] = {
     "http-403": Case(body("forbidden", status=403), "failed", "HTTP 403"),
     "http-500": Case(body("oops", status=500), "failed", "HTTP 500"),
     "http-503-html": Case(body("<html>down</html>", status=503), "failed", "HTTP 503"),
-    "redirect-loop": Case(redirect_loop, "failed", "cannot fetch"),
+    "redirect-loop": Case(redirect_loop, "failed", "redirect loop"),
     "cut-short": Case(cut_short, "failed", "cut short"),
     "content-length-lie-5gb": Case(content_length_lie, "failed", "over the limit"),
     "endless-chunked": Case(
@@ -144,6 +164,16 @@ CASES: dict[str, Case] = {
     ),
     "stalls-mid-body": Case(stall, "failed", "cannot fetch", "timeout: 1\n"),
     "binary-garbage": Case(body(bytes(range(1, 256)) * 40), "failed", "no valid indicator"),
+    "closed-mid-line": Case(closed_mid_line, "failed", "cut short"),
+    "gzip-bomb-body": Case(
+        body(gzip.compress(b"bomb.example\n" * 400_000)),
+        "failed",
+        "over the limit of 1048576 bytes",
+        "max_body_bytes: 1048576\n",
+    ),
+    "gzip-bomb-content-encoding": Case(
+        gzip_bomb_encoding, "failed", "over the limit of 1048576 bytes", "max_body_bytes: 1048576\n"
+    ),
     "duplicates-only": Case(body("dup.example\n" * 50 + GOOD), "ok", ""),
     "defanged-and-bad-mixed": Case(body("evil[.]example\nnonsense\n" + GOOD), "ok", ""),
 }
