@@ -314,11 +314,7 @@ async def _unconfirmed(
     )
     if len(left) == 1 and len(decided.unmatched) == 1:
         # The only item not accounted for is the one CyberTrace named its own way.
-        only = Verdict(refused={left[0].id: decided.unmatched[0][1]})
-        sent = await run.store.call(
-            _acknowledge_txn, run.store, run.supplier, Batch(batch.method, left), only
-        )
-        run.total.rejected += sent.rejected
+        await _reject_one(run, left[0], decided.unmatched[0][1])
         return
     why = f"{what}: refused values it names unlike any sent ({decided.unmatched[0][0][:100]!r})"
     await _split(run, Batch(batch.method, left), depth, why)
@@ -375,14 +371,18 @@ async def _settle_doubtful(run: _Upload) -> None:
         )
         return
     for item, reason in doubtful:
-        only = Verdict(refused={item.id: reason})
-        sent = await run.store.call(
-            _acknowledge_txn, run.store, run.supplier, Batch(item.op_method, (item,)), only
-        )
-        run.total.rejected += sent.rejected
+        await _reject_one(run, item, reason)
     log.warning(
         "upload.refused", supplier=run.supplier, count=len(doubtful), example=doubtful[0][1]
     )
+
+
+async def _reject_one(run: _Upload, item: Item, reason: str) -> None:
+    """Record one item as refused by CyberTrace, with ``reason``."""
+    only = Verdict(refused={item.id: reason})
+    batch = Batch(item.op_method, (item,))
+    sent = await run.store.call(_acknowledge_txn, run.store, run.supplier, batch, only)
+    run.total.rejected += sent.rejected
 
 
 def _count(total: Sent, sent: Sent, size: int) -> None:
