@@ -108,6 +108,13 @@ class Client:
                 yield Response(self.request, response)
             finally:
                 response.release()
+        except aiohttp.ClientResponseError as exc:
+            # Without raise_for_status this is aiohttp's parser, not the server: it
+            # reports a broken status line, header or chunk as if a 400 had come.
+            why = self.request.hide(exc.message.partition("\n")[0].rstrip(":"))
+            raise self._error(
+                f"body from {where} was cut short: the answer breaks HTTP framing ({why})"
+            ) from self._hidden(exc)
         except aiohttp.ClientPayloadError as exc:
             raise self._error(
                 f"body from {where} was cut short: {self._why(exc)}"
@@ -225,17 +232,22 @@ class Response:
         if declared is not None and declared > limit:
             raise self._over(f"body of {declared} bytes is over the limit of {limit} bytes")
         decoder = _Decoder(self.headers.get("Content-Encoding", ""), self)
-        wire = size = 0
-        async for chunk in self.raw.content.iter_chunked(CHUNK):
-            wire += len(chunk)
-            if wire > limit:
-                raise self._over(f"body is over the limit of {limit} bytes")
+        size = 0
+        async for chunk in self._wire(limit):
             for piece in decoder.decode(chunk):
                 size += len(piece)
                 if size > limit:
                     raise self._over(f"body inflates to over the limit of {limit} bytes")
                 yield piece
         decoder.finish()
+
+    async def _wire(self, limit: int) -> AsyncIterator[bytes]:
+        wire = 0
+        async for chunk in self.raw.content.iter_chunked(CHUNK):
+            wire += len(chunk)
+            if wire > limit:
+                raise self._over(f"body is over the limit of {limit} bytes")
+            yield chunk
 
     async def read(self) -> bytes:
         """The whole decoded body (bounded as ``chunks`` is)."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import bz2
 import gzip
 import io
 import zipfile
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -81,6 +83,16 @@ async def closed_mid_line(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def closed_mid_line_crlf(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Connection": "close"})
+    response.force_close()
+    await response.prepare(request)
+    await response.write(GOOD.replace("\n", "\r\n").encode() + b"10.5.0.15\r")
+    if request.transport is not None:
+        request.transport.close()
+    return response
+
+
 async def gzip_bomb_encoding(request: web.Request) -> web.StreamResponse:
     inflated = b"bomb.example\n" * 400_000  # 5.2 MB from a few kB
     return web.Response(body=gzip.compress(inflated), headers={"Content-Encoding": "gzip"})
@@ -88,6 +100,38 @@ async def gzip_bomb_encoding(request: web.Request) -> web.StreamResponse:
 
 async def redirect_to_http_downgrade(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound("http://127.0.0.1:1/feed")
+
+
+async def bad_chunk(request: web.Request) -> web.StreamResponse:
+    # Chunked framing that breaks after a whole first chunk: a size line of garbage.
+    writer = request.transport
+    assert writer is not None
+    writer.write(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n"
+        + f"{len(GOOD):x}\r\n".encode()
+        + GOOD.encode()
+        + b"\r\nzz-not-a-size\r\nb.example\n\r\n"
+    )
+    await asyncio.sleep(0.1)
+    writer.close()
+    return web.StreamResponse()
+
+
+async def drip(request: web.Request) -> web.StreamResponse:
+    # A byte every half second: each read is in time, the whole body never is.
+    response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+    await response.prepare(request)
+    for byte in (GOOD * 10).encode():
+        await response.write(bytes([byte]))
+        await asyncio.sleep(0.5)
+    return response
+
+
+def content_encoded(payload: bytes, encoding: str) -> Handler:
+    async def handler(_request: web.Request) -> web.StreamResponse:
+        return web.Response(body=payload, headers={"Content-Encoding": encoding})
+
+    return handler
 
 
 def zipped(files: dict[str, bytes]) -> bytes:
@@ -107,6 +151,7 @@ class Case:
 
 
 GZ = gzip.compress(GOOD.encode() * 200)
+BZ = bz2.compress(GOOD.encode() * 200)
 CASES: dict[str, Case] = {
     "html-page": Case(
         body("<!DOCTYPE html><html><body>503</body></html>", **{"Content-Type": "text/html"}),
@@ -174,6 +219,40 @@ CASES: dict[str, Case] = {
     "gzip-bomb-content-encoding": Case(
         gzip_bomb_encoding, "failed", "over the limit of 1048576 bytes", "max_body_bytes: 1048576\n"
     ),
+    "chunked-framing-error": Case(bad_chunk, "failed", "cut short"),
+    "slow-drip": Case(drip, "failed", "no complete body within 2 s", "timeout: 2\n"),
+    "truncated-bzip2": Case(body(BZ[: len(BZ) // 2]), "failed", "bzip2"),
+    "corrupt-bzip2": Case(body(b"BZh91AY&SY" + b"\x00" * 64), "failed", "bzip2"),
+    "bzip2-bomb": Case(
+        body(bz2.compress(b"bomb.example\n" * 400_000)),
+        "failed",
+        "over the limit of 1048576 bytes",
+        "max_body_bytes: 1048576\n",
+    ),
+    "zip-bomb": Case(
+        body(zipped({"feed.csv": b"bomb.example\n" * 400_000})),
+        "failed",
+        "over the limit of 1048576 bytes",
+        "max_body_bytes: 1048576\n",
+    ),
+    "deflate-bomb-content-encoding": Case(
+        content_encoded(zlib.compress(b"bomb.example\n" * 400_000), "deflate"),
+        "failed",
+        "over the limit of 1048576 bytes",
+        "max_body_bytes: 1048576\n",
+    ),
+    "truncated-gzip-content-encoding": Case(
+        content_encoded(GZ[: len(GZ) // 2], "gzip"), "failed", "cut short"
+    ),
+    "corrupt-deflate-content-encoding": Case(
+        content_encoded(b"\x78\x9c" + b"\xff" * 64, "deflate"), "failed", "deflate"
+    ),
+    "unknown-content-encoding": Case(content_encoded(GOOD.encode(), "br"), "failed", "br"),
+    "redirect-without-location": Case(body("", status=302), "failed", "names no Location"),
+    "http-429": Case(
+        body("slow down", status=429, **{"Retry-After": "3600"}), "failed", "HTTP 429"
+    ),
+    "crlf-closed-mid-line": Case(closed_mid_line_crlf, "failed", "cut short"),
     "duplicates-only": Case(body("dup.example\n" * 50 + GOOD), "ok", ""),
     "defanged-and-bad-mixed": Case(body("evil[.]example\nnonsense\n" + GOOD), "ok", ""),
 }
