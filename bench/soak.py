@@ -218,6 +218,10 @@ def report(log: Path, samples: list[tuple[float, int]], ok_before: int, feeds: F
     print(f"soak: {len(samples)} samples every {SAMPLE_EVERY:g} s after the warm-up")
     print(f"soak: rss start {rss0:.1f} MB  end {rss1:.1f} MB  peak {peak:.1f} MB")
     print(f"soak: fds start {fd0}  end {fd1}  max {max(fd for _, fd in samples)}")
+    per_minute = samples[:: max(1, round(60 / SAMPLE_EVERY))]
+    print("soak: rss each minute " + " ".join(f"{rss:.0f}" for rss, _ in per_minute) + " MB")
+    middle = samples[len(samples) // 2][0]
+    print(f"soak: rss growth in the second half {rss1 - middle:+.1f} MB")
     cycles = {name: synced(log, name) for name in feeds.fetches}
     print(
         "soak: cycles "

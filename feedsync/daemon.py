@@ -14,6 +14,8 @@ read-only connection of its own and from memory, never behind cycle work.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import os
 import signal
 import time
@@ -27,11 +29,11 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from feedsync import config as configuration
-from feedsync import logs, report
+from feedsync import logs, metrics, report
 from feedsync.config import Config, FeedConfig
 from feedsync.cybertrace import CyberTrace
 from feedsync.errors import ConfigError, FeedsyncError, StoreError
-from feedsync.outcome import cause
+from feedsync.outcome import cause, feed_state_metrics
 from feedsync.server import Server
 from feedsync.store import Store
 from feedsync.sync import Cycle, clear_spool, connect
@@ -146,6 +148,22 @@ class Daemon:
         self.cycles += 1
         self.failures += failed
         self.notifier.status(self.summary())
+        await self._feed_metrics(name)
+
+    async def _feed_metrics(self, name: str) -> None:
+        """The feed's state series from the store, and when it runs next."""
+        reader = self.reader
+        if reader is None:
+            return
+        try:
+            rows = await reader.call(reader.feeds)
+        except FeedsyncError as exc:
+            log.warning("metrics.store_unreadable", feed=name, error=str(exc))
+            return
+        feed_state_metrics(name, next((r for r in rows if r.name == name), None))
+        job = self.scheduler.get_job(name)
+        if job is not None and job.next_run_time is not None:
+            metrics.FEED_NEXT_RUN.labels(name).set(job.next_run_time.timestamp())
 
     def _reload_soon(self) -> None:
         task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
@@ -189,6 +207,7 @@ class Daemon:
         for job in self.scheduler.get_jobs():
             if job.id not in wanted:
                 job.remove()
+                _forget_schedule(job.id)
         for name, feed in wanted.items():
             old = before.get(name)
             if old is not None and same_schedule(old, feed) and self.scheduler.get_job(name):
@@ -205,6 +224,12 @@ class Daemon:
                 misfire_grace_time=None,
                 next_run_time=first_run(feed, row.last_attempt if row else None),
             )
+        for name, feed in wanted.items():
+            feed_state_metrics(name, rows.get(name))
+            metrics.FEED_INTERVAL.labels(name).set(interval_seconds(feed))
+            job = self.scheduler.get_job(name)
+            if job is not None and job.next_run_time is not None:
+                metrics.FEED_NEXT_RUN.labels(name).set(job.next_run_time.timestamp())
 
     def _retire(self, client: CyberTrace) -> None:
         running = list(self.running.values())
@@ -244,6 +269,32 @@ def trigger(feed: FeedConfig) -> BaseTrigger:
     seconds = feed.schedule.seconds or 3600.0
     jitter = int(min(MAX_JITTER, seconds * JITTER_FRACTION)) or None
     return IntervalTrigger(seconds=seconds, jitter=jitter, timezone=UTC)
+
+
+def interval_seconds(feed: FeedConfig, runs: int = 16) -> float:
+    """How far apart the feed's runs are: its interval, or for a cron line the
+    longest gap among its next ``runs`` fire times (what staleness is judged by:
+    a weekday-only feed is not stale on a Sunday)."""
+    if feed.schedule.cron is None:
+        return feed.schedule.seconds or 3600.0
+    cron = CronTrigger.from_crontab(feed.schedule.cron, timezone=UTC)
+    times: list[datetime] = []
+    previous = None
+    now = datetime.now(UTC)
+    for _ in range(runs):
+        fire = cron.get_next_fire_time(previous, previous or now)
+        if fire is None:
+            break
+        times.append(fire)
+        previous = fire + timedelta(seconds=1)
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    return max(gaps, default=366 * 86400.0)
+
+
+def _forget_schedule(name: str) -> None:
+    for gauge in (metrics.FEED_INTERVAL, metrics.FEED_NEXT_RUN, metrics.FEED_NEVER_SUCCEEDED):
+        with contextlib.suppress(KeyError):
+            gauge.remove(name)
 
 
 def same_schedule(old: FeedConfig, new: FeedConfig) -> bool:

@@ -21,6 +21,24 @@ FEED_AGE = Gauge(
 FEED_INDICATORS = Gauge(
     "feedsync_feed_indicators", "Indicators in the feed's snapshot", ["feed"], registry=REGISTRY
 )
+FEED_NEVER_SUCCEEDED = Gauge(
+    "feedsync_feed_never_succeeded",
+    "1 while the feed has been tried and no cycle of it has ever succeeded",
+    ["feed"],
+    registry=REGISTRY,
+)
+FEED_INTERVAL = Gauge(
+    "feedsync_feed_interval_seconds",
+    "Seconds between the feed's runs (a cron line: the longest gap of its next runs)",
+    ["feed"],
+    registry=REGISTRY,
+)
+FEED_NEXT_RUN = Gauge(
+    "feedsync_feed_next_run_timestamp_seconds",
+    "Unix time of the feed's next scheduled run",
+    ["feed"],
+    registry=REGISTRY,
+)
 FEED_FETCH = Counter(
     "feedsync_feed_fetch_total",
     "Feed fetches by result (ok, unchanged, held, failed)",
@@ -60,13 +78,18 @@ CYCLE_DURATION = Histogram(
 )
 FEED_FAILING = Gauge(
     "feedsync_feed_failing",
-    "1 while the feed's last cycle failed, labelled with where (fetch, parse, cybertrace)",
+    "1 while the feed's last cycle failed, labelled with where (fetch, parse, store, cybertrace)",
     ["feed", "stage"],
     registry=REGISTRY,
 )
 CYBERTRACE_UP = Gauge(
     "feedsync_cybertrace_up",
     "1 if the last CyberTrace request got an answer below 500, 0 if not",
+    registry=REGISTRY,
+)
+CYBERTRACE_AUTH_FAILING = Gauge(
+    "feedsync_cybertrace_auth_failing",
+    "1 from a 401 or 403 answer of CyberTrace until an answer that is neither",
     registry=REGISTRY,
 )
 CHANGES = Counter(
@@ -122,7 +145,12 @@ def count_retry(method: str) -> None:
 
 
 def observe_request(method: str, supplier: str, code: str, seconds: float, sent: int) -> None:
-    CYBERTRACE_UP.set(0 if code == "error" or int(code) >= 500 else 1)
+    answered = code != "error" and int(code) < 500
+    CYBERTRACE_UP.set(1 if answered else 0)
+    if code in ("401", "403"):
+        CYBERTRACE_AUTH_FAILING.set(1)
+    elif answered:
+        CYBERTRACE_AUTH_FAILING.set(0)
     REQUESTS.labels(supplier, method, code).inc()
     REQUEST_LATENCY.labels(method).observe(seconds)
     if sent:

@@ -11,12 +11,13 @@ from feedsync import logs, metrics
 from feedsync.fetch import redact_url
 from feedsync.reconcile import Plan
 from feedsync.snapshot import Change
-from feedsync.store import Run
+from feedsync.store import FeedRow, Run
 from feedsync.upload import Sent
 
 log = logs.get("feedsync.sync")
 
 STAGES = ("fetch", "parse", "store", "cybertrace")
+RESULTS = ("ok", "unchanged", "held", "failed")
 CAUSE_LIMIT = 300
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 
@@ -101,6 +102,25 @@ def _feed_metrics(report: FeedReport) -> None:
     held = report.result == "held"
     metrics.FEED_HELD.labels(report.feed).set(1 if held else 0)
     metrics.FEED_HELD_DELETIONS.labels(report.feed).set(report.change.removed if held else 0)
+
+
+def feed_state_metrics(name: str, row: FeedRow | None) -> None:
+    """A feed's series as its stored state has them, so that they exist from the
+    daemon's start (an alert cannot fire on a series that is absent until the
+    feed next runs, a day later for a daily feed) and stay true between runs."""
+    for result in RESULTS:
+        metrics.FEED_FETCH.labels(name, result)  # a counter at 0: rate() needs it
+    never = row is not None and row.last_attempt is not None and row.last_success is None
+    metrics.FEED_NEVER_SUCCEEDED.labels(name).set(1 if never else 0)
+    if row is None:
+        return
+    metrics.FEED_INDICATORS.labels(name).set(row.indicators)
+    succeeded = row.last_success
+    if succeeded is not None:
+        metrics.FEED_LAST_SUCCESS.labels(name).set(succeeded)
+        metrics.FEED_AGE.labels(name).set_function(lambda: time.time() - succeeded)
+    metrics.FEED_HELD.labels(name).set(1 if row.held_since is not None else 0)
+    metrics.FEED_HELD_DELETIONS.labels(name).set(row.held_removals or 0)
 
 
 def cause(exc: BaseException) -> str:

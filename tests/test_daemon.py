@@ -18,10 +18,12 @@ import aiohttp
 import orjson
 import pytest
 from conftest import PASSWORD, free_port
+from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 from test_tls import certificates, tls_emulator  # noqa: F401 -- fixtures
 
 from feedsync import config as configuration
+from feedsync import metrics
 from feedsync.daemon import Daemon, first_run
 from feedsync.emulator import Emulator
 from feedsync.server import Server
@@ -323,3 +325,72 @@ async def test_connections_are_bounded_and_idle_ones_closed() -> None:
         assert (await get(f"http://127.0.0.1:{server.port}/healthz"))[0] == 200
     finally:
         await server.stop()
+
+
+def scraped(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+
+
+async def test_feed_series_exist_from_the_start_and_follow_each_run(
+    tmp_path: Path, emulator: Emulator, daemon_at: Callable[..., Any]
+) -> None:
+    feeds = (
+        f"  - {{name: exp_weekday, type: csv, url: {tmp_path}/first.txt, supplier: Demo,"
+        " schedule: '0 6 * * 1-5'}\n"
+        f"  - {{name: exp_broken, type: csv, url: {tmp_path}/absent.txt, supplier: Demo,"
+        " schedule: 90m}\n"
+    )
+    daemon = await daemon_at(write_config(tmp_path, emulator.url, feeds))
+    await daemon.server.start("127.0.0.1", 0)
+    base = f"http://127.0.0.1:{daemon.server.port}/metrics"
+    await daemon._schedule()
+    before = scraped((await get(base))[1])
+    weekday, broken = (("feed", "exp_weekday"),), (("feed", "exp_broken"),)
+    assert before[("feedsync_feed_interval_seconds", broken)] == 5400
+    assert before[("feedsync_feed_interval_seconds", weekday)] == 3 * 86400, "Friday to Monday"
+    nxt = before[("feedsync_feed_next_run_timestamp_seconds", weekday)]
+    assert time.time() - 5 < nxt <= time.time() + 3 * 86400
+    for result in ("ok", "unchanged", "held", "failed"):
+        key = ("feedsync_feed_fetch_total", (("feed", "exp_broken"), ("result", result)))
+        assert before[key] == 0, f"{result} counter exists before any run"
+    assert before[("feedsync_feed_never_succeeded", broken)] == 0, "not tried yet"
+
+    for name in ("exp_weekday", "exp_broken"):
+        await daemon.launch(name)
+        await asyncio.wait_for(daemon.running[name], 30)
+    after = scraped((await get(base))[1])
+    assert after[("feedsync_feed_never_succeeded", broken)] == 1
+    assert after[("feedsync_feed_never_succeeded", weekday)] == 0
+    assert after[("feedsync_feed_last_success_timestamp_seconds", weekday)] > time.time() - 60
+    assert ("feedsync_feed_last_success_timestamp_seconds", broken) not in after
+
+    path = write_config(tmp_path, emulator.url, "")
+    await daemon.reload()
+    assert path.exists()
+    gone = scraped((await get(base))[1])
+    assert ("feedsync_feed_interval_seconds", broken) not in gone, "a removed feed's series go"
+
+
+async def test_auth_failing_is_set_by_401_and_cleared_by_an_accepted_request(
+    tmp_path: Path,
+    emulator: Emulator,
+    daemon_at: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = write_config(tmp_path, emulator.url)
+    monkeypatch.setenv("CT_PASSWORD", "not-the-password")
+    refused = await daemon_at(path)
+    await refused.launch("first")
+    await asyncio.wait_for(refused.running["first"], 30)
+    assert metrics.CYBERTRACE_AUTH_FAILING._value.get() == 1
+    assert metrics.CYBERTRACE_UP._value.get() == 1, "a 401 is an answer"
+
+    monkeypatch.setenv("CT_PASSWORD", PASSWORD)
+    await refused.reload()
+    await refused.launch("first")
+    await asyncio.wait_for(refused.running["first"], 30)
+    assert metrics.CYBERTRACE_AUTH_FAILING._value.get() == 0
