@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from feedsync import __version__, config, logs, report
 from feedsync.errors import AuthError, ConfigError, FeedsyncError
@@ -76,8 +77,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     sync.set_defaults(handler=_sync)
 
-    check = commands.add_parser("check", help="validate the configuration (exit 0 or 2)")
+    check = commands.add_parser(
+        "check", help="validate the configuration (exit 0 or 2), with --state the state file too"
+    )
     _config_option(check)
+    check.add_argument(
+        "--state",
+        action="store_true",
+        help="also open the state database read-only and run SQLite's quick_check (exit 1 if bad)",
+    )
     check.set_defaults(handler=_check)
 
     status = commands.add_parser(
@@ -127,6 +135,26 @@ def _check(args: argparse.Namespace) -> int:
         print(f"  {line}")
     for warning in loaded.warnings:
         print(f"  warning: {warning}")
+    return _check_state(loaded) if args.state else EXIT_OK
+
+
+def _check_state(loaded: config.Config) -> int:
+    path = loaded.state.path
+    if not Path(path).exists():
+        print(f"{path}: no state database yet (the first sync creates it)")
+        return EXIT_OK
+    store = Store.open(path, readonly=True)
+    try:
+        damage = store.quick_check()
+        feeds = 0 if damage else len(store.guarded(store.feeds))
+    finally:
+        store.close()
+    if damage:
+        print(f"{path}: damaged (SQLite quick_check):", file=sys.stderr)
+        for line in damage:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{path}: ok ({feeds} feeds)")
     return EXIT_OK
 
 
@@ -157,7 +185,7 @@ def _status(args: argparse.Namespace) -> int:
     loaded = _load(args)
     store = Store.open(loaded.state.path, readonly=True)
     try:
-        snapshot = report.status(loaded, store)
+        snapshot = store.guarded(report.status, loaded, store)
     finally:
         store.close()
     print(report.status_json(snapshot) if args.json else report.status_text(snapshot))

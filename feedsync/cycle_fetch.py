@@ -19,7 +19,7 @@ from pathlib import Path
 
 from feedsync import logs
 from feedsync.config import FeedConfig
-from feedsync.errors import SourceError
+from feedsync.errors import SourceError, StoreError
 from feedsync.fetch import Body, Validators, redact_url
 from feedsync.outcome import cause
 from feedsync.phases import Phases
@@ -108,6 +108,9 @@ class Fetcher:
             where = redact_url(feed.url)
             limit = f"{feed.timeout:g} s"
             self._fail(item, f"cannot fetch {where}: no complete body within {limit}")
+        except StoreError as exc:  # said in full already: no traceback to add
+            item.error = str(exc)
+            log.error("feed.fetch_failed", feed=feed.name, error=item.error)
         except Exception as exc:
             # Not translated where it arose (a source's bug, a full disk, a hostile body):
             # still this feed's failure alone.

@@ -32,9 +32,10 @@ from feedsync import config as configuration
 from feedsync import logs, metrics, report
 from feedsync.config import Config, FeedConfig
 from feedsync.cybertrace import CyberTrace
-from feedsync.errors import ConfigError, FeedsyncError, StoreError
+from feedsync.errors import ConfigError, FeedsyncError, StoreCorrupt, StoreError
 from feedsync.outcome import cause, feed_state_metrics
 from feedsync.server import Server
+from feedsync.statefile import ADVICE, write_probe
 from feedsync.store import Store
 from feedsync.sync import Cycle, clear_spool, connect
 from feedsync.systemd import Notifier
@@ -105,10 +106,16 @@ class Daemon:
         return problems
 
     async def _store_problem(self) -> str:
-        # Plug store.py's non-blocking writability probe in here once it exists; until
-        # then the files' permissions and the free space, off the loop and off the
-        # store's thread (which a heavy cycle may hold for minutes).
-        return await asyncio.to_thread(writability_problem, self.store.path)
+        # Off the loop and off the store's thread (a heavy cycle may hold it for
+        # minutes): the files' permissions and free space, then whether the
+        # database takes a write lock within half a second. A lock our own cycle
+        # holds is work, not a problem; asked again after the probe, since the
+        # cycle may have begun its transaction while the probe waited.
+        problem = await asyncio.to_thread(writability_problem, self.store.path)
+        if problem or self.store.in_write():
+            return problem
+        problem = await asyncio.to_thread(write_probe, self.store.path)
+        return "" if self.store.in_write() else problem
 
     def summary(self) -> str:
         """The one-line STATUS= systemd shows."""
@@ -347,9 +354,16 @@ def run(path: str) -> int:
     for warning in loaded.warnings:
         log.warning("config.warning", warning=warning)
     store = Store.open(loaded.state.path)
-    clear_spool(loaded)
     started = time.monotonic()
     try:
+        damage = store.quick_check()
+        if damage:
+            raise StoreCorrupt(
+                f"state database {store.path} fails SQLite's quick_check: {'; '.join(damage)}."
+                f" {ADVICE}"
+            )
+        log.info("state.checked", path=store.path, seconds=round(time.monotonic() - started, 2))
+        clear_spool(loaded)
         asyncio.run(Daemon(path, loaded, store).serve())
     finally:
         store.close()

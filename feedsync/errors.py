@@ -10,6 +10,7 @@ with ``raise ... from exc``::
     │   ├── FetchError         transport: HTTP status, connection, truncated body
     │   └── ParseError         the body is not what the feed type promises
     ├── StoreError             the state database cannot be opened, read or written
+    │   └── StoreCorrupt       the state file is empty, damaged or not feedsync's
     └── CyberTraceError        the CyberTrace API failed a request
         ├── AuthError          401/403: wrong credentials or role; retrying cannot help
         ├── TLSError           the server's certificate does not verify; retrying cannot help
@@ -53,6 +54,11 @@ class ParseError(SourceError):
 
 class StoreError(FeedsyncError):
     """The state database failed."""
+
+
+class StoreCorrupt(StoreError):
+    """The state file exists but is not a sound feedsync database; starting
+    afresh would orphan what it had sent, so nothing runs until a person acts."""
 
 
 class CyberTraceError(FeedsyncError):

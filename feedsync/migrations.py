@@ -112,4 +112,9 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX snapshot_value;
     CREATE INDEX snapshot_keyed ON snapshot (value, feed_id) WHERE key != value;
     """,
+    # 4: the header names the file as feedsync's (statefile.APPLICATION_ID, "FSYN"),
+    # so that an empty or foreign SQLite file is never mistaken for a new state.
+    """
+    PRAGMA application_id = 1179867470
+    """,
 )

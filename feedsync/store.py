@@ -5,16 +5,15 @@ it is sent, and an acknowledgement is durable before the next batch goes out,
 so a crash at any moment resumes without losing or inventing anything.
 
 All access goes through one worker thread (one connection); the event loop
-awaits ``Store.call``. Writers hold an exclusive lock file next to the
-database, so two daemons cannot interleave plans; readers (``status``) do not
-need it.
+awaits ``Store.call``. Writers hold an exclusive lock in the database's own
+directory (statefile.py), so two daemons cannot interleave plans; readers
+(``status``) do not need it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import sqlite3
 import time
@@ -24,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from feedsync.errors import StoreError
+from feedsync import statefile
+from feedsync.errors import StoreCorrupt, StoreError
 from feedsync.fetch import Validators
 from feedsync.migrations import MIGRATIONS
 
@@ -83,13 +83,21 @@ class Store:
     @classmethod
     def open(cls, path: str, *, readonly: bool = False) -> Store:
         """Open (creating and migrating) the database; writers take the lock."""
-        lock = None if readonly else _take_lock(path)
+        if not readonly:
+            statefile.create_if_missing(path, migrate)
+        lock = None if readonly else statefile.take_lock(path)
         try:
+            statefile.check_file(path)
             connection = _connect(path, readonly=readonly)
-            if not readonly:
-                migrate(connection)
-            else:
-                _check_version(connection, path)
+            try:
+                statefile.check_identity(connection, path)
+                if not readonly:
+                    migrate(connection)
+                else:
+                    _check_version(connection, path)
+            except BaseException:
+                connection.close()
+                raise
         except BaseException:
             if lock is not None:
                 os.close(lock)
@@ -97,9 +105,26 @@ class Store:
         return cls(connection, path, lock)
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` on the store's thread."""
+        """Run ``fn(*args)`` on the store's thread; SQLite's errors come out as
+        StoreError (a damaged page found mid-cycle fails the feed, not the daemon)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        return await loop.run_in_executor(self._executor, self.guarded, fn, *args)
+
+    def guarded(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the calling thread, SQLite's errors as StoreError."""
+        try:
+            return fn(*args)
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from exc
+
+    def quick_check(self) -> list[str]:
+        """What ``PRAGMA quick_check`` finds wrong with the file (empty: sound)."""
+        return statefile.quick_check(self.db, self.path)
+
+    def in_write(self) -> bool:
+        """Whether this store's connection holds a transaction now (safe to ask
+        from another thread: it reads SQLite's autocommit flag)."""
+        return self.db.in_transaction
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -123,7 +148,7 @@ class Store:
             else:
                 self.db.commit()
         except sqlite3.Error as exc:
-            raise StoreError(f"state database {self.path}: {exc}") from exc
+            raise translate(exc, self.path) from exc
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[sqlite3.Connection]:
@@ -253,6 +278,19 @@ def migrate(db: sqlite3.Connection) -> None:
             raise StoreError(f"state database migration {number} failed: {exc}") from exc
 
 
+def translate(exc: sqlite3.Error, path: str) -> StoreError:
+    """SQLite's error as feedsync's: damage (a page that does not parse, a file
+    that is not a database) is StoreCorrupt, with what to do."""
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+        exc, sqlite3.OperationalError | sqlite3.IntegrityError
+    ):
+        return StoreCorrupt(
+            f"state database {path} is damaged ({exc}): stop feedsync and run"
+            " `feedsync check --state`"
+        )
+    return StoreError(f"state database {path}: {exc}")
+
+
 def now() -> float:
     return time.time()
 
@@ -288,12 +326,9 @@ def _feed_row(row: sqlite3.Row) -> FeedRow:
 def _connect(path: str, *, readonly: bool) -> sqlite3.Connection:
     try:
         if readonly:
-            if not Path(path).exists():
-                raise StoreError(f"state database {path} does not exist yet (nothing synced)")
             uri = f"file:{Path(path).resolve()}?mode=ro"
             db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         else:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode = WAL")
             # FULL: a committed plan or acknowledgement survives power loss, not only a crash.
@@ -307,7 +342,7 @@ def _connect(path: str, *, readonly: bool) -> sqlite3.Connection:
         db.execute("SELECT count(*) FROM sqlite_master").fetchone()
         return db
     except sqlite3.DatabaseError as exc:
-        raise StoreError(f"state database {path} is unreadable or corrupt: {exc}") from exc
+        raise StoreCorrupt(f"state database {path} is unreadable or corrupt: {exc}") from exc
     except OSError as exc:
         raise StoreError(f"state database {path}: {exc}") from exc
 
@@ -318,21 +353,3 @@ def _check_version(db: sqlite3.Connection, path: str) -> None:
         raise StoreError(
             f"state database {path} has schema version {version}, expected {len(MIGRATIONS)}"
         )
-
-
-def _take_lock(path: str) -> int:
-    lock_path = f"{path}.lock"
-    try:
-        Path(lock_path).parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise StoreError(f"cannot open lock file {lock_path}: {exc}") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as exc:
-        os.close(fd)
-        raise StoreError(
-            f"state database {path} is in use by another feedsync process (lock {lock_path});"
-            " `feedsync status` still works"
-        ) from exc
-    return fd

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from feedsync import logs, metrics
+from feedsync import logs, metrics, statefile
 from feedsync.bootstrap import SupplierState, ensure_supplier, ensure_tags, planned_tags
 from feedsync.config import Config
 from feedsync.cybertrace import CyberTrace
@@ -125,7 +125,8 @@ class Cycle:
         """A supplier whose store work failed: its feeds' runs say so, the other
         suppliers go on."""
         error = str(exc) if isinstance(exc, StoreError) else cause(exc)
-        log.error("supplier.failed", supplier=supplier, error=error, exc_info=exc)
+        trace = None if isinstance(exc, StoreError) else exc
+        log.error("supplier.failed", supplier=supplier, error=error, exc_info=trace)
         reports = [failed(item, f"not applied: {error}", "store") for item in fetched]
         if not self.dry_run:
             try:
@@ -312,7 +313,9 @@ def clear_spool(config: Config) -> None:
 
 
 def spool_dir(config: Config) -> Path:
-    return Path(config.state.path).resolve().parent / "spool"
+    """Downloads in flight, in the state database's own directory: another
+    instance's state beside it has its own."""
+    return statefile.private_dir(config.state.path) / "spool"
 
 
 async def _settle(fetches: list[asyncio.Task[Fetched]]) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -394,3 +395,35 @@ async def test_auth_failing_is_set_by_401_and_cleared_by_an_accepted_request(
     await refused.launch("first")
     await asyncio.wait_for(refused.running["first"], 30)
     assert metrics.CYBERTRACE_AUTH_FAILING._value.get() == 0
+
+
+async def test_readiness_sees_a_foreign_write_lock_but_not_its_own_cycle(
+    tmp_path: Path, emulator: Emulator, daemon_at: Callable[..., Any]
+) -> None:
+    daemon = await daemon_at(write_config(tmp_path, emulator.url))
+    assert await daemon.ready() == []
+    holder = sqlite3.connect(daemon.store.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # an admin's sqlite3 shell, a backup tool
+    try:
+        started = time.monotonic()
+        [problem] = await daemon.ready()
+        assert "write-locked" in problem and time.monotonic() - started < 3
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert await daemon.ready() == []
+
+    inside, release = threading.Event(), threading.Event()
+
+    def long_write() -> None:  # a heavy cycle's own transaction
+        with daemon.store.transaction():
+            inside.set()
+            release.wait(30)
+
+    writing = asyncio.ensure_future(daemon.store.call(long_write))
+    try:
+        await asyncio.to_thread(inside.wait, 10)
+        assert await daemon.ready() == [], "our own write is work, not a problem"
+    finally:
+        release.set()
+        await writing

@@ -140,7 +140,7 @@ def test_metrics_server_binds_loopback_by_default() -> None:
 def test_corrupt_state_file_is_an_error_not_a_reset(tmp_path: Path) -> None:
     state = tmp_path / "state.db"
     state.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(StoreError, match="unreadable or corrupt"):
+    with pytest.raises(StoreError, match="not an SQLite database"):
         Store.open(str(state))
     assert state.read_bytes().startswith(b"this is not a database")
     folder = tmp_path / "folder.db"
