@@ -73,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument(
         "--resync",
         action="store_true",
-        help="re-send every desired indicator of the feeds' suppliers (after a CyberTrace restore)",
+        help="make the feeds' suppliers exact after a CyberTrace restore: re-send every"
+        " indicator the feeds list, delete every one feedsync once sent that they do not",
     )
     sync.set_defaults(handler=_sync)
 

@@ -117,4 +117,15 @@ MIGRATIONS: tuple[str, ...] = (
     """
     PRAGMA application_id = 1179867470
     """,
+    # 5: values feedsync deleted from a supplier, so that a resync after CyberTrace was
+    # restored from an older backup deletes them again (CyberTrace cannot list a
+    # supplier's indicators). Kept for the supplier's retention, or for ever.
+    """
+    CREATE TABLE retired (
+        supplier TEXT NOT NULL,
+        value TEXT NOT NULL,
+        retired_at REAL NOT NULL,
+        PRIMARY KEY (supplier, value)
+    ) WITHOUT ROWID
+    """,
 )

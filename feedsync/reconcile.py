@@ -107,15 +107,27 @@ def plan(
     target: Target,
     *,
     resync: bool = False,
+    sweep: bool = True,
     refresh: Refresh | None = None,
 ) -> Plan:
     """Turn the supplier's dirty values into pending operations.
 
-    ``resync`` re-plans every desired value as if CyberTrace held nothing;
+    ``resync`` re-plans every desired value as if CyberTrace held nothing and,
+    with ``sweep``, deletes every value feedsync ever sent there that no feed
+    lists now (a CyberTrace restored from an older backup holds them again);
+    without ``sweep`` (a supplier just created empty) it forgets them.
     ``refresh`` re-PUTs acknowledged values before their retention runs out.
     Runs inside the caller's transaction.
     """
     if resync:
+        if sweep:
+            db.execute(
+                "INSERT OR IGNORE INTO retired (supplier, value, retired_at)"
+                " SELECT supplier, value, ? FROM acked WHERE supplier = ?",
+                (now(), target.supplier),
+            )
+        else:
+            db.execute("DELETE FROM retired WHERE supplier = ?", (target.supplier,))
         # As if CyberTrace held nothing and had refused nothing: rejections are re-sent too.
         db.execute("DELETE FROM acked WHERE supplier = ?", (target.supplier,))
         db.execute("DELETE FROM rejected WHERE supplier = ?", (target.supplier,))
@@ -154,6 +166,8 @@ def plan(
             _write(db, target.supplier, writes)
             writes.clear()
     _write(db, target.supplier, writes)
+    if resync and sweep:
+        counts["delete"] += _sweep_retired(db, target)
     db.executemany("DELETE FROM pending WHERE supplier = ? AND value = ?", [*drops, *respelled])
     db.executemany("DELETE FROM acked WHERE supplier = ? AND value = ?", respelled)
     db.executemany(
@@ -166,6 +180,35 @@ def plan(
         (target.supplier, target.signature()),
     )
     return Plan(**counts)
+
+
+def _sweep_retired(db: sqlite3.Connection, target: Target) -> int:
+    """Plan a DELETE of each value feedsync once sent to the supplier that no feed
+    lists now (deleting one CyberTrace does not hold is done all the same). An
+    old spelling of a listed value is not deleted: CyberTrace would read it as
+    that value."""
+    feeds = ",".join(str(int(feed_id)) for feed_id in target.feed_ids) or "NULL"
+    rows = db.execute(
+        "SELECT t.value FROM retired t WHERE t.supplier = ?1"
+        f" AND NOT EXISTS (SELECT 1 FROM snapshot s WHERE s.feed_id IN ({feeds})"
+        " AND s.key = t.value AND s.value = t.value)"
+        f" AND NOT EXISTS (SELECT 1 FROM snapshot s WHERE s.feed_id IN ({feeds})"
+        " AND s.value = t.value AND s.key != s.value)",
+        (target.supplier,),
+    )
+    writes: list[tuple[str, str, int | None, str]] = [
+        ("delete", value, None, _delete_body(value, target))
+        for (value,) in rows
+        if not _respelled_desired(db, target, value)
+    ]
+    _write(db, target.supplier, writes)
+    return len(writes)
+
+
+def prune_retired(db: sqlite3.Connection, supplier: str, before: float) -> None:
+    """Forget values retired before ``before``: with a finite retention, any copy a
+    backup holds has expired since (retention runs from an indicator's last update)."""
+    db.execute("DELETE FROM retired WHERE supplier = ? AND retired_at < ?", (supplier, before))
 
 
 def _respelled_desired(db: sqlite3.Connection, target: Target, value: str) -> bool:

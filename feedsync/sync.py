@@ -28,7 +28,7 @@ from feedsync.cycle_fetch import Fetched, Fetcher, SourceFactory, cycle_deadline
 from feedsync.errors import AuthError, CyberTraceError, StoreError, SupplierGone
 from feedsync.outcome import FeedReport, SupplierReport, cause, run_of
 from feedsync.phases import Phases
-from feedsync.reconcile import Plan, Refresh, Target, plan
+from feedsync.reconcile import Plan, Refresh, Target, plan, prune_retired
 from feedsync.sources import source_for
 from feedsync.store import Store, record_run
 from feedsync.upload import Sent, upload
@@ -248,9 +248,10 @@ class Cycle:
             if acked:
                 # It was deleted by hand: CyberTrace holds none of what we recorded.
                 log.warning("supplier.vanished", supplier=supplier, acked=acked)
-                await self.store.call(self._replan, target, None, True)
+                await self.store.call(self._replan, target, None, True, False)
         refreshed = 0
         if info.retention > 0:
+            await self.store.call(self._prune_retired, supplier, info.retention * 60)
             span = info.retention * 60 * self.config.cybertrace.refresh_fraction
             replanned = await self.store.call(self._replan, target, Refresh(span, time.time()))
             refreshed = replanned.refresh
@@ -268,9 +269,15 @@ class Cycle:
             await repair()
         return await upload(self.store, client, supplier, repair), refreshed
 
-    def _replan(self, target: Target, refresh: Refresh | None, resync: bool = False) -> Plan:
+    def _replan(
+        self, target: Target, refresh: Refresh | None, resync: bool = False, sweep: bool = True
+    ) -> Plan:
         with self.store.transaction() as db:
-            return plan(db, target, resync=resync, refresh=refresh)
+            return plan(db, target, resync=resync, sweep=sweep, refresh=refresh)
+
+    def _prune_retired(self, supplier: str, retention_seconds: float) -> None:
+        with self.store.transaction() as db:
+            prune_retired(db, supplier, time.time() - retention_seconds)
 
     async def _finish(self, report: SupplierReport) -> SupplierReport:
         counts = await self.store.call(

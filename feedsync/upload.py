@@ -172,6 +172,16 @@ def acknowledge(db: sqlite3.Connection, supplier: str, batch: Batch, decided: Ve
         " acked_at = excluded.acked_at",
         acked,
     )
+    db.executemany(
+        "INSERT INTO retired (supplier, value, retired_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (supplier, value) DO UPDATE SET retired_at = excluded.retired_at",
+        [(s, value, stamp) for s, value in gone],
+    )
+    if db.execute("SELECT 1 FROM retired WHERE supplier = ? LIMIT 1", (supplier,)).fetchone():
+        db.executemany(
+            "DELETE FROM retired WHERE supplier = ? AND value = ?",
+            [(s, value) for s, value, _digest, _at in acked],
+        )
     if db.execute("SELECT 1 FROM rejected WHERE supplier = ? LIMIT 1", (supplier,)).fetchone():
         db.executemany(
             "DELETE FROM rejected WHERE supplier = ? AND value = ?",

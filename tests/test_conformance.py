@@ -265,3 +265,34 @@ async def test_retention_0_works_where_it_means_never_and_fails_clearly_where_re
         out = capfd.readouterr().out
         assert "POST suppliers: CyberTrace answered 400" in out
         assert pending(setup, "Forever") == 1
+
+
+async def test_resync_after_a_restore_from_an_older_backup_makes_the_supplier_exact(
+    setup: Setup,
+) -> None:
+    emu = setup.emulator
+    kept = [f"v{i}.example" for i in range(50)]
+    dropped = [f"old{i}.example" for i in range(10)]
+    path = setup.config(setup.feed("f", "Restored", kept + dropped))
+    assert await sync(path) == 0
+    supplier = emu.supplier("Restored")
+    assert supplier is not None
+    backup = dict(supplier.indicators)
+
+    added = [f"new{i}.example" for i in range(5)]
+    setup.feed("f", "Restored", kept + added)
+    assert await sync(path) == 0
+    assert emu.indicators("Restored").keys() == set(kept + added)
+
+    supplier.indicators.clear()  # CyberTrace restored from the backup
+    supplier.indicators.update(backup)
+    assert await sync(path) == 0
+    assert emu.indicators("Restored").keys() == set(kept + dropped), "feedsync cannot tell"
+    assert await sync(path, "--resync") == 0
+    assert emu.indicators("Restored").keys() == set(kept + added), "re-sent and swept"
+    assert pending(setup, "Restored") == 0
+
+    # Again, when CyberTrace holds none of what is swept: deleting those is done too.
+    assert await sync(path, "--resync") == 0
+    assert emu.indicators("Restored").keys() == set(kept + added)
+    assert pending(setup, "Restored") == 0

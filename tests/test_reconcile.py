@@ -467,3 +467,60 @@ def test_an_old_spelling_of_a_listed_url_is_forgotten_not_deleted(store: Store) 
         "b.example/p/./q": ("delete", {"indicator": "b.example/p/./q"}),
     }
     assert "a.example/x/../y" not in store.acked_values("S")
+
+
+def retired(store: Store, supplier: str) -> set[str]:
+    rows = store.db.execute("SELECT value FROM retired WHERE supplier = ?", (supplier,))
+    return {r[0] for r in rows}
+
+
+def test_an_acknowledged_delete_is_remembered_and_a_resync_sweeps_it(store: Store) -> None:
+    load(store, "f", "S", [ind("a.example"), ind("b.example"), ind("c.example")])
+    t = target(store, "S", "f")
+    replan(store, t)
+    ack_all(store, "S")
+    load(store, "f", "S", [ind("a.example"), ind("b.example")])
+    assert replan(store, t) == Plan(delete=1)
+    ack_all(store, "S")
+    assert retired(store, "S") == {"c.example"}
+
+    assert replan(store, t, resync=True) == Plan(add=2, delete=1)
+    assert pending(store, "S")["c.example"][0] == "delete"
+    ack_all(store, "S")
+    assert retired(store, "S") == {"c.example"}, "swept again at the next resync"
+
+    load(store, "f", "S", [ind("a.example"), ind("b.example"), ind("c.example")])
+    replan(store, t)
+    ack_all(store, "S")
+    assert retired(store, "S") == set(), "listed and sent again: no longer retired"
+
+
+def test_a_sweep_spares_an_old_spelling_of_a_listed_value(store: Store) -> None:
+    load(store, "f", "S", [ind("a.example")])
+    t = target(store, "S", "f")
+    store.db.execute(
+        "INSERT INTO retired (supplier, value, retired_at) VALUES ('S', 'A.Example', 0)"
+    )
+    assert replan(store, t, resync=True) == Plan(add=1)
+    assert set(pending(store, "S")) == {"a.example"}
+
+
+def test_a_supplier_created_empty_forgets_what_was_retired(store: Store) -> None:
+    load(store, "f", "S", [ind("a.example")])
+    t = target(store, "S", "f")
+    store.db.execute(
+        "INSERT INTO retired (supplier, value, retired_at) VALUES ('S', 'z.example', 0)"
+    )
+    assert replan(store, t, resync=True, sweep=False) == Plan(add=1)
+    assert retired(store, "S") == set()
+
+
+def test_retired_values_are_forgotten_after_the_retention(store: Store) -> None:
+    now = time.time()
+    store.db.executemany(
+        "INSERT INTO retired (supplier, value, retired_at) VALUES ('S', ?, ?)",
+        [("old.example", now - 7200), ("recent.example", now - 60)],
+    )
+    with store.transaction() as db:
+        reconcile.prune_retired(db, "S", now - 3600)
+    assert retired(store, "S") == {"recent.example"}
