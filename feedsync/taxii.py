@@ -2,10 +2,14 @@
 
 The feed URL is an API root, or a discovery URL whose default API root is
 used. The collection is found by id or title. Objects are paged with
-``match[type]=indicator`` and ``limit``, following ``next`` while ``more``;
-a full pull (the first, then every ``full_pull``) replaces the snapshot, later
-pulls ask for what was ``added_after`` the last ``X-TAXII-Date-Added-Last`` of
-an applied pull and patch it. The newest ``modified`` of an indicator wins;
+``match[type]=indicator`` and ``limit``, following ``next`` while ``more``
+(``added_after`` the page's ``X-TAXII-Date-Added-Last`` when ``more`` comes
+without ``next``); TAXII 2.0 pages with ``Range`` until ``Content-Range``
+reaches its total. A pull that cannot show it reached that end fails, so a
+truncated set never replaces or patches the snapshot. A full pull (the first,
+then every ``full_pull``) replaces the snapshot, later pulls ask for what was
+``added_after`` the last ``X-TAXII-Date-Added-Last`` of an applied pull and
+patch it. The newest ``modified`` of an indicator wins;
 revoked or expired ones are removed.
 """
 
@@ -128,7 +132,7 @@ class TaxiiSource:
         url: str,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> tuple[Any, Any]:
+    ) -> tuple[Any, Any, int]:
         where = redact_url(url)
         assert self._session is not None
         accept = {"Accept": MEDIA if self.version == "2.1" else MEDIA_20, **(headers or {})}
@@ -151,22 +155,22 @@ class TaxiiSource:
                     )
                 if response.status not in (200, 206):
                     raise FetchError(self.feed.name, f"HTTP {response.status} from {where}")
-                raw, headers = await response.read(), response.headers
+                raw, headers, status = await response.read(), response.headers, response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise FetchError(
                 self.feed.name, f"cannot fetch {where}: {exc or type(exc).__name__}"
             ) from exc
         try:
-            return orjson.loads(raw) if raw.strip() else {}, headers
+            return orjson.loads(raw) if raw.strip() else {}, headers, status
         except orjson.JSONDecodeError as exc:
             raise ParseError(self.feed.name, f"{where} answered with something not JSON") from exc
 
     async def _api_root(self) -> str:
         try:
-            data, _ = await self._get(self.url)
+            data, _, _ = await self._get(self.url)
         except NotAcceptable:
             self.version = "2.0"
-            data, _ = await self._get(self.url)
+            data, _, _ = await self._get(self.url)
         if isinstance(data, dict) and isinstance(data.get("api_roots"), list):
             root = data.get("default") or (data["api_roots"] or [None])[0]
             if not isinstance(root, str):
@@ -175,7 +179,7 @@ class TaxiiSource:
         return self.url
 
     async def _collection(self, root: str) -> str:
-        data, _ = await self._get(f"{root}collections/")
+        data, _, _ = await self._get(f"{root}collections/")
         wanted = self.feed.collection
         found = data.get("collections", []) if isinstance(data, dict) else []
         for item in found:
@@ -205,10 +209,12 @@ class TaxiiSource:
         seen: set[tuple[str, str]] = set()
         out = await asyncio.to_thread(path.open, "wb")
         try:
-            for _ in range(MAX_PAGES):
-                data, headers = await self._get(url, params)
-                page = data.get("objects", []) if isinstance(data, dict) else []
-                lines = b"".join(orjson.dumps(o) + b"\n" for o in page if isinstance(o, dict))
+            for number in range(1, MAX_PAGES + 1):
+                data, headers, _status = await self._get(url, params)
+                if not isinstance(data, dict) or not isinstance(data.get("objects", []), list):
+                    raise ParseError(self.feed.name, f"TAXII page {number} is not a TAXII envelope")
+                page = [o for o in data.get("objects", []) if isinstance(o, dict)]
+                lines = b"".join(orjson.dumps(o) + b"\n" for o in page)
                 await asyncio.to_thread(out.write, lines)
                 size += len(lines)
                 if size > self.feed.max_body_bytes:
@@ -218,19 +224,47 @@ class TaxiiSource:
                     )
                 count += len(page)
                 last = headers.get("X-TAXII-Date-Added-Last") or last
-                more, token = data.get("more"), data.get("next")
-                if not page or not more or not token:
+                if not _more(data, self.feed.name, number):
                     return count, last
-                # Servers may keep one next token for a whole paging session (medallion
-                # does): a loop is the same page again, not the same token.
-                first = (str(page[0].get("id")), str(page[0].get("modified")))
-                if first in seen:
-                    raise FetchError(self.feed.name, f"TAXII pagination loops (next {token!r})")
-                seen.add(first)
-                params = {**params, "next": str(token)}
+                params = self._onwards(params, data, headers, number=number, page=page, seen=seen)
         finally:
             await asyncio.to_thread(out.close)
         raise FetchError(self.feed.name, f"TAXII kept paging past {MAX_PAGES} pages")
+
+    def _onwards(
+        self,
+        params: dict[str, str],
+        data: Mapping[str, Any],
+        headers: Mapping[str, str],
+        *,
+        number: int,
+        page: list[Any],
+        seen: set[tuple[str, str]],
+    ) -> dict[str, str]:
+        """The parameters of the page after one that said ``more``: its ``next``
+        token, else (TAXII 2.1, 3.4) ``added_after`` its X-TAXII-Date-Added-Last.
+        Without either the pull cannot reach its end, and a set short of its end
+        must not replace the snapshot."""
+        token, added = data.get("next"), headers.get("X-TAXII-Date-Added-Last")
+        if token not in (None, ""):
+            moved = {**params, "next": str(token)}
+        elif added:
+            moved = {k: v for k, v in params.items() if k != "next"} | {"added_after": added}
+        else:
+            raise FetchError(
+                self.feed.name,
+                f"TAXII page {number} says more: true but gives neither next nor"
+                " X-TAXII-Date-Added-Last to page on with: the pull cannot reach its end",
+            )
+        # Servers may keep one next token for a whole paging session (medallion
+        # does): a loop is the same page again, or an empty page that moves nowhere.
+        first = (str(page[0].get("id")), str(page[0].get("modified"))) if page else None
+        if (first in seen) if first else moved == params:
+            shown = f"next {token!r}" if token else f"added_after {added}"
+            raise FetchError(self.feed.name, f"TAXII pagination loops ({shown})")
+        if first:
+            seen.add(first)
+        return moved
 
     async def _ranges(self, url: str, after: str | None, path: Path) -> tuple[int, str | None]:
         """TAXII 2.0 paging: ``Range: items a-b`` until ``Content-Range`` says all came."""
@@ -242,21 +276,67 @@ class TaxiiSource:
         try:
             for _ in range(MAX_PAGES):
                 headers = {"Range": f"items {start}-{start + PAGE - 1}", "Accept": STIX_20}
-                data, answer = await self._get(url, params, headers)
-                page = [o for o in data.get("objects", []) if isinstance(o, dict)]
+                data, answer, status = await self._get(url, params, headers)
+                raw = data.get("objects", []) if isinstance(data, dict) else None
+                if not isinstance(raw, list):
+                    raise ParseError(
+                        self.feed.name, f"TAXII answer at item {start} is not a bundle"
+                    )
+                page = [o for o in raw if isinstance(o, dict)]
                 await asyncio.to_thread(out.write, b"".join(orjson.dumps(o) + b"\n" for o in page))
                 count += len(page)
                 last = answer.get("X-TAXII-Date-Added-Last") or last
                 served = _RANGE.match(answer.get("Content-Range", ""))
-                if not page or served is None:
-                    return count, last
-                end, total = int(served.group(2)), served.group(3)
-                if end + 1 <= start or (total != "*" and end + 1 >= int(total)):
+                if served is None:
+                    self._unranged(status, start)
+                    return count, last  # the whole collection in one answer
+                first, end, total = int(served[1]), int(served[2]), served[3]
+                self._check_range(start, first, end, total, len(raw))
+                if (total == "*" and not raw) or (total != "*" and end + 1 >= int(total)):
                     return count, last
                 start = end + 1
         finally:
             await asyncio.to_thread(out.close)
         raise FetchError(self.feed.name, f"TAXII kept paging past {MAX_PAGES} pages")
+
+    def _unranged(self, status: int, start: int) -> None:
+        """An answer without Content-Range is the whole collection only when it is
+        a 200 to the first request; otherwise nothing says where the set ends."""
+        if status == 206:
+            raise FetchError(
+                self.feed.name,
+                f"TAXII server answered 206 (a partial page) without a Content-Range"
+                f" at item {start}: cannot tell whether the pull reached its end",
+            )
+        if start > 0:
+            raise FetchError(
+                self.feed.name,
+                f"TAXII server answered 200 without a Content-Range at item {start},"
+                " after paging with ranges: cannot tell whether the pull reached its end",
+            )
+
+    def _check_range(self, start: int, first: int, end: int, total: str, held: int) -> None:
+        """Each answer must go on where the last ended, hold what it says it holds,
+        and move on; anything else leaves items unread."""
+        name = self.feed.name
+        if not held and total != "*" and start < int(total):
+            raise FetchError(
+                name,
+                f"TAXII server sent no items at {start} of the {total} announced:"
+                " the pull stops short of its end",
+            )
+        if first > start or end < first:
+            raise FetchError(
+                name,
+                f"TAXII server answered items {first}-{end} when asked for {start}-:"
+                " items would be missing",
+            )
+        if held < end - first + 1:
+            raise FetchError(
+                name,
+                f"TAXII Content-Range says items {first}-{end} but the page holds {held}:"
+                " items would be missing",
+            )
 
     def records(self, body: Body) -> Iterator[Record | Invalid | Removal]:
         patch = body.mode == "patch"
@@ -282,3 +362,12 @@ class TaxiiSource:
                 if stix_id and modified >= newest.get(stix_id, ""):
                     newest[stix_id] = modified
         return newest
+
+
+def _more(envelope: Mapping[str, Any], feed: str, number: int) -> bool:
+    # An absent ``more`` is false (TAXII 2.1, 3.7.1); a text "false" is truthy in
+    # Python and would page on, or end a pull early as "true" would not.
+    more = envelope.get("more", False)
+    if not isinstance(more, bool):
+        raise ParseError(feed, f"TAXII page {number}: more is {more!r}, not true or false")
+    return more

@@ -1,0 +1,286 @@
+"""TAXII paging that does not reach its documented end fails the feed and leaves its
+supplier as it was; the bad-input corpus of TAXII servers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import pytest
+from aiohttp import web
+from conftest import ConfigFactory
+from test_sync import sync
+
+from feedsync.config import Config
+from feedsync.emulator import Emulator
+from feedsync.store import Store
+
+TOTAL = 30
+STEP = 10
+MEDIA_21 = "application/taxii+json;version=2.1"
+
+
+def indicator(n: int) -> dict[str, object]:
+    stamp = f"2026-01-01T00:00:{n:02d}.000Z"
+    return {
+        "type": "indicator",
+        "spec_version": "2.1",
+        "id": f"indicator--00000000-0000-4000-8000-{n:012d}",
+        "created": stamp,
+        "modified": stamp,
+        "pattern": f"[domain-name:value = 'host{n}.example']",
+        "pattern_type": "stix",
+        "valid_from": stamp,
+    }
+
+
+OBJECTS = [indicator(n) for n in range(TOTAL)]
+HOSTS = {f"host{n}.example" for n in range(TOTAL)}
+Page = Callable[[web.Request, int], web.Response]
+
+
+def added_last(page: list[dict[str, object]]) -> dict[str, str]:
+    return {"X-TAXII-Date-Added-Last": str(page[-1]["modified"])} if page else {}
+
+
+def good_21(request: web.Request, start: int) -> web.Response:
+    """Pages of ten, each naming the next by its offset."""
+    page = OBJECTS[start : start + STEP]
+    more = start + STEP < TOTAL
+    envelope: dict[str, object] = {"more": more, "objects": page}
+    if more:
+        envelope["next"] = str(start + STEP)
+    return web.json_response(envelope, headers=added_last(page))
+
+
+def range_20(request: web.Request, start: int) -> web.Response:
+    """TAXII 2.0: ten items per 206 answer, as Content-Range says."""
+    page = OBJECTS[start : start + STEP]
+    bundle = {"type": "bundle", "id": "bundle--1", "spec_version": "2.0", "objects": page}
+    served = f"items {start}-{start + len(page) - 1}/{TOTAL}"
+    return web.json_response(bundle, status=206, headers={"Content-Range": served})
+
+
+def start_of(request: web.Request) -> int:
+    if "Range" in request.headers:
+        return int(request.headers["Range"].split()[1].split("-")[0])
+    if "next" in request.query:
+        return int(request.query["next"])
+    after = request.query.get("added_after")
+    return sum(1 for o in OBJECTS if after is not None and str(o["modified"]) <= after)
+
+
+class Server:
+    """A TAXII server at /api1/ whose objects endpoint answers with ``page``; the
+    first page asked for is offset 0, later ones as ``next``, ``added_after`` or
+    ``Range`` say."""
+
+    def __init__(self, version: str = "2.1") -> None:
+        self.version = version
+        self.page: Page = good_21 if version == "2.1" else range_20
+        self.requests: list[web.Request] = []
+        app = web.Application()
+        app.router.add_get("/api1/", self.root)
+        app.router.add_get("/api1/collections/", self.collections)
+        app.router.add_get("/api1/collections/c1/objects/", self.objects)
+        self.runner = web.AppRunner(app)
+        self.url = ""
+
+    async def root(self, request: web.Request) -> web.Response:
+        if self.version == "2.0" and "version=2.0" not in request.headers.get("Accept", ""):
+            return web.json_response({"title": "2.0 only"}, status=406)
+        return web.json_response({"title": "fake", "versions": [MEDIA_21]})
+
+    async def collections(self, _request: web.Request) -> web.Response:
+        return web.json_response({"collections": [{"id": "c1", "title": "only", "can_read": True}]})
+
+    async def objects(self, request: web.Request) -> web.Response:
+        self.requests.append(request)
+        return self.page(request, start_of(request))
+
+    async def start(self) -> None:
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}/api1/"
+
+
+@pytest.fixture
+async def taxii() -> AsyncIterator[Callable[[str], Server]]:
+    servers: list[Server] = []
+
+    def make(version: str) -> Server:
+        server = Server(version)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        await server.runner.cleanup()
+
+
+def taxii_feed(url: str) -> str:
+    # Every pull is a full pull, whose truncated set would replace the snapshot;
+    # a ratio of 1 keeps the shrink guard from hiding an applied truncation.
+    return (
+        f"- {{name: vx, type: taxii, url: '{url}', collection: only, supplier: VX,"
+        " full_pull: 0.001, max_delete_ratio: 1.0}\n"
+    )
+
+
+async def synced(
+    server: Server,
+    emulator: Emulator,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+) -> tuple[Config, Store]:
+    await server.start()
+    loaded = make_config(emulator.url, taxii_feed(server.url), "VX: {confidence: 50}\n")
+    store = open_store(loaded)
+    feeds, _ = await sync(loaded, store)
+    assert feeds[0].result == "ok", feeds[0].error
+    assert emulator.indicators("VX").keys() == HOSTS
+    return loaded, store
+
+
+# --- bad page sequences -----------------------------------------------------------
+
+
+def more_without_next(request: web.Request, start: int) -> web.Response:
+    page = OBJECTS[start : start + STEP]
+    return web.json_response({"more": True, "objects": page})
+
+
+def next_repeated_on_empty_pages(request: web.Request, start: int) -> web.Response:
+    if "next" not in request.query:
+        return good_21(request, start)
+    return web.json_response({"more": True, "next": request.query["next"], "objects": []})
+
+
+def added_last_stands_still(request: web.Request, start: int) -> web.Response:
+    return web.json_response(
+        {"more": True, "objects": []}, headers={"X-TAXII-Date-Added-Last": "2026-01-01T00:00:00Z"}
+    )
+
+
+def more_is_text(request: web.Request, start: int) -> web.Response:
+    return web.json_response({"more": "false", "next": "10", "objects": OBJECTS[:STEP]})
+
+
+def envelope_is_a_list(request: web.Request, start: int) -> web.Response:
+    return web.json_response([o["id"] for o in OBJECTS])
+
+
+def partial_without_range(request: web.Request, start: int) -> web.Response:
+    if start == 0:
+        return range_20(request, start)
+    bundle = {"type": "bundle", "objects": OBJECTS[start : start + STEP]}
+    return web.json_response(bundle, status=206)
+
+
+def range_page_short(request: web.Request, start: int) -> web.Response:
+    if start == 0:
+        return range_20(request, start)
+    bundle = {"type": "bundle", "objects": OBJECTS[start : start + 5]}
+    served = f"items {start}-{start + STEP - 1}/{TOTAL}"
+    return web.json_response(bundle, status=206, headers={"Content-Range": served})
+
+
+def range_empty_before_total(request: web.Request, start: int) -> web.Response:
+    if start < 20:
+        return range_20(request, start)
+    bundle = {"type": "bundle", "objects": []}
+    return web.json_response(bundle, status=206, headers={"Content-Range": f"items 0-0/{TOTAL}"})
+
+
+def range_skips(request: web.Request, start: int) -> web.Response:
+    if start == 0:
+        return range_20(request, start)
+    begin = start + 5
+    bundle = {"type": "bundle", "objects": OBJECTS[begin : begin + STEP]}
+    served = f"items {begin}-{min(begin + STEP, TOTAL) - 1}/{TOTAL}"
+    return web.json_response(bundle, status=206, headers={"Content-Range": served})
+
+
+def range_stops_paging(request: web.Request, start: int) -> web.Response:
+    if start == 0:
+        return range_20(request, start)
+    return web.json_response({"type": "bundle", "objects": OBJECTS[start : start + STEP]})
+
+
+@dataclass(frozen=True)
+class Case:
+    version: str
+    page: Page
+    message: str
+
+
+CASES: dict[str, Case] = {
+    "more-without-next-or-date": Case(
+        "2.1", more_without_next, "page 1 says more: true but gives neither next nor"
+    ),
+    "next-repeated-on-empty-pages": Case(
+        "2.1", next_repeated_on_empty_pages, "TAXII pagination loops (next '10')"
+    ),
+    "added-last-stands-still": Case("2.1", added_last_stands_still, "TAXII pagination loops"),
+    "more-is-text": Case("2.1", more_is_text, "page 1: more is 'false', not true or false"),
+    "envelope-is-a-list": Case("2.1", envelope_is_a_list, "page 1 is not a TAXII envelope"),
+    "206-without-content-range": Case(
+        "2.0", partial_without_range, "206 (a partial page) without a Content-Range"
+    ),
+    "range-page-short": Case(
+        "2.0", range_page_short, "Content-Range says items 10-19 but the page holds 5"
+    ),
+    "range-empty-before-total": Case(
+        "2.0", range_empty_before_total, "no items at 20 of the 30 announced"
+    ),
+    "range-skips-items": Case("2.0", range_skips, "answered items 15-24 when asked for 10-"),
+    "range-paging-stops": Case(
+        "2.0", range_stops_paging, "answered 200 without a Content-Range at item 10"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+async def test_pull_short_of_its_end_changes_nothing(
+    name: str,
+    taxii: Callable[[str], Server],
+    emulator: Emulator,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+) -> None:
+    case = CASES[name]
+    server = taxii(case.version)
+    loaded, store = await synced(server, emulator, make_config, open_store)
+    server.page = case.page
+    emulator.clear_log()
+    feeds, suppliers = await asyncio.wait_for(sync(loaded, store), 30)
+    report = feeds[0]
+    assert (report.feed, report.result, report.stage) == ("vx", "failed", "fetch"), report
+    assert case.message in (report.error or ""), report.error
+    assert emulator.indicator_requests() == [], "nothing is sent"
+    assert emulator.indicators("VX").keys() == HOSTS
+    assert store.feed("vx", "VX").indicators == TOTAL
+    assert suppliers[0].error is None
+    assert len(server.requests) < 50
+
+
+def added_after_paging(request: web.Request, start: int) -> web.Response:
+    page = OBJECTS[start : start + STEP]
+    return web.json_response(
+        {"more": start + STEP < TOTAL, "objects": page}, headers=added_last(page)
+    )
+
+
+async def test_more_without_next_pages_on_with_added_after(
+    taxii: Callable[[str], Server],
+    emulator: Emulator,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+) -> None:
+    # TAXII 2.1 section 3.4: more without next means "go on from X-TAXII-Date-Added-Last".
+    server = taxii("2.1")
+    server.page = added_after_paging
+    await synced(server, emulator, make_config, open_store)
+    asked = [r.query.get("added_after") for r in server.requests]
+    assert asked == [None, "2026-01-01T00:00:09.000Z", "2026-01-01T00:00:19.000Z"]
