@@ -24,15 +24,18 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urljoin, urlsplit, urlunsplit
 
 import aiohttp
 import orjson
 
 from feedsync import logs
+from feedsync import taxii_paging as paging
 from feedsync.config import FeedConfig
 from feedsync.errors import FetchError, ParseError
-from feedsync.fetch import Body, Validators, pulled, redact_url, request_for, ssl_context
+from feedsync.fetch import Body, Request, Validators, pulled, redact_url, request_for, ssl_context
 from feedsync.model import Invalid, Record, Removal
+from feedsync.redact import Redacted
 from feedsync.stix import indicator_records
 
 log = logs.get("feedsync.taxii")
@@ -52,6 +55,42 @@ class ExpiredPage(FetchError):
 
 class NotAcceptable(FetchError):
     """The server refused the TAXII version asked for (406)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A TAXII URL without its query, and the query each request to it carries.
+
+    A feed URL's query (``?token=...``) is how some servers authenticate: it
+    belongs to the API root, not to the end of its path, so paths are joined
+    to ``base`` and the query goes along on every request to the same origin
+    (never to another host a discovery document names)."""
+
+    base: str
+    query: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, url: str, inherited: Endpoint | None = None) -> Endpoint:
+        parts = urlsplit(url if inherited is None else urljoin(inherited.base, url))
+        path = parts.path if parts.path.endswith("/") else parts.path + "/"
+        base = urlunsplit(parts._replace(path=path, query="", fragment=""))
+        query = tuple(parse_qsl(parts.query, keep_blank_values=True))
+        if not query and inherited is not None and _origin(base) == _origin(inherited.base):
+            query = inherited.query
+        return cls(base, query)
+
+    def join(self, path: str) -> Endpoint:
+        return Endpoint(urljoin(self.base, path), self.query)
+
+    def params(self, own: Mapping[str, str] | None) -> list[tuple[str, str]]:
+        """The request's parameters after the endpoint's; the request's win."""
+        own = own or {}
+        return [(k, v) for k, v in self.query if k not in own] + list(own.items())
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +133,9 @@ class TaxiiSource:
 
     def __init__(self, feed: FeedConfig) -> None:
         self.feed = feed
-        self.url = feed.url if feed.url.endswith("/") else feed.url + "/"
+        self._request: Request = request_for(feed)
+        # Userinfo has left the request's URL for its Authorization header.
+        self.url = Endpoint.of(self._request.url)
         self._session: aiohttp.ClientSession | None = None
         self._tls: Any = None
         self.version = "2.1"
@@ -106,7 +147,7 @@ class TaxiiSource:
         await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
         path = spool / f"{self.feed.name}.taxii.body"
         after = None if full or cursor is None else cursor.added_after
-        request = request_for(self.feed, self.url)
+        request = self._request
         headers = {**request.headers, "Accept": MEDIA}
         if self.feed.api_key is not None and "Authorization" not in headers:
             headers["Authorization"] = f"Bearer {self.feed.api_key.reveal()}"
@@ -117,28 +158,29 @@ class TaxiiSource:
         async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
             self._session, self._tls = session, tls
             if not full and cursor is not None and cursor.objects:
-                objects, self.version = cursor.objects, cursor.version
+                objects, self.version = Endpoint.of(cursor.objects, self.url), cursor.version
             else:
                 root = await self._api_root()
-                objects = f"{root}collections/{await self._collection(root)}/objects/"
+                objects = root.join(f"collections/{await self._collection(root)}/objects/")
             count, last = await self._pull(objects, after, path)
         added = last or (cursor.added_after if cursor else None)
         full_at = now if full else (cursor.full_at if cursor else now)
-        state = Cursor(added, full_at, objects, self.version)
+        # The base only: the query may hold a token, and comes from the config.
+        state = Cursor(added, full_at, objects.base, self.version)
         return pulled(path, count, state.dump(), full=full)
 
     async def _get(
         self,
-        url: str,
+        url: Endpoint,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> tuple[Any, Any, int]:
-        where = redact_url(url)
+        where = redact_url(url.base)
         assert self._session is not None
         accept = {"Accept": MEDIA if self.version == "2.1" else MEDIA_20, **(headers or {})}
         try:
             async with self._session.get(
-                url, params=params, headers=accept, ssl=self._tls
+                url.base, params=url.params(params), headers=accept, ssl=self._tls
             ) as response:
                 if response.status in (401, 403):
                     raise FetchError(
@@ -157,15 +199,17 @@ class TaxiiSource:
                     raise FetchError(self.feed.name, f"HTTP {response.status} from {where}")
                 raw, headers, status = await response.read(), response.headers, response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise FetchError(
-                self.feed.name, f"cannot fetch {where}: {exc or type(exc).__name__}"
-            ) from exc
+            # aiohttp's text can hold the URL with its query: the token.
+            why = self._request.hide(str(exc) or type(exc).__name__)
+            raise FetchError(self.feed.name, f"cannot fetch {where}: {why}") from Redacted.of(
+                exc, (*self._request.secrets, *self._request.headers.values())
+            )
         try:
             return orjson.loads(raw) if raw.strip() else {}, headers, status
         except orjson.JSONDecodeError as exc:
             raise ParseError(self.feed.name, f"{where} answered with something not JSON") from exc
 
-    async def _api_root(self) -> str:
+    async def _api_root(self) -> Endpoint:
         try:
             data, _, _ = await self._get(self.url)
         except NotAcceptable:
@@ -175,11 +219,11 @@ class TaxiiSource:
             root = data.get("default") or (data["api_roots"] or [None])[0]
             if not isinstance(root, str):
                 raise ParseError(self.feed.name, "the discovery document names no API root")
-            return root if root.endswith("/") else root + "/"
+            return Endpoint.of(root, self.url)
         return self.url
 
-    async def _collection(self, root: str) -> str:
-        data, _, _ = await self._get(f"{root}collections/")
+    async def _collection(self, root: Endpoint) -> str:
+        data, _, _ = await self._get(root.join("collections/"))
         wanted = self.feed.collection
         found = data.get("collections", []) if isinstance(data, dict) else []
         for item in found:
@@ -188,10 +232,10 @@ class TaxiiSource:
         names = ", ".join(f"{c.get('title')} ({c.get('id')})" for c in found if isinstance(c, dict))
         raise FetchError(
             self.feed.name,
-            f"no collection {wanted!r} at {redact_url(root)}; there are: {names or 'none'}",
+            f"no collection {wanted!r} at {redact_url(root.base)}; there are: {names or 'none'}",
         )
 
-    async def _pull(self, url: str, after: str | None, path: Path) -> tuple[int, str | None]:
+    async def _pull(self, url: Endpoint, after: str | None, path: Path) -> tuple[int, str | None]:
         """All pages; a ``next`` the server forgot restarts the pull once from ``after``."""
         try:
             return await self._pages(url, after, path)
@@ -199,7 +243,7 @@ class TaxiiSource:
             log.warning("taxii.restart", feed=self.feed.name, reason=exc.message)
             return await self._pages(url, after, path)
 
-    async def _pages(self, url: str, after: str | None, path: Path) -> tuple[int, str | None]:
+    async def _pages(self, url: Endpoint, after: str | None, path: Path) -> tuple[int, str | None]:
         if self.version == "2.0":
             return await self._ranges(url, after, path)
         params = {"match[type]": "indicator", "limit": str(PAGE)}
@@ -224,49 +268,16 @@ class TaxiiSource:
                     )
                 count += len(page)
                 last = headers.get("X-TAXII-Date-Added-Last") or last
-                if not _more(data, self.feed.name, number):
+                if not paging.more(data, self.feed.name, number):
                     return count, last
-                params = self._onwards(params, data, headers, number=number, page=page, seen=seen)
+                params = paging.onwards(
+                    self.feed.name, params, data, headers, number=number, page=page, seen=seen
+                )
         finally:
             await asyncio.to_thread(out.close)
         raise FetchError(self.feed.name, f"TAXII kept paging past {MAX_PAGES} pages")
 
-    def _onwards(
-        self,
-        params: dict[str, str],
-        data: Mapping[str, Any],
-        headers: Mapping[str, str],
-        *,
-        number: int,
-        page: list[Any],
-        seen: set[tuple[str, str]],
-    ) -> dict[str, str]:
-        """The parameters of the page after one that said ``more``: its ``next``
-        token, else (TAXII 2.1, 3.4) ``added_after`` its X-TAXII-Date-Added-Last.
-        Without either the pull cannot reach its end, and a set short of its end
-        must not replace the snapshot."""
-        token, added = data.get("next"), headers.get("X-TAXII-Date-Added-Last")
-        if token not in (None, ""):
-            moved = {**params, "next": str(token)}
-        elif added:
-            moved = {k: v for k, v in params.items() if k != "next"} | {"added_after": added}
-        else:
-            raise FetchError(
-                self.feed.name,
-                f"TAXII page {number} says more: true but gives neither next nor"
-                " X-TAXII-Date-Added-Last to page on with: the pull cannot reach its end",
-            )
-        # Servers may keep one next token for a whole paging session (medallion
-        # does): a loop is the same page again, or an empty page that moves nowhere.
-        first = (str(page[0].get("id")), str(page[0].get("modified"))) if page else None
-        if (first in seen) if first else moved == params:
-            shown = f"next {token!r}" if token else f"added_after {added}"
-            raise FetchError(self.feed.name, f"TAXII pagination loops ({shown})")
-        if first:
-            seen.add(first)
-        return moved
-
-    async def _ranges(self, url: str, after: str | None, path: Path) -> tuple[int, str | None]:
+    async def _ranges(self, url: Endpoint, after: str | None, path: Path) -> tuple[int, str | None]:
         """TAXII 2.0 paging: ``Range: items a-b`` until ``Content-Range`` says all came."""
         params = {"match[type]": "indicator"}
         if after:
@@ -288,55 +299,17 @@ class TaxiiSource:
                 last = answer.get("X-TAXII-Date-Added-Last") or last
                 served = _RANGE.match(answer.get("Content-Range", ""))
                 if served is None:
-                    self._unranged(status, start)
+                    paging.unranged(self.feed.name, status, start)
                     return count, last  # the whole collection in one answer
-                first, end, total = int(served[1]), int(served[2]), served[3]
-                self._check_range(start, first, end, total, len(raw))
-                if (total == "*" and not raw) or (total != "*" and end + 1 >= int(total)):
+                end = int(served[2])
+                if paging.range_ends(
+                    self.feed.name, start, (int(served[1]), end, served[3]), len(raw)
+                ):
                     return count, last
                 start = end + 1
         finally:
             await asyncio.to_thread(out.close)
         raise FetchError(self.feed.name, f"TAXII kept paging past {MAX_PAGES} pages")
-
-    def _unranged(self, status: int, start: int) -> None:
-        """An answer without Content-Range is the whole collection only when it is
-        a 200 to the first request; otherwise nothing says where the set ends."""
-        if status == 206:
-            raise FetchError(
-                self.feed.name,
-                f"TAXII server answered 206 (a partial page) without a Content-Range"
-                f" at item {start}: cannot tell whether the pull reached its end",
-            )
-        if start > 0:
-            raise FetchError(
-                self.feed.name,
-                f"TAXII server answered 200 without a Content-Range at item {start},"
-                " after paging with ranges: cannot tell whether the pull reached its end",
-            )
-
-    def _check_range(self, start: int, first: int, end: int, total: str, held: int) -> None:
-        """Each answer must go on where the last ended, hold what it says it holds,
-        and move on; anything else leaves items unread."""
-        name = self.feed.name
-        if not held and total != "*" and start < int(total):
-            raise FetchError(
-                name,
-                f"TAXII server sent no items at {start} of the {total} announced:"
-                " the pull stops short of its end",
-            )
-        if first > start or end < first:
-            raise FetchError(
-                name,
-                f"TAXII server answered items {first}-{end} when asked for {start}-:"
-                " items would be missing",
-            )
-        if held < end - first + 1:
-            raise FetchError(
-                name,
-                f"TAXII Content-Range says items {first}-{end} but the page holds {held}:"
-                " items would be missing",
-            )
 
     def records(self, body: Body) -> Iterator[Record | Invalid | Removal]:
         patch = body.mode == "patch"
@@ -362,12 +335,3 @@ class TaxiiSource:
                 if stix_id and modified >= newest.get(stix_id, ""):
                     newest[stix_id] = modified
         return newest
-
-
-def _more(envelope: Mapping[str, Any], feed: str, number: int) -> bool:
-    # An absent ``more`` is false (TAXII 2.1, 3.7.1); a text "false" is truthy in
-    # Python and would page on, or end a pull early as "true" would not.
-    more = envelope.get("more", False)
-    if not isinstance(more, bool):
-        raise ParseError(feed, f"TAXII page {number}: more is {more!r}, not true or false")
-    return more

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -284,3 +286,102 @@ async def test_more_without_next_pages_on_with_added_after(
     await synced(server, emulator, make_config, open_store)
     asked = [r.query.get("added_after") for r in server.requests]
     assert asked == [None, "2026-01-01T00:00:09.000Z", "2026-01-01T00:00:19.000Z"]
+
+
+# --- a feed URL with a query --------------------------------------------------------
+
+TOKEN = "tok-3141592653"
+
+
+class TokenServer:
+    """Discovery at /taxii2/ and an API root at /api1/ that answer only with
+    ``?token=``; the discovery document names the root by ``root``."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str]] = []  # host, path, query
+        self.root = ""
+        app = web.Application(middlewares=[self.token])
+        app.router.add_get("/taxii2/", self.discovery)
+        app.router.add_get("/api1/", self.api_root)
+        app.router.add_get("/api1/collections/", self.collections)
+        app.router.add_get("/api1/collections/c1/objects/", self.objects)
+        self.runner = web.AppRunner(app)
+        self.port = 0
+
+    @web.middleware
+    async def token(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.seen.append((request.host.split(":")[0], request.path, request.query_string))
+        if request.query.get("token") != TOKEN:
+            return web.json_response({"title": "no token"}, status=401)
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    async def discovery(self, _request: web.Request) -> web.Response:
+        return web.json_response({"title": "d", "default": self.root, "api_roots": [self.root]})
+
+    async def api_root(self, _request: web.Request) -> web.Response:
+        return web.json_response({"title": "root"})
+
+    async def collections(self, _request: web.Request) -> web.Response:
+        return web.json_response({"collections": [{"id": "c1", "title": "only"}]})
+
+    async def objects(self, request: web.Request) -> web.Response:
+        return good_21(request, int(request.query.get("next", "0")))
+
+    async def start(self) -> None:
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.port = self.runner.addresses[0][1]
+
+
+@pytest.fixture
+async def token_server() -> AsyncIterator[TokenServer]:
+    server = TokenServer()
+    await server.start()
+    yield server
+    await server.runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    "path", ["/api1/?token={t}", "/api1?token={t}", "/taxii2/?token={t}"], ids=str
+)
+async def test_the_query_of_the_feed_url_goes_with_every_request(
+    path: str,
+    token_server: TokenServer,
+    emulator: Emulator,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+    tmp_path: Path,
+) -> None:
+    token_server.root = f"http://127.0.0.1:{token_server.port}/api1/"
+    url = f"http://127.0.0.1:{token_server.port}{path.format(t=TOKEN)}"
+    text = taxii_feed(url).replace("full_pull: 0.001", "full_pull: 1d")
+    loaded = make_config(emulator.url, text, "VX: {confidence: 50}\n")
+    store = open_store(loaded)
+    for _ in range(2):  # a full pull, then an incremental one from the cursor
+        feeds, _ = await sync(loaded, store)
+        assert feeds[0].result in ("ok", "unchanged"), feeds[0].error
+    assert emulator.indicators("VX").keys() == HOSTS
+    paths = [p for _, p, _ in token_server.seen]
+    assert "/api1/collections/c1/objects/" in paths
+    assert all(p.endswith("/") and "token" not in p for p in paths), paths
+    assert all(f"token={TOKEN}" in q for _, _, q in token_server.seen)
+    assert paths.count("/api1/collections/") == 1, "the second pull went to the cursor"
+    store.close()
+    for state in tmp_path.glob("state.db*"):
+        assert TOKEN.encode() not in state.read_bytes(), state
+
+
+async def test_the_query_does_not_follow_a_discovery_to_another_host(
+    token_server: TokenServer,
+    emulator: Emulator,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+) -> None:
+    token_server.root = f"http://localhost:{token_server.port}/api1/"
+    url = f"http://127.0.0.1:{token_server.port}/taxii2/?token={TOKEN}"
+    loaded = make_config(emulator.url, taxii_feed(url), "VX: {confidence: 50}\n")
+    feeds, _ = await sync(loaded, open_store(loaded))
+    assert feeds[0].result == "failed"
+    assert "refused the credentials (401)" in (feeds[0].error or "")
+    assert [q for host, _, q in token_server.seen if host == "localhost"] == [""]
