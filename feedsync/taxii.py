@@ -101,6 +101,9 @@ class Cursor:
     # straight there, one round trip when nothing was added.
     objects: str | None = None
     version: str = "2.1"
+    # The configured API root and collection the objects were found from: when
+    # either changes, ``objects`` points at the old collection.
+    source: tuple[str, str] | None = None
 
     @classmethod
     def parse(cls, text: str | None) -> Cursor | None:
@@ -108,11 +111,13 @@ class Cursor:
             data = json.loads(text) if text else None
             if not data:
                 return None
+            source = data.get("source")
             return cls(
                 data.get("added_after"),
                 float(data["full_at"]),
                 data.get("objects"),
                 data.get("version", "2.1"),
+                (str(source[0]), str(source[1])) if source and len(source) == 2 else None,
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
@@ -124,6 +129,7 @@ class Cursor:
                 "full_at": self.full_at,
                 "objects": self.objects,
                 "version": self.version,
+                "source": self.source,
             }
         )
 
@@ -143,6 +149,12 @@ class TaxiiSource:
     async def fetch(self, previous: Validators, spool: Path) -> Body | None:
         cursor = Cursor.parse(previous.cursor)
         now = time.time()
+        source = (self.url.base, self.feed.collection or "")
+        if cursor is not None and cursor.source != source:
+            # Another collection (or a cursor from before sources were kept): the
+            # cached objects URL and added_after belong to the old one.
+            log.info("taxii.source_changed", feed=self.feed.name, full_pull=True)
+            cursor = None
         full = cursor is None or now - cursor.full_at >= self.feed.full_pull
         await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
         path = spool / f"{self.feed.name}.taxii.body"
@@ -166,7 +178,7 @@ class TaxiiSource:
         added = last or (cursor.added_after if cursor else None)
         full_at = now if full else (cursor.full_at if cursor else now)
         # The base only: the query may hold a token, and comes from the config.
-        state = Cursor(added, full_at, objects.base, self.version)
+        state = Cursor(added, full_at, objects.base, self.version, source)
         return pulled(path, count, state.dump(), full=full)
 
     async def _get(

@@ -385,3 +385,71 @@ async def test_the_query_does_not_follow_a_discovery_to_another_host(
     assert feeds[0].result == "failed"
     assert "refused the credentials (401)" in (feeds[0].error or "")
     assert [q for host, _, q in token_server.seen if host == "localhost"] == [""]
+
+
+# --- a changed collection or URL ------------------------------------------------------
+
+
+class TwoCollections(Server):
+    """Collections c1 (host0-9) and c2 (host10-19) under /api1/, and c1 again
+    under /api2/ holding host20-29."""
+
+    def __init__(self) -> None:
+        super().__init__("2.1")
+        self.held = {("api1", "c1"): OBJECTS[:10], ("api1", "c2"): OBJECTS[10:20]}
+        self.held[("api2", "c1")] = OBJECTS[20:]
+        app = web.Application()
+        app.router.add_get("/{root}/", self.root)
+        app.router.add_get("/{root}/collections/", self.collections)
+        app.router.add_get("/{root}/collections/{id}/objects/", self.objects)
+        self.runner = web.AppRunner(app)
+
+    async def collections(self, _request: web.Request) -> web.Response:
+        found = [{"id": "c1", "title": "one"}, {"id": "c2", "title": "two"}]
+        return web.json_response({"collections": found})
+
+    async def objects(self, request: web.Request) -> web.Response:
+        self.requests.append(request)
+        held = self.held[(request.match_info["root"], request.match_info["id"])]
+        after = request.query.get("added_after")
+        page = [o for o in held if after is None or str(o["modified"]) > after]
+        return web.json_response({"more": False, "objects": page}, headers=added_last(page))
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"collection": "two"}, range(10, 20)),
+        ({"collection": "c2"}, range(10, 20)),
+        ({"url": "/api2/"}, range(20, 30)),
+    ],
+    ids=["collection-title", "collection-id", "url"],
+)
+async def test_a_changed_collection_or_url_starts_a_full_pull(
+    change: dict[str, str],
+    expected: range,
+    emulator: Emulator,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+) -> None:
+    server = TwoCollections()
+    await server.start()
+    try:
+
+        def configured(url: str, collection: str) -> Config:
+            text = taxii_feed(url).replace("full_pull: 0.001", "full_pull: 1d")
+            text = text.replace("collection: only", f"collection: {collection}")
+            return make_config(emulator.url, text, "VX: {confidence: 50}\n")
+
+        loaded = configured(server.url, "one")
+        store = open_store(loaded)
+        feeds, _ = await sync(loaded, store)
+        assert feeds[0].result == "ok", feeds[0].error
+        assert emulator.indicators("VX").keys() == {f"host{n}.example" for n in range(10)}
+        url = server.url.replace("/api1/", change.get("url", "/api1/"))
+        feeds, _ = await sync(configured(url, change.get("collection", "one")), store)
+    finally:
+        await server.runner.cleanup()
+    assert feeds[0].result == "ok", feeds[0].error
+    assert emulator.indicators("VX").keys() == {f"host{n}.example" for n in expected}
+    assert "added_after" not in server.requests[-1].query, "a full pull"
