@@ -453,3 +453,26 @@ async def test_a_changed_collection_or_url_starts_a_full_pull(
     assert feeds[0].result == "ok", feeds[0].error
     assert emulator.indicators("VX").keys() == {f"host{n}.example" for n in expected}
     assert "added_after" not in server.requests[-1].query, "a full pull"
+
+
+async def test_the_query_stays_out_of_transport_errors(
+    emulator: Emulator,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+) -> None:
+    async def loop(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound(str(request.url))  # aiohttp names the URL, query and all
+
+    app = web.Application()
+    app.router.add_get("/api1/", loop)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/api1/?token={TOKEN}"
+        loaded = make_config(emulator.url, taxii_feed(url), "VX: {confidence: 50}\n")
+        feeds, _ = await sync(loaded, open_store(loaded))
+    finally:
+        await runner.cleanup()
+    assert feeds[0].result == "failed" and "cannot fetch" in (feeds[0].error or "")
+    assert TOKEN not in (feeds[0].error or ""), feeds[0].error
