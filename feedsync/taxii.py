@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urljoin, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urljoin, urlsplit, urlunsplit
 
 import aiohttp
 import orjson
@@ -173,7 +173,9 @@ class TaxiiSource:
                 objects, self.version = Endpoint.of(cursor.objects, self.url), cursor.version
             else:
                 root = await self._api_root()
-                objects = root.join(f"collections/{await self._collection(root)}/objects/")
+                # An id is a path segment: a "/", "?" or "#" in it must not end it.
+                found = quote(await self._collection(root), safe="")
+                objects = root.join(f"collections/{found}/objects/")
             count, last = await self._pull(objects, after, path)
         added = last or (cursor.added_after if cursor else None)
         full_at = now if full else (cursor.full_at if cursor else now)

@@ -476,3 +476,35 @@ async def test_the_query_stays_out_of_transport_errors(
         await runner.cleanup()
     assert feeds[0].result == "failed" and "cannot fetch" in (feeds[0].error or "")
     assert TOKEN not in (feeds[0].error or ""), feeds[0].error
+
+
+class OddCollectionId(Server):
+    """A collection whose id holds a "?" and a "#"."""
+
+    def __init__(self) -> None:
+        super().__init__("2.1")
+        app = web.Application()
+        app.router.add_get("/api1/", self.root)
+        app.router.add_get("/api1/collections/", self.collections)
+        app.router.add_get("/api1/collections/{id}/objects/", self.objects)
+        self.runner = web.AppRunner(app)
+
+    async def collections(self, _request: web.Request) -> web.Response:
+        return web.json_response({"collections": [{"id": "c?1#x", "title": "only"}]})
+
+    async def objects(self, request: web.Request) -> web.Response:
+        if request.match_info["id"] != "c?1#x":
+            return web.json_response({"title": "no such collection"}, status=404)
+        return await super().objects(request)
+
+
+async def test_a_collection_id_is_one_path_segment(
+    emulator: Emulator,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+) -> None:
+    server = OddCollectionId()
+    try:
+        await synced(server, emulator, make_config, open_store)
+    finally:
+        await server.runner.cleanup()
