@@ -101,7 +101,7 @@ def _layout_of(head: _Head, options: CsvOptions, feed: str) -> Layout | None:
     header = _header(head, options)
     if header is not None and header.row is not None:
         head.items.remove(header.row)
-    return Layout(_resolve(options, header, head.data[0][0], feed), options)
+    return Layout(_resolve(options, header, head.data[0], feed), options)
 
 
 def parse_selected(
@@ -297,9 +297,9 @@ class _Columns:
     header: tuple[str, ...] | None
 
 
-def _resolve(options: CsvOptions, header: _Header | None, first_line: int, feed: str) -> _Columns:
+def _resolve(options: CsvOptions, header: _Header | None, first: _Row, feed: str) -> _Columns:
     def column(spec: str | int, what: str) -> int:
-        return _column(spec, what, header, first_line, feed)
+        return _column(spec, what, header, first, feed)
 
     return _Columns(
         indicator=0 if options.indicator is None else column(options.indicator, "indicator"),
@@ -309,7 +309,7 @@ def _resolve(options: CsvOptions, header: _Header | None, first_line: int, feed:
     )
 
 
-def _column(spec: str | int, what: str, header: _Header | None, first_line: int, feed: str) -> int:
+def _column(spec: str | int, what: str, header: _Header | None, first: _Row, feed: str) -> int:
     if isinstance(spec, int):
         if spec < 1:
             raise ParseError(feed, f"{what}: column {spec}: columns are numbered from 1")
@@ -323,13 +323,26 @@ def _column(spec: str | int, what: str, header: _Header | None, first_line: int,
     if spec.isdigit() and int(spec) >= 1:
         return int(spec) - 1
     if header is None:
+        if looks := _not_csv(first):
+            raise ParseError(feed, f"{looks} ({what} names column {spec!r}; there is no header)")
         raise ParseError(
             feed,
             f"{what}: column {spec!r} named, but the feed has no header"
-            f" (first data row at line {first_line})",
+            f" (first data row at line {first[0]})",
         )
     shown = ", ".join(names[:_SHOWN_NAMES]) + (", ..." if len(names) > _SHOWN_NAMES else "")
     raise ParseError(feed, f"{what}: column {spec!r} not in header ({shown}) at line {header.line}")
+
+
+def _not_csv(first: _Row) -> str | None:
+    # An error answer (JSON, an HTML fragment) has no header either: say what
+    # the body is rather than what it lacks.
+    start = first[1].lstrip()[:1]
+    if start in ("{", "["):
+        return f"line {first[0]}: the body is JSON, not CSV: an error answer?"
+    if start == "<":
+        return f"line {first[0]}: the body is HTML, not CSV: an error or login page?"
+    return None
 
 
 def _records(items: Iterable[_Row | Invalid], columns: _Columns) -> Iterator[Record | Invalid]:

@@ -148,7 +148,10 @@ class MispSource:
         attributes = payload.get("Attribute") if isinstance(payload, dict) else None
         if not isinstance(attributes, list):
             raise ParseError(self.feed.name, f"page {page} from {where} holds no Attribute list")
-        return [a for a in attributes if isinstance(a, dict)]
+        found: list[Mapping[str, Any]] = [a for a in attributes if isinstance(a, dict)]
+        for number, attribute in enumerate(found, start=1):
+            _keyed(attribute, self.feed.name, page, number)
+        return found
 
     def records(self, body: Body) -> Iterator[Record | Invalid | Removal]:
         patch = body.mode == "patch"
@@ -167,6 +170,18 @@ class MispSource:
                         yield Removal(str(attribute.get("uuid")), number)
                     continue
                 yield record
+
+
+def _keyed(attribute: Mapping[str, Any], feed: str, page: int, number: int) -> None:
+    # The uuid keys the snapshot, names what an incremental pull removes and
+    # tells a repeated page: without it the pull would go wrong three ways.
+    uuid = attribute.get("uuid")
+    if isinstance(uuid, str) and uuid.strip():
+        return
+    event = attribute.get("Event")
+    named = event.get("uuid") or event.get("id") if isinstance(event, Mapping) else None
+    where = f"page {page}, attribute {number}" + (f" (event {named})" if named else "")
+    raise ParseError(feed, f"MISP {where} has no uuid ({uuid!r}): attributes are keyed by it")
 
 
 def _int(value: object) -> int:

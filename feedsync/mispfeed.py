@@ -53,7 +53,8 @@ class MispFeedSource:
         finally:
             manifest_body.discard()
         cache = spool.parent / "cache" / self.feed.name
-        await asyncio.to_thread(cache.mkdir, parents=True, exist_ok=True)
+        # A local manifest is read in place, so nothing has created the spool yet.
+        await asyncio.to_thread(_directories, self.feed.name, cache, spool)
         wanted = {uuid: cache / f"{uuid}.{stamp}.json" for uuid, stamp in manifest.items()}
         missing = [uuid for uuid, path in wanted.items() if not path.exists()]
         gate = asyncio.Semaphore(DOWNLOADS)
@@ -115,6 +116,14 @@ def _safe(uuid: str, feed: str) -> str:
     if not uuid or any(ch in uuid for ch in "/\\.\0"):
         raise ParseError(feed, f"manifest.json: {uuid!r} is not an event uuid")
     return uuid
+
+
+def _directories(feed: str, *paths: Path) -> None:
+    for path in paths:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FetchError(feed, f"cannot create {path}: {exc.strerror or exc}") from exc
 
 
 def _prune(cache: Path, keep: set[Path]) -> None:

@@ -2,10 +2,14 @@
 
 The feed URL is an API root, or a discovery URL whose default API root is
 used. The collection is found by id or title. Objects are paged with
-``match[type]=indicator`` and ``limit``, following ``next`` while ``more``;
-a full pull (the first, then every ``full_pull``) replaces the snapshot, later
-pulls ask for what was ``added_after`` the last ``X-TAXII-Date-Added-Last`` of
-an applied pull and patch it. The newest ``modified`` of an indicator wins;
+``match[type]=indicator`` and ``limit``, following ``next`` while ``more``
+(``added_after`` the page's ``X-TAXII-Date-Added-Last`` when ``more`` comes
+without ``next``); TAXII 2.0 pages with ``Range`` until ``Content-Range``
+reaches its total. A pull that cannot show it reached that end fails, so a
+truncated set never replaces or patches the snapshot. A full pull (the first,
+then every ``full_pull``) replaces the snapshot, later pulls ask for what was
+``added_after`` the last ``X-TAXII-Date-Added-Last`` of an applied pull and
+patch it. The newest ``modified`` of an indicator wins;
 revoked or expired ones are removed.
 """
 
@@ -20,15 +24,18 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, quote, urljoin, urlsplit, urlunsplit
 
 import aiohttp
 import orjson
 
 from feedsync import logs
+from feedsync import taxii_paging as paging
 from feedsync.config import FeedConfig
 from feedsync.errors import FetchError, ParseError
-from feedsync.fetch import Body, Validators, pulled, redact_url, request_for, ssl_context
+from feedsync.fetch import Body, Request, Validators, pulled, redact_url, request_for, ssl_context
 from feedsync.model import Invalid, Record, Removal
+from feedsync.redact import Redacted
 from feedsync.stix import indicator_records
 
 log = logs.get("feedsync.taxii")
@@ -51,6 +58,42 @@ class NotAcceptable(FetchError):
 
 
 @dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A TAXII URL without its query, and the query each request to it carries.
+
+    A feed URL's query (``?token=...``) is how some servers authenticate: it
+    belongs to the API root, not to the end of its path, so paths are joined
+    to ``base`` and the query goes along on every request to the same origin
+    (never to another host a discovery document names)."""
+
+    base: str
+    query: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, url: str, inherited: Endpoint | None = None) -> Endpoint:
+        parts = urlsplit(url if inherited is None else urljoin(inherited.base, url))
+        path = parts.path if parts.path.endswith("/") else parts.path + "/"
+        base = urlunsplit(parts._replace(path=path, query="", fragment=""))
+        query = tuple(parse_qsl(parts.query, keep_blank_values=True))
+        if not query and inherited is not None and _origin(base) == _origin(inherited.base):
+            query = inherited.query
+        return cls(base, query)
+
+    def join(self, path: str) -> Endpoint:
+        return Endpoint(urljoin(self.base, path), self.query)
+
+    def params(self, own: Mapping[str, str] | None) -> list[tuple[str, str]]:
+        """The request's parameters after the endpoint's; the request's win."""
+        own = own or {}
+        return [(k, v) for k, v in self.query if k not in own] + list(own.items())
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc
+
+
+@dataclass(frozen=True, slots=True)
 class Cursor:
     added_after: str | None = None
     full_at: float = 0.0
@@ -58,6 +101,9 @@ class Cursor:
     # straight there, one round trip when nothing was added.
     objects: str | None = None
     version: str = "2.1"
+    # The configured API root and collection the objects were found from: when
+    # either changes, ``objects`` points at the old collection.
+    source: tuple[str, str] | None = None
 
     @classmethod
     def parse(cls, text: str | None) -> Cursor | None:
@@ -65,11 +111,13 @@ class Cursor:
             data = json.loads(text) if text else None
             if not data:
                 return None
+            source = data.get("source")
             return cls(
                 data.get("added_after"),
                 float(data["full_at"]),
                 data.get("objects"),
                 data.get("version", "2.1"),
+                (str(source[0]), str(source[1])) if source and len(source) == 2 else None,
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
@@ -81,6 +129,7 @@ class Cursor:
                 "full_at": self.full_at,
                 "objects": self.objects,
                 "version": self.version,
+                "source": self.source,
             }
         )
 
@@ -90,7 +139,9 @@ class TaxiiSource:
 
     def __init__(self, feed: FeedConfig) -> None:
         self.feed = feed
-        self.url = feed.url if feed.url.endswith("/") else feed.url + "/"
+        self._request: Request = request_for(feed)
+        # Userinfo has left the request's URL for its Authorization header.
+        self.url = Endpoint.of(self._request.url)
         self._session: aiohttp.ClientSession | None = None
         self._tls: Any = None
         self.version = "2.1"
@@ -98,11 +149,17 @@ class TaxiiSource:
     async def fetch(self, previous: Validators, spool: Path) -> Body | None:
         cursor = Cursor.parse(previous.cursor)
         now = time.time()
+        source = (self.url.base, self.feed.collection or "")
+        if cursor is not None and cursor.source != source:
+            # Another collection (or a cursor from before sources were kept): the
+            # cached objects URL and added_after belong to the old one.
+            log.info("taxii.source_changed", feed=self.feed.name, full_pull=True)
+            cursor = None
         full = cursor is None or now - cursor.full_at >= self.feed.full_pull
         await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
         path = spool / f"{self.feed.name}.taxii.body"
         after = None if full or cursor is None else cursor.added_after
-        request = request_for(self.feed, self.url)
+        request = self._request
         headers = {**request.headers, "Accept": MEDIA}
         if self.feed.api_key is not None and "Authorization" not in headers:
             headers["Authorization"] = f"Bearer {self.feed.api_key.reveal()}"
@@ -113,28 +170,31 @@ class TaxiiSource:
         async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
             self._session, self._tls = session, tls
             if not full and cursor is not None and cursor.objects:
-                objects, self.version = cursor.objects, cursor.version
+                objects, self.version = Endpoint.of(cursor.objects, self.url), cursor.version
             else:
                 root = await self._api_root()
-                objects = f"{root}collections/{await self._collection(root)}/objects/"
+                # An id is a path segment: a "/", "?" or "#" in it must not end it.
+                found = quote(await self._collection(root), safe="")
+                objects = root.join(f"collections/{found}/objects/")
             count, last = await self._pull(objects, after, path)
         added = last or (cursor.added_after if cursor else None)
         full_at = now if full else (cursor.full_at if cursor else now)
-        state = Cursor(added, full_at, objects, self.version)
+        # The base only: the query may hold a token, and comes from the config.
+        state = Cursor(added, full_at, objects.base, self.version, source)
         return pulled(path, count, state.dump(), full=full)
 
     async def _get(
         self,
-        url: str,
+        url: Endpoint,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> tuple[Any, Any]:
-        where = redact_url(url)
+    ) -> tuple[Any, Any, int]:
+        where = redact_url(url.base)
         assert self._session is not None
         accept = {"Accept": MEDIA if self.version == "2.1" else MEDIA_20, **(headers or {})}
         try:
             async with self._session.get(
-                url, params=params, headers=accept, ssl=self._tls
+                url.base, params=url.params(params), headers=accept, ssl=self._tls
             ) as response:
                 if response.status in (401, 403):
                     raise FetchError(
@@ -151,31 +211,33 @@ class TaxiiSource:
                     )
                 if response.status not in (200, 206):
                     raise FetchError(self.feed.name, f"HTTP {response.status} from {where}")
-                raw, headers = await response.read(), response.headers
+                raw, headers, status = await response.read(), response.headers, response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise FetchError(
-                self.feed.name, f"cannot fetch {where}: {exc or type(exc).__name__}"
-            ) from exc
+            # aiohttp's text can hold the URL with its query: the token.
+            why = self._request.hide(str(exc) or type(exc).__name__)
+            raise FetchError(self.feed.name, f"cannot fetch {where}: {why}") from Redacted.of(
+                exc, (*self._request.secrets, *self._request.headers.values())
+            )
         try:
-            return orjson.loads(raw) if raw.strip() else {}, headers
+            return orjson.loads(raw) if raw.strip() else {}, headers, status
         except orjson.JSONDecodeError as exc:
             raise ParseError(self.feed.name, f"{where} answered with something not JSON") from exc
 
-    async def _api_root(self) -> str:
+    async def _api_root(self) -> Endpoint:
         try:
-            data, _ = await self._get(self.url)
+            data, _, _ = await self._get(self.url)
         except NotAcceptable:
             self.version = "2.0"
-            data, _ = await self._get(self.url)
+            data, _, _ = await self._get(self.url)
         if isinstance(data, dict) and isinstance(data.get("api_roots"), list):
             root = data.get("default") or (data["api_roots"] or [None])[0]
             if not isinstance(root, str):
                 raise ParseError(self.feed.name, "the discovery document names no API root")
-            return root if root.endswith("/") else root + "/"
+            return Endpoint.of(root, self.url)
         return self.url
 
-    async def _collection(self, root: str) -> str:
-        data, _ = await self._get(f"{root}collections/")
+    async def _collection(self, root: Endpoint) -> str:
+        data, _, _ = await self._get(root.join("collections/"))
         wanted = self.feed.collection
         found = data.get("collections", []) if isinstance(data, dict) else []
         for item in found:
@@ -184,10 +246,10 @@ class TaxiiSource:
         names = ", ".join(f"{c.get('title')} ({c.get('id')})" for c in found if isinstance(c, dict))
         raise FetchError(
             self.feed.name,
-            f"no collection {wanted!r} at {redact_url(root)}; there are: {names or 'none'}",
+            f"no collection {wanted!r} at {redact_url(root.base)}; there are: {names or 'none'}",
         )
 
-    async def _pull(self, url: str, after: str | None, path: Path) -> tuple[int, str | None]:
+    async def _pull(self, url: Endpoint, after: str | None, path: Path) -> tuple[int, str | None]:
         """All pages; a ``next`` the server forgot restarts the pull once from ``after``."""
         try:
             return await self._pages(url, after, path)
@@ -195,7 +257,7 @@ class TaxiiSource:
             log.warning("taxii.restart", feed=self.feed.name, reason=exc.message)
             return await self._pages(url, after, path)
 
-    async def _pages(self, url: str, after: str | None, path: Path) -> tuple[int, str | None]:
+    async def _pages(self, url: Endpoint, after: str | None, path: Path) -> tuple[int, str | None]:
         if self.version == "2.0":
             return await self._ranges(url, after, path)
         params = {"match[type]": "indicator", "limit": str(PAGE)}
@@ -205,10 +267,12 @@ class TaxiiSource:
         seen: set[tuple[str, str]] = set()
         out = await asyncio.to_thread(path.open, "wb")
         try:
-            for _ in range(MAX_PAGES):
-                data, headers = await self._get(url, params)
-                page = data.get("objects", []) if isinstance(data, dict) else []
-                lines = b"".join(orjson.dumps(o) + b"\n" for o in page if isinstance(o, dict))
+            for number in range(1, MAX_PAGES + 1):
+                data, headers, _status = await self._get(url, params)
+                if not isinstance(data, dict) or not isinstance(data.get("objects", []), list):
+                    raise ParseError(self.feed.name, f"TAXII page {number} is not a TAXII envelope")
+                page = [o for o in data.get("objects", []) if isinstance(o, dict)]
+                lines = b"".join(orjson.dumps(o) + b"\n" for o in page)
                 await asyncio.to_thread(out.write, lines)
                 size += len(lines)
                 if size > self.feed.max_body_bytes:
@@ -218,21 +282,16 @@ class TaxiiSource:
                     )
                 count += len(page)
                 last = headers.get("X-TAXII-Date-Added-Last") or last
-                more, token = data.get("more"), data.get("next")
-                if not page or not more or not token:
+                if not paging.more(data, self.feed.name, number):
                     return count, last
-                # Servers may keep one next token for a whole paging session (medallion
-                # does): a loop is the same page again, not the same token.
-                first = (str(page[0].get("id")), str(page[0].get("modified")))
-                if first in seen:
-                    raise FetchError(self.feed.name, f"TAXII pagination loops (next {token!r})")
-                seen.add(first)
-                params = {**params, "next": str(token)}
+                params = paging.onwards(
+                    self.feed.name, params, data, headers, number=number, page=page, seen=seen
+                )
         finally:
             await asyncio.to_thread(out.close)
         raise FetchError(self.feed.name, f"TAXII kept paging past {MAX_PAGES} pages")
 
-    async def _ranges(self, url: str, after: str | None, path: Path) -> tuple[int, str | None]:
+    async def _ranges(self, url: Endpoint, after: str | None, path: Path) -> tuple[int, str | None]:
         """TAXII 2.0 paging: ``Range: items a-b`` until ``Content-Range`` says all came."""
         params = {"match[type]": "indicator"}
         if after:
@@ -242,16 +301,24 @@ class TaxiiSource:
         try:
             for _ in range(MAX_PAGES):
                 headers = {"Range": f"items {start}-{start + PAGE - 1}", "Accept": STIX_20}
-                data, answer = await self._get(url, params, headers)
-                page = [o for o in data.get("objects", []) if isinstance(o, dict)]
+                data, answer, status = await self._get(url, params, headers)
+                raw = data.get("objects", []) if isinstance(data, dict) else None
+                if not isinstance(raw, list):
+                    raise ParseError(
+                        self.feed.name, f"TAXII answer at item {start} is not a bundle"
+                    )
+                page = [o for o in raw if isinstance(o, dict)]
                 await asyncio.to_thread(out.write, b"".join(orjson.dumps(o) + b"\n" for o in page))
                 count += len(page)
                 last = answer.get("X-TAXII-Date-Added-Last") or last
                 served = _RANGE.match(answer.get("Content-Range", ""))
-                if not page or served is None:
-                    return count, last
-                end, total = int(served.group(2)), served.group(3)
-                if end + 1 <= start or (total != "*" and end + 1 >= int(total)):
+                if served is None:
+                    paging.unranged(self.feed.name, status, start)
+                    return count, last  # the whole collection in one answer
+                end = int(served[2])
+                if paging.range_ends(
+                    self.feed.name, start, (int(served[1]), end, served[3]), len(raw)
+                ):
                     return count, last
                 start = end + 1
         finally:

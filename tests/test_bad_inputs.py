@@ -253,6 +253,24 @@ CASES: dict[str, Case] = {
         body("slow down", status=429, **{"Retry-After": "3600"}), "failed", "HTTP 429"
     ),
     "crlf-closed-mid-line": Case(closed_mid_line_crlf, "failed", "cut short"),
+    "json-error-for-named-column": Case(
+        body('{"error": "invalid API key", "status": 401}\n', **{"Content-Type": "text/csv"}),
+        "failed",
+        "line 1: the body is JSON, not CSV: an error answer?",
+        "indicator: url\n",
+    ),
+    "json-list-for-named-column": Case(
+        body('[{"url": "http://a.example/"}]\n'),
+        "failed",
+        "line 1: the body is JSON, not CSV: an error answer?",
+        "indicator: url\n",
+    ),
+    "html-fragment-for-named-column": Case(
+        body("<title>Sign in</title>\n<form action=/login></form>\n"),
+        "failed",
+        "line 1: the body is HTML, not CSV: an error or login page?",
+        "indicator: url\n",
+    ),
     "duplicates-only": Case(body("dup.example\n" * 50 + GOOD), "ok", ""),
     "defanged-and-bad-mixed": Case(body("evil[.]example\nnonsense\n" + GOOD), "ok", ""),
 }

@@ -167,14 +167,49 @@ async def test_bad_key_and_looping_pages_fail_clearly(
     assert feeds[0].result == "failed" and "returned page 2 again" in (feeds[0].error or "")
 
 
+ATTRIBUTE_WITHOUT_UUID = {
+    "type": "md5",
+    "category": "Payload delivery",
+    "to_ids": True,
+    "deleted": False,
+    "timestamp": "1",
+    "value": "d41d8cd98f00b204e9800998ecf8427e",
+    "Event": {"id": "7", "info": "no uuids"},
+}
+
+
+def pages_of(attribute: dict[str, Any], uuid_missing_at: int = 0) -> bytes:
+    """A full page (page_size 10) of copies of ``attribute``, each with its own
+    uuid when ``attribute`` has a text one, the one at ``uuid_missing_at``
+    (1-based) without: every page is the same."""
+    own = isinstance(attribute.get("uuid"), str)
+    rows = [{**attribute, "uuid": f"a-{n}"} if own else dict(attribute) for n in range(10)]
+    if uuid_missing_at:
+        del rows[uuid_missing_at - 1]["uuid"]
+    return json.dumps({"response": {"Attribute": rows}}).encode()
+
+
 @pytest.mark.parametrize(
     ("answer", "message"),
     [
         (b"<html>login</html>", "page 1 from http://127.0.0.1"),
         (b'{"response": {"Attribute": "nope"}}', "holds no Attribute list"),
         (b'{"name": "Not Found", "message": "x"}', "holds no Attribute list"),
+        (pages_of(ATTRIBUTE_WITHOUT_UUID), "page 1, attribute 1 (event 7) has no uuid"),
+        (
+            pages_of({**ATTRIBUTE_WITHOUT_UUID, "uuid": "a-1"}, uuid_missing_at=7),
+            "page 1, attribute 7 (event 7) has no uuid",
+        ),
+        (pages_of({**ATTRIBUTE_WITHOUT_UUID, "uuid": 12}), "attribute 1 (event 7) has no uuid"),
     ],
-    ids=["html", "attribute-not-a-list", "error-object"],
+    ids=[
+        "html",
+        "attribute-not-a-list",
+        "error-object",
+        "no-uuids",
+        "one-uuid-missing",
+        "uuid-a-number",
+    ],
 )
 async def test_json_garbage_from_misp_changes_nothing(
     misp: tuple[str, FakeMisp],
@@ -191,6 +226,8 @@ async def test_json_garbage_from_misp_changes_nothing(
     before = set(emulator.indicators("MISP"))
 
     fake.garbage = answer
+    emulator.clear_log()
     feeds, _ = await sync(loaded, store)
-    assert feeds[0].result == "failed" and message in (feeds[0].error or "")
+    assert feeds[0].result == "failed" and message in (feeds[0].error or ""), feeds[0].error
     assert set(emulator.indicators("MISP")) == before
+    assert emulator.indicator_requests() == []

@@ -6,7 +6,9 @@ import io
 import json
 import zipfile
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
 from conftest import ConfigFactory, FeedServer
 from samples import sample
 from test_sync import sync
@@ -17,6 +19,7 @@ from feedsync.misp import event_records
 from feedsync.model import Invalid, Record
 from feedsync.normalize import canonicalize
 from feedsync.store import Store
+from feedsync.sync import spool_dir
 
 CIRCL = "misp/feed_circl_osint_subset/57c4445b-c548-4654-af0b-4be3950d210f.json"
 REGIN = "misp/misp_tests_event_regin.json"
@@ -194,3 +197,30 @@ async def test_zipped_event_bodies_and_string_timestamps(
     feeds, _ = await sync(loaded, open_store(loaded))
     assert feeds[0].result == "ok", feeds[0].error
     assert len(emulator.indicators("CIRCL")) == 3
+
+
+@pytest.mark.parametrize("scheme", ["", "file://"], ids=["path", "file-url"])
+async def test_local_feed_directory_on_a_fresh_state_directory(
+    scheme: str,
+    emulator: Emulator,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+    tmp_path: Path,
+) -> None:
+    circl_uuid = "57c4445b-c548-4654-af0b-4be3950d210f"
+    directory = tmp_path / "misp-feed"
+    directory.mkdir()
+    (directory / f"{circl_uuid}.json").write_text(json.dumps(load(CIRCL)))
+    (directory / "manifest.json").write_text(json.dumps({circl_uuid: {"timestamp": 1}}))
+    loaded = make_config(
+        emulator.url,
+        f"- {{name: circl, type: misp_feed, url: '{scheme}{directory}', supplier: CIRCL}}\n",
+        "CIRCL: {confidence: 60}\n",
+    )
+    assert not spool_dir(loaded).exists(), "no cycle ran here before"
+    store = open_store(loaded)
+    feeds, _ = await sync(loaded, store)
+    assert feeds[0].result == "ok", feeds[0].error
+    assert len(emulator.indicators("CIRCL")) == 3
+    feeds, _ = await sync(loaded, store)
+    assert feeds[0].result == "unchanged", feeds[0].error
