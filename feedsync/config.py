@@ -273,13 +273,28 @@ def _parse(
 # YAML and the environment
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader without anchors and aliases: a config never needs them, and a few
+    hundred bytes of nested aliases expand into gigabytes ("billion laughs")."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.MarkedYAMLError(
+                problem="anchors and aliases (&name, *name) are not allowed in a feedsync"
+                " config; write the value out, or quote a string that starts with & or *",
+                problem_mark=event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
 def _read_yaml(text: str, source: str) -> dict[Any, Any]:
-    loader = yaml.SafeLoader(_BRACED.sub("$\ue000\\1\ue001", text))
+    loader = _Loader(_BRACED.sub("$\ue000\\1\ue001", text))
     try:
         node = loader.get_single_node()
         if node is None:
             raise ConfigError("", f"{source}: the file is empty; expected cybertrace: and feeds:")
-        _refuse_duplicate_keys(node, "", set())
+        _refuse_duplicate_keys(node, "")
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         where = _where(source, exc.problem_mark)
@@ -297,14 +312,11 @@ def _read_yaml(text: str, source: str) -> dict[Any, Any]:
     return data
 
 
-def _refuse_duplicate_keys(node: yaml.Node, path: str, seen: set[int]) -> None:
+def _refuse_duplicate_keys(node: yaml.Node, path: str) -> None:
     # PyYAML silently keeps the last of two equal keys; a config must not lose one that way.
-    if id(node) in seen:  # an alias: checked where its anchor is
-        return
-    seen.add(id(node))
     if isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _refuse_duplicate_keys(item, f"{path}[{index}]", seen)
+            _refuse_duplicate_keys(item, f"{path}[{index}]")
     if not isinstance(node, yaml.MappingNode):
         return
     first: dict[tuple[str, str], yaml.Node] = {}
@@ -315,7 +327,7 @@ def _refuse_duplicate_keys(node: yaml.Node, path: str, seen: set[int]) -> None:
             if earlier is not key:
                 lines = f"lines {earlier.start_mark.line + 1} and {key.start_mark.line + 1}"
                 raise ConfigError(here, f"key given twice ({lines})")
-        _refuse_duplicate_keys(value, here, seen)
+        _refuse_duplicate_keys(value, here)
 
 
 def _where(source: str, mark: yaml.Mark | None) -> str:
