@@ -65,6 +65,15 @@ _BRACED = re.compile(r"\$\{([^{}\n]*)\}")
 _HIDDEN = str.maketrans("\ue000\ue001", "{}")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _INTERVAL = re.compile(r"([\[(])(.+), (.+)([\])])")
+# Every number's allowed range, once: what the scheduler, asyncio, datetime and
+# CyberTrace can take. Values past them used to pass `check` and crash at start
+# (APScheduler's OverflowError) or on SIGHUP (every feed unscheduled).
+SCHEDULE_RANGE = "[1s, 366d]"
+PULL_RANGE = "(0, 366d]"  # full_pull
+TIMEOUT_RANGE = "(0, 86400]"  # seconds: timeouts are plain numbers
+RETENTION_RANGE = "[0, 2147483647]"  # minutes; CyberTrace's int32, year ~6100 from now
+ATTEMPTS_RANGE = "[1, 100]"  # backoff doubles per attempt: 2.0 ** 1024 overflows
+MAX_BODY_RANGE = "[1, 1099511627776]"  # 1 TiB
 _KINDS = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list"}
 _KINDS |= {dict: "a mapping", type(None): "nothing"}
 _N = TypeVar("_N", int, float)
@@ -386,7 +395,7 @@ def _cybertrace(m: _Map) -> CyberTraceConfig:
     password = m.secret("password", required=True)
     assert password is not None  # required: secret() raised otherwise
     retry = m.child("retry", _keys(RetryConfig), optional=True)
-    initial = retry.number("initial_delay", 1.0, "(0, inf)")
+    initial = retry.number("initial_delay", 1.0, "(0, 3600]")
     return CyberTraceConfig(
         url=_api_url(m.at("url"), m.text("url")),
         username=m.text("username"),
@@ -396,17 +405,17 @@ def _cybertrace(m: _Map) -> CyberTraceConfig:
         verify_tls=m.verify_tls(),
         client_cert=cert,
         client_key=key,
-        timeout=m.number("timeout", 300.0, "(0, inf)"),
+        timeout=m.number("timeout", 300.0, TIMEOUT_RANGE),
         concurrency=m.integer("concurrency", 2, "[1, 8]"),
         max_batch_bytes=m.integer("max_batch_bytes", 16777216, "[1024, 134217728]"),
-        max_batch_indicators=m.integer("max_batch_indicators", 20000, "[1, inf)"),
+        max_batch_indicators=m.integer("max_batch_indicators", 20000, "[1, 10000000]"),
         tag_weight=m.integer("tag_weight", 0, "[0, 5]"),
         refresh_fraction=m.number("refresh_fraction", 0.5, "(0, 1)"),
         retry=RetryConfig(
-            attempts=retry.integer("attempts", 5, "[1, inf)"),
+            attempts=retry.integer("attempts", 5, ATTEMPTS_RANGE),
             initial_delay=initial,
-            max_delay=retry.number("max_delay", 60.0, f"[{initial:g}, inf)"),
-            initializing=retry.duration("initializing", 900.0),
+            max_delay=retry.number("max_delay", 60.0, f"[{initial:g}, 86400]"),
+            initializing=retry.duration("initializing", 900.0, "(0, 1d]"),
         ),
     )
 
@@ -418,14 +427,14 @@ def _server(m: _Map) -> ServerConfig:
     if not match or port > 65535:
         message = f"{_show(listen)} is not HOST:PORT (127.0.0.1:9464, [::1]:9464); port <= 65535"
         raise ConfigError(m.at("listen"), message)
-    grace = m.number("shutdown_grace", 30.0, "[0, inf)")
+    grace = m.number("shutdown_grace", 30.0, "[0, 86400]")
     return ServerConfig(match.group(1) or match.group(3), port, grace)
 
 
 def _supplier_defaults(top: _Map) -> SupplierDefaults:
     m = top.child("supplier_defaults", _keys(SupplierDefaults), optional=True)
     base = SupplierDefaults()
-    retention = m.integer("retention", base.retention, "[0, 2147483647]")
+    retention = m.integer("retention", base.retention, RETENTION_RANGE)
     if "retention" in m.data and retention == 0:
         m.context.warnings.append(_RETENTION_ZERO.format(path=m.at("retention")))
     return SupplierDefaults(
@@ -453,7 +462,7 @@ def _suppliers(
         if name not in used:
             raise ConfigError(entries.at(name), "no feed uses this supplier")
         m = entries.child(name, _keys(SupplierConfig) - {"name", "explicit"})
-        retention = m.integer("retention", defaults.retention, "[0, 2147483647]")
+        retention = m.integer("retention", defaults.retention, RETENTION_RANGE)
         if "retention" in m.data and retention == 0:
             m.context.warnings.append(_RETENTION_ZERO.format(path=m.at("retention")))
         out[name] = SupplierConfig(
@@ -521,13 +530,13 @@ def _feed(path: str, raw: object, context: _Context) -> FeedConfig:
         api_key=m.secret("api_key"),
         headers=m.headers(),
         verify_tls=m.verify_tls(),
-        timeout=m.number("timeout", 300.0, "(0, inf)"),
+        timeout=m.number("timeout", 300.0, TIMEOUT_RANGE),
         filters=MappingProxyType(m.child("filters", None, optional=True).data),
         collection=m.maybe_text("collection"),
         unmark_detections=unmark,
         enabled=m.flag("enabled", True),
-        max_body_bytes=m.integer("max_body_bytes", DEFAULT_MAX_BODY, "[1, inf)"),
-        full_pull=m.duration("full_pull", 86400.0),
+        max_body_bytes=m.integer("max_body_bytes", DEFAULT_MAX_BODY, MAX_BODY_RANGE),
+        full_pull=m.duration("full_pull", 86400.0, PULL_RANGE),
         page_size=m.integer("page_size", 1000, "[1, 100000]"),
     )
 
@@ -701,22 +710,27 @@ class _Map:
             return value is not False
         return self.file("verify_tls") or ""
 
-    def duration(self, key: str, default: float) -> float:
+    def duration(self, key: str, default: float, interval: str) -> float:
         value = self.data.get(key)
         if value is None:
             return default
         try:
-            return _schedule.parse_duration(value)
+            seconds = _schedule.parse_duration(value)
         except ValueError as exc:
             raise ConfigError(self.at(key), str(exc)) from None
+        return _within(self.at(key), seconds, interval, shown=value)
 
     def schedule(self) -> Schedule:
-        if self.data.get("schedule") is None:
+        value = self.data.get("schedule")
+        if value is None:
             return HOURLY
         try:
-            return _schedule.parse_schedule(self.data["schedule"])
+            parsed = _schedule.parse_schedule(value)
         except ValueError as exc:
             raise ConfigError(self.at("schedule"), str(exc)) from None
+        if parsed.seconds is not None:
+            _within(self.at("schedule"), parsed.seconds, SCHEDULE_RANGE, shown=value)
+        return parsed
 
     def indicator(self) -> str | int | None:
         what = "a column name or a 1-based index"
@@ -776,15 +790,21 @@ def _resolve(base: Path, path: str) -> str:
     return resolved + "/" if path.endswith("/") else resolved
 
 
-def _within(path: str, value: _N, interval: str) -> _N:
+def _within(path: str, value: _N, interval: str, *, shown: object = None) -> _N:
+    """``value`` if in ``interval`` ("[1, 8]", "(0, 1d]": bounds may be durations)."""
     match = _INTERVAL.fullmatch(interval)
     assert match is not None, interval
     opening, low, high, closing = match.groups()
-    above = value > float(low) if opening == "(" else value >= float(low)
-    below = value < float(high) if closing == ")" else value <= float(high)
+    above = value > _bound(low) if opening == "(" else value >= _bound(low)
+    below = value < _bound(high) if closing == ")" else value <= _bound(high)
     if not (above and below):
-        raise ConfigError(path, f"{_show(value)} is out of range; allowed: {interval}")
+        given = _show(value if shown is None else shown)
+        raise ConfigError(path, f"{given} is out of range; allowed: {interval}")
     return value
+
+
+def _bound(text: str) -> float:
+    return _schedule.parse_duration(text) if text[-1] in "smhd" else float(text)
 
 
 def _keys(cls: Any, *extra: str) -> frozenset[str]:

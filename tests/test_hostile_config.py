@@ -10,10 +10,13 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
+from feedsync import daemon
 from feedsync.config import parse
 from feedsync.errors import ConfigError
 
@@ -99,3 +102,119 @@ def test_strings_with_ampersand_or_star_still_load_when_quoted() -> None:
     loaded = parse(make(feed='tags: ["&amp", "*star"]\nschedule: "*/5 * * * *"\n'), env=ENV)
     assert loaded.feeds[0].tags == ("&amp", "*star")
     assert loaded.feeds[0].schedule.cron == "*/5 * * * *"
+
+
+# 14: numbers and durations within what the scheduler, asyncio and CyberTrace take
+
+
+@pytest.mark.parametrize(
+    ("feed", "key", "fragment"),
+    [
+        ("schedule: 1.0e+300\n", "feeds[0].schedule", "1e+300 is out of range; allowed: [1s, "),
+        ("schedule: 99999999999999d\n", "feeds[0].schedule", '"99999999999999d" is out of range'),
+        ("schedule: 367d\n", "feeds[0].schedule", '"367d" is out of range; allowed: [1s, 366d]'),
+        ("schedule: 0.5\n", "feeds[0].schedule", "0.5 is out of range; allowed: [1s, 366d]"),
+        ("schedule: '0 0 30 2 *'\n", "feeds[0].schedule", '"0 0 30 2 *" never fires'),
+        ("schedule: '0 0 31 4,6,9,11 *'\n", "feeds[0].schedule", "never fires"),
+        ("schedule: '0 0 30 2 mon'\n", "feeds[0].schedule", "never fires"),
+        ("timeout: 1.0e+300\n", "feeds[0].timeout", "out of range; allowed: (0, 86400]"),
+        ("timeout: 86401\n", "feeds[0].timeout", "out of range; allowed: (0, 86400]"),
+        ("max_body_bytes: 1099511627777\n", "feeds[0].max_body_bytes", "[1, 1099511627776]"),
+    ],
+)
+def test_feed_values_past_their_range_are_refused_naming_key_and_range(
+    feed: str, key: str, fragment: str
+) -> None:
+    message = refused(make(feed=feed))
+    assert message.startswith(f"{key}: "), message
+    assert fragment in message, message
+
+
+MISP = "  - {name: m, type: misp, url: 'https://misp.example', supplier: M, api_key: k, %s}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "fragment"),
+    [
+        (make(more=MISP % "full_pull: 99999999999999d"), "feeds[1].full_pull", "(0, 366d]"),
+        (make(more=MISP % "full_pull: 1.0e+300"), "feeds[1].full_pull", "(0, 366d]"),
+        (make("timeout: 1.0e+300\n"), "cybertrace.timeout", "(0, 86400]"),
+        (make("retry: {attempts: 1025}\n"), "cybertrace.retry.attempts", "[1, 100]"),
+        (
+            make("retry: {initial_delay: 1.0e+300}\n"),
+            "cybertrace.retry.initial_delay",
+            "1e+300 is out of range; allowed: (0, 3600]",
+        ),
+        (make("retry: {max_delay: 1.0e+300}\n"), "cybertrace.retry.max_delay", "[1, 86400]"),
+        (make("retry: {initializing: 9999d}\n"), "cybertrace.retry.initializing", "(0, 1d]"),
+        (make("max_batch_indicators: 1.0e+23\n"), "cybertrace.max_batch_indicators", "integer"),
+        (make(more="server: {shutdown_grace: 1.0e+300}\n"), "server.shutdown_grace", "[0, 86400]"),
+        (
+            make(more="suppliers: {URLhaus: {confidence: 1, retention: 1.0e+23}}\n"),
+            "suppliers.URLhaus.retention",
+            "expected an integer, got 1e+23",
+        ),
+        (
+            make(more=f"suppliers: {{URLhaus: {{confidence: 1, retention: {10**23}}}}}\n"),
+            "suppliers.URLhaus.retention",
+            "out of range; allowed: [0, 2147483647]",
+        ),
+        (
+            make(more=f"supplier_defaults: {{retention: {10**23}}}\n"),
+            "supplier_defaults.retention",
+            "out of range; allowed: [0, 2147483647]",
+        ),
+    ],
+)
+def test_other_values_past_their_range_are_refused_naming_key_and_range(
+    text: str, key: str, fragment: str
+) -> None:
+    message = refused(text)
+    assert message.startswith(f"{key}: "), message
+    assert fragment in message, message
+
+
+@pytest.mark.parametrize(
+    "schedule", ["1s", "1", "366d", "31622400", "'0 0 29 2 *'", "'0 0 29 2 mon'", "'*/1 * * * *'"]
+)
+def test_the_daemon_can_schedule_every_value_the_loader_accepts_at_the_bounds(
+    schedule: str,
+) -> None:
+    feed = parse(make(feed=f"schedule: {schedule}\n"), env=ENV).feeds[0]
+    now = time.time()
+    built = daemon.trigger(feed)
+    assert built.get_next_fire_time(None, datetime.now(UTC)) is not None
+    assert 1.0 <= daemon.interval_seconds(feed) <= 41 * 366 * 86400.0
+    assert daemon.first_run(feed, None) <= datetime.now(UTC)
+    assert daemon.first_run(feed, now) > datetime.now(UTC) - timedelta(seconds=1)
+
+
+def test_the_widest_accepted_retention_and_pull_are_representable() -> None:
+    text = make(
+        "timeout: 86400\nretry: {attempts: 100, initial_delay: 3600, max_delay: 86400,"
+        " initializing: 1d}\n",
+        "timeout: 86400\nmax_body_bytes: 1099511627776\n",
+        more=MISP % "full_pull: 366d"
+        + "supplier_defaults: {retention: 2147483647}\n"
+        + "suppliers: {URLhaus: {confidence: 1, retention: 2147483647}}\n"
+        + "server: {shutdown_grace: 86400}\n",
+    )
+    loaded = parse(text, env=ENV)
+    retention = loaded.supplier_settings("URLhaus").retention
+    assert retention == loaded.supplier_settings("M").retention == 2147483647
+    # What sync computes from it: a refresh span, and the deadline it implies.
+    span = retention * 60 * loaded.cybertrace.refresh_fraction
+    assert datetime.now(UTC) + timedelta(seconds=span) > datetime.now(UTC)
+    assert loaded.feeds[1].full_pull == 366 * 86400.0
+    assert loaded.cybertrace.retry.max_delay == loaded.cybertrace.timeout == 86400.0
+
+
+async def test_check_refuses_what_the_daemon_could_not_schedule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CT_PASSWORD", PASSWORD)
+    config = tmp_path / "feedsync.yaml"
+    for schedule in ("99999999999999d", "'0 0 30 2 *'"):
+        config.write_text(make(feed=f"schedule: {schedule}\n"))
+        assert await run_cli("check", "-c", str(config)) == 2
+        assert "configuration error: feeds[0].schedule: " in capsys.readouterr().err
