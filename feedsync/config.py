@@ -2,7 +2,8 @@
 
 Every error names its key path (``feeds[2].schedule: ...``). ``${VAR}`` in a
 string value is read from the environment (``${VAR:-default}``, ``$$`` for a
-literal ``$``); ``password_file``/``api_key_file`` read a secret from a file.
+literal ``$``); ``password_file``/``api_key_file`` read a secret from a file
+(``feedsync.secretfile``: a small regular file, no link).
 Secrets are wrapped in ``Secret`` so no repr, log line or message shows them;
 ``Config.warnings`` names those that others can read.
 """
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from feedsync import schedule as _schedule
+from feedsync import secretfile
 from feedsync.errors import ConfigError
 
 Schedule = _schedule.Schedule
@@ -684,16 +686,8 @@ class _Map:
 
     def _read_secret(self, key: str) -> str:
         path = _resolve(self.context.base, self.text(key))
-        try:
-            value = Path(path).read_text(encoding="utf-8").strip()
-            self.context.check_mode(self.at(key), f"the secret file {path}", os.stat(path).st_mode)
-        except OSError as exc:
-            raise ConfigError(self.at(key), f"cannot read {path}: {exc}") from None
-        except UnicodeDecodeError:
-            # The decoder's own message quotes bytes of the secret.
-            raise ConfigError(self.at(key), f"cannot read {path}: not UTF-8 text") from None
-        if not value:
-            raise ConfigError(self.at(key), f"{path} is empty")
+        value, mode = secretfile.read(self.at(key), path)
+        self.context.check_mode(self.at(key), f"the secret file {path}", mode)
         return value
 
     def file(self, key: str) -> str | None:

@@ -218,3 +218,84 @@ async def test_check_refuses_what_the_daemon_could_not_schedule(
         config.write_text(make(feed=f"schedule: {schedule}\n"))
         assert await run_cli("check", "-c", str(config)) == 2
         assert "configuration error: feeds[0].schedule: " in capsys.readouterr().err
+
+
+# 15: secret files are small regular files, named directly
+
+
+def with_password_file(path: object) -> str:
+    return make().replace("password: ${CT_PASSWORD}", f"password_file: '{path}'")
+
+
+def test_a_fifo_as_secret_file_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "pw"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    message = refused(with_password_file(fifo))
+    assert time.monotonic() - started < 5
+    assert message == f"cybertrace.password_file: {fifo} is a FIFO, not a regular file"
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/null", "/dev/urandom"])
+def test_a_device_as_secret_file_is_refused_unread(device: str) -> None:
+    message = refused(with_password_file(device))
+    expected = f"{device} is a character device, not a regular file"
+    assert message == f"cybertrace.password_file: {expected}"
+
+
+def test_a_directory_as_secret_file_is_refused(tmp_path: Path) -> None:
+    message = refused(with_password_file(tmp_path))
+    assert message == f"cybertrace.password_file: {tmp_path} is a directory, not a regular file"
+
+
+def test_a_symlink_as_secret_file_is_refused_not_followed(tmp_path: Path) -> None:
+    target = tmp_path / "real"
+    target.write_text("not-to-be-read\n")
+    link = tmp_path / "pw"
+    link.symlink_to(target)
+    message = refused(with_password_file(link))
+    assert message == f"cybertrace.password_file: {link} is a symbolic link; name the file itself"
+    shadow = tmp_path / "shadow"
+    shadow.symlink_to("/etc/shadow")
+    message = refused(make(feed="username: u\npassword_file: shadow\n"), base_dir=str(tmp_path))
+    assert message == f"feeds[0].password_file: {shadow} is a symbolic link; name the file itself"
+
+
+def test_an_oversized_secret_file_is_refused(tmp_path: Path) -> None:
+    big = tmp_path / "pw"
+    big.write_bytes(b"x" * (64 * 1024 + 1))
+    message = refused(with_password_file(big))
+    assert message == f"cybertrace.password_file: {big} is over 64 KiB: not a secret"
+    big.write_bytes(b"x" * (64 * 1024))  # the limit itself is a (long) secret
+    loaded = parse(with_password_file(big), env=ENV)
+    assert loaded.cybertrace.password.reveal() == "x" * 64 * 1024
+
+
+def test_a_misp_key_file_is_read_the_same_way(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "key")
+    misp = MISP % "api_key_file: key"
+    message = refused(make(more=misp.replace("api_key: k, ", "")), base_dir=str(tmp_path))
+    assert message == f"feeds[1].api_key_file: {tmp_path / 'key'} is a FIFO, not a regular file"
+
+
+def test_regular_secret_files_and_systemd_credentials_still_work(tmp_path: Path) -> None:
+    plain = tmp_path / "pw"
+    plain.write_text(" s3cret \n")
+    plain.chmod(0o600)
+    assert parse(with_password_file(plain), env=ENV).cybertrace.password.reveal() == "s3cret"
+    # systemd's LoadCredential= puts a read-only regular file in $CREDENTIALS_DIRECTORY.
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "misp-key").write_text("misp-secret")
+    (credentials / "misp-key").chmod(0o400)
+    env = {**ENV, "CREDENTIALS_DIRECTORY": str(credentials)}
+    misp = (MISP % "api_key_file: '${CREDENTIALS_DIRECTORY}/misp-key'").replace("api_key: k, ", "")
+    loaded = parse(make(more=misp), env=env)
+    assert loaded.feeds[1].api_key is not None
+    assert loaded.feeds[1].api_key.reveal() == "misp-secret"
+    assert loaded.warnings == ()
+    # A link in a directory above the file is the administrator's layout, not a swap.
+    linked = tmp_path / "linked"
+    linked.symlink_to(credentials, target_is_directory=True)
+    loaded = parse(with_password_file(linked / "misp-key"), env=ENV)
+    assert loaded.cybertrace.password.reveal() == "misp-secret"
