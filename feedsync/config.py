@@ -23,8 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
+from feedsync import paths, secretfile
 from feedsync import schedule as _schedule
-from feedsync import secretfile
 from feedsync.errors import ConfigError
 
 Schedule = _schedule.Schedule
@@ -52,7 +52,6 @@ SOURCE_TYPES: Mapping[str, tuple[frozenset[str], tuple[str, ...]]] = MappingProx
     }
 )
 FEED_TYPES = tuple(SOURCE_TYPES)
-_FEED_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _SUPPLIER_NAME = re.compile(r"[A-Za-z0-9_-]+")
 # Tenants become a path segment (/api/1.3/{tenant}/...): no separators, controls or blanks
 # at the ends, so that one name cannot address another route.
@@ -514,7 +513,7 @@ def _feed(path: str, raw: object, context: _Context) -> FeedConfig:
     if len(delimiter) != 1:
         raise ConfigError(m.at("delimiter"), f"{_show(delimiter)} is not one character")
     return FeedConfig(
-        name=m.name("name", _FEED_NAME),
+        name=m.name("name", paths.FEED_NAME, paths.FEED_NAME_RULE),
         type=kind,
         url=_source_url(m.at("url"), m.text("url"), context.base),
         supplier=supplier,
@@ -619,11 +618,13 @@ class _Map:
             raise ConfigError(self.at(key), "required")
         return value
 
-    def name(self, key: str, pattern: re.Pattern[str], *, key_only: bool = False) -> str:
+    def name(
+        self, key: str, pattern: re.Pattern[str], rule: str = "", *, key_only: bool = False
+    ) -> str:
         value = key if key_only else self.text(key)
         if not pattern.fullmatch(value):
             raise ConfigError(
-                self.at(key), f"{_show(value)} is not a valid name ({pattern.pattern})"
+                self.at(key), f"{_show(value)} is not a valid name ({rule or pattern.pattern})"
             )
         return value
 

@@ -26,6 +26,7 @@ from feedsync import __version__, logs
 from feedsync.body import inspect
 from feedsync.config import FeedConfig
 from feedsync.errors import FetchError
+from feedsync.paths import component
 from feedsync.redact import redact_url, url_secrets
 from feedsync.transport import Client, Request, Response, ssl_context
 
@@ -187,7 +188,7 @@ async def _spool(request: Request, response: Response, spool: Path) -> Body:
 
 
 def _temporary(spool: Path, feed: str) -> tuple[BinaryIO, Path]:
-    fd, name = tempfile.mkstemp(prefix=f"{feed}.", suffix=".body", dir=spool)
+    fd, name = tempfile.mkstemp(prefix=f"{component(feed)}.", suffix=".body", dir=spool)
     return os.fdopen(fd, "wb"), Path(name)
 
 

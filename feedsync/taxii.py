@@ -29,6 +29,7 @@ from feedsync.config import FeedConfig
 from feedsync.errors import FetchError, ParseError
 from feedsync.fetch import Body, Validators, pulled, redact_url, request_for, ssl_context
 from feedsync.model import Invalid, Record, Removal
+from feedsync.paths import component
 from feedsync.stix import indicator_records
 
 log = logs.get("feedsync.taxii")
@@ -100,7 +101,7 @@ class TaxiiSource:
         now = time.time()
         full = cursor is None or now - cursor.full_at >= self.feed.full_pull
         await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
-        path = spool / f"{self.feed.name}.taxii.body"
+        path = spool / f"{component(self.feed.name)}.taxii.body"
         after = None if full or cursor is None else cursor.added_after
         request = request_for(self.feed, self.url)
         headers = {**request.headers, "Accept": MEDIA}
