@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import ssl
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -65,6 +66,7 @@ _VARIABLE = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|(\
 _BRACED = re.compile(r"\$\{([^{}\n]*)\}")
 _HIDDEN = str.maketrans("\ue000\ue001", "{}")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_SSL_WHERE = re.compile(r"\s*\(_ssl\.c:\d+\)$")
 _INTERVAL = re.compile(r"([\[(])(.+), (.+)([\])])")
 # Every number's allowed range, once: what the scheduler, asyncio, datetime and
 # CyberTrace can take. Values past them used to pass `check` and crash at start
@@ -703,7 +705,16 @@ class _Map:
         value = self.get("verify_tls", (bool, str), "true, false or the path of a CA bundle")
         if value is None or isinstance(value, bool):
             return value is not False
-        return self.file("verify_tls") or ""
+        path = self.file("verify_tls") or ""
+        # Loaded here, so that `check` refuses a bundle the client would fail on, and a
+        # reload with one keeps the running configuration.
+        try:
+            ssl.create_default_context(cafile=path)
+        except (ssl.SSLError, OSError) as exc:
+            reason = _SSL_WHERE.sub("", str(exc.args[-1] if exc.args else exc))
+            message = f"cannot load {path} as a CA bundle (PEM certificates): {reason}"
+            raise ConfigError(self.at("verify_tls"), message) from None
+        return path
 
     def duration(self, key: str, default: float, interval: str) -> float:
         value = self.data.get(key)

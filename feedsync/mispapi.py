@@ -23,7 +23,15 @@ import orjson
 
 from feedsync.config import FeedConfig
 from feedsync.errors import FetchError, ParseError
-from feedsync.fetch import Body, Validators, pulled, redact_url, request_for, ssl_context
+from feedsync.fetch import (
+    Body,
+    Validators,
+    pulled,
+    redact_url,
+    request_for,
+    ssl_context,
+    warn_unverified,
+)
 from feedsync.misp import attribute_record
 from feedsync.model import Invalid, Record, Removal
 from feedsync.paths import component
@@ -92,6 +100,7 @@ class MispSource:
         timeout = aiohttp.ClientTimeout(
             total=None, connect=request.timeout, sock_read=request.timeout
         )
+        warn_unverified(request)
         tls = await ssl_context(request.verify_tls)
         count = newest = size = 0
         seen_first: set[str] = set()

@@ -27,7 +27,15 @@ import orjson
 from feedsync import logs
 from feedsync.config import FeedConfig
 from feedsync.errors import FetchError, ParseError
-from feedsync.fetch import Body, Validators, pulled, redact_url, request_for, ssl_context
+from feedsync.fetch import (
+    Body,
+    Validators,
+    pulled,
+    redact_url,
+    request_for,
+    ssl_context,
+    warn_unverified,
+)
 from feedsync.model import Invalid, Record, Removal
 from feedsync.paths import component
 from feedsync.stix import indicator_records
@@ -110,6 +118,7 @@ class TaxiiSource:
         timeout = aiohttp.ClientTimeout(
             total=None, connect=request.timeout, sock_read=request.timeout
         )
+        warn_unverified(request)
         tls = await ssl_context(request.verify_tls)
         async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
             self._session, self._tls = session, tls

@@ -8,6 +8,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 import pytest
+from conftest import TEST_CA_PEM
 
 from feedsync.config import (
     BUILTIN_SUPPLIERS,
@@ -241,7 +242,7 @@ feeds:
 
 
 def test_every_key_loads_into_the_expected_objects(tmp_path: Path) -> None:
-    for name, text in [("ca.pem", "CA"), ("client.pem", "C"), ("client.key", "K")]:
+    for name, text in [("ca.pem", TEST_CA_PEM), ("client.pem", "C"), ("client.key", "K")]:
         (tmp_path / name).write_text(text)
     (tmp_path / "ct.password").write_text("  from-file\n")
     (tmp_path / "misp.key").write_text("misp-from-file\n")
@@ -577,7 +578,7 @@ def test_a_number_from_the_environment_is_a_string() -> None:
 
 def test_relative_paths_follow_the_config_file(tmp_path: Path) -> None:
     (tmp_path / "etc").mkdir()
-    (tmp_path / "etc" / "ca.pem").write_text("CA")
+    (tmp_path / "etc" / "ca.pem").write_text(TEST_CA_PEM)
     path = tmp_path / "etc" / "feedsync.yaml"
     text = make("verify_tls: ca.pem\n", "verify_tls: ../etc/ca.pem\n")
     path.write_text(text.replace(URLHAUS, "feeds/u.csv") + "state:\n  path: ../state/s.db\n")

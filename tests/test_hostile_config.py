@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import resource
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -14,11 +15,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import TEST_CA_PEM, free_port, run_cli
+from structlog.testing import capture_logs
 
 from feedsync import daemon
 from feedsync.config import parse
-from feedsync.errors import ConfigError
+from feedsync.errors import ConfigError, FetchError
+from feedsync.fetch import Validators
+from feedsync.sources import source_for
 
 PASSWORD = "hunter2-Secret"
 ENV = {"CT_PASSWORD": PASSWORD}
@@ -299,3 +303,48 @@ def test_regular_secret_files_and_systemd_credentials_still_work(tmp_path: Path)
     linked.symlink_to(credentials, target_is_directory=True)
     loaded = parse(with_password_file(linked / "misp-key"), env=ENV)
     assert loaded.cybertrace.password.reveal() == "misp-secret"
+
+
+# 12 (tail): verify_tls
+
+
+@pytest.mark.parametrize("kind", ["csv", "misp_feed", "misp", "taxii"])
+async def test_verify_tls_false_warns_for_every_feed_type(tmp_path: Path, kind: str) -> None:
+    url = f"https://127.0.0.1:{free_port()}/feed/"  # nothing listens: the warning comes first
+    extra = {"misp": ", api_key: k", "taxii": ", collection: c"}.get(kind, "")
+    text = make(
+        more=f"  - {{name: f, type: {kind}, url: '{url}', supplier: S, verify_tls: false{extra}}}\n"
+    )
+    feed = parse(text, env=ENV).feeds[1]
+    with capture_logs() as logged, pytest.raises(FetchError):
+        await source_for(feed).fetch(Validators(), tmp_path / "spool")
+    warned = [e for e in logged if e["event"] == "feed.tls_unverified"]
+    assert warned and warned[0]["feed"] == "f" and warned[0]["log_level"] == "warning"
+    assert url.rstrip("/") in warned[0]["url"]
+
+
+@pytest.mark.parametrize("where", ["cybertrace", "feed"])
+async def test_check_loads_the_ca_bundle_that_verify_tls_names(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    where: str,
+) -> None:
+    pem = TEST_CA_PEM
+    monkeypatch.setenv("CT_PASSWORD", PASSWORD)
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
+    line = f"verify_tls: '{bundle}'\n"
+    config = tmp_path / "feedsync.yaml"
+    config.write_text(make(line) if where == "cybertrace" else make(feed=line))
+    assert await run_cli("check", "-c", str(config)) == 2
+    key = "cybertrace.verify_tls" if where == "cybertrace" else "feeds[0].verify_tls"
+    err = capsys.readouterr().err
+    assert f"configuration error: {key}: cannot load {bundle} as a CA bundle" in err, err
+    for bad in (b"", b"just text\n", ssl.PEM_cert_to_DER_cert(pem)):
+        bundle.write_bytes(bad)
+        assert await run_cli("check", "-c", str(config)) == 2
+        assert f"{key}: cannot load {bundle}" in capsys.readouterr().err
+    bundle.write_text(pem)
+    assert await run_cli("check", "-c", str(config)) == 0
+    assert "ok (1 feeds" in capsys.readouterr().out
