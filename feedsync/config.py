@@ -68,14 +68,15 @@ _HIDDEN = str.maketrans("\ue000\ue001", "{}")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _SSL_WHERE = re.compile(r"\s*\(_ssl\.c:\d+\)$")
 _INTERVAL = re.compile(r"([\[(])(.+), (.+)([\])])")
-# Every number's allowed range, once: what the scheduler, asyncio, datetime and
-# CyberTrace can take. Values past them used to pass `check` and crash at start
-# (APScheduler's OverflowError) or on SIGHUP (every feed unscheduled).
+# Every number has a finite range, written once where the loader reads it (these
+# are the shared ones): what the scheduler, asyncio, datetime and CyberTrace take.
+# Values past them used to pass `check` and crash at start (APScheduler's
+# OverflowError) or on SIGHUP (every feed unscheduled).
 SCHEDULE_RANGE = "[1s, 366d]"
 PULL_RANGE = "(0, 366d]"  # full_pull
 TIMEOUT_RANGE = "(0, 86400]"  # seconds: timeouts are plain numbers
 RETENTION_RANGE = "[0, 2147483647]"  # minutes; CyberTrace's int32, year ~6100 from now
-ATTEMPTS_RANGE = "[1, 100]"  # backoff doubles per attempt: 2.0 ** 1024 overflows
+ATTEMPTS_RANGE = "[1, 100]"
 MAX_BODY_RANGE = "[1, 1099511627776]"  # 1 TiB
 _KINDS = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list"}
 _KINDS |= {dict: "a mapping", type(None): "nothing"}

@@ -33,9 +33,7 @@ def make(cybertrace: str = "", feed: str = "", *, more: str = "") -> str:
         "cybertrace:\n"
         "  url: https://ct.example:443/\n"
         "  username: feedsync\n"
-        "  password: ${CT_PASSWORD}\n"
-        + textwrap.indent(cybertrace, "  ")
-        + "feeds:\n"
+        "  password: ${CT_PASSWORD}\n" + textwrap.indent(cybertrace, "  ") + "feeds:\n"
         "  - name: urlhaus\n"
         "    type: csv\n"
         "    url: https://urlhaus.abuse.ch/downloads/csv_recent/\n"
