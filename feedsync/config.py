@@ -2,7 +2,8 @@
 
 Every error names its key path (``feeds[2].schedule: ...``). ``${VAR}`` in a
 string value is read from the environment (``${VAR:-default}``, ``$$`` for a
-literal ``$``); ``password_file``/``api_key_file`` read a secret from a file.
+literal ``$``); ``password_file``/``api_key_file`` read a secret from a file
+(``feedsync.secretfile``: a small regular file, no link).
 Secrets are wrapped in ``Secret`` so no repr, log line or message shows them;
 ``Config.warnings`` names those that others can read.
 """
@@ -13,6 +14,7 @@ import json
 import math
 import os
 import re
+import ssl
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -22,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
+from feedsync import paths, secretfile
 from feedsync import schedule as _schedule
 from feedsync.errors import ConfigError
 
@@ -50,7 +53,6 @@ SOURCE_TYPES: Mapping[str, tuple[frozenset[str], tuple[str, ...]]] = MappingProx
     }
 )
 FEED_TYPES = tuple(SOURCE_TYPES)
-_FEED_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _SUPPLIER_NAME = re.compile(r"[A-Za-z0-9_-]+")
 # Tenants become a path segment (/api/1.3/{tenant}/...): no separators, controls or blanks
 # at the ends, so that one name cannot address another route.
@@ -64,7 +66,18 @@ _VARIABLE = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|(\
 _BRACED = re.compile(r"\$\{([^{}\n]*)\}")
 _HIDDEN = str.maketrans("\ue000\ue001", "{}")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_SSL_WHERE = re.compile(r"\s*\(_ssl\.c:\d+\)$")
 _INTERVAL = re.compile(r"([\[(])(.+), (.+)([\])])")
+# Every number has a finite range, written once where the loader reads it (these
+# are the shared ones): what the scheduler, asyncio, datetime and CyberTrace take.
+# Values past them used to pass `check` and crash at start (APScheduler's
+# OverflowError) or on SIGHUP (every feed unscheduled).
+SCHEDULE_RANGE = "[1s, 366d]"
+PULL_RANGE = "(0, 366d]"  # full_pull
+TIMEOUT_RANGE = "(0, 86400]"  # seconds: timeouts are plain numbers
+RETENTION_RANGE = "[0, 2147483647]"  # minutes; CyberTrace's int32, year ~6100 from now
+ATTEMPTS_RANGE = "[1, 100]"
+MAX_BODY_RANGE = "[1, 1099511627776]"  # 1 TiB
 _KINDS = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list"}
 _KINDS |= {dict: "a mapping", type(None): "nothing"}
 _N = TypeVar("_N", int, float)
@@ -273,13 +286,28 @@ def _parse(
 # YAML and the environment
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader without anchors and aliases: a config never needs them, and a few
+    hundred bytes of nested aliases expand into gigabytes ("billion laughs")."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.MarkedYAMLError(
+                problem="anchors and aliases (&name, *name) are not allowed in a feedsync"
+                " config; write the value out, or quote a string that starts with & or *",
+                problem_mark=event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
 def _read_yaml(text: str, source: str) -> dict[Any, Any]:
-    loader = yaml.SafeLoader(_BRACED.sub("$\ue000\\1\ue001", text))
+    loader = _Loader(_BRACED.sub("$\ue000\\1\ue001", text))
     try:
         node = loader.get_single_node()
         if node is None:
             raise ConfigError("", f"{source}: the file is empty; expected cybertrace: and feeds:")
-        _refuse_duplicate_keys(node, "", set())
+        _refuse_duplicate_keys(node, "")
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         where = _where(source, exc.problem_mark)
@@ -297,14 +325,11 @@ def _read_yaml(text: str, source: str) -> dict[Any, Any]:
     return data
 
 
-def _refuse_duplicate_keys(node: yaml.Node, path: str, seen: set[int]) -> None:
+def _refuse_duplicate_keys(node: yaml.Node, path: str) -> None:
     # PyYAML silently keeps the last of two equal keys; a config must not lose one that way.
-    if id(node) in seen:  # an alias: checked where its anchor is
-        return
-    seen.add(id(node))
     if isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _refuse_duplicate_keys(item, f"{path}[{index}]", seen)
+            _refuse_duplicate_keys(item, f"{path}[{index}]")
     if not isinstance(node, yaml.MappingNode):
         return
     first: dict[tuple[str, str], yaml.Node] = {}
@@ -315,7 +340,7 @@ def _refuse_duplicate_keys(node: yaml.Node, path: str, seen: set[int]) -> None:
             if earlier is not key:
                 lines = f"lines {earlier.start_mark.line + 1} and {key.start_mark.line + 1}"
                 raise ConfigError(here, f"key given twice ({lines})")
-        _refuse_duplicate_keys(value, here, seen)
+        _refuse_duplicate_keys(value, here)
 
 
 def _where(source: str, mark: yaml.Mark | None) -> str:
@@ -374,7 +399,7 @@ def _cybertrace(m: _Map) -> CyberTraceConfig:
     password = m.secret("password", required=True)
     assert password is not None  # required: secret() raised otherwise
     retry = m.child("retry", _keys(RetryConfig), optional=True)
-    initial = retry.number("initial_delay", 1.0, "(0, inf)")
+    initial = retry.number("initial_delay", 1.0, "(0, 3600]")
     return CyberTraceConfig(
         url=_api_url(m.at("url"), m.text("url")),
         username=m.text("username"),
@@ -384,17 +409,17 @@ def _cybertrace(m: _Map) -> CyberTraceConfig:
         verify_tls=m.verify_tls(),
         client_cert=cert,
         client_key=key,
-        timeout=m.number("timeout", 300.0, "(0, inf)"),
+        timeout=m.number("timeout", 300.0, TIMEOUT_RANGE),
         concurrency=m.integer("concurrency", 2, "[1, 8]"),
         max_batch_bytes=m.integer("max_batch_bytes", 16777216, "[1024, 134217728]"),
-        max_batch_indicators=m.integer("max_batch_indicators", 20000, "[1, inf)"),
+        max_batch_indicators=m.integer("max_batch_indicators", 20000, "[1, 10000000]"),
         tag_weight=m.integer("tag_weight", 0, "[0, 5]"),
         refresh_fraction=m.number("refresh_fraction", 0.5, "(0, 1)"),
         retry=RetryConfig(
-            attempts=retry.integer("attempts", 5, "[1, inf)"),
+            attempts=retry.integer("attempts", 5, ATTEMPTS_RANGE),
             initial_delay=initial,
-            max_delay=retry.number("max_delay", 60.0, f"[{initial:g}, inf)"),
-            initializing=retry.duration("initializing", 900.0),
+            max_delay=retry.number("max_delay", 60.0, f"[{initial:g}, 86400]"),
+            initializing=retry.duration("initializing", 900.0, "(0, 1d]"),
         ),
     )
 
@@ -406,14 +431,14 @@ def _server(m: _Map) -> ServerConfig:
     if not match or port > 65535:
         message = f"{_show(listen)} is not HOST:PORT (127.0.0.1:9464, [::1]:9464); port <= 65535"
         raise ConfigError(m.at("listen"), message)
-    grace = m.number("shutdown_grace", 30.0, "[0, inf)")
+    grace = m.number("shutdown_grace", 30.0, "[0, 86400]")
     return ServerConfig(match.group(1) or match.group(3), port, grace)
 
 
 def _supplier_defaults(top: _Map) -> SupplierDefaults:
     m = top.child("supplier_defaults", _keys(SupplierDefaults), optional=True)
     base = SupplierDefaults()
-    retention = m.integer("retention", base.retention, "[0, 2147483647]")
+    retention = m.integer("retention", base.retention, RETENTION_RANGE)
     if "retention" in m.data and retention == 0:
         m.context.warnings.append(_RETENTION_ZERO.format(path=m.at("retention")))
     return SupplierDefaults(
@@ -441,7 +466,7 @@ def _suppliers(
         if name not in used:
             raise ConfigError(entries.at(name), "no feed uses this supplier")
         m = entries.child(name, _keys(SupplierConfig) - {"name", "explicit"})
-        retention = m.integer("retention", defaults.retention, "[0, 2147483647]")
+        retention = m.integer("retention", defaults.retention, RETENTION_RANGE)
         if "retention" in m.data and retention == 0:
             m.context.warnings.append(_RETENTION_ZERO.format(path=m.at("retention")))
         out[name] = SupplierConfig(
@@ -491,7 +516,7 @@ def _feed(path: str, raw: object, context: _Context) -> FeedConfig:
     if len(delimiter) != 1:
         raise ConfigError(m.at("delimiter"), f"{_show(delimiter)} is not one character")
     return FeedConfig(
-        name=m.name("name", _FEED_NAME),
+        name=m.name("name", paths.FEED_NAME, paths.FEED_NAME_RULE),
         type=kind,
         url=_source_url(m.at("url"), m.text("url"), context.base),
         supplier=supplier,
@@ -509,13 +534,13 @@ def _feed(path: str, raw: object, context: _Context) -> FeedConfig:
         api_key=m.secret("api_key"),
         headers=m.headers(),
         verify_tls=m.verify_tls(),
-        timeout=m.number("timeout", 300.0, "(0, inf)"),
+        timeout=m.number("timeout", 300.0, TIMEOUT_RANGE),
         filters=MappingProxyType(m.child("filters", None, optional=True).data),
         collection=m.maybe_text("collection"),
         unmark_detections=unmark,
         enabled=m.flag("enabled", True),
-        max_body_bytes=m.integer("max_body_bytes", DEFAULT_MAX_BODY, "[1, inf)"),
-        full_pull=m.duration("full_pull", 86400.0),
+        max_body_bytes=m.integer("max_body_bytes", DEFAULT_MAX_BODY, MAX_BODY_RANGE),
+        full_pull=m.duration("full_pull", 86400.0, PULL_RANGE),
         page_size=m.integer("page_size", 1000, "[1, 100000]"),
     )
 
@@ -596,11 +621,13 @@ class _Map:
             raise ConfigError(self.at(key), "required")
         return value
 
-    def name(self, key: str, pattern: re.Pattern[str], *, key_only: bool = False) -> str:
+    def name(
+        self, key: str, pattern: re.Pattern[str], rule: str = "", *, key_only: bool = False
+    ) -> str:
         value = key if key_only else self.text(key)
         if not pattern.fullmatch(value):
             raise ConfigError(
-                self.at(key), f"{_show(value)} is not a valid name ({pattern.pattern})"
+                self.at(key), f"{_show(value)} is not a valid name ({rule or pattern.pattern})"
             )
         return value
 
@@ -663,16 +690,8 @@ class _Map:
 
     def _read_secret(self, key: str) -> str:
         path = _resolve(self.context.base, self.text(key))
-        try:
-            value = Path(path).read_text(encoding="utf-8").strip()
-            self.context.check_mode(self.at(key), f"the secret file {path}", os.stat(path).st_mode)
-        except OSError as exc:
-            raise ConfigError(self.at(key), f"cannot read {path}: {exc}") from None
-        except UnicodeDecodeError:
-            # The decoder's own message quotes bytes of the secret.
-            raise ConfigError(self.at(key), f"cannot read {path}: not UTF-8 text") from None
-        if not value:
-            raise ConfigError(self.at(key), f"{path} is empty")
+        value, mode = secretfile.read(self.at(key), path)
+        self.context.check_mode(self.at(key), f"the secret file {path}", mode)
         return value
 
     def file(self, key: str) -> str | None:
@@ -687,24 +706,38 @@ class _Map:
         value = self.get("verify_tls", (bool, str), "true, false or the path of a CA bundle")
         if value is None or isinstance(value, bool):
             return value is not False
-        return self.file("verify_tls") or ""
+        path = self.file("verify_tls") or ""
+        # Loaded here, so that `check` refuses a bundle the client would fail on, and a
+        # reload with one keeps the running configuration.
+        try:
+            ssl.create_default_context(cafile=path)
+        except (ssl.SSLError, OSError) as exc:
+            reason = _SSL_WHERE.sub("", str(exc.args[-1] if exc.args else exc))
+            message = f"cannot load {path} as a CA bundle (PEM certificates): {reason}"
+            raise ConfigError(self.at("verify_tls"), message) from None
+        return path
 
-    def duration(self, key: str, default: float) -> float:
+    def duration(self, key: str, default: float, interval: str) -> float:
         value = self.data.get(key)
         if value is None:
             return default
         try:
-            return _schedule.parse_duration(value)
+            seconds = _schedule.parse_duration(value)
         except ValueError as exc:
             raise ConfigError(self.at(key), str(exc)) from None
+        return _within(self.at(key), seconds, interval, shown=value)
 
     def schedule(self) -> Schedule:
-        if self.data.get("schedule") is None:
+        value = self.data.get("schedule")
+        if value is None:
             return HOURLY
         try:
-            return _schedule.parse_schedule(self.data["schedule"])
+            parsed = _schedule.parse_schedule(value)
         except ValueError as exc:
             raise ConfigError(self.at("schedule"), str(exc)) from None
+        if parsed.seconds is not None:
+            _within(self.at("schedule"), parsed.seconds, SCHEDULE_RANGE, shown=value)
+        return parsed
 
     def indicator(self) -> str | int | None:
         what = "a column name or a 1-based index"
@@ -764,15 +797,21 @@ def _resolve(base: Path, path: str) -> str:
     return resolved + "/" if path.endswith("/") else resolved
 
 
-def _within(path: str, value: _N, interval: str) -> _N:
+def _within(path: str, value: _N, interval: str, *, shown: object = None) -> _N:
+    """``value`` if in ``interval`` ("[1, 8]", "(0, 1d]": bounds may be durations)."""
     match = _INTERVAL.fullmatch(interval)
     assert match is not None, interval
     opening, low, high, closing = match.groups()
-    above = value > float(low) if opening == "(" else value >= float(low)
-    below = value < float(high) if closing == ")" else value <= float(high)
+    above = value > _bound(low) if opening == "(" else value >= _bound(low)
+    below = value < _bound(high) if closing == ")" else value <= _bound(high)
     if not (above and below):
-        raise ConfigError(path, f"{_show(value)} is out of range; allowed: {interval}")
+        given = _show(value if shown is None else shown)
+        raise ConfigError(path, f"{given} is out of range; allowed: {interval}")
     return value
+
+
+def _bound(text: str) -> float:
+    return _schedule.parse_duration(text) if text[-1] in "smhd" else float(text)
 
 
 def _keys(cls: Any, *extra: str) -> frozenset[str]:

@@ -301,7 +301,8 @@ class CyberTrace:
         """Exponential backoff with ``jitter`` of the ceiling drawn at random (1: full
         jitter), at least ``Retry-After``, at most ``max_delay``."""
         policy = self.config.retry
-        ceiling = min(policy.max_delay, policy.initial_delay * 2.0 ** (attempt - 1))
+        # 425 waits count up for as long as retry.initializing lasts: 2.0 ** 1024 overflows.
+        ceiling = min(policy.max_delay, policy.initial_delay * 2.0 ** min(attempt - 1, 64))
         delay = ceiling * (1 - jitter) + random.uniform(0, ceiling * jitter)  # noqa: S311
         if retry_after is not None:
             delay = min(max(delay, retry_after), policy.max_delay)

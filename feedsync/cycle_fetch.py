@@ -22,6 +22,7 @@ from feedsync.config import FeedConfig
 from feedsync.errors import SourceError, StoreError
 from feedsync.fetch import Body, Validators, redact_url
 from feedsync.outcome import cause
+from feedsync.paths import component
 from feedsync.phases import Phases
 from feedsync.sources import Source, source_for
 from feedsync.store import FeedRow, Store
@@ -147,7 +148,7 @@ class Fetcher:
 def discard_spooled(spool: Path, feed: str) -> None:
     """Delete the spool files of ``feed`` (a feed is never fetched twice at once,
     so none of them is in use); another feed's names never match."""
-    own = re.compile(rf"{re.escape(feed)}\.(?:[a-z0-9_]{{8}}|misp|taxii|events)\.body")
+    own = re.compile(rf"{re.escape(component(feed))}\.(?:[a-z0-9_]{{8}}|misp|taxii|events)\.body")
     try:
         names = [p for p in spool.iterdir() if own.fullmatch(p.name)]
     except OSError:

@@ -26,6 +26,7 @@ from feedsync import __version__, logs
 from feedsync.body import inspect
 from feedsync.config import FeedConfig
 from feedsync.errors import FetchError
+from feedsync.paths import component
 from feedsync.redact import redact_url, url_secrets
 from feedsync.transport import Client, Request, Response, ssl_context
 
@@ -154,8 +155,7 @@ async def _download(request: Request, previous: Validators, spool: Path) -> Body
     if previous.last_modified:
         headers["If-Modified-Since"] = previous.last_modified
     where = redact_url(request.url)
-    if request.verify_tls is False and request.url.startswith("https://"):
-        log.warning("feed.tls_unverified", feed=request.feed, url=where)
+    warn_unverified(request)
     async with Client(request) as client, client.open(request.url, headers=headers) as response:
         if response.status == 304:
             return None
@@ -186,8 +186,14 @@ async def _spool(request: Request, response: Response, spool: Path) -> Body:
     return Body(path, size, validators, temporary=True, framed=response.framed)
 
 
+def warn_unverified(request: Request) -> None:
+    """Every fetch of an https feed with ``verify_tls: false`` says so, whatever its type."""
+    if request.verify_tls is False and request.url.startswith("https://"):
+        log.warning("feed.tls_unverified", feed=request.feed, url=redact_url(request.url))
+
+
 def _temporary(spool: Path, feed: str) -> tuple[BinaryIO, Path]:
-    fd, name = tempfile.mkstemp(prefix=f"{feed}.", suffix=".body", dir=spool)
+    fd, name = tempfile.mkstemp(prefix=f"{component(feed)}.", suffix=".body", dir=spool)
     return os.fdopen(fd, "wb"), Path(name)
 
 

@@ -23,9 +23,18 @@ import orjson
 
 from feedsync.config import FeedConfig
 from feedsync.errors import FetchError, ParseError
-from feedsync.fetch import Body, Validators, pulled, redact_url, request_for, ssl_context
+from feedsync.fetch import (
+    Body,
+    Validators,
+    pulled,
+    redact_url,
+    request_for,
+    ssl_context,
+    warn_unverified,
+)
 from feedsync.misp import attribute_record
 from feedsync.model import Invalid, Record, Removal
+from feedsync.paths import component
 
 OVERLAP = 300
 MAX_PAGES = 100_000
@@ -73,7 +82,7 @@ class MispSource:
         full = cursor is None or now - cursor.full_at >= self.feed.full_pull
         filters = self._filters(cursor, full)
         await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
-        path = spool / f"{self.feed.name}.misp.body"
+        path = spool / f"{component(self.feed.name)}.misp.body"
         count, newest = await self._pull(filters, path)
         since = max(newest, cursor.since if cursor else 0)
         state = Cursor(since, now if full else (cursor.full_at if cursor else now))
@@ -91,6 +100,7 @@ class MispSource:
         timeout = aiohttp.ClientTimeout(
             total=None, connect=request.timeout, sock_read=request.timeout
         )
+        warn_unverified(request)
         tls = await ssl_context(request.verify_tls)
         count = newest = size = 0
         seen_first: set[str] = set()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -23,8 +24,10 @@ from feedsync.errors import FetchError, ParseError
 from feedsync.fetch import Body, Validators, fetch, is_remote, request_for
 from feedsync.misp import event_records
 from feedsync.model import Invalid, Record
+from feedsync.paths import component
 
 DOWNLOADS = 4
+_CACHED = re.compile(r"[^/\\.\0]+\.-?[0-9]+\.json")
 
 
 class MispFeedSource:
@@ -52,7 +55,7 @@ class MispFeedSource:
             manifest = await asyncio.to_thread(_read_manifest, manifest_body.path, self.feed.name)
         finally:
             manifest_body.discard()
-        cache = spool.parent / "cache" / self.feed.name
+        cache = spool.parent / "cache" / component(self.feed.name)
         # A local manifest is read in place, so nothing has created the spool yet.
         await asyncio.to_thread(_directories, self.feed.name, cache, spool)
         wanted = {uuid: cache / f"{uuid}.{stamp}.json" for uuid, stamp in manifest.items()}
@@ -61,7 +64,7 @@ class MispFeedSource:
         await asyncio.gather(*(self._download(uuid, wanted[uuid], spool, gate) for uuid in missing))
         self.downloaded = sorted(missing)
         await asyncio.to_thread(_prune, cache, set(wanted.values()))
-        listing = spool / f"{self.feed.name}.events.body"
+        listing = spool / f"{component(self.feed.name)}.events.body"
         text = "".join(f"{path}\n" for _uuid, path in sorted(wanted.items()))
         await asyncio.to_thread(listing.write_text, text)
         return Body(listing, len(text), manifest_body.validators, temporary=True)
@@ -127,8 +130,10 @@ def _directories(feed: str, *paths: Path) -> None:
 
 
 def _prune(cache: Path, keep: set[Path]) -> None:
+    # Only names _read_manifest could have made (uuid.stamp.json): whatever else is
+    # there was not put there by feedsync.
     for path in cache.glob("*.json"):
-        if path not in keep:
+        if path not in keep and _CACHED.fullmatch(path.name):
             path.unlink(missing_ok=True)
 
 

@@ -6,7 +6,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 
 DURATION_FORMS = "30s, 15m, 1h, 1d"
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
@@ -51,9 +51,15 @@ def parse_schedule(value: object) -> Schedule:
 
         try:
             # The zone matters only when firing; validation must not depend on the host's.
-            CronTrigger.from_crontab(text, timezone=UTC)
+            cron = CronTrigger.from_crontab(text, timezone=UTC)
         except ValueError as exc:
             raise ValueError(f"{_quote(text)} is not a valid cron line: {exc}") from None
+        # A day no month has (30 2, 31 4) passes the fields' own checks; the feed would
+        # run once at start and never again.
+        if cron.get_next_fire_time(None, datetime.now(UTC)) is None:
+            raise ValueError(
+                f"{_quote(text)} never fires: no date matches it (30 February, 31 April)"
+            )
         return Schedule(text, None, text)
     try:
         return Schedule(text, parse_duration(text), None)

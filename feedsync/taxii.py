@@ -33,8 +33,18 @@ from feedsync import logs
 from feedsync import taxii_paging as paging
 from feedsync.config import FeedConfig
 from feedsync.errors import FetchError, ParseError
-from feedsync.fetch import Body, Request, Validators, pulled, redact_url, request_for, ssl_context
+from feedsync.fetch import (
+    Body,
+    Request,
+    Validators,
+    pulled,
+    redact_url,
+    request_for,
+    ssl_context,
+    warn_unverified,
+)
 from feedsync.model import Invalid, Record, Removal
+from feedsync.paths import component
 from feedsync.redact import Redacted
 from feedsync.stix import indicator_records
 
@@ -157,7 +167,7 @@ class TaxiiSource:
             cursor = None
         full = cursor is None or now - cursor.full_at >= self.feed.full_pull
         await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
-        path = spool / f"{self.feed.name}.taxii.body"
+        path = spool / f"{component(self.feed.name)}.taxii.body"
         after = None if full or cursor is None else cursor.added_after
         request = self._request
         headers = {**request.headers, "Accept": MEDIA}
@@ -166,6 +176,7 @@ class TaxiiSource:
         timeout = aiohttp.ClientTimeout(
             total=None, connect=request.timeout, sock_read=request.timeout
         )
+        warn_unverified(request)
         tls = await ssl_context(request.verify_tls)
         async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
             self._session, self._tls = session, tls

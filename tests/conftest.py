@@ -18,6 +18,22 @@ from feedsync.store import Store
 
 USER = "feedsync"
 PASSWORD = "s3cret-Pa55"
+# A CA certificate for configs that name a bundle: the loader loads it; its key was
+# thrown away, so nothing it could sign is ever trusted.
+TEST_CA_PEM = """\
+-----BEGIN CERTIFICATE-----
+MIIBvjCCAWOgAwIBAgIUdydKC3GgU3Pw7gs+XB9lOqlVCaMwCgYIKoZIzj0EAwIw
+MzExMC8GA1UEAwwoZmVlZHN5bmMgdGVzdCBDQSAobG9hZGVkLCBuZXZlciB0cnVz
+dGVkKTAgFw0yNjEyMDMwODQ5MTNaGA8yMTI2MTEwOTA4NDkxM1owMzExMC8GA1UE
+AwwoZmVlZHN5bmMgdGVzdCBDQSAobG9hZGVkLCBuZXZlciB0cnVzdGVkKTBZMBMG
+ByqGSM49AgEGCCqGSM49AwEHA0IABE+Oertk38Iq7Vpif3EMnC9TIVdmMbIFq5rB
+gP1I9wVttQ8WcNNtVNKUGLZF+Ulm5wWu0NUCxXmydXiiQ0z4KQyjUzBRMB0GA1Ud
+DgQWBBTom22VpPqT4VLX2DFNNV+waqO0IDAfBgNVHSMEGDAWgBTom22VpPqT4VLX
+2DFNNV+waqO0IDAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0kAMEYCIQDg
+yclwqh7vWDchSzcVHp0BCKniqSshDabYazvT97hK+AIhALFZYKYo90j2Ca7cFZ+F
+b99LlScP+Qir/NifW4b/jD/w
+-----END CERTIFICATE-----
+"""
 
 
 @pytest.fixture

@@ -438,6 +438,19 @@ async def test_425_beyond_its_budget_fails_the_request(scripted: Scripted) -> No
     assert 59.0 <= time.now - 1000.0 <= 61.0
 
 
+async def test_a_425_storm_of_over_a_thousand_waits_neither_overflows_nor_gives_up(
+    scripted: Scripted,
+) -> None:
+    # The loader's bounds allow max_delay 1 s with initializing 1 d: thousands of waits.
+    time = FakeTime()
+    initializing = orjson.dumps([{"status": "Kaspersky CyberTrace is initializing"}])
+    scripted.script = lambda m, p, b: (425, initializing) if len(scripted.log) <= 1100 else None
+    config = client_config(scripted.url, retry=RetryConfig(5, 1.0, 1.0, initializing=86400.0))
+    async with CyberTrace(config, sleep=time.sleep, clock=time.clock) as client:
+        assert "InternalTI" in await client.supplier_names()
+    assert len(scripted.log) > 1100
+
+
 # Tenants
 
 

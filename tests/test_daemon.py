@@ -253,6 +253,16 @@ async def test_reload_keeps_the_old_client_when_the_new_one_cannot_be_built(
     with capture_logs() as logged:
         await daemon.reload()
     [failed] = [e for e in logged if e["event"] == "config.reload_failed"]
+    # The loader loads CA bundles itself (as `check` does): refused before any client.
+    assert failed["log_level"] == "error" and "as a CA bundle" in failed["error"]
+    assert daemon.client is old_client and daemon.config is old_config
+    # A certificate and a key that are no pair load only in the client: still kept.
+    pair = f"{certificates}/ca.pem\n  client_cert: {certificates}/server.pem\n"
+    pair += f"  client_key: {certificates}/ca.key"
+    path.write_text(path.read_text().replace(str(tmp_path / "not-pem.crt"), pair))
+    with capture_logs() as logged:
+        await daemon.reload()
+    [failed] = [e for e in logged if e["event"] == "config.reload_failed"]
     assert failed["log_level"] == "error" and "do not load" in failed["error"]
     assert daemon.client is old_client and daemon.config is old_config
     await daemon.launch("first")
