@@ -43,6 +43,7 @@ class CsvSource:
             comment=feed.comment,
             delimiter=feed.delimiter,
             header=feed.header,
+            encoding=feed.encoding,
         )
 
     async def fetch(self, previous: Validators, spool: Path) -> Body | None:

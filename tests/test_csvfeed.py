@@ -503,6 +503,68 @@ def test_invalid_utf8_before_the_header_row(tmp_path: Path) -> None:
     assert items == [Invalid(1, "\ufffdt\ufffd", "encoding"), Record(3, "1.2.3.4")]
 
 
+def replacements(
+    tmp_path: Path, body: bytes, **options: object
+) -> tuple[list[Record | Invalid], list[tuple[int, tuple[str, ...]]]]:
+    told: list[tuple[int, tuple[str, ...]]] = []
+    with open_body(write(tmp_path, body), "feed") as stream:
+        parsed = parse_csv(stream, CsvOptions(**options), "feed", lambda *r: told.append(r))  # type: ignore[arg-type]
+        return list(parsed), told
+
+
+LATIN1_ROWS = (
+    b"# ip,city,tags\n1.2.3.4,Z\xfcrich,a\nb\xfccher.example,Bern,b\n5.6.7.8,Bern,t\xe9g\n"
+)
+
+
+def test_undecodable_context_keeps_the_indicator_and_is_told(tmp_path: Path) -> None:
+    items, told = replacements(
+        tmp_path, LATIN1_ROWS, indicator="ip", context=(("city", "city"),), tags_field="tags"
+    )
+    assert items == [
+        Record(2, "1.2.3.4", (("city", "Z\ufffdrich"),), ("a",)),
+        Invalid(3, "b\ufffdcher.example,Bern,b", "encoding"),  # the indicator itself
+        Record(4, "5.6.7.8", (("city", "Bern"),), ("t\ufffdg",)),
+    ]
+    assert told == [(2, ("city",)), (4, ("tags",))]
+
+
+def test_the_feeds_encoding_reads_every_field(tmp_path: Path) -> None:
+    items, told = replacements(
+        tmp_path,
+        LATIN1_ROWS,
+        indicator="ip",
+        context=(("city", "city"),),
+        tags_field="tags",
+        encoding="iso8859-1",
+    )
+    assert [(r.line, r.value, r.context, r.tags) for r in records(items)] == [
+        (2, "1.2.3.4", (("city", "Zürich"),), ("a",)),
+        (3, "bücher.example", (("city", "Bern"),), ("b",)),
+        (4, "5.6.7.8", (("city", "Bern"),), ("tég",)),
+    ]
+    assert told == []
+
+
+def test_undecodable_bytes_in_an_unused_column_are_not_told(tmp_path: Path) -> None:
+    items, told = replacements(tmp_path, b"# ip,note\n1.2.3.4,caf\xe9\n", indicator="ip")
+    assert items == [Record(2, "1.2.3.4")]
+    assert told == []
+
+
+def test_rows_with_undecodable_bytes_still_let_the_header_be_found(tmp_path: Path) -> None:
+    # Every row of this head has a Latin-1 byte: the first one is the first data row
+    # and the commented header above it names the columns.
+    body = b"# ip,city\n" + b"".join(b"10.0.0.%d,K\xf6ln\n" % n for n in range(1, 1100))
+    items, told = replacements(tmp_path, body, indicator="ip", context=(("city", "city"),))
+    assert len(records(items)) == 1099
+    assert records(items)[0] == Record(2, "10.0.0.1", (("city", "K\ufffdln"),))
+    assert [line for line, _ in told] == list(range(2, 1101))
+    # An uncommented header row after such rows is still a header.
+    items, told = replacements(tmp_path, b"caf\xe9\nname,ip\nx,1.2.3.4\n", indicator="ip")
+    assert items == [Invalid(1, "caf\ufffd", "encoding"), Record(3, "1.2.3.4")]
+
+
 def test_nul_byte_is_a_parse_error(tmp_path: Path) -> None:
     with pytest.raises(ParseError, match="line 2: NUL"):
         parse_bytes(tmp_path, b"a.example\nb\x00.example\n")
