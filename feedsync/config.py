@@ -40,7 +40,7 @@ SOURCE_TYPES: Mapping[str, tuple[frozenset[str], tuple[str, ...]]] = MappingProx
     {
         "csv": (
             frozenset({"indicator", "tags_field", "comment", "delimiter", "header"})
-            | {"encoding"},
+            | {"encoding", "footer", "footer_count"},
             (),
         ),
         "misp": (
@@ -183,6 +183,8 @@ class FeedConfig:
     full_pull: float = 86400.0  # misp, taxii: seconds between full pulls (catch hard deletes)
     page_size: int = 1000  # misp: attributes per restSearch page
     encoding: str = "utf-8"  # csv: the codec of the body's bytes (see _encoding)
+    footer: str | None = None  # csv: what the body's last line starts with (see _footer)
+    footer_count: bool = True  # csv: a number in the footer is the count of data rows
 
     def __repr__(self) -> str:
         # A URL's query or user part often holds a key: show neither.
@@ -524,6 +526,8 @@ def _feed(path: str, raw: object, context: _Context) -> FeedConfig:
         full_pull=m.duration("full_pull", 86400.0),
         page_size=m.integer("page_size", 1000, "[1, 100000]"),
         encoding=_encoding(m),
+        footer=_footer(m),
+        footer_count=m.flag("footer_count", True),
     )
 
 
@@ -554,6 +558,23 @@ def _encoding(m: _Map) -> str:
             " use e.g. utf-8, latin-1 or cp1252",
         )
     return codec.name
+
+
+def _footer(m: _Map) -> str | None:
+    footer = m.maybe_text("footer")
+    if footer is None:
+        if m.data.get("footer_count") is not None:
+            raise ConfigError(m.at("footer_count"), "needs footer")
+        return None
+    comment = m.text("comment", "#")
+    if footer != footer.strip() or not footer.startswith(comment):
+        # Any other last line would be read as a data row as well.
+        raise ConfigError(
+            m.at("footer"),
+            f"{_show(footer)} must start with the feed's comment ({_show(comment)})"
+            " and have no blanks at either end",
+        )
+    return footer
 
 
 # Values

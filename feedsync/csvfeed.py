@@ -13,6 +13,10 @@ row whose indicator is undecodable is Invalid ("encoding"); one whose context
 or tags field is keeps its indicator, that field decoded with U+FFFD for the
 bad bytes, and is reported (``on_replaced``): a stray Latin-1 byte in a
 description must not delete the indicator beside it.
+
+A feed whose format ends with a footer (abuse.ch: ``# END 28 entries``,
+``# Number of entries: 1217668``) is checked for it before it is parsed
+(``check_footer``): a body cut at a line boundary looks complete otherwise.
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
-from feedsync.body import MAX_LINE, Raw, numbered, selected
-from feedsync.errors import ParseError
+from feedsync.body import MAX_LINE, Raw, numbered, open_body, physical_lines, selected
+from feedsync.errors import FetchError, ParseError
 from feedsync.model import Context, Invalid, Record
 
 PREVIEW = 200
@@ -49,6 +54,8 @@ _LOOKS_LIKE_INDICATOR = re.compile(
 _UNDECODED = re.compile("[\ud800-\udfff]")
 
 _Row = tuple[int, str, list[str], int]  # line number, text, fields, hash
+_NUMBER = re.compile(r"\d+")
+_SHOWN_FOOTER = 80
 # Told of a row kept with undecodable bytes in these context columns ("tags" for tags_field).
 OnReplaced = Callable[[int, tuple[str, ...]], None]
 
@@ -113,15 +120,71 @@ def read_layout(stream: BinaryIO, options: CsvOptions, feed: str) -> Layout | No
 def _layout_of(head: _Head, options: CsvOptions, feed: str) -> Layout | None:
     """The layout a body's head shows (None without a data row); its header
     row, if it has one, leaves the head's items: it is no record."""
-    if not head.data and head.first_damaged is not None:
-        # Every row of the head has undecodable bytes: the first one has to do.
-        head.data.append(head.first_damaged)
+    header = _head_header(head, options)
     if not head.data:
         return None
-    header = _header(head, options)
     if header is not None and header.row is not None:
         head.items.remove(header.row)
     return Layout(_resolve(options, header, head.data[0][0], feed), options)
+
+
+def _head_header(head: _Head, options: CsvOptions) -> _Header | None:
+    if not head.data and head.first_damaged is not None:
+        # Every row of the head has undecodable bytes: the first one has to do.
+        head.data.append(head.first_damaged)
+    return _header(head, options) if head.data else None
+
+
+def check_footer(
+    path: Path, end: bytes, options: CsvOptions, feed: str, *, footer: str, count: bool
+) -> None:
+    """Raise FetchError unless the body's last non-blank line (in ``end``, the
+    body's last bytes) starts with ``footer`` and, with ``count``, the body
+    holds at least as many data rows as a number in the rest of that line says."""
+    last = end.rstrip().rpartition(b"\n")[2].decode(options.encoding, "replace").strip()
+    if not last.startswith(footer):
+        shown = repr(last[:_SHOWN_FOOTER]) if last else "blank"
+        raise FetchError(
+            feed,
+            f"body does not end with its footer {footer!r} (its last line is {shown}):"
+            " it was cut short, or the feed changed its format",
+        )
+    declared = _NUMBER.search(last, len(footer))
+    if not count or declared is None:
+        return
+    rows = data_rows(path, options, feed)
+    if rows < int(declared.group()):
+        raise FetchError(
+            feed,
+            f"footer {last[:_SHOWN_FOOTER]!r} declares {declared.group()} entries, the body"
+            f" holds {rows} rows: it was cut short",
+        )
+
+
+def data_rows(path: Path, options: CsvOptions, feed: str) -> int:
+    """The rows a full parse reads, counted by looking at each line as ``_Lines``
+    does rather than parsing it: a header row is no row, any other line that
+    is neither blank nor a comment is one (a valid or an invalid record)."""
+    with open_body(path, feed) as stream:
+        lines = _Lines(numbered(stream, feed), options, feed)
+        head = _Head()
+        for _invalid in head.read(lines.rows(), lines, feed):
+            pass
+        header = _head_header(head, options)
+    rows = -1 if header is not None and header.row is not None else 0
+    encoding, comment = options.encoding, options.comment
+    number = 0
+    with open_body(path, feed) as stream:
+        for batch in physical_lines(stream, feed):
+            for raw in batch:
+                number += 1
+                if len(raw) > MAX_LINE:
+                    rows += 1
+                    continue
+                text = raw.decode(encoding, "surrogateescape")
+                start = (text.removeprefix(_BOM) if number == 1 else text).lstrip()
+                rows += bool(start) and not (comment and start.startswith(comment))
+    return rows
 
 
 def parse_selected(
