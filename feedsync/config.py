@@ -10,6 +10,7 @@ Secrets are wrapped in ``Secret`` so no repr, log line or message shows them;
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import os
@@ -40,7 +41,11 @@ API_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "auto")
 # (a secret's *_file counts). A new source type adds its row here and its reader module.
 SOURCE_TYPES: Mapping[str, tuple[frozenset[str], tuple[str, ...]]] = MappingProxyType(
     {
-        "csv": (frozenset({"indicator", "tags_field", "comment", "delimiter", "header"}), ()),
+        "csv": (
+            frozenset({"indicator", "tags_field", "comment", "delimiter", "header"})
+            | {"encoding", "footer", "footer_count"},
+            (),
+        ),
         "misp": (
             frozenset({"api_key", "api_key_file", "filters", "full_pull", "page_size"}),
             ("api_key",),
@@ -190,6 +195,9 @@ class FeedConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY
     full_pull: float = 86400.0  # misp, taxii: seconds between full pulls (catch hard deletes)
     page_size: int = 1000  # misp: attributes per restSearch page
+    encoding: str = "utf-8"  # csv: the codec of the body's bytes (see _encoding)
+    footer: str | None = None  # csv: what the body's last line starts with (see _footer)
+    footer_count: bool = True  # csv: a number in the footer is the count of data rows
 
     def __repr__(self) -> str:
         # A URL's query or user part often holds a key: show neither.
@@ -542,7 +550,56 @@ def _feed(path: str, raw: object, context: _Context) -> FeedConfig:
         max_body_bytes=m.integer("max_body_bytes", DEFAULT_MAX_BODY, MAX_BODY_RANGE),
         full_pull=m.duration("full_pull", 86400.0, PULL_RANGE),
         page_size=m.integer("page_size", 1000, "[1, 100000]"),
+        encoding=_encoding(m),
+        footer=_footer(m),
+        footer_count=m.flag("footer_count", True),
     )
+
+
+# Lines are split, and comments, delimiters and quotes found, in a body's bytes: its
+# encoding must write every ASCII character as that one byte (UTF-16 or UTF-7 do not).
+_ASCII = "".join(map(chr, range(0x20, 0x7F))) + "\t\r\n"
+
+
+def _encoding(m: _Map) -> str:
+    name = m.text("encoding", "utf-8")
+    ascii_bytes = _ASCII.encode("ascii")
+    try:
+        codec = codecs.lookup(name)
+        # A BOM is not a byte of the text (utf-8-sig writes one first).
+        written = _ASCII.encode(codec.name).removeprefix(codecs.BOM_UTF8)
+        same = written == ascii_bytes and ascii_bytes.decode(codec.name) == _ASCII
+    except LookupError:
+        # Also for a codec that is no text encoding (base64, rot13).
+        raise ConfigError(
+            m.at("encoding"), f"{_show(name)} is not a text encoding Python knows, e.g. cp1252"
+        ) from None
+    except UnicodeError:
+        same = False
+    if not same:
+        raise ConfigError(
+            m.at("encoding"),
+            f"{_show(name)} does not write ASCII as ASCII, which a line-based feed needs;"
+            " use e.g. utf-8, latin-1 or cp1252",
+        )
+    return codec.name
+
+
+def _footer(m: _Map) -> str | None:
+    footer = m.maybe_text("footer")
+    if footer is None:
+        if m.data.get("footer_count") is not None:
+            raise ConfigError(m.at("footer_count"), "needs footer")
+        return None
+    comment = m.text("comment", "#")
+    if footer != footer.strip() or not footer.startswith(comment):
+        # Any other last line would be read as a data row as well.
+        raise ConfigError(
+            m.at("footer"),
+            f"{_show(footer)} must start with the feed's comment ({_show(comment)})"
+            " and have no blanks at either end",
+        )
+    return footer
 
 
 # Values

@@ -6,6 +6,17 @@ uncommented row (Feodo) or none at all (plain lists), quoted fields, ``", "``
 separators (ThreatFox), ``n/a``/``None`` for missing values, BOM, CRLF, gzip
 and zip bodies. One row is one physical line. Memory is bounded by one read:
 nothing holds the body or its rows.
+
+Lines are decoded in the feed's encoding. A line with bytes that encoding
+cannot read is still a row: only a field holding such bytes is undecodable. A
+row whose indicator is undecodable is Invalid ("encoding"); one whose context
+or tags field is keeps its indicator, that field decoded with U+FFFD for the
+bad bytes, and is reported (``on_replaced``): a stray Latin-1 byte in a
+description must not delete the indicator beside it.
+
+A feed whose format ends with a footer (abuse.ch: ``# END 28 entries``,
+``# Number of entries: 1217668``) is checked for it before it is parsed
+(``check_footer``): a body cut at a line boundary looks complete otherwise.
 """
 
 from __future__ import annotations
@@ -15,12 +26,13 @@ import hashlib
 import ipaddress
 import itertools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
-from feedsync.body import MAX_LINE, Raw, numbered, selected
-from feedsync.errors import ParseError
+from feedsync.body import MAX_LINE, Raw, numbered, open_body, physical_lines, selected
+from feedsync.errors import FetchError, ParseError
 from feedsync.model import Context, Invalid, Record
 
 PREVIEW = 200
@@ -37,7 +49,15 @@ _LOOKS_LIKE_INDICATOR = re.compile(
     re.IGNORECASE,
 )
 
+# Bytes the encoding cannot read, as decoding with "surrogateescape" leaves them: lone
+# surrogates, which no strictly decoded text holds.
+_UNDECODED = re.compile("[\ud800-\udfff]")
+
 _Row = tuple[int, str, list[str], int]  # line number, text, fields, hash
+_NUMBER = re.compile(r"\d+")
+_SHOWN_FOOTER = 80
+# Told of a row kept with undecodable bytes in these context columns ("tags" for tags_field).
+OnReplaced = Callable[[int, tuple[str, ...]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +74,12 @@ class CsvOptions:
     comment: str = "#"
     delimiter: str = ","
     header: bool | None = None
+    encoding: str = "utf-8"  # a codec name that reads ASCII as ASCII (config checks it)
 
 
-def parse_csv(stream: BinaryIO, options: CsvOptions, feed: str) -> Iterator[Record | Invalid]:
+def parse_csv(
+    stream: BinaryIO, options: CsvOptions, feed: str, on_replaced: OnReplaced | None = None
+) -> Iterator[Record | Invalid]:
     """Stream the records of a CSV or plain-text body, one per data line.
 
     Raises ParseError, before yielding any record, for a body that is not a
@@ -68,7 +91,8 @@ def parse_csv(stream: BinaryIO, options: CsvOptions, feed: str) -> Iterator[Reco
     yield from head.read(rows, lines, feed)
     layout = _layout_of(head, options, feed)
     if layout is not None:
-        yield from _records(itertools.chain(head.items, rows), layout.columns)
+        items = itertools.chain(head.items, rows)
+        yield from _records(items, layout.columns, lines.damaged, on_replaced)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,34 +120,104 @@ def read_layout(stream: BinaryIO, options: CsvOptions, feed: str) -> Layout | No
 def _layout_of(head: _Head, options: CsvOptions, feed: str) -> Layout | None:
     """The layout a body's head shows (None without a data row); its header
     row, if it has one, leaves the head's items: it is no record."""
+    header = _head_header(head, options)
     if not head.data:
         return None
-    header = _header(head, options)
     if header is not None and header.row is not None:
         head.items.remove(header.row)
     return Layout(_resolve(options, header, head.data[0], feed), options)
 
 
+def _head_header(head: _Head, options: CsvOptions) -> _Header | None:
+    if not head.data and head.first_damaged is not None:
+        # Every row of the head has undecodable bytes: the first one has to do.
+        head.data.append(head.first_damaged)
+    return _header(head, options) if head.data else None
+
+
+def check_footer(
+    path: Path, end: bytes, options: CsvOptions, feed: str, *, footer: str, count: bool
+) -> None:
+    """Raise FetchError unless the body's last non-blank line (in ``end``, the
+    body's last bytes) starts with ``footer`` and, with ``count``, the body
+    holds at least as many data rows as a number in the rest of that line says."""
+    last = end.rstrip().rpartition(b"\n")[2].decode(options.encoding, "replace").strip()
+    if not last.startswith(footer):
+        shown = repr(last[:_SHOWN_FOOTER]) if last else "blank"
+        raise FetchError(
+            feed,
+            f"body does not end with its footer {footer!r} (its last line is {shown}):"
+            " it was cut short, or the feed changed its format",
+        )
+    declared = _NUMBER.search(last, len(footer))
+    if not count or declared is None:
+        return
+    rows = data_rows(path, options, feed)
+    if rows < int(declared.group()):
+        raise FetchError(
+            feed,
+            f"footer {last[:_SHOWN_FOOTER]!r} declares {declared.group()} entries, the body"
+            f" holds {rows} rows: it was cut short",
+        )
+
+
+def data_rows(path: Path, options: CsvOptions, feed: str) -> int:
+    """The rows a full parse reads, counted by looking at each line as ``_Lines``
+    does rather than parsing it: a header row is no row, any other line that
+    is neither blank nor a comment is one (a valid or an invalid record)."""
+    with open_body(path, feed) as stream:
+        lines = _Lines(numbered(stream, feed), options, feed)
+        head = _Head()
+        for _invalid in head.read(lines.rows(), lines, feed):
+            pass
+        header = _head_header(head, options)
+    rows = -1 if header is not None and header.row is not None else 0
+    encoding, comment = options.encoding, options.comment
+    number = 0
+    with open_body(path, feed) as stream:
+        for batch in physical_lines(stream, feed):
+            for raw in batch:
+                number += 1
+                if len(raw) > MAX_LINE:
+                    rows += 1
+                    continue
+                text = raw.decode(encoding, "surrogateescape")
+                start = (text.removeprefix(_BOM) if number == 1 else text).lstrip()
+                rows += bool(start) and not (comment and start.startswith(comment))
+    return rows
+
+
 def parse_selected(
-    stream: BinaryIO, layout: Layout, wanted: set[int], feed: str
+    stream: BinaryIO,
+    layout: Layout,
+    wanted: set[int],
+    feed: str,
+    on_replaced: OnReplaced | None = None,
 ) -> Iterator[Record | Invalid]:
     """The records of only the lines whose hash is in ``wanted``, read as a
     full parse under ``layout`` would read them."""
     lines = _Lines(selected(stream, wanted, feed), layout.options, feed)
-    yield from _records(lines.rows(), layout.columns)
+    yield from _records(lines.rows(), layout.columns, lines.damaged, on_replaced)
 
 
 class _Lines:
     """A body's data lines parsed as rows, one physical line each, with the lines
-    that cannot be rows (bad UTF-8, over MAX_LINE) as Invalid, in body order."""
+    that cannot be rows (over MAX_LINE, malformed) as Invalid, in body order.
+
+    A row read from a line with undecodable bytes has them as U+FFFD in its
+    text and fields, and ``damaged`` says which fields held them until the row
+    is taken (so it holds at most the rows buffered in a head).
+    """
 
     def __init__(self, raws: Iterator[Raw], options: CsvOptions, feed: str) -> None:
         self.raws = raws
         self.comment = options.comment
         self.delimiter = options.delimiter
+        self.encoding = options.encoding
         self.feed = feed
-        self.current: tuple[int, str, int] | Invalid | None = None
+        self.current: tuple[int, str, int, bool] | Invalid | None = None
         self.last_comment: tuple[int, str] | None = None
+        self.damaged: dict[int, frozenset[int]] = {}  # line number -> 0-based fields
 
     def rows(self) -> Iterator[_Row | Invalid]:
         # One reader for all lines: a reader per line costs twice the time.
@@ -133,7 +227,11 @@ class _Lines:
                 for fields in reader:
                     current, self.current = self.current, None
                     if isinstance(current, tuple):
-                        yield current[0], current[1], fields, current[2]
+                        number, text, digest, undecoded = current
+                        if undecoded:
+                            yield self._damaged(number, text, fields, digest)
+                        else:
+                            yield number, text, fields, digest
                     elif current is not None:
                         yield current
                 return
@@ -141,9 +239,15 @@ class _Lines:
                 # A field over csv.field_size_limit(), or a lone CR inside the line.
                 current, self.current = self.current, None
                 if isinstance(current, tuple):
-                    number, text, digest = current
+                    number, text, digest, _undecoded = current
                     reason = "too_long" if len(text) > csv.field_size_limit() else "malformed"
-                    yield Invalid(number, text[:PREVIEW], reason, digest)
+                    yield Invalid(number, _shown(text)[:PREVIEW], reason, digest)
+
+    def _damaged(self, number: int, text: str, fields: list[str], digest: int) -> _Row:
+        bad = frozenset(at for at, field in enumerate(fields) if _UNDECODED.search(field))
+        if bad:
+            self.damaged[number] = bad
+        return number, _shown(text), [_shown(field) for field in fields], digest
 
     def _texts(self) -> Iterator[str]:
         """Data lines for the csv reader; ``current`` says which line it is.
@@ -152,26 +256,28 @@ class _Lines:
         the reader returns at once and ``rows`` can pass the Invalid on.
         """
         comment = self.comment
+        encoding = self.encoding
         for number, raw, digest in self.raws:
             if len(raw) > MAX_LINE:
-                self.current = Invalid(number, _preview(raw), "too_long", digest)
+                self.current = Invalid(number, _preview(raw, encoding), "too_long", digest)
                 yield ""
                 continue
             try:
-                text = raw.decode().rstrip("\r")
+                text = raw.decode(encoding).rstrip("\r")
+                undecoded = False
             except UnicodeDecodeError:
-                self.current = Invalid(number, _preview(raw), "encoding", digest)
-                yield ""
-                continue
+                # Still a row: which of its fields hold the bad bytes decides.
+                text = raw.decode(encoding, "surrogateescape").rstrip("\r")
+                undecoded = True
             if number == 1:
                 text = text.removeprefix(_BOM)
             start = text.lstrip()
             if not start:
                 continue
             if comment and start.startswith(comment):
-                self._note_comment(number, start)
+                self._note_comment(number, _shown(start) if undecoded else start)
                 continue
-            self.current = (number, text, digest)
+            self.current = (number, text, digest, undecoded)
             yield text
             while self.current is not None:
                 # The line ended inside a quoted field and the reader asks for the
@@ -185,21 +291,30 @@ class _Lines:
             self.last_comment = (number, text)
 
 
-def _preview(raw: bytes) -> str:
-    return raw[: PREVIEW * 4].decode("utf-8", "replace").rstrip("\r\n")[:PREVIEW]
+def _preview(raw: bytes, encoding: str) -> str:
+    return raw[: PREVIEW * 4].decode(encoding, "replace").rstrip("\r\n")[:PREVIEW]
+
+
+def _shown(text: str) -> str:
+    """Text with its undecodable bytes as U+FFFD: what records, messages and logs may hold."""
+    return _UNDECODED.sub("\ufffd", text)
 
 
 class _Head:
     """The first two data rows, which header detection looks at, and the lines
     between them (at most HEAD_LIMIT)."""
 
-    __slots__ = ("comment", "data", "ended", "items")
+    __slots__ = ("comment", "data", "ended", "first_damaged", "items")
 
     def __init__(self) -> None:
         self.items: list[_Row | Invalid] = []
         self.data: list[_Row] = []
         self.comment: tuple[int, str] | None = None  # the last one before the first data row
         self.ended = False  # the body holds no more rows
+        # The first row with undecodable bytes before any data row: such a row is no
+        # header and may be garbage before one, so it is the first data row only
+        # when the head holds no other.
+        self.first_damaged: _Row | None = None
 
     def read(self, rows: Iterator[_Row | Invalid], lines: _Lines, feed: str) -> Iterator[Invalid]:
         """Fill the head, passing on the Invalid lines before the first data row:
@@ -215,7 +330,15 @@ class _Head:
                 if len(self.items) > HEAD_LIMIT:
                     return
                 continue
-            if not self.data:
+            if not self.data and item[0] in lines.damaged:
+                if self.first_damaged is None:
+                    self.first_damaged = item
+                    self.comment = lines.last_comment
+                self.items.append(item)
+                if len(self.items) > HEAD_LIMIT:
+                    return
+                continue
+            if not self.data and self.first_damaged is None:
                 self.comment = lines.last_comment
             self.data.append(item)
             self.items.append(item)
@@ -345,7 +468,12 @@ def _not_csv(first: _Row) -> str | None:
     return None
 
 
-def _records(items: Iterable[_Row | Invalid], columns: _Columns) -> Iterator[Record | Invalid]:
+def _records(
+    items: Iterable[_Row | Invalid],
+    columns: _Columns,
+    damaged: dict[int, frozenset[int]],
+    on_replaced: OnReplaced | None,
+) -> Iterator[Record | Invalid]:
     # The hot loop, once per row: locals, and helpers only for configured columns.
     at = columns.indicator
     context = columns.context
@@ -359,6 +487,11 @@ def _records(items: Iterable[_Row | Invalid], columns: _Columns) -> Iterator[Rec
             continue
         number, text, fields, digest = item
         count = len(fields)
+        bad = damaged.pop(number, None) if damaged else None
+        if bad is not None and (at in bad or count <= at):
+            # A short row with undecodable bytes is more likely garbage than short.
+            yield Invalid(number, text[:PREVIEW], "encoding", digest)
+            continue
         if count <= at:
             yield Invalid(number, text[:PREVIEW], "missing_column", digest)
             continue
@@ -374,7 +507,19 @@ def _records(items: Iterable[_Row | Invalid], columns: _Columns) -> Iterator[Rec
         tags: tuple[str, ...] = ()
         if tags_at is not None and tags_at < count:
             tags = _tags(fields[tags_at])
+        if bad is not None and on_replaced is not None:
+            replaced = _replaced(bad, columns)
+            if replaced:
+                on_replaced(number, replaced)
         yield Record(line=number, value=value, context=found, tags=tags, line_hash=digest)
+
+
+def _replaced(bad: frozenset[int], columns: _Columns) -> tuple[str, ...]:
+    """The configured columns (context names, "tags") among a row's undecodable fields."""
+    names = [name for name, at in columns.context if at in bad]
+    if columns.tags is not None and columns.tags in bad:
+        names.append("tags")
+    return tuple(names)
 
 
 def _context(fields: list[str], columns: tuple[tuple[str, int], ...]) -> Context:

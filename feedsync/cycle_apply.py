@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from feedsync import logs
+from feedsync.csvfeed import OnReplaced
 from feedsync.cycle_fetch import Fetched
 from feedsync.errors import ParseError, SourceError, StoreError
 from feedsync.lines import LineFeed, forget_lines, replace_lines
@@ -59,6 +60,19 @@ class Applier:
             return report
         static = canonical_tags(feed.tags)
         logged = [0]
+        replaced = [0]
+
+        def on_replaced(line: int, columns: tuple[str, ...]) -> None:
+            # The indicator is kept: a warning, not an invalid row.
+            replaced[0] += 1
+            if replaced[0] <= INVALID_LOGGED:
+                log.warning(
+                    "feed.context_undecodable",
+                    feed=feed.name,
+                    line=line,
+                    columns=list(columns),
+                    encoding=feed.encoding,
+                )
 
         def on_invalid(invalid: Invalid) -> None:
             logged[0] += 1
@@ -73,7 +87,7 @@ class Applier:
 
         try:
             with self.store.savepoint() as db:
-                change = self._snapshot(db, item, static, on_invalid)
+                change = self._snapshot(db, item, static, on_invalid, on_replaced)
                 if change.fetched == 0 and change.invalid > 0:
                     reasons = ", ".join(f"{r} {n}" for r, n in change.invalid_reasons.items())
                     raise ParseError(
@@ -107,6 +121,7 @@ class Applier:
         item: Fetched,
         static: tuple[str, ...],
         on_invalid: Callable[[Invalid], None],
+        on_replaced: OnReplaced,
     ) -> Change:
         """Apply a fetched body to the feed's snapshot: line by line where the
         source reads lines (lines.py), record by record otherwise."""
@@ -123,6 +138,7 @@ class Applier:
                 force=self.force,
                 on_invalid=on_invalid,
                 phases=self.phases,
+                on_replaced=on_replaced,
             )
             return replace_lines(db, job)
         apply = patch if body.mode == "patch" else replace

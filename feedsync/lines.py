@@ -28,7 +28,14 @@ from pathlib import Path
 
 from feedsync import lineindex
 from feedsync.body import from_sql, open_body, to_sql
-from feedsync.csvfeed import CsvOptions, Layout, parse_csv, parse_selected, read_layout
+from feedsync.csvfeed import (
+    CsvOptions,
+    Layout,
+    OnReplaced,
+    parse_csv,
+    parse_selected,
+    read_layout,
+)
 from feedsync.fetch import Validators
 from feedsync.model import Indicator, Invalid, Record
 from feedsync.normalize import VERSION, normalized_batches
@@ -60,6 +67,7 @@ class LineFeed:
     force: bool
     on_invalid: Callable[[Invalid], None]
     phases: Phases = field(default_factory=Phases)
+    on_replaced: OnReplaced | None = None  # a row kept with undecodable context (csvfeed)
 
 
 def replace_lines(db: sqlite3.Connection, job: LineFeed) -> Change:
@@ -67,6 +75,15 @@ def replace_lines(db: sqlite3.Connection, job: LineFeed) -> Change:
     where the line index allows. Runs inside the caller's transaction."""
     stage_tables(db)
     _line_tables(db)
+    replaced = [0]
+    told = job.on_replaced
+
+    def count_replaced(line: int, columns: tuple[str, ...]) -> None:
+        replaced[0] += 1
+        if told is not None:
+            told(line, columns)
+
+    job = dataclasses.replace(job, on_replaced=count_replaced)
     with job.phases.timed("fetch"), open_body(job.path, job.feed.name) as stream:
         layout = read_layout(stream, job.options, job.feed.name)
     signature = _signature(layout, job.static_tags)
@@ -81,7 +98,7 @@ def replace_lines(db: sqlite3.Connection, job: LineFeed) -> Change:
         change, read = _apply_delta(db, job, layout, delta)
     else:
         change, read = _apply_full(db, job), count
-    change = dataclasses.replace(change, lines=count, lines_read=read)
+    change = dataclasses.replace(change, lines=count, lines_read=read, replaced=replaced[0])
     if not change.held:
         lineindex.keep(db, job.feed, signature, bits, lineindex.bits_for_lines(count))
     return change
@@ -190,7 +207,8 @@ def _apply_delta(
 
 def _reread(db: sqlite3.Connection, job: LineFeed, layout: Layout, wanted: set[int]) -> None:
     with open_body(job.path, job.feed.name) as stream:
-        _read_changed(db, job, parse_selected(stream, layout, wanted, job.feed.name))
+        items = parse_selected(stream, layout, wanted, job.feed.name, job.on_replaced)
+        _read_changed(db, job, items)
 
 
 def _delta_counts(db: sqlite3.Connection, feed: FeedRow) -> Change:
@@ -219,7 +237,8 @@ def _apply_full(db: sqlite3.Connection, job: LineFeed) -> Change:
     """Read every line, as for any source, and rebuild the ``lines`` table."""
     reasons: Counter[str] = Counter()
     with open_body(job.path, job.feed.name) as stream:
-        valid = _read_all(db, job, parse_csv(stream, job.options, job.feed.name), reasons)
+        items = parse_csv(stream, job.options, job.feed.name, job.on_replaced)
+        valid = _read_all(db, job, items, reasons)
     feed = job.feed
     with job.phases.timed("store"):
         change = replace_staged(

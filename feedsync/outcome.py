@@ -81,6 +81,7 @@ def run_of(report: FeedReport) -> Run:
         error=report.error,
         lines=change.lines or None,
         lines_read=change.lines_read if change.lines else None,
+        context_undecodable=change.replaced or None,
         seconds=round(report.seconds, 3),
     )
     return run

@@ -43,6 +43,9 @@ class Change:
     held_reason: str | None = None
     lines: int = 0  # lines in the body, for sources read line by line
     lines_read: int = 0  # of which parsed and normalized (lines.py reads only changed ones)
+    # Rows kept whose context or tags had bytes the feed's encoding cannot read, among
+    # the lines read (an unchanged line is not read again, so not counted again).
+    replaced: int = 0
 
 
 def digest64(data: bytes) -> int:

@@ -8,13 +8,14 @@ before the download is complete, so a broken download changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
 from feedsync.body import open_body
 from feedsync.config import FeedConfig
-from feedsync.csvfeed import CsvOptions, parse_csv
+from feedsync.csvfeed import CsvOptions, check_footer, parse_csv
 from feedsync.errors import ConfigError
 from feedsync.fetch import Body, Validators, fetch, request_for
 from feedsync.model import Invalid, Record, Removal
@@ -43,10 +44,27 @@ class CsvSource:
             comment=feed.comment,
             delimiter=feed.delimiter,
             header=feed.header,
+            encoding=feed.encoding,
         )
 
     async def fetch(self, previous: Validators, spool: Path) -> Body | None:
-        return await fetch(request_for(self.feed), previous, spool)
+        body = await fetch(request_for(self.feed), previous, spool)
+        footer = self.feed.footer
+        if body is not None and footer is not None:
+            try:
+                await asyncio.to_thread(
+                    check_footer,
+                    body.path,
+                    body.end,
+                    self.options,
+                    self.feed.name,
+                    footer=footer,
+                    count=self.feed.footer_count,
+                )
+            except BaseException:
+                body.discard()
+                raise
+        return body
 
     def records(self, body: Body) -> Iterator[Record | Invalid]:
         with open_body(body.path, self.feed.name) as stream:

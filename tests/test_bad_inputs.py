@@ -93,6 +93,19 @@ async def closed_mid_line_crlf(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def closed_before_footer(request: web.Request) -> web.StreamResponse:
+    # No length, no chunks: the body ends where the server closes, here at a line
+    # boundary. Every line is whole; only the missing footer shows the rest is missing.
+    writer = request.transport
+    assert writer is not None
+    writer.write(
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\n" + GOOD.encode()
+    )
+    await asyncio.sleep(0.1)
+    writer.close()
+    return web.StreamResponse()
+
+
 async def gzip_bomb_encoding(request: web.Request) -> web.StreamResponse:
     inflated = b"bomb.example\n" * 400_000  # 5.2 MB from a few kB
     return web.Response(body=gzip.compress(inflated), headers={"Content-Encoding": "gzip"})
@@ -148,8 +161,11 @@ class Case:
     result: str  # failed | held | ok
     message: str  # must appear in the feed's error
     feed: str = ""  # extra feed keys
+    first: str = GOOD  # the body the first, good sync reads
 
 
+FOOTER = "footer: '# END'\n"
+FOOTED = GOOD + "# END 10 entries\n"
 GZ = gzip.compress(GOOD.encode() * 200)
 BZ = bz2.compress(GOOD.encode() * 200)
 CASES: dict[str, Case] = {
@@ -271,6 +287,26 @@ CASES: dict[str, Case] = {
         "line 1: the body is HTML, not CSV: an error or login page?",
         "indicator: url\n",
     ),
+    "footer-missing-closed-at-line-end": Case(
+        closed_before_footer, "failed", "does not end with its footer '# END'", FOOTER, FOOTED
+    ),
+    "footer-missing-with-length": Case(
+        body(GOOD), "failed", "(its last line is 'good-9.example')", FOOTER, FOOTED
+    ),
+    "footer-cut-inside": Case(
+        body(GOOD + "# EN"), "failed", "its last line is '# EN'", FOOTER, FOOTED
+    ),
+    "footer-declares-more-rows": Case(
+        body("".join(GOOD.splitlines(keepends=True)[:6]) + "# END 10 entries\n"),
+        "failed",
+        "footer '# END 10 entries' declares 10 entries, the body holds 6 rows",
+        FOOTER,
+        FOOTED,
+    ),
+    "footer-gzip-cut-before-it": Case(
+        body(gzip.compress(GOOD.encode())), "failed", "does not end with its footer", FOOTER, FOOTED
+    ),
+    "footer-then-blank-lines": Case(body(FOOTED + "\n\n"), "ok", "", FOOTER, FOOTED),
     "duplicates-only": Case(body("dup.example\n" * 50 + GOOD), "ok", ""),
     "defanged-and-bad-mixed": Case(body("evil[.]example\nnonsense\n" + GOOD), "ok", ""),
 }
@@ -319,6 +355,7 @@ async def test_broken_input_changes_nothing(
         "Demo: {confidence: 1}\n",
     )
     store = open_store(loaded)
+    handlers["feed"] = body(case.first)
     if "indicator: url" in case.feed:
         handlers["feed"] = body(
             "# id,url\n" + "".join(f"{i},{v}\n" for i, v in enumerate(GOOD.split()))

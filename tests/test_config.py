@@ -758,7 +758,8 @@ COMMON_FEED_KEYS = {
 
 def test_source_type_table() -> None:
     assert {kind: own for kind, (own, _required) in SOURCE_TYPES.items()} == {
-        "csv": {"indicator", "tags_field", "comment", "delimiter", "header"},
+        "csv": {"indicator", "tags_field", "comment", "delimiter", "header"}
+        | {"encoding", "footer", "footer_count"},
         "misp": {"api_key", "api_key_file", "filters", "full_pull", "page_size"},
         "misp_feed": set(),
         "taxii": {"collection", "api_key", "api_key_file", "full_pull"},
@@ -768,7 +769,8 @@ def test_source_type_table() -> None:
 
 
 TYPE_KEYS = {
-    "csv": "indicator: 2\ntags_field: t\ncomment: ';'\ndelimiter: '|'\nheader: true\n",
+    "csv": "indicator: 2\ntags_field: t\ncomment: ';'\ndelimiter: '|'\nheader: true\n"
+    "encoding: cp1252\nfooter: '; END'\nfooter_count: false\n",
     "misp": "api_key: k\nfilters: {to_ids: true}\n",
     "misp_feed": "",
     "taxii": "collection: c\napi_key: k\n",
@@ -795,6 +797,8 @@ def test_every_key_of_a_source_type_is_accepted(kind: str) -> None:
         ("csv", "collection: c", "(collection is only for taxii feeds)"),
         ("csv", "api_key_file: k", "(api_key_file is only for misp and taxii feeds)"),
         ("misp", "comment: ';'", "(comment is only for csv feeds)"),
+        ("taxii", "encoding: latin-1", "(encoding is only for csv feeds)"),
+        ("misp_feed", "footer: '# END'", "(footer is only for csv feeds)"),
         ("csv", "contxt: {}", "comment, context, delimiter"),
     ],
 )
@@ -1084,3 +1088,43 @@ feeds:
   - {name: a, type: csv, url: https://f.example/a, supplier: A}
   - {name: b, type: csv, url: https://f.example/b, supplier: B}
 """
+
+
+# How a line-based feed's bytes are read
+
+
+def test_encoding_defaults_to_utf8_and_takes_any_ascii_compatible_codec() -> None:
+    assert parse(make(), env=ENV).feeds[0].encoding == "utf-8"
+    for name, canonical in [("latin-1", "iso8859-1"), ("CP1252", "cp1252"), ("utf8", "utf-8")]:
+        feed = parse(make(feed=f"encoding: {name}\n"), env=ENV).feeds[0]
+        # One name per codec: two spellings read a body alike, and the line index knows it.
+        assert feed.encoding == canonical
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("latin-9000", '"latin-9000" is not a text encoding Python knows'),
+        ("base64", '"base64" is not a text encoding'),  # a codec, but bytes to bytes
+        ("utf-16", '"utf-16" does not write ASCII as ASCII'),  # lines are split at b"\n"
+        ("utf-7", "does not write ASCII as ASCII"),
+        ("cp500", "does not write ASCII as ASCII"),  # EBCDIC
+        ("''", "must not be empty"),
+        ("8", "expected a string, got 8"),
+    ],
+)
+def test_bad_encoding_is_refused_naming_the_key(value: str, fragment: str) -> None:
+    text = make(more=f"  - {{name: two, type: csv, url: /x, supplier: S, encoding: {value}}}\n")
+    expect(text, "feeds[1].encoding", fragment)
+
+
+def test_footer_is_a_comment_line_and_its_count_needs_it() -> None:
+    feed = parse(make(feed="footer: '# END'\n"), env=ENV).feeds[0]
+    assert (feed.footer, feed.footer_count) == ("# END", True)
+    feed = parse(make(feed="footer: '# END'\nfooter_count: false\n"), env=ENV).feeds[0]
+    assert feed.footer_count is False
+    assert parse(make(), env=ENV).feeds[0].footer is None
+    # A footer that is no comment would also be read as a data row.
+    expect(make(feed="footer: END\n"), "feeds[0].footer", "must start with the feed's comment")
+    expect(make(feed="footer: '# END '\n"), "feeds[0].footer", "no blanks at either end")
+    expect(make(feed="footer_count: true\n"), "feeds[0].footer_count", "needs footer")

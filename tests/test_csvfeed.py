@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from feedsync.body import open_body
-from feedsync.csvfeed import CsvOptions, parse_csv
-from feedsync.errors import ParseError
+from feedsync.csvfeed import CsvOptions, check_footer, data_rows, parse_csv
+from feedsync.errors import FetchError, ParseError
 from feedsync.model import Invalid, Record
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
@@ -501,6 +501,124 @@ def test_invalid_utf8_before_the_header_row(tmp_path: Path) -> None:
     body = b'\xe9t\xe9\n"name","ip"\n"x","1.2.3.4"\n'
     items = parse_bytes(tmp_path, body, indicator="ip")
     assert items == [Invalid(1, "\ufffdt\ufffd", "encoding"), Record(3, "1.2.3.4")]
+
+
+def replacements(
+    tmp_path: Path, body: bytes, **options: object
+) -> tuple[list[Record | Invalid], list[tuple[int, tuple[str, ...]]]]:
+    told: list[tuple[int, tuple[str, ...]]] = []
+    with open_body(write(tmp_path, body), "feed") as stream:
+        parsed = parse_csv(stream, CsvOptions(**options), "feed", lambda *r: told.append(r))  # type: ignore[arg-type]
+        return list(parsed), told
+
+
+LATIN1_ROWS = (
+    b"# ip,city,tags\n1.2.3.4,Z\xfcrich,a\nb\xfccher.example,Bern,b\n5.6.7.8,Bern,t\xe9g\n"
+)
+
+
+def test_undecodable_context_keeps_the_indicator_and_is_told(tmp_path: Path) -> None:
+    items, told = replacements(
+        tmp_path, LATIN1_ROWS, indicator="ip", context=(("city", "city"),), tags_field="tags"
+    )
+    assert items == [
+        Record(2, "1.2.3.4", (("city", "Z\ufffdrich"),), ("a",)),
+        Invalid(3, "b\ufffdcher.example,Bern,b", "encoding"),  # the indicator itself
+        Record(4, "5.6.7.8", (("city", "Bern"),), ("t\ufffdg",)),
+    ]
+    assert told == [(2, ("city",)), (4, ("tags",))]
+
+
+def test_the_feeds_encoding_reads_every_field(tmp_path: Path) -> None:
+    items, told = replacements(
+        tmp_path,
+        LATIN1_ROWS,
+        indicator="ip",
+        context=(("city", "city"),),
+        tags_field="tags",
+        encoding="iso8859-1",
+    )
+    assert [(r.line, r.value, r.context, r.tags) for r in records(items)] == [
+        (2, "1.2.3.4", (("city", "Zürich"),), ("a",)),
+        (3, "bücher.example", (("city", "Bern"),), ("b",)),
+        (4, "5.6.7.8", (("city", "Bern"),), ("tég",)),
+    ]
+    assert told == []
+
+
+def test_undecodable_bytes_in_an_unused_column_are_not_told(tmp_path: Path) -> None:
+    items, told = replacements(tmp_path, b"# ip,note\n1.2.3.4,caf\xe9\n", indicator="ip")
+    assert items == [Record(2, "1.2.3.4")]
+    assert told == []
+
+
+def test_rows_with_undecodable_bytes_still_let_the_header_be_found(tmp_path: Path) -> None:
+    # Every row of this head has a Latin-1 byte: the first one is the first data row
+    # and the commented header above it names the columns.
+    body = b"# ip,city\n" + b"".join(b"10.0.0.%d,K\xf6ln\n" % n for n in range(1, 1100))
+    items, told = replacements(tmp_path, body, indicator="ip", context=(("city", "city"),))
+    assert len(records(items)) == 1099
+    assert records(items)[0] == Record(2, "10.0.0.1", (("city", "K\ufffdln"),))
+    assert [line for line, _ in told] == list(range(2, 1101))
+    # An uncommented header row after such rows is still a header.
+    items, told = replacements(tmp_path, b"caf\xe9\nname,ip\nx,1.2.3.4\n", indicator="ip")
+    assert items == [Invalid(1, "caf\ufffd", "encoding"), Record(3, "1.2.3.4")]
+
+
+# --- footers: a body cut at a line boundary ---------------------------------------------
+
+
+def footer(path: Path, text: str, *, count: bool = True, **options: object) -> None:
+    raw = path.read_bytes()
+    check_footer(path, raw[-4096:], CsvOptions(**options), "feed", footer=text, count=count)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "feodo_ipblocklist_20240404.csv",  # an uncommented header row, which is no entry
+        "sslbl_sslblacklist_v1.csv",
+        "urlhaus_csv_recent_excerpt_20260226.csv",
+        "threatfox_full_csv_excerpt_20240716.csv",
+        "malwarebazaar_full_dump_excerpt_20260226.csv",
+        "spamhaus_drop_20230220_head.txt",
+        "openphish_public_feed_head.txt",
+    ],
+)
+def test_data_rows_counts_what_a_full_parse_reads(name: str) -> None:
+    path = sample(name)
+    assert data_rows(path, CsvOptions(), "feed") == len(parse(path))
+    assert data_rows(path, CsvOptions(comment=";"), "feed") == len(parse(path, comment=";"))
+
+
+def test_abusech_footers_of_the_real_samples() -> None:
+    feodo = sample("feodo_ipblocklist_20240404.csv")
+    assert data_rows(feodo, CsvOptions(), "feed") == 28
+    footer(feodo, "# END")  # "# END 28 entries", and it holds 28
+    sslbl = sample("sslbl_sslblacklist_v1.csv")
+    # Upstream removed rows from this copy and kept its footer: the count shows it.
+    with pytest.raises(
+        FetchError, match=r"'# END \(295\) entries' declares 295 entries, the body holds 285 rows"
+    ):
+        footer(sslbl, "# END")
+    footer(sslbl, "# END", count=False)
+    threatfox = sample("threatfox_full_csv_excerpt_20240716.csv")  # an excerpt of 1 row
+    with pytest.raises(FetchError, match="declares 1217668 entries, the body holds 1 rows"):
+        footer(threatfox, "# Number of entries:")
+    footer(threatfox, "# Number of entries:", count=False)
+
+
+def test_a_body_cut_before_its_footer_fails(tmp_path: Path) -> None:
+    whole = sample("feodo_ipblocklist_20240404.csv").read_bytes()
+    cut = write(tmp_path, whole[: whole.rindex(b"\n# END") + 1])  # every line whole
+    with pytest.raises(FetchError, match="feed feed: body does not end with its footer '# END'"):
+        footer(cut, "# END")
+    with pytest.raises(FetchError, match="its last line is 'first_seen_utc'"):
+        footer(write(tmp_path, b"# banner\nfirst_seen_utc\n"), "# END")
+    with pytest.raises(FetchError, match="its last line is blank"):
+        check_footer(cut, b"\n \n", CsvOptions(), "feed", footer="# END", count=True)
+    footer(write(tmp_path, "a.example\n# END\n\n"), "# END")  # no count to check
+    footer(write(tmp_path, "; DROP\n1.2.3.0/24 ; SBL1\n; END 1\n"), "; END", comment=";")
 
 
 def test_nul_byte_is_a_parse_error(tmp_path: Path) -> None:

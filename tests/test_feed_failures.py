@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from conftest import PASSWORD, ConfigFactory, FeedServer, run_cli
+from samples import sample
 from structlog.testing import capture_logs
 from test_daemon import eventually
 from test_sync import sync
@@ -362,3 +363,97 @@ async def test_feedsync_sync_ends_on_the_feed_timeout(
     code = await asyncio.wait_for(run_cli("sync", "-c", loaded.path), 30)
     assert code != 0, "a failed feed fails the command"
     assert "fast.example" in emulator.indicators("Demo")
+
+
+# A body cut at a line boundary, before the footer its format always has.
+
+
+class ClosingServer:
+    """A real HTTP server on 127.0.0.1 that sends ``body`` with no length and no
+    chunks and then closes: where the body ends is where the connection did."""
+
+    def __init__(self) -> None:
+        self.body = b""
+        self.url = ""
+        self._server: asyncio.Server | None = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        head = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: text/csv\r\n\r\n"
+        writer.write(head + self.body)
+        await writer.drain()
+        writer.close()
+
+    async def __aenter__(self) -> ClosingServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/ipblocklist.csv"
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+
+FEODO = """\
+- name: feodo
+  type: csv
+  url: {url}
+  supplier: Feodo
+  indicator: dst_ip
+  context: {{malware: malware}}
+{extra}"""
+
+
+async def test_a_feodo_list_cut_before_its_footer_changes_nothing(
+    emulator: Emulator, make_config: ConfigFactory, open_store: Callable[[Config], Store]
+) -> None:
+    whole = sample("csv/feodo_ipblocklist_20240404.csv").read_bytes()
+    # The last five rows and the "# END 28 entries" footer lost, every line whole: few
+    # enough removals that the shrink guard would let them through.
+    lines = whole.splitlines(keepends=True)
+    cut = b"".join(lines[:-6])
+    async with ClosingServer() as server:
+        loaded = make_config(
+            emulator.url,
+            FEODO.format(url=server.url, extra='  footer: "# END"\n'),
+            "Feodo: {confidence: 90}\n",
+        )
+        store = open_store(loaded)
+        server.body = whole
+        feeds, _ = await sync(loaded, store)
+        assert (feeds[0].result, feeds[0].change.fetched) == ("ok", 28)
+        before = dict(emulator.indicators("Feodo"))
+        assert len(before) == 28
+
+        server.body = cut
+        emulator.clear_log()
+        feeds, _ = await sync(loaded, store)
+    report = feeds[0]
+    assert (report.feed, report.result, report.stage) == ("feodo", "failed", "fetch")
+    assert "body does not end with its footer '# END'" in (report.error or "")
+    assert "its last line is '\"2024-03-26" in (report.error or "")
+    assert emulator.indicator_requests() == []
+    assert emulator.indicators("Feodo").keys() == before.keys()
+    assert store.feed("feodo", "Feodo").indicators == 28
+
+
+async def test_a_footer_declaring_more_entries_than_the_body_holds_fails(
+    emulator: Emulator, make_config: ConfigFactory, open_store: Callable[[Config], Store]
+) -> None:
+    # This SSLBL copy lost rows upstream but kept its "# END (295) entries" footer.
+    body = sample("csv/sslbl_sslblacklist_v1.csv").read_bytes()
+    feed = "- {{name: sslbl, type: csv, url: {url}, supplier: SSLBL, indicator: SHA1,{extra}}}\n"
+    async with ClosingServer() as server:
+        server.body = body
+        strict = make_config(emulator.url, feed.format(url=server.url, extra=" footer: '# END'"))
+        store = open_store(strict)
+        feeds, _ = await sync(strict, store)
+        assert feeds[0].result == "failed"
+        assert "declares 295 entries, the body holds 285 rows" in (feeds[0].error or "")
+        assert emulator.indicators("SSLBL") == {}
+        extra = " footer: '# END', footer_count: false"
+        lenient = make_config(emulator.url, feed.format(url=server.url, extra=extra))
+        feeds, _ = await sync(lenient, store)
+    assert (feeds[0].result, feeds[0].change.fetched) == ("ok", 285)

@@ -4,6 +4,7 @@ values whose content changed."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,15 @@ LINE = st.one_of(
         st.sampled_from(("", "x", "x,y", "None")),
     ),
     st.sampled_from((b"# a comment", b"", b"\xff\xfe not utf-8", b"e.example", b'"f.example')),
+    # Latin-1 bytes in the context, the tags, the indicator, and a column not read.
+    st.sampled_from(
+        (
+            b'"g.example","caf\xe9",""',
+            b'"g.example","online","t\xe9g"',
+            b'"h\xe9.example","online",""',
+            b'"a.example","online","","\xe9"',
+        )
+    ),
 )
 
 
@@ -65,13 +75,14 @@ class Feed:
         force: bool = False,
         header: bytes = HEADER,
         tags: tuple[str, ...] = ("STATIC",),
+        options: CsvOptions = OPTIONS,
     ) -> Change:
         self.body.write_bytes(b"\n".join([header, FIRST, *body]) + b"\n")
         row = self.store.feed(self.name, "S")
         job = LineFeed(
             feed=row,
             path=self.body,
-            options=OPTIONS,
+            options=options,
             static_tags=tags,
             validators=Validators(sha256="x"),
             max_delete_ratio=ratio,
@@ -269,3 +280,27 @@ def test_new_feed_tags_read_every_line_again(feeds: Iterator[Feed]) -> None:
     change = feed.apply(rows(30), tags=("OTHER",))
     assert (change.lines_read, change.changed) == (32, 31), "every row's tags changed"
     assert all('"OTHER"' in row[4] for row in feed.state()[0])
+
+
+def test_undecodable_context_is_read_alike_by_a_diff_and_a_full_read(feeds: Iterator[Feed]) -> None:
+    latin = [f'"lat{n}.example","caf\xe9","t{n % 3}"'.encode("latin-1") for n in range(40)]
+    first = rows(60) + latin
+    second = [*first[:10], b'"new\xe9.example","online",""', *first[20:], b'"n.example","\xe9",""']
+    assert check_same_as_full_read(feeds, first, second) < len(second) / 4
+    feed = next(feeds)
+    assert feed.apply(first).replaced == 40, "each kept row whose context was replaced"
+    change = feed.apply(second)
+    assert (change.replaced, change.invalid_reasons) == (1, {"encoding": 1}), "lines read only"
+    contexts = {row[1]: row[3] for row in feed.state()[0]}
+    assert contexts["lat0.example"] == '{"status":"caf\ufffd"}'
+
+
+def test_a_new_encoding_reads_every_line_again(feeds: Iterator[Feed]) -> None:
+    body = [f'"host{n}.example","caf\xe9",""'.encode("latin-1") for n in range(30)]
+    feed = next(feeds)
+    feed.apply(body)
+    latin = dataclasses.replace(OPTIONS, encoding="iso8859-1")
+    change = feed.apply([*body, b'"more.example","online",""'], options=latin)
+    assert (change.lines_read, change.changed, change.replaced) == (33, 30, 0)
+    contexts = {row[1]: row[3] for row in feed.state()[0]}
+    assert contexts["host0.example"] == '{"status":"café"}'
