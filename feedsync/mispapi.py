@@ -24,6 +24,7 @@ import orjson
 from feedsync.config import FeedConfig
 from feedsync.errors import FetchError, ParseError
 from feedsync.fetch import Body, Validators, pulled, redact_url, request_for, ssl_context
+from feedsync.metrics import feed_response
 from feedsync.misp import attribute_record
 from feedsync.model import Invalid, Record, Removal
 
@@ -129,6 +130,7 @@ class MispSource:
         where = redact_url(self.endpoint)
         try:
             async with session.post(self.endpoint, data=orjson.dumps(body), ssl=tls) as response:
+                feed_response(self.feed.name, response.status)
                 if response.status == 403:
                     raise FetchError(self.feed.name, f"MISP refused the API key (403) at {where}")
                 if response.status != 200:

@@ -28,6 +28,7 @@ from feedsync import logs
 from feedsync.config import FeedConfig
 from feedsync.errors import FetchError, ParseError
 from feedsync.fetch import Body, Validators, pulled, redact_url, request_for, ssl_context
+from feedsync.metrics import feed_response
 from feedsync.model import Invalid, Record, Removal
 from feedsync.stix import indicator_records
 
@@ -136,6 +137,7 @@ class TaxiiSource:
             async with self._session.get(
                 url, params=params, headers=accept, ssl=self._tls
             ) as response:
+                feed_response(self.feed.name, response.status)
                 if response.status in (401, 403):
                     raise FetchError(
                         self.feed.name,
