@@ -25,8 +25,8 @@ EXIT_USAGE = 2
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logs.configure(level=args.log_level, json=_json_logs(args.log_format))
     try:
+        logs.configure(level=args.log_level, json=_json_logs(args.log_format))
         code: int = args.handler(args)
     except ConfigError as exc:
         print(f"feedsync: configuration error: {exc}", file=sys.stderr)
@@ -48,15 +48,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Mirror threat-intelligence feeds into Kaspersky CyberTrace suppliers.",
     )
     parser.add_argument("--version", action="version", version=f"feedsync {__version__}")
-    parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
-    parser.add_argument(
-        "--log-format",
-        default="auto",
-        choices=["auto", "json", "console"],
-        help="auto: console on a terminal, JSON otherwise",
-    )
+    _log_options(parser, None, "auto")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the daemon: sync every feed on its schedule")
@@ -101,7 +93,26 @@ def _parser() -> argparse.ArgumentParser:
 
     add_arguments(emulator)
     emulator.set_defaults(handler=_emulator)
+    for command in commands.choices.values():
+        # After the command too (`feedsync sync --log-level debug`); unset there, the
+        # option before the command (or its default) stands.
+        _log_options(command, argparse.SUPPRESS, argparse.SUPPRESS)
     return parser
+
+
+def _log_options(parser: argparse.ArgumentParser, level: str | None, form: str) -> None:
+    parser.add_argument(
+        "--log-level",
+        default=level,
+        choices=list(logs.LEVELS),
+        help=f"default: ${logs.LEVEL_ENV}, else info",
+    )
+    parser.add_argument(
+        "--log-format",
+        default=form,
+        choices=["auto", "json", "console"],
+        help="auto: console on a terminal, JSON otherwise",
+    )
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:

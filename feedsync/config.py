@@ -382,8 +382,18 @@ def _variable(match: re.Match[str], path: str, env: Mapping[str, str]) -> str:
     if default is not None and not env.get(name):
         return default.replace("$$", "$")
     if name not in env:
-        raise ConfigError(path, f"environment variable {name} is not set")
+        raise ConfigError(
+            path, f"environment variable {name} is not set{_UNSET_HINTS.get(name, '')}"
+        )
     return env[name]
+
+
+_UNSET_HINTS = {
+    # The unit's secrets: `feedsync check` run by hand has no LoadCredential= of its own.
+    "CREDENTIALS_DIRECTORY": " (systemd sets it in a unit with LoadCredential=; outside the"
+    " unit, set it to the directory of the credential files, as in"
+    " CREDENTIALS_DIRECTORY=/etc/feedsync/credentials feedsync check)",
+}
 
 
 # Sections
@@ -462,9 +472,7 @@ _RETENTION_ZERO = (
 )
 
 
-def _suppliers(
-    top: _Map, used: set[str], defaults: SupplierDefaults
-) -> dict[str, SupplierConfig]:
+def _suppliers(top: _Map, used: set[str], defaults: SupplierDefaults) -> dict[str, SupplierConfig]:
     entries = top.child("suppliers", None, optional=True)
     out = {}
     for name in entries.data:

@@ -264,11 +264,12 @@ class CyberTrace:
         while True:
             try:
                 answer, retry_after = await self._once(method, path, supplier, body)
-            except TransportError:
+            except TransportError as exc:
                 attempt += 1
                 if attempt >= attempts:
                     raise
                 retry_after = None
+                why = str(exc)
             else:
                 if answer.status == 425 and retry:
                     # Not a failure of this request: CyberTrace is starting, which takes
@@ -290,9 +291,16 @@ class CyberTrace:
                 attempt += 1
                 if answer.status not in RETRY_STATUSES or attempt >= attempts:
                     return answer
+                why = f"HTTP {answer.status}"
             delay = self._delay(attempt, retry_after)
-            log.debug(
-                "cybertrace.retry", method=method, path=path, attempt=attempt, delay=round(delay, 3)
+            # Warning, not debug: a run of them is how an ailing CyberTrace first shows.
+            log.warning(
+                "cybertrace.retry",
+                method=method,
+                path=path,
+                attempt=attempt,
+                delay=round(delay, 3),
+                error=why,
             )
             self._on_retry(method)
             await self._sleep(delay)

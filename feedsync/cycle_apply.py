@@ -11,8 +11,9 @@ from __future__ import annotations
 import itertools
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from feedsync import logs
 from feedsync.csvfeed import OnReplaced
@@ -30,7 +31,8 @@ from feedsync.store import Store, read_feed, record_run
 log = logs.get("feedsync.sync")
 
 NORMALIZE_BATCH = 1000
-INVALID_LOGGED = 5
+INVALID_SAMPLES = 3
+REPLACED_LOGGED = 5  # rows whose context had undecodable bytes, logged one by one
 PREVIEW = 10
 
 
@@ -55,17 +57,20 @@ class Applier:
             if item.error is not None:
                 report = failed(item, item.error, "fetch")
             else:
-                report = FeedReport(feed.name, feed.supplier, "unchanged")
+                # A 304 or the same body still took a round trip: its duration counts.
+                seconds = time.monotonic() - item.started
+                report = FeedReport(feed.name, feed.supplier, "unchanged", seconds=seconds)
             record_run(self.store.db, run_of(report))
             return report
         static = canonical_tags(feed.tags)
-        logged = [0]
+        invalid = InvalidRows()
+        rejected = Change()
         replaced = [0]
 
         def on_replaced(line: int, columns: tuple[str, ...]) -> None:
             # The indicator is kept: a warning, not an invalid row.
             replaced[0] += 1
-            if replaced[0] <= INVALID_LOGGED:
+            if replaced[0] <= REPLACED_LOGGED:
                 log.warning(
                     "feed.context_undecodable",
                     feed=feed.name,
@@ -74,27 +79,21 @@ class Applier:
                     encoding=feed.encoding,
                 )
 
-        def on_invalid(invalid: Invalid) -> None:
-            logged[0] += 1
-            if logged[0] <= INVALID_LOGGED:
-                log.warning(
-                    "feed.invalid",
-                    feed=feed.name,
-                    line=invalid.line,
-                    reason=invalid.reason,
-                    value=invalid.value[:120],
-                )
-
         try:
             with self.store.savepoint() as db:
-                change = self._snapshot(db, item, static, on_invalid, on_replaced)
+                change = self._snapshot(db, item, static, invalid.add, on_replaced)
                 if change.fetched == 0 and change.invalid > 0:
+                    # Counted although the savepoint undoes the rows: a feed whose every
+                    # row is invalid is the one its invalid counter must show.
+                    rejected = Change(
+                        invalid=change.invalid, invalid_reasons=change.invalid_reasons
+                    )
                     reasons = ", ".join(f"{r} {n}" for r, n in change.invalid_reasons.items())
                     raise ParseError(
                         feed.name, f"no valid indicator in {change.invalid} rows ({reasons})"
                     )
         except SourceError as exc:
-            report = failed(item, exc.message, "parse")
+            report = failed(item, exc.message, "parse", rejected)
         except (sqlite3.Error, StoreError):
             raise  # the store's failure, not the feed's: its transaction is gone
         except Exception as exc:
@@ -112,6 +111,7 @@ class Applier:
                 change.held_reason,
                 time.monotonic() - item.started,
             )
+        invalid.log(feed.name)
         record_run(self.store.db, run_of(report))
         return report
 
@@ -159,15 +159,38 @@ class Applier:
         return change
 
 
-def failed(item: Fetched, error: str, stage: str) -> FeedReport:
+def failed(item: Fetched, error: str, stage: str, change: Change | None = None) -> FeedReport:
     return FeedReport(
         item.feed.name,
         item.feed.supplier,
         "failed",
+        change=change or Change(),
         error=error,
         stage=stage,
         seconds=time.monotonic() - item.started,
     )
+
+
+@dataclass(slots=True)
+class InvalidRows:
+    """A feed's invalid rows of one cycle, logged as one ``feed.invalid`` line
+    per reason (a count and the first few rows): a feed of a million rows in a
+    format feedsync does not read must not become a million log lines."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    samples: dict[str, list[dict[str, object]]] = field(default_factory=dict)
+
+    def add(self, invalid: Invalid) -> None:
+        self.counts[invalid.reason] += 1
+        samples = self.samples.setdefault(invalid.reason, [])
+        if len(samples) < INVALID_SAMPLES:
+            samples.append({"line": invalid.line, "value": invalid.value[:120]})
+
+    def log(self, feed: str) -> None:
+        for reason, count in self.counts.items():
+            log.warning(
+                "feed.invalid", feed=feed, reason=reason, count=count, samples=self.samples[reason]
+            )
 
 
 def preview(db: sqlite3.Connection, supplier: str) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import os
 import signal
@@ -33,7 +34,7 @@ from feedsync import logs, metrics, report
 from feedsync.config import Config, FeedConfig
 from feedsync.cybertrace import CyberTrace
 from feedsync.errors import ConfigError, FeedsyncError, StoreCorrupt, StoreError
-from feedsync.outcome import cause, feed_state_metrics
+from feedsync.outcome import cause, feed_state_metrics, supplier_state_metrics
 from feedsync.server import Server
 from feedsync.statefile import ADVICE, write_probe
 from feedsync.store import Store
@@ -77,7 +78,13 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
         await self.open()
-        await self.server.start(self.config.server.host, self.config.server.port)
+        try:
+            await self.server.start(self.config.server.host, self.config.server.port)
+        except BaseException:
+            await self.close()
+            raise
+        metrics.CONFIG_RELOAD_OK.set(1)
+        metrics.CONFIG_RELOAD_TIME.set(time.time())
         await self._schedule()
         self.scheduler.start()
         log.info("daemon.started", feeds=len(self.config.feeds), config=self.path)
@@ -136,7 +143,8 @@ class Daemon:
         """Start the feed's cycle unless it is still running (the scheduler's job;
         a coroutine, so APScheduler runs it on our loop, not in a thread)."""
         if name in self.running:
-            log.info("feed.skipped", feed=name, reason="previous cycle still running")
+            # A run missed: the feed's cycles take longer than its schedule allows.
+            log.warning("feed.skipped", feed=name, reason="previous cycle still running")
             return
         task = asyncio.get_running_loop().create_task(self._cycle(name), name=f"feed:{name}")
         self.running[name] = task
@@ -178,12 +186,24 @@ class Daemon:
         task.add_done_callback(self._reloads.discard)
 
     async def reload(self) -> None:
-        """SIGHUP: take the new configuration, or keep the old one and say why."""
+        """SIGHUP: take the new configuration, or keep the old one and say why.
+        systemd sees the unit reloading until the outcome is known (RELOADING=1,
+        then READY=1); whether the file was taken is the reload gauges'."""
+        self.notifier.reloading()
+        try:
+            taken = await self._reload()
+        finally:
+            self.notifier.ready(self.summary())
+        metrics.CONFIG_RELOAD_OK.set(1 if taken else 0)
+        if taken:
+            metrics.CONFIG_RELOAD_TIME.set(time.time())
+
+    async def _reload(self) -> bool:
         try:
             fresh = await asyncio.to_thread(configuration.load, self.path)
         except ConfigError as exc:
             log.error("config.reload_failed", config=self.path, error=str(exc))
-            return
+            return False
         if fresh.state.path != self.config.state.path:
             log.warning("config.reload_ignored", key="state.path", reason="needs a restart")
         if fresh.cybertrace != self.config.cybertrace:
@@ -195,13 +215,14 @@ class Daemon:
                 log.error(
                     "config.reload_failed", config=self.path, error=str(exc), kept="old config"
                 )
-                return
+                return False
             if self.client is not None:
                 self._retire(self.client)
             self.client = client
         previous, self.config = self.config, fresh
         await self._schedule(previous)
         log.info("config.reloaded", feeds=len(fresh.feeds))
+        return True
 
     async def _schedule(self, previous: Config | None = None) -> None:
         """A job per enabled feed; on a reload a feed whose schedule is unchanged
@@ -231,6 +252,11 @@ class Daemon:
                 misfire_grace_time=None,
                 next_run_time=first_run(feed, row.last_attempt if row else None),
             )
+        for supplier in dict.fromkeys(f.supplier for f in wanted.values()):
+            counts = await self.reader.call(
+                functools.partial(self.reader.counts, supplier, acked=False)
+            )
+            supplier_state_metrics(supplier, counts)
         for name, feed in wanted.items():
             feed_state_metrics(name, rows.get(name))
             metrics.FEED_INTERVAL.labels(name).set(interval_seconds(feed))
@@ -261,12 +287,16 @@ class Daemon:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
         await asyncio.gather(*self._reloads, return_exceptions=True)
+        await self.close()
+        log.info("daemon.stopped")
+
+    async def close(self) -> None:
+        """The client, the server and the reader's connection, whichever are open."""
         if self.client is not None:
             await self.client.__aexit__(None, None, None)
         await self.server.stop()
         if self.reader is not None:
             await asyncio.to_thread(self.reader.close)
-        log.info("daemon.stopped")
 
 
 def trigger(feed: FeedConfig) -> BaseTrigger:
@@ -365,7 +395,11 @@ def run(path: str) -> int:
         log.info("state.checked", path=store.path, seconds=round(time.monotonic() - started, 2))
         clear_spool(loaded)
         asyncio.run(Daemon(path, loaded, store).serve())
+    except FeedsyncError as exc:
+        log.error("daemon.exit", uptime=round(time.monotonic() - started, 1), error=str(exc))
+        raise
+    else:
+        log.info("daemon.exit", uptime=round(time.monotonic() - started, 1))
     finally:
         store.close()
-        log.info("daemon.exit", uptime=round(time.monotonic() - started, 1))
     return 0

@@ -2,9 +2,47 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import platform
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+from feedsync import __version__
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# process_* (memory, CPU, open descriptors) and python_info: what an exporter is
+# expected to have, and what tells a leak from a big feed.
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+
+# The supplier label of CyberTrace requests that belong to no supplier (the
+# version probe, listing suppliers or tags, creating a tag): "" would read as
+# a missing label in PromQL.
+NO_SUPPLIER = "-"
+
+BUILD_INFO = Gauge(
+    "feedsync_build_info",
+    "Always 1; the running feedsync's version and Python version as labels",
+    ["version", "python"],
+    registry=REGISTRY,
+)
+BUILD_INFO.labels(__version__, platform.python_version()).set(1)
+CONFIG_RELOAD_OK = Gauge(
+    "feedsync_config_last_reload_successful",
+    "1 if the configuration last loaded (at start or on SIGHUP) is in use, 0 if it was refused",
+    registry=REGISTRY,
+)
+CONFIG_RELOAD_TIME = Gauge(
+    "feedsync_config_last_reload_success_timestamp_seconds",
+    "Unix time the configuration in use was loaded",
+    registry=REGISTRY,
+)
 
 FEED_LAST_SUCCESS = Gauge(
     "feedsync_feed_last_success_timestamp_seconds",
@@ -43,6 +81,12 @@ FEED_FETCH = Counter(
     "feedsync_feed_fetch_total",
     "Feed fetches by result (ok, unchanged, held, failed)",
     ["feed", "result"],
+    registry=REGISTRY,
+)
+FEED_HTTP = Counter(
+    "feedsync_feed_http_responses_total",
+    "HTTP answers feed servers gave, by status code (redirects and 304s included)",
+    ["feed", "code"],
     registry=REGISTRY,
 )
 FEED_INVALID = Counter(
@@ -140,11 +184,16 @@ REJECTED = Gauge(
 )
 
 
+def feed_response(feed: str, status: int) -> None:
+    FEED_HTTP.labels(feed, str(status)).inc()
+
+
 def count_retry(method: str) -> None:
     RETRIES.labels(method).inc()
 
 
 def observe_request(method: str, supplier: str, code: str, seconds: float, sent: int) -> None:
+    supplier = supplier or NO_SUPPLIER
     answered = code != "error" and int(code) < 500
     CYBERTRACE_UP.set(1 if answered else 0)
     if code in ("401", "403"):

@@ -32,6 +32,7 @@ from feedsync.fetch import (
     ssl_context,
     warn_unverified,
 )
+from feedsync.metrics import feed_response
 from feedsync.misp import attribute_record
 from feedsync.model import Invalid, Record, Removal
 from feedsync.paths import component
@@ -139,6 +140,7 @@ class MispSource:
         where = redact_url(self.endpoint)
         try:
             async with session.post(self.endpoint, data=orjson.dumps(body), ssl=tls) as response:
+                feed_response(self.feed.name, response.status)
                 if response.status == 403:
                     raise FetchError(self.feed.name, f"MISP refused the API key (403) at {where}")
                 if response.status != 200:

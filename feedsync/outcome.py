@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from feedsync import logs, metrics
@@ -68,7 +69,10 @@ def run_of(report: FeedReport) -> Run:
         error=report.error,
     )
     _feed_metrics(report)
-    log.info(
+    # A failed feed needs someone; a held one waits for someone's --force.
+    level = {"failed": "error", "held": "warning"}.get(report.result, "info")
+    log.log(
+        logs.LEVELS[level],
         "feed.synced",
         feed=report.feed,
         result=report.result,
@@ -116,12 +120,29 @@ def feed_state_metrics(name: str, row: FeedRow | None) -> None:
     if row is None:
         return
     metrics.FEED_INDICATORS.labels(name).set(row.indicators)
+    if row.last_error is None:
+        # The store does not keep where a failed run failed: a feed failing at the
+        # restart gets its stage series back from its next run, not from here.
+        for stage in STAGES:
+            metrics.FEED_FAILING.labels(name, stage).set(0)
     succeeded = row.last_success
     if succeeded is not None:
         metrics.FEED_LAST_SUCCESS.labels(name).set(succeeded)
         metrics.FEED_AGE.labels(name).set_function(lambda: time.time() - succeeded)
     metrics.FEED_HELD.labels(name).set(1 if row.held_since is not None else 0)
     metrics.FEED_HELD_DELETIONS.labels(name).set(row.held_removals or 0)
+
+
+def supplier_state_metrics(supplier: str, counts: Mapping[str, int]) -> None:
+    """A supplier's series as the store has them (``Store.counts``), so that they
+    exist from the daemon's start: a backlog left by the last run is visible
+    before the supplier's feeds next run, and rate() has its zero."""
+    metrics.PENDING.labels(supplier).set(counts["add"] + counts["update"] + counts["delete"])
+    metrics.REJECTED.labels(supplier).set(counts["rejected"])
+    metrics.REFRESH_DUE.labels(supplier)  # 0 until a cycle of this process refreshes
+    metrics.BYTES_SENT.labels(supplier)
+    for op in ("add", "update", "delete"):
+        metrics.CHANGES.labels(supplier, op)
 
 
 def cause(exc: BaseException) -> str:

@@ -11,6 +11,8 @@ process's file descriptors.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,6 +21,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from feedsync import logs
+from feedsync.errors import FeedsyncError
 from feedsync.metrics import REGISTRY
 
 log = logs.get("feedsync.server")
@@ -62,9 +65,22 @@ class Server:
         self.port = 0
 
     async def start(self, host: str, port: int) -> None:
+        """Listen on ``host:port``; FeedsyncError (one line, no traceback) when the
+        address is taken or not ours to bind."""
         await self.runner.setup()
         site = _BoundedSite(self.runner, host, port, self.max_connections)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self.runner.cleanup()
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            hint = ""
+            if exc.errno == errno.EADDRINUSE:
+                hint = ": another feedsync or another program listens there; stop it or set"
+                hint += " server.listen to a free port"
+            raise FeedsyncError(
+                f"server.listen {host}:{port}: cannot listen ({why}){hint}"
+            ) from exc
         self.port = self.runner.addresses[0][1]
         log.info("server.listening", host=host, port=self.port, limit=self.max_connections)
 

@@ -289,7 +289,9 @@ class Cycle:
             metrics.REJECTED.labels(report.supplier).set(counts["rejected"])
             for op in ("add", "update", "delete"):
                 metrics.CHANGES.labels(report.supplier, op).inc(getattr(report.sent, op))
-        log.info(
+        # An error here is CyberTrace unreachable or refusing: changes wait undelivered.
+        log.log(
+            logs.LEVELS["error" if report.error else "info"],
             "supplier.synced",
             supplier=report.supplier,
             planned=report.planned.total,

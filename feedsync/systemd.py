@@ -1,6 +1,7 @@
 """systemd integration: sd_notify over $NOTIFY_SOCKET, without libsystemd.
 
-``READY=1`` once the daemon serves, ``STATUS=`` with a short summary,
+``READY=1`` once the daemon serves, ``RELOADING=1`` then ``READY=1`` again
+around a SIGHUP reload, ``STATUS=`` with a short summary,
 ``WATCHDOG=1`` at half of ``WatchdogSec`` (``$WATCHDOG_USEC``), ``STOPPING=1``
 on shutdown. Without ``$NOTIFY_SOCKET`` (not under systemd) all of it is a no-op.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Mapping
 
 
@@ -41,6 +43,11 @@ class Notifier:
 
     def ready(self, status: str) -> None:
         self.notify(READY="1", STATUS=status)
+
+    def reloading(self) -> None:
+        # MONOTONIC_USEC lets systemd (253 and later) tell this reload from an older one.
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.notify(RELOADING="1", MONOTONIC_USEC=str(usec))
 
     def status(self, status: str) -> None:
         self.notify(STATUS=status)

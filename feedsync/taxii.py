@@ -43,6 +43,7 @@ from feedsync.fetch import (
     ssl_context,
     warn_unverified,
 )
+from feedsync.metrics import feed_response
 from feedsync.model import Invalid, Record, Removal
 from feedsync.paths import component
 from feedsync.redact import Redacted
@@ -207,6 +208,7 @@ class TaxiiSource:
             async with self._session.get(
                 url.base, params=url.params(params), headers=accept, ssl=self._tls
             ) as response:
+                feed_response(self.feed.name, response.status)
                 if response.status in (401, 403):
                     raise FetchError(
                         self.feed.name,

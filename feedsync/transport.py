@@ -23,6 +23,7 @@ import aiohttp
 from yarl import URL
 
 from feedsync.errors import FetchError
+from feedsync.metrics import feed_response
 from feedsync.redact import Redacted, redact_text, redact_url
 
 CHUNK = 1 << 20
@@ -155,6 +156,7 @@ class Client:
             except ValueError as exc:  # a header value or URL aiohttp will not send
                 where = redact_url(str(current))
                 raise self._error(f"cannot fetch {where}: {self._why(exc)}") from self._hidden(exc)
+            feed_response(self.request.feed, response.status)
             if response.status not in REDIRECTS:
                 return response
             response.release()

@@ -142,6 +142,10 @@ async def test_daemon_lifecycle(tmp_path: Path, emulator: Emulator) -> None:
     assert "daemon.stopped" in log
     assert any("WATCHDOG=1" in m for m in messages)
     assert any("STOPPING=1" in m for m in messages)
+    # Two SIGHUPs, the second refused: each is RELOADING=1, then READY=1 again.
+    reloads = [i for i, m in enumerate(messages) if m.startswith("RELOADING=1\nMONOTONIC_USEC=")]
+    assert len(reloads) == 2
+    assert all(any("READY=1" in m for m in messages[i + 1 :]) for i in reloads)
     assert any("STATUS=" in m and "cycles" in m for m in messages)
     assert PASSWORD not in log
 

@@ -15,7 +15,8 @@ from prometheus_client import generate_latest
 from feedsync import metrics
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
-NAME = re.compile(r"\bfeedsync_[a-z0-9_]+")
+# feedsync's own names and those of the standard process/platform collectors.
+NAME = re.compile(r"\b(?:feedsync|process|python)_[a-z0-9_]+")
 
 
 def exported() -> set[str]:
@@ -117,3 +118,47 @@ def test_every_metric_is_documented_for_users() -> None:
     missing = {n for n in families if n not in documented and n + "_total" not in documented}
     assert not missing, f"docs/metrics.md does not list {sorted(missing)}"
     assert documented <= exported(), "docs/metrics.md names a metric that is gone"
+
+
+def dashboard_targets() -> list[tuple[str, str]]:
+    dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
+    return [(panel["title"], t["expr"]) for panel in dashboard["panels"] for t in panel["targets"]]
+
+
+SELECTOR = re.compile(r"\b((?:feedsync|process|python)_[a-z0-9_]+)(\{[^}]*\})?")
+
+
+def test_every_dashboard_query_follows_the_instance_variable() -> None:
+    dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert "feedsync_build_info" in str(variables["instance"]["query"])
+    for title, expr in dashboard_targets():
+        for name, labels in SELECTOR.findall(expr):
+            assert 'instance=~"$instance"' in labels, f"{title}: {name} ignores $instance"
+        for window in re.findall(r"\b(?:rate|increase|irate|delta)\([^\[]*\[([^\]]+)\]", expr):
+            assert window == "$__rate_interval", f"{title}: [{window}], not [$__rate_interval]"
+
+
+def test_dashboard_has_the_current_state_table_and_thresholds() -> None:
+    dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
+    [table] = [p for p in dashboard["panels"] if p["type"] == "table"]
+    renamed = table["transformations"][1]["options"]["renameByName"].values()
+    assert {"state", "age", "indicators", "held"} <= set(renamed)
+    assert all(t.get("instant") and t.get("format") == "table" for t in table["targets"])
+    stepped = [
+        p["title"]
+        for p in dashboard["panels"]
+        if len(p["fieldConfig"]["defaults"]["thresholds"]["steps"]) > 1
+    ]
+    assert "Feed age (in schedule intervals)" in stepped
+
+
+def test_dashboard_queries_parse(tmp_path: Path) -> None:
+    # promtool checks PromQL in rule files: every query, Grafana's variables filled in.
+    rules = [
+        {"record": f"dashboard:query{i}", "expr": expr.replace("$__rate_interval", "5m")}
+        for i, (_title, expr) in enumerate(dashboard_targets())
+    ]
+    path = tmp_path / "dashboard-rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    promtool("check", "rules", str(path))

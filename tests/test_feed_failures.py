@@ -242,8 +242,8 @@ async def test_any_exception_fails_its_feed_alone(
         row = store.feed(name, "Demo")
         assert row.last_error == report.error, "recorded in the run history"
         assert row.indicators == 0, "nothing of the failed feed was applied"
-        [entry] = [e for e in logged if e.get("feed") == name and e["log_level"] == "error"]
-        assert entry["error"] == report.error
+        [entry] = [e for e in logged if e.get("feed") == name and "exc_info" in e]
+        assert entry["log_level"] == "error" and entry["error"] == report.error
         assert isinstance(entry["exc_info"], BaseException), "logged with its traceback"
 
 
