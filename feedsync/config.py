@@ -17,7 +17,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
@@ -95,6 +95,34 @@ class RetryConfig:
     initializing: float = 900.0
 
 
+ProxyMode = Literal["environment", "none", "url"]
+PROXY_FORMS = "none, environment, http://HOST:PORT, or {url: ..., username: ..., password: ...}"
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    """How an endpoint is reached: through the proxy the environment names
+    (``HTTPS_PROXY``/``HTTP_PROXY`` unless ``NO_PROXY`` lists the host; the
+    default), directly (``none``), or through ``url``, with Basic credentials
+    that go to the proxy alone."""
+
+    mode: ProxyMode = "environment"
+    url: str | None = None
+    username: str | None = None
+    password: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedRetryConfig:
+    """Within one cycle, how often a feed's request that failed in a way that may
+    pass (connection, timeout, 408/425/429, 5xx) is tried; the feed's ``timeout``
+    still bounds the whole fetch."""
+
+    attempts: int = 3
+    initial_delay: float = 1.0
+    max_delay: float = 30.0
+
+
 @dataclass(frozen=True, slots=True)
 class CyberTraceConfig:
     url: str
@@ -112,6 +140,7 @@ class CyberTraceConfig:
     tag_weight: int = 0
     refresh_fraction: float = 0.5  # re-PUT unchanged indicators after this share of retention
     retry: RetryConfig = RetryConfig()
+    proxy: ProxyConfig = ProxyConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +206,8 @@ class FeedConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY
     full_pull: float = 86400.0  # misp, taxii: seconds between full pulls (catch hard deletes)
     page_size: int = 1000  # misp: attributes per restSearch page
+    proxy: ProxyConfig = ProxyConfig()
+    retry: FeedRetryConfig = FeedRetryConfig()
 
     def __repr__(self) -> str:
         # A URL's query or user part often holds a key: show neither.
@@ -396,6 +427,7 @@ def _cybertrace(m: _Map) -> CyberTraceConfig:
             max_delay=retry.number("max_delay", 60.0, f"[{initial:g}, inf)"),
             initializing=retry.duration("initializing", 900.0),
         ),
+        proxy=_proxy(m),
     )
 
 
@@ -517,6 +549,59 @@ def _feed(path: str, raw: object, context: _Context) -> FeedConfig:
         max_body_bytes=m.integer("max_body_bytes", DEFAULT_MAX_BODY, "[1, inf)"),
         full_pull=m.duration("full_pull", 86400.0),
         page_size=m.integer("page_size", 1000, "[1, 100000]"),
+        proxy=_proxy(m),
+        retry=_feed_retry(m),
+    )
+
+
+def _proxy(m: _Map) -> ProxyConfig:
+    """``proxy:`` of a feed or of ``cybertrace:``."""
+    value = m.data.get("proxy")
+    if value is None or value == "environment":
+        return ProxyConfig()
+    if value == "none":
+        return ProxyConfig(mode="none")
+    if isinstance(value, str):
+        return ProxyConfig(mode="url", url=_proxy_url(m.at("proxy"), value))
+    if not isinstance(value, dict):
+        raise ConfigError(m.at("proxy"), f"expected {PROXY_FORMS}, got {_show(value)}")
+    entry = m.child("proxy", ("url", "username", "password", "password_file"))
+    username, password = entry.maybe_text("username"), entry.secret("password")
+    if password is not None and username is None:
+        raise ConfigError(entry.at("password"), "needs username (proxy Basic authentication)")
+    url = _proxy_url(entry.at("url"), entry.text("url"))
+    return ProxyConfig(mode="url", url=url, username=username, password=password)
+
+
+def _proxy_url(path: str, url: str) -> str:
+    parts = urlsplit(url)
+    try:
+        port_ok = parts.port != 0
+    except ValueError:
+        port_ok = False
+    # https:// targets tunnel through CONNECT, so their TLS runs end to end whatever the
+    # proxy's own scheme; feedsync speaks plain HTTP to the proxy.
+    if parts.scheme.lower() != "http" or not parts.hostname or not port_ok:
+        raise ConfigError(path, f"expected {PROXY_FORMS}; a proxy URL is http://HOST:PORT")
+    if "@" in parts.netloc:
+        # A password in the URL would be written into the file and shown with the URL.
+        raise ConfigError(path, "give the proxy's credentials as username and password(_file)")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError(path, "expected http://HOST:PORT, with no path or query")
+    return url.rstrip("/")
+
+
+def _feed_retry(m: _Map) -> FeedRetryConfig:
+    base = FeedRetryConfig()
+    retry = m.child("retry", _keys(FeedRetryConfig), optional=True)
+    initial = retry.duration("initial_delay", base.initial_delay)
+    longest = retry.duration("max_delay", max(base.max_delay, initial))
+    if longest < initial:
+        raise ConfigError(retry.at("max_delay"), f"shorter than initial_delay ({initial:g} s)")
+    return FeedRetryConfig(
+        attempts=retry.integer("attempts", base.attempts, "[1, 20]"),
+        initial_delay=initial,
+        max_delay=longest,
     )
 
 

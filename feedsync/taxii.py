@@ -18,18 +18,22 @@ import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 
-from feedsync import logs
+from feedsync import logs, proxy
 from feedsync.config import FeedConfig
 from feedsync.errors import FetchError, ParseError
-from feedsync.fetch import Body, Validators, pulled, redact_url, request_for, ssl_context
+from feedsync.fetch import Body, Request, Validators, pulled, redact_url, request_for, ssl_context
 from feedsync.model import Invalid, Record, Removal
+from feedsync.redact import Redacted
+from feedsync.retry import retried, status_error
 from feedsync.stix import indicator_records
+from feedsync.transport import failure
 
 log = logs.get("feedsync.taxii")
 
@@ -93,6 +97,9 @@ class TaxiiSource:
         self.url = feed.url if feed.url.endswith("/") else feed.url + "/"
         self._session: aiohttp.ClientSession | None = None
         self._tls: Any = None
+        self._request: Request | None = None
+        self._secrets: tuple[str, ...] = ()
+        self._headers: dict[str, str] = {}
         self.version = "2.1"
 
     async def fetch(self, previous: Validators, spool: Path) -> Body | None:
@@ -110,7 +117,12 @@ class TaxiiSource:
             total=None, connect=request.timeout, sock_read=request.timeout
         )
         tls = await ssl_context(request.verify_tls)
-        async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
+        self._request = request
+        self._secrets = (*request.secrets, *headers.values())
+        # The headers go with each request: aiohttp would copy session defaults into a
+        # proxy's and send the Authorization to the proxy as Proxy-Authorization.
+        self._headers = headers
+        async with aiohttp.ClientSession(timeout=timeout) as session:
             self._session, self._tls = session, tls
             if not full and cursor is not None and cursor.objects:
                 objects, self.version = cursor.objects, cursor.version
@@ -129,13 +141,31 @@ class TaxiiSource:
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> tuple[Any, Any]:
+        attempt = partial(self._get_once, url, params, headers)
+        return await retried(self.feed.name, self.feed.retry, attempt)
+
+    async def _get_once(
+        self,
+        url: str,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[Any, Any]:
         where = redact_url(url)
-        assert self._session is not None
+        assert self._session is not None and self._request is not None
+        route = self._request.route(url)
         accept = {"Accept": MEDIA if self.version == "2.1" else MEDIA_20, **(headers or {})}
         try:
             async with self._session.get(
-                url, params=params, headers=accept, ssl=self._tls
+                url,
+                params=params,
+                headers={**self._headers, **accept, **route.forward(url)},
+                ssl=self._tls,
+                proxy=route.proxy,
+                proxy_headers=route.tunnel(url),
             ) as response:
+                refused = proxy.answered(route, response.status)
+                if refused is not None:
+                    raise FetchError(self.feed.name, f"cannot fetch {where}: {refused}")
                 if response.status in (401, 403):
                     raise FetchError(
                         self.feed.name,
@@ -150,12 +180,14 @@ class TaxiiSource:
                         self.feed.name, f"TAXII server does not speak {accept['Accept']} (406)"
                     )
                 if response.status not in (200, 206):
-                    raise FetchError(self.feed.name, f"HTTP {response.status} from {where}")
+                    message = f"HTTP {response.status} from {where}{route.via}"
+                    raise status_error(self.feed.name, response.status, message, response.headers)
                 raw, headers = await response.read(), response.headers
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise FetchError(
-                self.feed.name, f"cannot fetch {where}: {exc or type(exc).__name__}"
-            ) from exc
+            secrets = self._secrets
+            raise failure(self.feed.name, where, route, exc, secrets) from Redacted.of(
+                exc, (*secrets, *route.secrets)
+            )
         try:
             return orjson.loads(raw) if raw.strip() else {}, headers
         except orjson.JSONDecodeError as exc:

@@ -751,7 +751,7 @@ def test_bad_schedules(value: str, fragment: str) -> None:
 COMMON_FEED_KEYS = {
     *("name", "type", "url", "supplier", "schedule", "tags", "max_delete_ratio", "username"),
     *("password", "password_file", "headers", "verify_tls", "timeout", "enabled", "context"),
-    *("unmark_detections", "max_body_bytes"),
+    *("unmark_detections", "max_body_bytes", "proxy", "retry"),
 }
 
 
