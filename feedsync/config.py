@@ -20,7 +20,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
@@ -113,6 +113,34 @@ class RetryConfig:
     initializing: float = 900.0
 
 
+ProxyMode = Literal["environment", "none", "url"]
+PROXY_FORMS = "none, environment, http://HOST:PORT, or {url: ..., username: ..., password: ...}"
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    """How an endpoint is reached: through the proxy the environment names
+    (``HTTPS_PROXY``/``HTTP_PROXY`` unless ``NO_PROXY`` lists the host; the
+    default), directly (``none``), or through ``url``, with Basic credentials
+    that go to the proxy alone."""
+
+    mode: ProxyMode = "environment"
+    url: str | None = None
+    username: str | None = None
+    password: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedRetryConfig:
+    """Within one cycle, how often a feed's request that failed in a way that may
+    pass (connection, timeout, 408/425/429, 5xx) is tried; the feed's ``timeout``
+    still bounds the whole fetch."""
+
+    attempts: int = 3
+    initial_delay: float = 1.0
+    max_delay: float = 30.0
+
+
 @dataclass(frozen=True, slots=True)
 class CyberTraceConfig:
     url: str
@@ -130,6 +158,7 @@ class CyberTraceConfig:
     tag_weight: int = 0
     refresh_fraction: float = 0.5  # re-PUT unchanged indicators after this share of retention
     retry: RetryConfig = RetryConfig()
+    proxy: ProxyConfig = ProxyConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +227,8 @@ class FeedConfig:
     encoding: str = "utf-8"  # csv: the codec of the body's bytes (see _encoding)
     footer: str | None = None  # csv: what the body's last line starts with (see _footer)
     footer_count: bool = True  # csv: a number in the footer is the count of data rows
+    proxy: ProxyConfig = ProxyConfig()
+    retry: FeedRetryConfig = FeedRetryConfig()
 
     def __repr__(self) -> str:
         # A URL's query or user part often holds a key: show neither.
@@ -439,6 +470,7 @@ def _cybertrace(m: _Map) -> CyberTraceConfig:
             max_delay=retry.number("max_delay", 60.0, f"[{initial:g}, 86400]"),
             initializing=retry.duration("initializing", 900.0, "(0, 1d]"),
         ),
+        proxy=_proxy(m),
     )
 
 
@@ -561,6 +593,59 @@ def _feed(path: str, raw: object, context: _Context) -> FeedConfig:
         encoding=_encoding(m),
         footer=_footer(m),
         footer_count=m.flag("footer_count", True),
+        proxy=_proxy(m),
+        retry=_feed_retry(m),
+    )
+
+
+def _proxy(m: _Map) -> ProxyConfig:
+    """``proxy:`` of a feed or of ``cybertrace:``."""
+    value = m.data.get("proxy")
+    if value is None or value == "environment":
+        return ProxyConfig()
+    if value == "none":
+        return ProxyConfig(mode="none")
+    if isinstance(value, str):
+        return ProxyConfig(mode="url", url=_proxy_url(m.at("proxy"), value))
+    if not isinstance(value, dict):
+        raise ConfigError(m.at("proxy"), f"expected {PROXY_FORMS}, got {_show(value)}")
+    entry = m.child("proxy", ("url", "username", "password", "password_file"))
+    username, password = entry.maybe_text("username"), entry.secret("password")
+    if password is not None and username is None:
+        raise ConfigError(entry.at("password"), "needs username (proxy Basic authentication)")
+    url = _proxy_url(entry.at("url"), entry.text("url"))
+    return ProxyConfig(mode="url", url=url, username=username, password=password)
+
+
+def _proxy_url(path: str, url: str) -> str:
+    parts = urlsplit(url)
+    try:
+        port_ok = parts.port != 0
+    except ValueError:
+        port_ok = False
+    # https:// targets tunnel through CONNECT, so their TLS runs end to end whatever the
+    # proxy's own scheme; feedsync speaks plain HTTP to the proxy.
+    if parts.scheme.lower() != "http" or not parts.hostname or not port_ok:
+        raise ConfigError(path, f"expected {PROXY_FORMS}; a proxy URL is http://HOST:PORT")
+    if "@" in parts.netloc:
+        # A password in the URL would be written into the file and shown with the URL.
+        raise ConfigError(path, "give the proxy's credentials as username and password(_file)")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError(path, "expected http://HOST:PORT, with no path or query")
+    return url.rstrip("/")
+
+
+def _feed_retry(m: _Map) -> FeedRetryConfig:
+    base = FeedRetryConfig()
+    retry = m.child("retry", _keys(FeedRetryConfig), optional=True)
+    initial = retry.duration("initial_delay", base.initial_delay, "(0, 1h]")
+    longest = retry.duration("max_delay", max(base.max_delay, initial), "(0, 1d]")
+    if longest < initial:
+        raise ConfigError(retry.at("max_delay"), f"shorter than initial_delay ({initial:g} s)")
+    return FeedRetryConfig(
+        attempts=retry.integer("attempts", base.attempts, "[1, 20]"),
+        initial_delay=initial,
+        max_delay=longest,
     )
 
 

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from feedsync import logs
+from feedsync import logs, proxy
 from feedsync.config import CyberTraceConfig, SupplierConfig
 from feedsync.errors import AuthError, CyberTraceError, RequestError, TLSError, TransportError
 from feedsync.fetch import USER_AGENT, basic_auth, ssl_context
@@ -82,10 +82,17 @@ class CyberTrace:
         self._sleep = sleep
         self._gate = asyncio.Semaphore(config.concurrency)
         self._session: aiohttp.ClientSession | None = None
+        self._route = proxy.DIRECT
+        self._auth = ""
 
     async def __aenter__(self) -> CyberTrace:
         if self.config.verify_tls is False and self.config.url.startswith("https://"):
             log.warning("cybertrace.tls_unverified", url=self.config.url)
+        try:
+            # One host, so one route for the client's life (the environment is read now).
+            self._route = proxy.route(self.config.proxy, self.config.url)
+        except proxy.ProxyUnusable as exc:
+            raise CyberTraceError(f"cannot reach CyberTrace: {exc}") from None
         # Loading the system's CA store costs a noticeable part of a short `feedsync sync`.
         plain = self.config.url.startswith("http://")
         tls = False if plain else await ssl_context(self.config.verify_tls)
@@ -97,12 +104,12 @@ class CyberTrace:
             base_url=None,
             timeout=aiohttp.ClientTimeout(total=self.config.timeout, connect=30),
             connector=aiohttp.TCPConnector(limit=self.config.concurrency, ssl=tls),
-            headers={
-                "Accept": "application/json",
-                "User-Agent": USER_AGENT,
-                "Authorization": basic_auth(self.config.username, self.config.password.reveal()),
-            },
+            headers={"Accept": "application/json", "User-Agent": USER_AGENT},
         )
+        # Sent with each request, not as a session default: aiohttp copies a session's
+        # default headers into a proxy's, and makes an Authorization among them the
+        # proxy's credentials, so the proxy would get CyberTrace's password.
+        self._auth = basic_auth(self.config.username, self.config.password.reveal())
         return self
 
     async def __aexit__(
@@ -242,7 +249,8 @@ class CyberTrace:
             )
         raise RequestError(
             answer.status,
-            f"{method} {what}: CyberTrace answered {answer.status}{_status_text(answer.body)}",
+            f"{method} {what}: CyberTrace answered {answer.status}{_status_text(answer.body)}"
+            f"{self._route.via}",
         )
 
     async def _send(self, method: str, path: str, supplier: str, body: object) -> Answer:
@@ -321,13 +329,20 @@ class CyberTrace:
     ) -> tuple[Answer, float | None]:
         if self._session is None:
             raise CyberTraceError("the CyberTrace client is not open")
-        headers = {"Content-Type": "application/json"} if body is not None else {}
+        headers = {"Authorization": self._auth}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         url = self.config.url + path
         started = time.monotonic()
         async with self._gate:
             try:
                 async with self._session.request(
-                    method, url, data=body, headers=headers
+                    method,
+                    url,
+                    data=body,
+                    headers={**headers, **self._route.forward(url)},
+                    proxy=self._route.proxy,
+                    proxy_headers=self._route.tunnel(url),
                 ) as response:
                     raw = await response.read()
                     status = response.status
@@ -342,9 +357,15 @@ class CyberTrace:
                 self._observe(
                     method, supplier, "error", time.monotonic() - started, len(body or b"")
                 )
-                reason = str(exc) or type(exc).__name__
+                refused = proxy.refusal(self._route, exc)
+                if refused is not None and getattr(exc, "status", None) == 407:
+                    raise AuthError(407, f"{method} {path}: {refused}") from exc
+                reason = refused or f"{exc or type(exc).__name__}{self._route.via}"
                 raise TransportError(f"{method} {path}: {reason}") from exc
         self._observe(method, supplier, str(status), time.monotonic() - started, len(body or b""))
+        refused = proxy.answered(self._route, status)
+        if refused is not None:
+            raise AuthError(407, f"{method} {path}: {refused}")
         try:
             parsed: Any = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:

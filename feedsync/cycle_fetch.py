@@ -1,8 +1,8 @@
 """Fetching a cycle's feeds: concurrently under a bound, each within its deadline.
 
-A feed's ``timeout`` bounds its whole download, however the server dribbles
-it (aiohttp's own timeouts bound each read, which a byte a second never
-trips). The cycle's deadline bounds the rest: the wait for a fetch slot and
+A feed's ``timeout`` bounds its whole download, its retries included, however
+the server dribbles it (aiohttp's own timeouts bound each read, which a byte a
+second never trips). The cycle's deadline bounds the rest: the wait for a fetch slot and
 the store's answer. Whatever a source raises fails that feed alone: the
 others go on, and the failure is in the feed's report and run history.
 """
@@ -24,6 +24,7 @@ from feedsync.fetch import Body, Validators, redact_url
 from feedsync.outcome import cause
 from feedsync.paths import component
 from feedsync.phases import Phases
+from feedsync.retry import DEADLINE
 from feedsync.sources import Source, source_for
 from feedsync.store import FeedRow, Store
 
@@ -124,13 +125,19 @@ class Fetcher:
     async def _download(
         self, source: Source, feed: FeedConfig, previous: Validators
     ) -> Body | None:
-        async with asyncio.timeout(feed.timeout):
-            try:
-                return await source.fetch(previous, self.spool)
-            except TimeoutError as exc:
-                # A source's own timer, not this scope's (whose expiry arrives as a
-                # cancellation and leaves the block as the TimeoutError _fetch reports).
-                raise SourceError(feed.name, f"timed out: {cause(exc)}") from exc
+        ends = min(self._ends, asyncio.get_running_loop().time() + feed.timeout)
+        # The source's retries wait only while the feed's time lasts (feedsync.retry).
+        token = DEADLINE.set(ends)
+        try:
+            async with asyncio.timeout(feed.timeout):
+                try:
+                    return await source.fetch(previous, self.spool)
+                except TimeoutError as exc:
+                    # A source's own timer, not this scope's (whose expiry arrives as a
+                    # cancellation and leaves the block as the TimeoutError _fetch reports).
+                    raise SourceError(feed.name, f"timed out: {cause(exc)}") from exc
+        finally:
+            DEADLINE.reset(token)
 
     def _fail(self, item: Fetched, error: str) -> None:
         item.error = error

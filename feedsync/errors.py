@@ -8,6 +8,7 @@ with ``raise ... from exc``::
     ├── ConfigError            the configuration is invalid (names the key path)
     ├── SourceError            a feed could not be fetched or parsed; its snapshot is untouched
     │   ├── FetchError         transport: HTTP status, connection, truncated body
+    │   │   └── TransientFetchError  one that may pass (connection, timeout, 408/425/429, 5xx)
     │   └── ParseError         the body is not what the feed type promises
     ├── StoreError             the state database cannot be opened, read or written
     │   └── StoreCorrupt       the state file is empty, damaged or not feedsync's
@@ -46,6 +47,15 @@ class SourceError(FeedsyncError):
 
 class FetchError(SourceError):
     """The feed's body could not be downloaded completely."""
+
+
+class TransientFetchError(FetchError):
+    """A fetch failed in a way that may pass: the connection, a timeout, 408,
+    425, 429 or a 5xx; ``retry_after`` is the server's ``Retry-After`` in seconds."""
+
+    def __init__(self, feed: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(feed, message)
+        self.retry_after = retry_after
 
 
 class ParseError(SourceError):

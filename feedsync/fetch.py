@@ -28,6 +28,7 @@ from feedsync.config import FeedConfig
 from feedsync.errors import FetchError
 from feedsync.paths import component
 from feedsync.redact import redact_url, url_secrets
+from feedsync.retry import retried, status_error
 from feedsync.transport import Client, Request, Response, ssl_context
 
 __all__ = [
@@ -154,13 +155,22 @@ async def _download(request: Request, previous: Validators, spool: Path) -> Body
         headers["If-None-Match"] = previous.etag
     if previous.last_modified:
         headers["If-Modified-Since"] = previous.last_modified
-    where = redact_url(request.url)
     warn_unverified(request)
-    async with Client(request) as client, client.open(request.url, headers=headers) as response:
+    async with Client(request) as client:
+        return await retried(
+            request.feed, request.retry, lambda: _get(client, request, headers, spool)
+        )
+
+
+async def _get(
+    client: Client, request: Request, headers: dict[str, str], spool: Path
+) -> Body | None:
+    async with client.open(request.url, headers=headers) as response:
         if response.status == 304:
             return None
         if response.status != 200:
-            raise FetchError(request.feed, f"HTTP {response.status} from {where}")
+            message = f"HTTP {response.status} from {redact_url(request.url)}{response.via}"
+            raise status_error(request.feed, response.status, message, response.headers)
         return await _spool(request, response, spool)
 
 
@@ -216,6 +226,8 @@ def request_for(feed: FeedConfig, url: str | None = None) -> Request:
         headers["Authorization"] = basic_auth(user, password or "")
     secrets = [s.reveal() for s in (feed.password, feed.api_key) if s is not None]
     secrets += [*own.values(), *url_secrets(feed.url), *url_secrets(url or feed.url)]
+    if feed.proxy.password is not None:
+        secrets.append(feed.proxy.password.reveal())
     return Request(
         feed=feed.name,
         url=target,
@@ -225,6 +237,8 @@ def request_for(feed: FeedConfig, url: str | None = None) -> Request:
         max_bytes=feed.max_body_bytes,
         private=frozenset({*own, "Authorization", "Cookie"}),
         secrets=tuple(secrets),
+        proxy=feed.proxy,
+        retry=feed.retry,
     )
 
 

@@ -89,6 +89,12 @@ FEED_HTTP = Counter(
     ["feed", "code"],
     registry=REGISTRY,
 )
+FEED_RETRIES = Counter(
+    "feedsync_feed_fetch_retries_total",
+    "Feed requests tried again within a cycle after a failure that may pass",
+    ["feed"],
+    registry=REGISTRY,
+)
 FEED_INVALID = Counter(
     "feedsync_feed_invalid_indicators_total",
     "Feed rows skipped as invalid, by reason",

@@ -15,12 +15,14 @@ import json
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 
+from feedsync import proxy
 from feedsync.config import FeedConfig
 from feedsync.errors import FetchError, ParseError
 from feedsync.fetch import (
@@ -36,6 +38,10 @@ from feedsync.metrics import feed_response
 from feedsync.misp import attribute_record
 from feedsync.model import Invalid, Record, Removal
 from feedsync.paths import component
+from feedsync.proxy import Route
+from feedsync.redact import Redacted
+from feedsync.retry import retried, status_error
+from feedsync.transport import failure
 
 OVERLAP = 300
 MAX_PAGES = 100_000
@@ -67,6 +73,9 @@ class MispSource:
         self.feed = feed
         self.clock = clock
         self.endpoint = feed.url.rstrip("/") + "/attributes/restSearch"
+        self._route: Route = proxy.DIRECT
+        self._secrets: tuple[str, ...] = ()
+        self._headers: dict[str, str] = {}
 
     def _filters(self, cursor: Cursor | None, full: bool) -> dict[str, object]:
         filters: dict[str, object] = {"to_ids": True, **self.feed.filters}
@@ -103,14 +112,20 @@ class MispSource:
         )
         warn_unverified(request)
         tls = await ssl_context(request.verify_tls)
+        self._route = request.route(self.endpoint)
+        self._secrets = (*request.secrets, self.feed.api_key.reveal())
         count = newest = size = 0
         seen_first: set[str] = set()
         out = await asyncio.to_thread(path.open, "wb")
         try:
-            async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
+            # The headers go with each request: aiohttp would copy session defaults into
+            # a proxy's and send the key to the proxy as Proxy-Authorization.
+            self._headers = headers
+            async with aiohttp.ClientSession(timeout=timeout) as session:
                 for page in range(1, MAX_PAGES + 1):
                     body = {**filters, "page": page, "limit": self.feed.page_size}
-                    attributes = await self._page(session, body, page, tls)
+                    attempt = partial(self._page, session, body, page, tls)
+                    attributes = await retried(self.feed.name, self.feed.retry, attempt)
                     if attributes and str(attributes[0].get("uuid")) in seen_first:
                         raise FetchError(
                             self.feed.name, f"MISP returned page {page} again (a loop)"
@@ -135,23 +150,34 @@ class MispSource:
         raise FetchError(self.feed.name, f"MISP kept paging past {MAX_PAGES} pages")
 
     async def _page(
-        self, session: aiohttp.ClientSession, body: dict[str, object], page: int, tls: Any
+        self,
+        session: aiohttp.ClientSession,
+        body: dict[str, object],
+        page: int,
+        tls: Any,
     ) -> list[Mapping[str, Any]]:
-        where = redact_url(self.endpoint)
+        where, route, secrets = redact_url(self.endpoint), self._route, self._secrets
         try:
-            async with session.post(self.endpoint, data=orjson.dumps(body), ssl=tls) as response:
+            async with session.post(
+                self.endpoint,
+                data=orjson.dumps(body),
+                ssl=tls,
+                proxy=route.proxy,
+                headers={**self._headers, **route.forward(self.endpoint)},
+                proxy_headers=route.tunnel(self.endpoint),
+            ) as response:
+                refused = proxy.answered(route, response.status)
+                if refused is not None:
+                    raise FetchError(self.feed.name, f"cannot fetch {where}: {refused}")
                 feed_response(self.feed.name, response.status)
                 if response.status == 403:
                     raise FetchError(self.feed.name, f"MISP refused the API key (403) at {where}")
                 if response.status != 200:
-                    raise FetchError(
-                        self.feed.name, f"HTTP {response.status} from {where} (page {page})"
-                    )
+                    message = f"HTTP {response.status} from {where}{route.via} (page {page})"
+                    raise status_error(self.feed.name, response.status, message, response.headers)
                 raw = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise FetchError(
-                self.feed.name, f"cannot fetch {where}: {exc or type(exc).__name__}"
-            ) from exc
+            raise failure(self.feed.name, where, route, exc, secrets) from Redacted.of(exc, secrets)
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

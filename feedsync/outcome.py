@@ -115,6 +115,7 @@ def feed_state_metrics(name: str, row: FeedRow | None) -> None:
     feed next runs, a day later for a daily feed) and stay true between runs."""
     for result in RESULTS:
         metrics.FEED_FETCH.labels(name, result)  # a counter at 0: rate() needs it
+    metrics.FEED_RETRIES.labels(name)
     never = row is not None and row.last_attempt is not None and row.last_success is None
     metrics.FEED_NEVER_SUCCEEDED.labels(name).set(1 if never else 0)
     if row is None:

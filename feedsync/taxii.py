@@ -22,6 +22,7 @@ import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urljoin, urlsplit, urlunsplit
@@ -29,7 +30,7 @@ from urllib.parse import parse_qsl, quote, urljoin, urlsplit, urlunsplit
 import aiohttp
 import orjson
 
-from feedsync import logs
+from feedsync import logs, proxy
 from feedsync import taxii_paging as paging
 from feedsync.config import FeedConfig
 from feedsync.errors import FetchError, ParseError
@@ -47,7 +48,9 @@ from feedsync.metrics import feed_response
 from feedsync.model import Invalid, Record, Removal
 from feedsync.paths import component
 from feedsync.redact import Redacted
+from feedsync.retry import retried, status_error
 from feedsync.stix import indicator_records
+from feedsync.transport import failure
 
 log = logs.get("feedsync.taxii")
 
@@ -155,6 +158,8 @@ class TaxiiSource:
         self.url = Endpoint.of(self._request.url)
         self._session: aiohttp.ClientSession | None = None
         self._tls: Any = None
+        self._secrets: tuple[str, ...] = ()
+        self._headers: dict[str, str] = {}
         self.version = "2.1"
 
     async def fetch(self, previous: Validators, spool: Path) -> Body | None:
@@ -179,7 +184,12 @@ class TaxiiSource:
         )
         warn_unverified(request)
         tls = await ssl_context(request.verify_tls)
-        async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
+        self._request = request
+        self._secrets = (*request.secrets, *headers.values())
+        # The headers go with each request: aiohttp would copy session defaults into a
+        # proxy's and send the Authorization to the proxy as Proxy-Authorization.
+        self._headers = headers
+        async with aiohttp.ClientSession(timeout=timeout) as session:
             self._session, self._tls = session, tls
             if not full and cursor is not None and cursor.objects:
                 objects, self.version = Endpoint.of(cursor.objects, self.url), cursor.version
@@ -201,13 +211,31 @@ class TaxiiSource:
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> tuple[Any, Any, int]:
+        attempt = partial(self._get_once, url, params, headers)
+        return await retried(self.feed.name, self.feed.retry, attempt)
+
+    async def _get_once(
+        self,
+        url: Endpoint,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[Any, Any, int]:
         where = redact_url(url.base)
         assert self._session is not None
+        route = self._request.route(url.base)
         accept = {"Accept": MEDIA if self.version == "2.1" else MEDIA_20, **(headers or {})}
         try:
             async with self._session.get(
-                url.base, params=url.params(params), headers=accept, ssl=self._tls
+                url.base,
+                params=url.params(params),
+                headers={**self._headers, **accept, **route.forward(url.base)},
+                ssl=self._tls,
+                proxy=route.proxy,
+                proxy_headers=route.tunnel(url.base),
             ) as response:
+                refused = proxy.answered(route, response.status)
+                if refused is not None:
+                    raise FetchError(self.feed.name, f"cannot fetch {where}: {refused}")
                 feed_response(self.feed.name, response.status)
                 if response.status in (401, 403):
                     raise FetchError(
@@ -223,13 +251,14 @@ class TaxiiSource:
                         self.feed.name, f"TAXII server does not speak {accept['Accept']} (406)"
                     )
                 if response.status not in (200, 206):
-                    raise FetchError(self.feed.name, f"HTTP {response.status} from {where}")
+                    message = f"HTTP {response.status} from {where}{route.via}"
+                    raise status_error(self.feed.name, response.status, message, response.headers)
                 raw, headers, status = await response.read(), response.headers, response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             # aiohttp's text can hold the URL with its query: the token.
-            why = self._request.hide(str(exc) or type(exc).__name__)
-            raise FetchError(self.feed.name, f"cannot fetch {where}: {why}") from Redacted.of(
-                exc, (*self._request.secrets, *self._request.headers.values())
+            secrets = self._secrets
+            raise failure(self.feed.name, where, route, exc, secrets) from Redacted.of(
+                exc, (*secrets, *route.secrets)
             )
         try:
             return orjson.loads(raw) if raw.strip() else {}, headers, status

@@ -4,9 +4,11 @@ Here redirects are followed by hand (credentials and custom headers stay with
 the feed's own origin, and https never falls back to http), Content-Encoding is
 decoded with the decoded size bounded by ``max_body_bytes`` (aiohttp neither
 bounds an inflating body nor notices a gzip stream without its end), a body's
-framing is judged (did the server say where it ends?), and aiohttp's
-exceptions become FetchError with every URL and secret redacted: their text
-holds the full URL, query included.
+framing is judged (did the server say where it ends?), each hop goes through
+the proxy its URL calls for (feedsync.proxy), and aiohttp's exceptions become
+FetchError with every URL and secret redacted: their text holds the full URL,
+query included. A failure that may pass is a TransientFetchError, which
+feedsync.retry tries again.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ from typing import Literal
 import aiohttp
 from yarl import URL
 
-from feedsync.errors import FetchError
+from feedsync import proxy
+from feedsync.config import FeedRetryConfig, ProxyConfig
+from feedsync.errors import FetchError, TransientFetchError
 from feedsync.metrics import feed_response
+from feedsync.proxy import Route
 from feedsync.redact import Redacted, redact_text, redact_url
 
 CHUNK = 1 << 20
@@ -32,6 +37,8 @@ REDIRECTS = frozenset({301, 302, 303, 307, 308})
 # Only what _Decoder reads: a server must not answer in brotli or zstd.
 ACCEPT_ENCODING = "gzip, deflate"
 Method = Literal["GET", "POST"]
+_ENVIRONMENT = ProxyConfig()
+_RETRY = FeedRetryConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +55,18 @@ class Request:
     max_bytes: int
     private: frozenset[str] = frozenset()
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    proxy: ProxyConfig = _ENVIRONMENT
+    retry: FeedRetryConfig = _RETRY
 
     def hide(self, text: str) -> str:
         return redact_text(text, (*self.secrets, *self.headers.values()))
+
+    def route(self, url: str | URL) -> Route:
+        """The proxy route of one hop; FetchError for an unusable environment proxy."""
+        try:
+            return proxy.route(self.proxy, str(url))
+        except proxy.ProxyUnusable as exc:
+            raise FetchError(self.feed, f"cannot fetch {redact_url(str(url))}: {exc}") from None
 
 
 async def ssl_context(verify_tls: bool | str) -> ssl.SSLContext | bool:
@@ -76,6 +92,8 @@ class Client:
         self.request = request
         self._session: aiohttp.ClientSession | None = None
         self._tls: ssl.SSLContext | bool = True
+        self._hop = proxy.DIRECT  # the route of the latest hop, for messages
+        self._secrets: tuple[str, ...] = (*request.secrets, *request.headers.values())
 
     async def __aenter__(self) -> Client:
         timeout = self.request.timeout
@@ -106,27 +124,39 @@ class Client:
         try:
             response = await self._follow(method, url, params, headers or {}, data)
             try:
-                yield Response(self.request, response)
+                yield Response(self.request, response, self._hop)
             finally:
                 response.release()
         except aiohttp.ClientResponseError as exc:
             # Without raise_for_status this is aiohttp's parser, not the server: it
             # reports a broken status line, header or chunk as if a 400 had come.
-            why = self.request.hide(exc.message.partition("\n")[0].rstrip(":"))
+            why = self._hide(exc.message.partition("\n")[0].rstrip(":"))
             raise self._error(
-                f"body from {where} was cut short: the answer breaks HTTP framing ({why})"
+                f"body from {where}{self._hop.via} was cut short: the answer breaks HTTP"
+                f" framing ({why})"
             ) from self._hidden(exc)
         except aiohttp.ClientPayloadError as exc:
+            # The connection ended mid-body (a reset, a restart): the next try may not.
+            raise self._transient(
+                f"body from {where}{self._hop.via} was cut short: {self._why(exc)}"
+            ) from self._hidden(exc)
+        except aiohttp.ClientSSLError as exc:  # a certificate fails the same way each time
             raise self._error(
-                f"body from {where} was cut short: {self._why(exc)}"
+                f"cannot fetch {where}{self._hop.via}: {self._why(exc)}"
+            ) from self._hidden(exc)
+        except aiohttp.ClientConnectionError as exc:
+            raise self._transient(
+                f"cannot fetch {where}{self._hop.via}: {self._why(exc)}"
             ) from self._hidden(exc)
         except aiohttp.ClientError as exc:
-            raise self._error(f"cannot fetch {where}: {self._why(exc)}") from self._hidden(exc)
+            raise self._error(
+                f"cannot fetch {where}{self._hop.via}: {self._why(exc)}"
+            ) from self._hidden(exc)
         except TimeoutError as exc:
             limit = f"{self.request.timeout:g} s"
-            raise self._error(f"cannot fetch {where}: no answer within {limit}") from self._hidden(
-                exc
-            )
+            raise self._transient(
+                f"cannot fetch {where}{self._hop.via}: no answer within {limit}"
+            ) from self._hidden(exc)
 
     async def _follow(
         self,
@@ -142,7 +172,12 @@ class Client:
         trusted = True  # still at the feed's origin: its credentials may go along
         seen: set[str] = set()
         for _hop in range(MAX_REDIRECTS + 1):
+            # Each hop its own route: a Location may lead to a host NO_PROXY lists.
+            self._hop = hop = self.request.route(current)
             sent = {**self._headers(trusted), **headers, "Accept-Encoding": ACCEPT_ENCODING}
+            sent |= hop.forward(current)
+            self._secrets = (*self._secrets, *hop.secrets)
+            where = redact_url(str(current)) + hop.via
             try:
                 response = await self._session.request(
                     method,
@@ -152,10 +187,22 @@ class Client:
                     data=data,
                     ssl=self._tls,
                     allow_redirects=False,
+                    proxy=hop.proxy,
+                    proxy_headers=hop.tunnel(current),
                 )
             except ValueError as exc:  # a header value or URL aiohttp will not send
-                where = redact_url(str(current))
                 raise self._error(f"cannot fetch {where}: {self._why(exc)}") from self._hidden(exc)
+            except aiohttp.ClientError as exc:
+                refused = proxy.refusal(hop, exc)
+                if refused is None:
+                    raise
+                status = getattr(exc, "status", None)
+                fail = self._error if status == 407 else self._transient
+                raise fail(f"cannot fetch {where}: {refused}") from self._hidden(exc)
+            refused = proxy.answered(hop, response.status)
+            if refused is not None:
+                response.release()
+                raise self._error(f"cannot fetch {redact_url(str(current))}: {refused}")
             feed_response(self.request.feed, response.status)
             if response.status not in REDIRECTS:
                 return response
@@ -199,25 +246,56 @@ class Client:
                 headers.pop(name, None)
         return headers
 
+    def _hide(self, text: str) -> str:
+        return redact_text(text, self._secrets)
+
     def _why(self, exc: BaseException) -> str:
-        return self.request.hide(str(exc) or type(exc).__name__)
+        return self._hide(str(exc) or type(exc).__name__)
 
     def _hidden(self, exc: BaseException) -> Redacted:
-        return Redacted.of(exc, (*self.request.secrets, *self.request.headers.values()))
+        return Redacted.of(exc, self._secrets)
 
     def _error(self, message: str) -> FetchError:
         return FetchError(self.request.feed, message)
+
+    def _transient(self, message: str) -> TransientFetchError:
+        return TransientFetchError(self.request.feed, message)
+
+
+def failure(
+    feed: str, where: str, route: Route, exc: BaseException, secrets: tuple[str, ...]
+) -> FetchError:
+    """An aiohttp exception (or a timeout) of a request to ``where`` as the error it
+    stands for, redacted: the proxy's refusal, transient, or final."""
+    refused = proxy.refusal(route, exc)
+    secrets = (*secrets, *route.secrets)
+    if refused is not None:
+        final = getattr(exc, "status", None) == 407
+        kind = FetchError if final else TransientFetchError
+        return kind(feed, f"cannot fetch {where}{route.via}: {refused}")
+    if isinstance(exc, TimeoutError):
+        return TransientFetchError(feed, f"cannot fetch {where}{route.via}: no answer in time")
+    why = redact_text(str(exc) or type(exc).__name__, secrets)
+    message = f"cannot fetch {where}{route.via}: {why}"
+    if isinstance(exc, aiohttp.ClientSSLError) or not isinstance(
+        exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError
+    ):
+        return FetchError(feed, message)
+    return TransientFetchError(feed, message)
 
 
 class Response:
     """An answer whose body is read decoded, and bounded by ``max_body_bytes``."""
 
-    def __init__(self, request: Request, response: aiohttp.ClientResponse) -> None:
+    def __init__(
+        self, request: Request, response: aiohttp.ClientResponse, route: Route = proxy.DIRECT
+    ) -> None:
         self.request = request
         self.raw = response
         self.status = response.status
         self.headers = response.headers
         self.where = redact_url(str(response.url))
+        self.via = route.via  # " via proxy ..." when it came through one
 
     @property
     def framed(self) -> bool:

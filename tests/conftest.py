@@ -36,6 +36,18 @@ b99LlScP+Qir/NifW4b/jD/w
 """
 
 
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
+
+
+@pytest.fixture(autouse=True)
+def no_environment_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests talk to 127.0.0.1 only: a proxy the machine's environment names must
+    not carry them elsewhere (feedsync honours HTTP(S)_PROXY)."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
 @pytest.fixture
 async def emulator() -> AsyncIterator[Emulator]:
     emu = Emulator(user=USER, password=PASSWORD)

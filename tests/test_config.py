@@ -324,9 +324,12 @@ def test_every_key_loads_into_the_expected_objects(tmp_path: Path) -> None:
 
 def test_repository_example_loads() -> None:
     example = Path(__file__).resolve().parents[1] / "config" / "example.yaml"
-    loaded = load(example, env={"CYBERTRACE_PASSWORD": "pw", "ABUSECH_AUTH_KEY": "key"})
+    env = {"CYBERTRACE_PASSWORD": "pw", "ABUSECH_AUTH_KEY": "key", "PROXY_PASSWORD": "ppw"}
+    loaded = load(example, env=env)
     assert [f.name for f in loaded.feeds] == ["urlhaus", "feodo", "et-compromised"]
     assert loaded.feed("feodo").schedule.cron == "7 * * * *"
+    assert loaded.feed("feodo").proxy.mode == "none"
+    assert loaded.feed("urlhaus").proxy.url == "http://proxy.example:3128"
 
 
 def test_defaults() -> None:
@@ -752,7 +755,7 @@ def test_bad_schedules(value: str, fragment: str) -> None:
 COMMON_FEED_KEYS = {
     *("name", "type", "url", "supplier", "schedule", "tags", "max_delete_ratio", "username"),
     *("password", "password_file", "headers", "verify_tls", "timeout", "enabled", "context"),
-    *("unmark_detections", "max_body_bytes"),
+    *("unmark_detections", "max_body_bytes", "proxy", "retry"),
 }
 
 
