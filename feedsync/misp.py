@@ -41,10 +41,20 @@ def event_records(event: Mapping[str, Any], *, line: int = 0) -> Iterator[Record
         return
     event_tags = _tag_names(body.get("Tag"))
     context = _event_context(body)
-    attributes = list(body.get("Attribute") or [])
-    for obj in body.get("Object") or []:
+    attributes = _listed(body, "Attribute")
+    objects = _listed(body, "Object")
+    if attributes is None or objects is None:
+        yield Invalid(
+            line, str(body.get("uuid") or body.get("info") or "")[:200], "malformed_event"
+        )
+        return
+    for obj in objects:
         if isinstance(obj, Mapping) and not _true(obj.get("deleted")):
-            attributes.extend(obj.get("Attribute") or [])
+            inner = _listed(obj, "Attribute")
+            if inner is None:
+                yield Invalid(line, str(obj.get("uuid") or "")[:200], "malformed_object")
+                continue
+            attributes.extend(inner)
     for attribute in attributes:
         if isinstance(attribute, Mapping):
             record = attribute_record(attribute, context, event_tags, line)
@@ -80,6 +90,14 @@ def attribute_record(
         tags=_tag_names(attribute.get("Tag")) + event_tags,
         key=str(attribute.get("uuid") or f"{kind}:{value}"),
     )
+
+
+def _listed(holder: Mapping[str, Any], key: str) -> list[Any] | None:
+    """``holder[key]`` as a list (absent or null: empty); None when it is something else."""
+    value = holder.get(key)
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else None
 
 
 def _event_context(event: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:

@@ -196,7 +196,9 @@ class MispSource:
         with body.path.open("rb") as lines:
             for number, line in enumerate(lines, start=1):
                 attribute = orjson.loads(line)
-                event = attribute.get("Event") or {}
+                event = attribute.get("Event")
+                if not isinstance(event, Mapping):
+                    event = {}
                 context = tuple(
                     (k, str(event[f]))
                     for k, f in (("event_id", "id"), ("event_uuid", "uuid"), ("event_info", "info"))

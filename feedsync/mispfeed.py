@@ -27,6 +27,7 @@ from feedsync.model import Invalid, Record
 from feedsync.paths import component
 
 DOWNLOADS = 4
+MAX_UUID = 64
 _CACHED = re.compile(r"[^/\\.\0]+\.-?[0-9]+\.json")
 
 
@@ -115,9 +116,10 @@ def _read_manifest(path: Path, feed: str) -> dict[str, int]:
 
 
 def _safe(uuid: str, feed: str) -> str:
-    # The uuid names a file: keep it from naming one outside the cache.
-    if not uuid or any(ch in uuid for ch in "/\\.\0"):
-        raise ParseError(feed, f"manifest.json: {uuid!r} is not an event uuid")
+    # The uuid names a file: keep it from naming one outside the cache, or one
+    # longer than a file system takes (a MISP uuid has 36 characters).
+    if not uuid or len(uuid) > MAX_UUID or any(ch in uuid for ch in "/\\.\0"):
+        raise ParseError(feed, f"manifest.json: {uuid[:80]!r} is not an event uuid")
     return uuid
 
 

@@ -45,9 +45,13 @@ def pattern_values(pattern: str, version: str = "2.1") -> list[str]:
     """The indicator values of a STIX pattern, or Unsupported."""
     try:
         parsed = Pattern(pattern) if version == "2.1" else Pattern20(pattern)
+        data = parsed.inspect()
     except ParseException as exc:
         raise Unsupported("pattern_syntax") from exc
-    data = parsed.inspect()
+    except RecursionError as exc:
+        # The parser and its inspector recurse once per nesting level and per OR:
+        # a hostile pattern is one invalid indicator, not a crashed feed.
+        raise Unsupported("pattern_too_deep") from exc
     if data.qualifiers:
         raise Unsupported("qualifier")
     if data.observation_ops - {"OR"}:

@@ -374,10 +374,15 @@ class TaxiiSource:
         with body.path.open("rb") as lines:
             for number, line in enumerate(lines, start=1):
                 obj = orjson.loads(line)
-                version = str(obj.get("modified", ""))
-                if obj.get("type") != "indicator" or version != newest.get(obj.get("id")):
+                stix_id, version = obj.get("id"), str(obj.get("modified", ""))
+                if obj.get("type") != "indicator":
                     continue
-                newest.pop(obj.get("id"), None)
+                if not isinstance(stix_id, str) or not stix_id:
+                    yield Invalid(number, str(obj.get("pattern", ""))[:200], "no_id")
+                    continue
+                if version != newest.get(stix_id):
+                    continue
+                newest.pop(stix_id, None)
                 yield from indicator_records(obj, line=number, now=now, patch=patch)
 
     @staticmethod
@@ -388,6 +393,6 @@ class TaxiiSource:
             for line in lines:
                 obj = orjson.loads(line)
                 stix_id, modified = obj.get("id"), str(obj.get("modified", ""))
-                if stix_id and modified >= newest.get(stix_id, ""):
+                if isinstance(stix_id, str) and modified >= newest.get(stix_id, ""):
                     newest[stix_id] = modified
         return newest

@@ -173,6 +173,10 @@ async def test_broken_event_leaves_the_supplier_as_it_was(
     feed_server.set("feed/manifest.json", "<html>oops</html>")
     feeds, _ = await sync(loaded, store)
     assert feeds[0].result == "failed" and "manifest.json is not JSON" in (feeds[0].error or "")
+    # A uuid longer than any file name (ENAMETOOLONG once it named the cached event).
+    feed_server.set("feed/manifest.json", json.dumps({"a" * 300: {"timestamp": 1}}))
+    feeds, _ = await sync(loaded, store)
+    assert feeds[0].result == "failed" and "is not an event uuid" in (feeds[0].error or "")
     assert len(emulator.indicators("CIRCL")) == 3
 
 
