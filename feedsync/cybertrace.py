@@ -23,8 +23,16 @@ import orjson
 
 from feedsync import logs
 from feedsync.config import CyberTraceConfig, SupplierConfig
-from feedsync.errors import AuthError, CyberTraceError, RequestError, TLSError, TransportError
+from feedsync.errors import (
+    AuthError,
+    ConfigError,
+    CyberTraceError,
+    RequestError,
+    TLSError,
+    TransportError,
+)
 from feedsync.fetch import USER_AGENT, basic_auth, ssl_context
+from feedsync.redact import plain
 
 PUT_LIMIT = 134217728
 DELETE_LIMIT = 67108864
@@ -87,6 +95,10 @@ class CyberTrace:
         if self.config.verify_tls is False and self.config.url.startswith("https://"):
             log.warning("cybertrace.tls_unverified", url=self.config.url)
         # Loading the system's CA store costs a noticeable part of a short `feedsync sync`.
+        if self.config.password is None:
+            # load(secrets=False) is for commands that never connect.
+            raise ConfigError("cybertrace.password", "not read: loaded without secrets")
+        password = self.config.password.reveal()
         plain = self.config.url.startswith("http://")
         tls = False if plain else await ssl_context(self.config.verify_tls)
         if self.config.client_cert and not isinstance(tls, bool):
@@ -100,7 +112,7 @@ class CyberTrace:
             headers={
                 "Accept": "application/json",
                 "User-Agent": USER_AGENT,
-                "Authorization": basic_auth(self.config.username, self.config.password.reveal()),
+                "Authorization": basic_auth(self.config.username, password),
             },
         )
         return self
@@ -326,14 +338,15 @@ class CyberTrace:
             except aiohttp.ClientSSLError as exc:
                 self._observe(method, supplier, "error", time.monotonic() - started, 0)
                 raise TLSError(
-                    f"{method} {path}: TLS verification failed ({exc}); set cybertrace.verify_tls"
+                    f"{method} {path}: TLS verification failed ({plain(str(exc))}); set"
+                    " cybertrace.verify_tls"
                     " to the CA bundle that signed the server's certificate"
                 ) from exc
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self._observe(
                     method, supplier, "error", time.monotonic() - started, len(body or b"")
                 )
-                reason = str(exc) or type(exc).__name__
+                reason = plain(str(exc)) or type(exc).__name__
                 raise TransportError(f"{method} {path}: {reason}") from exc
         self._observe(method, supplier, str(status), time.monotonic() - started, len(body or b""))
         try:

@@ -26,6 +26,7 @@ from feedsync.errors import FetchError, ParseError
 from feedsync.fetch import Body, Validators, pulled, redact_url, request_for, ssl_context
 from feedsync.misp import attribute_record
 from feedsync.model import Invalid, Record, Removal
+from feedsync.redact import plain
 
 OVERLAP = 300
 MAX_PAGES = 100_000
@@ -138,7 +139,7 @@ class MispSource:
                 raw = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise FetchError(
-                self.feed.name, f"cannot fetch {where}: {exc or type(exc).__name__}"
+                self.feed.name, f"cannot fetch {where}: {plain(str(exc)) or type(exc).__name__}"
             ) from exc
         try:
             data = orjson.loads(raw)

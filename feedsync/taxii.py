@@ -29,6 +29,7 @@ from feedsync.config import FeedConfig
 from feedsync.errors import FetchError, ParseError
 from feedsync.fetch import Body, Validators, pulled, redact_url, request_for, ssl_context
 from feedsync.model import Invalid, Record, Removal
+from feedsync.redact import plain
 from feedsync.stix import indicator_records
 
 log = logs.get("feedsync.taxii")
@@ -154,7 +155,7 @@ class TaxiiSource:
                 raw, headers = await response.read(), response.headers
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise FetchError(
-                self.feed.name, f"cannot fetch {where}: {exc or type(exc).__name__}"
+                self.feed.name, f"cannot fetch {where}: {plain(str(exc)) or type(exc).__name__}"
             ) from exc
         try:
             return orjson.loads(raw) if raw.strip() else {}, headers
