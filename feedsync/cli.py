@@ -8,9 +8,10 @@ import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from feedsync import __version__, config, logs, report
-from feedsync.errors import AuthError, ConfigError, FeedsyncError
+from feedsync import __version__, config, control, logs, report, status
+from feedsync.errors import AuthError, ConfigError, FeedsyncError, StoreBusy
 from feedsync.sources import source_for
 from feedsync.store import Store
 from feedsync.sync import Cycle, clear_spool
@@ -81,12 +82,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(handler=_check)
 
-    status = commands.add_parser(
-        "status", help="per feed and supplier: freshness, counts, problems"
+    show = commands.add_parser(
+        "status",
+        help="per feed and supplier: freshness, failures, holds; exit 0 ok, 1 warning, 2 critical",
     )
-    _config_option(status)
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.set_defaults(handler=_status)
+    _config_option(show)
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(handler=_status)
+
+    for name, verb, hold in (
+        ("hold", "stop the feed's schedule from running it, until released", True),
+        ("release", "let the schedule run a held feed again", False),
+    ):
+        holding = commands.add_parser(name, help=verb)
+        _config_option(holding)
+        holding.add_argument("feed", metavar="FEED")
+        holding.set_defaults(handler=_hold, hold=hold)
+
+    reload = commands.add_parser("reload", help="make the running daemon re-read its configuration")
+    _config_option(reload)
+    reload.set_defaults(handler=_reload)
 
     emulator = commands.add_parser("emulator", help="run the bundled CyberTrace emulator")
     from feedsync.emulator import add_arguments  # noqa: PLC0415 -- see _run
@@ -128,8 +143,8 @@ def _json_logs(choice: str) -> bool | None:
     return None if choice == "auto" else choice == "json"
 
 
-def _load(args: argparse.Namespace) -> config.Config:
-    loaded = config.load(args.config or config.default_path())
+def _load(args: argparse.Namespace, *, secrets: bool = True) -> config.Config:
+    loaded = config.load(args.config or config.default_path(), secrets=secrets)
     for warning in loaded.warnings:
         log.warning("config.warning", warning=warning)
     return loaded
@@ -171,20 +186,30 @@ def _check_state(loaded: config.Config) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    loaded = _load(args)
-    known = {feed.name for feed in loaded.feeds}
-    unknown = [name for name in args.feeds if name not in known]
+    # Without secrets first: a running daemon does the work with its own.
+    loaded = _load(args, secrets=False)
+    unknown = _unknown(loaded, args.feeds)
     if unknown:
-        print(
-            f"feedsync: unknown feed(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    store = Store.open(loaded.state.path)
-    clear_spool(loaded)
+        return unknown
+    request = {
+        "feeds": args.feeds,
+        "force": args.force,
+        "resync": args.resync,
+        "dry_run": args.dry_run,
+    }
     try:
+        store = Store.open(loaded.state.path)
+    except StoreBusy:
+        return _by_daemon(loaded, "sync", request)
+    try:
+        loaded = _load(args)
+        clear_spool(loaded)
+        names = control.runnable(loaded.feeds, args.feeds, store.holds())
+        if not names:
+            print("nothing to sync: every enabled feed is on hold")
+            return EXIT_OK
         cycle = Cycle(loaded, store, dry_run=args.dry_run, force=args.force, resync=args.resync)
-        feeds, suppliers = asyncio.run(cycle.run(args.feeds))
+        feeds, suppliers = asyncio.run(cycle.run(names))
     finally:
         store.close()
     print(report.cycle(feeds, suppliers, dry_run=args.dry_run))
@@ -192,16 +217,81 @@ def _sync(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _status(args: argparse.Namespace) -> int:
-
-    loaded = _load(args)
-    store = Store.open(loaded.state.path, readonly=True)
+def _hold(args: argparse.Namespace) -> int:
+    loaded = _load(args, secrets=False)
+    unknown = _unknown(loaded, [args.feed])
+    if unknown:
+        return unknown
     try:
-        snapshot = store.guarded(report.status, loaded, store)
+        store = Store.open(loaded.state.path)
+    except StoreBusy:
+        return _by_daemon(loaded, "hold" if args.hold else "release", {"feed": args.feed})
+    try:
+        changed = (store.hold if args.hold else store.release)(args.feed)
     finally:
         store.close()
-    print(report.status_json(snapshot) if args.json else report.status_text(snapshot))
+    print(report.hold_message(args.feed, hold=args.hold, changed=changed))
     return EXIT_OK
+
+
+def _reload(args: argparse.Namespace) -> int:
+    loaded = _load(args, secrets=False)
+    if _by_daemon(loaded, "reload", {}, alone=True) == EXIT_OK:
+        return EXIT_OK
+    return EXIT_FAILED
+
+
+def _by_daemon(
+    loaded: config.Config, command: control.Command, body: dict[str, object], *, alone: bool = False
+) -> int:
+    """The command run by the daemon that holds the store; ``alone``: no
+    daemon is no reason to fall back to doing it here."""
+    answer = control.ask(loaded.state.path, command, body, timeout=None)
+    if answer is None:
+        where = control.socket_path(loaded.state.path)
+        if alone:
+            print(f"feedsync: no daemon is running (no answer on {where})", file=sys.stderr)
+            return EXIT_FAILED
+        print(
+            f"feedsync: state database {loaded.state.path} is in use by another feedsync"
+            f" process that does not answer on {where}; `feedsync status` still works",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    reply = control.reply_of(answer)
+    if reply.output:
+        print(reply.output)
+    if reply.error:
+        print(f"feedsync: {reply.error}", file=sys.stderr)
+    return reply.exit
+
+
+def _unknown(loaded: config.Config, names: Sequence[str]) -> int:
+    known = {feed.name for feed in loaded.feeds}
+    message = report.unknown_feeds([n for n in names if n not in known], known)
+    if message:
+        print(f"feedsync: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    # At 3 a.m. the on-call engineer may have neither CyberTrace's secret nor the
+    # network: the store and the daemon's socket are all this reads.
+    loaded = _load(args, secrets=False)
+    snapshot: dict[str, Any] | None = None
+    try:
+        snapshot = control.ask(loaded.state.path, "status", timeout=control.ANSWER_TIMEOUT)
+    except FeedsyncError as exc:
+        log.warning("status.daemon_unanswered", error=str(exc))
+    if snapshot is None:
+        store = Store.open(loaded.state.path, readonly=True)
+        try:
+            snapshot = store.guarded(status.snapshot, loaded, store)
+        finally:
+            store.close()
+    print(status.as_json(snapshot) if args.json else status.as_text(snapshot))
+    return status.exit_code(snapshot)
 
 
 def _run(args: argparse.Namespace) -> int:

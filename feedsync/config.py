@@ -145,7 +145,7 @@ class FeedRetryConfig:
 class CyberTraceConfig:
     url: str
     username: str
-    password: Secret
+    password: Secret | None  # None only from load(secrets=False)
     api_version: str = "1.2"
     tenant: str | None = None
     verify_tls: bool | str = True
@@ -273,7 +273,12 @@ def default_path(env: Mapping[str, str] | None = None) -> str:
     return env.get("FEEDSYNC_CONFIG") or DEFAULT_PATH
 
 
-def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+def load(
+    path: str | os.PathLike[str], env: Mapping[str, str] | None = None, *, secrets: bool = True
+) -> Config:
+    """The configuration at ``path``. ``secrets=False`` leaves every secret whose
+    variable is unset, and every secret file, unread (None): for commands that
+    never connect (``status``), run by someone who is not given the secrets."""
     try:
         text = Path(path).read_text(encoding="utf-8")
         mode = Path(path).stat().st_mode
@@ -282,7 +287,8 @@ def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> 
     except UnicodeDecodeError as exc:
         raise ConfigError("", f"cannot read {os.fspath(path)}: not UTF-8 text") from exc
     base = os.path.dirname(os.path.abspath(path))
-    return _parse(text, os.fspath(path), os.environ if env is None else env, base, mode)
+    env = os.environ if env is None else env
+    return _parse(text, os.fspath(path), env, base, mode, secrets=secrets)
 
 
 def parse(
@@ -296,11 +302,28 @@ def parse(
 
 
 def _parse(
-    text: str, source: str, env: Mapping[str, str], base_dir: str, mode: int | None
+    text: str,
+    source: str,
+    env: Mapping[str, str],
+    base_dir: str,
+    mode: int | None,
+    *,
+    secrets: bool = True,
 ) -> Config:
+    unset: dict[str, str] | None = None if secrets else {}
     literal: set[str] = set()
-    data = _expand(_read_yaml(text, source), "", env, literal)
-    context = _Context(Path(os.path.abspath(base_dir)), source, mode, literal)
+    data = _expand(_read_yaml(text, source), "", env, literal, unset)
+    context = _Context(Path(os.path.abspath(base_dir)), source, mode, literal, unset=unset)
+    try:
+        return _sections(data, source, context)
+    except ConfigError as exc:
+        # A key read empty because its variable is unset: say so, not "must not be empty".
+        if unset and exc.path in unset:
+            raise ConfigError(exc.path, unset[exc.path]) from None
+        raise
+
+
+def _sections(data: dict[Any, Any], source: str, context: _Context) -> Config:
     sections = ("cybertrace", "state", "server", "supplier_defaults", "suppliers", "feeds")
     top = _Map("", data, sections, context)
     cybertrace = _cybertrace(top.child("cybertrace", _keys(CyberTraceConfig, "password_file")))
@@ -386,23 +409,28 @@ def _where(source: str, mark: yaml.Mark | None) -> str:
     return f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
 
 
-def _expand(value: Any, path: str, env: Mapping[str, str], literal: set[str]) -> Any:
-    """``value`` with variables replaced; ``literal`` gets the paths of strings without any."""
+def _expand(
+    value: Any, path: str, env: Mapping[str, str], literal: set[str], unset: dict[str, str] | None
+) -> Any:
+    """``value`` with variables replaced; ``literal`` gets the paths of strings without any.
+    With ``unset`` given, an unset variable reads as "" and ``unset`` gets its path."""
     if isinstance(value, str):
         value = value.translate(_HIDDEN)
-        expanded = _VARIABLE.sub(lambda match: _variable(match, path, env), value)
+        expanded = _VARIABLE.sub(lambda match: _variable(match, path, env, unset), value)
         if not any(match.group(2) for match in _VARIABLE.finditer(value)):
             literal.add(path)
         return expanded
     if isinstance(value, dict):
         value = {k.translate(_HIDDEN) if isinstance(k, str) else k: v for k, v in value.items()}
-        return {k: _expand(item, _join(path, k), env, literal) for k, item in value.items()}
+        return {k: _expand(item, _join(path, k), env, literal, unset) for k, item in value.items()}
     if isinstance(value, list):
-        return [_expand(item, f"{path}[{i}]", env, literal) for i, item in enumerate(value)]
+        return [_expand(item, f"{path}[{i}]", env, literal, unset) for i, item in enumerate(value)]
     return value
 
 
-def _variable(match: re.Match[str], path: str, env: Mapping[str, str]) -> str:
+def _variable(
+    match: re.Match[str], path: str, env: Mapping[str, str], unset: dict[str, str] | None
+) -> str:
     dollar, name, default, malformed = match.groups()
     if dollar:
         return "$"
@@ -413,9 +441,11 @@ def _variable(match: re.Match[str], path: str, env: Mapping[str, str]) -> str:
     if default is not None and not env.get(name):
         return default.replace("$$", "$")
     if name not in env:
-        raise ConfigError(
-            path, f"environment variable {name} is not set{_UNSET_HINTS.get(name, '')}"
-        )
+        hint = _UNSET_HINTS.get(name, "")
+        if unset is not None:
+            unset[path] = f"environment variable {name} is not set{hint}"
+            return ""
+        raise ConfigError(path, f"environment variable {name} is not set{hint}")
     return env[name]
 
 
@@ -446,7 +476,6 @@ def _cybertrace(m: _Map) -> CyberTraceConfig:
     if key is not None and cert is None:
         raise ConfigError(m.at("client_key"), "needs client_cert")
     password = m.secret("password", required=True)
-    assert password is not None  # required: secret() raised otherwise
     retry = m.child("retry", _keys(RetryConfig), optional=True)
     initial = retry.number("initial_delay", 1.0, "(0, 3600]")
     return CyberTraceConfig(
@@ -707,6 +736,7 @@ class _Context:
     mode: int | None  # the config file's, when load() read one
     literal: set[str]  # key paths of strings written without ${...}
     warnings: list[str] = field(default_factory=list)
+    unset: dict[str, str] | None = None  # load(secrets=False): paths of unset variables
 
     def check_inline(self, path: str, instead: str) -> None:
         if path in self.literal and self.mode is not None:
@@ -828,8 +858,12 @@ class _Map:
         file_key = f"{key}_file"
         if self.data.get(key) is not None and self.data.get(file_key) is not None:
             raise ConfigError(self.at(file_key), f"give {key} or {file_key}, not both")
+        unset = self.context.unset  # load(secrets=False): read no secret file, need no variable
         if self.data.get(file_key) is not None:
-            return Secret(self._read_secret(file_key))
+            return None if unset is not None else Secret(self._read_secret(file_key))
+        if unset is not None and self.at(key) in unset:
+            del unset[self.at(key)]
+            return None
         value = self.maybe_text(key, secret=True)
         if value is None:
             if required:
@@ -898,13 +932,18 @@ class _Map:
 
     def headers(self) -> tuple[tuple[str, Secret], ...]:
         entries = self.child("headers", None, optional=True)
+        found = []
         for name in entries.data:
             entries.name(name, _HEADER_NAME, key_only=True)
+            if self.context.unset is not None and entries.at(name) in self.context.unset:
+                del self.context.unset[entries.at(name)]
+                continue
             value = entries.maybe_text(name, secret=True)
             if value is None or "\n" in value or "\r" in value:
                 raise ConfigError(entries.at(name), "expected a one-line string")
             self.context.check_inline(entries.at(name), "${VAR}")
-        return tuple((name, Secret(value)) for name, value in entries.data.items())
+            found.append((name, Secret(value)))
+        return tuple(found)
 
 
 def _api_url(path: str, url: str) -> str:

@@ -23,8 +23,16 @@ import orjson
 
 from feedsync import logs, proxy
 from feedsync.config import CyberTraceConfig, SupplierConfig
-from feedsync.errors import AuthError, CyberTraceError, RequestError, TLSError, TransportError
+from feedsync.errors import (
+    AuthError,
+    ConfigError,
+    CyberTraceError,
+    RequestError,
+    TLSError,
+    TransportError,
+)
 from feedsync.fetch import USER_AGENT, basic_auth, ssl_context
+from feedsync.redact import plain
 
 PUT_LIMIT = 134217728
 DELETE_LIMIT = 67108864
@@ -94,8 +102,12 @@ class CyberTrace:
         except proxy.ProxyUnusable as exc:
             raise CyberTraceError(f"cannot reach CyberTrace: {exc}") from None
         # Loading the system's CA store costs a noticeable part of a short `feedsync sync`.
-        plain = self.config.url.startswith("http://")
-        tls = False if plain else await ssl_context(self.config.verify_tls)
+        if self.config.password is None:
+            # load(secrets=False) is for commands that never connect.
+            raise ConfigError("cybertrace.password", "not read: loaded without secrets")
+        password = self.config.password.reveal()
+        cleartext = self.config.url.startswith("http://")
+        tls = False if cleartext else await ssl_context(self.config.verify_tls)
         if self.config.client_cert and not isinstance(tls, bool):
             await asyncio.to_thread(
                 tls.load_cert_chain, self.config.client_cert, self.config.client_key
@@ -109,7 +121,7 @@ class CyberTrace:
         # Sent with each request, not as a session default: aiohttp copies a session's
         # default headers into a proxy's, and makes an Authorization among them the
         # proxy's credentials, so the proxy would get CyberTrace's password.
-        self._auth = basic_auth(self.config.username, self.config.password.reveal())
+        self._auth = basic_auth(self.config.username, password)
         return self
 
     async def __aexit__(
@@ -350,7 +362,8 @@ class CyberTrace:
             except aiohttp.ClientSSLError as exc:
                 self._observe(method, supplier, "error", time.monotonic() - started, 0)
                 raise TLSError(
-                    f"{method} {path}: TLS verification failed ({exc}); set cybertrace.verify_tls"
+                    f"{method} {path}: TLS verification failed ({plain(str(exc))}); set"
+                    " cybertrace.verify_tls"
                     " to the CA bundle that signed the server's certificate"
                 ) from exc
             except (aiohttp.ClientError, TimeoutError) as exc:
@@ -360,7 +373,7 @@ class CyberTrace:
                 refused = proxy.refusal(self._route, exc)
                 if refused is not None and getattr(exc, "status", None) == 407:
                     raise AuthError(407, f"{method} {path}: {refused}") from exc
-                reason = refused or f"{exc or type(exc).__name__}{self._route.via}"
+                reason = refused or f"{plain(str(exc)) or type(exc).__name__}{self._route.via}"
                 raise TransportError(f"{method} {path}: {reason}") from exc
         self._observe(method, supplier, str(status), time.monotonic() - started, len(body or b""))
         refused = proxy.answered(self._route, status)

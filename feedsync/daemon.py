@@ -9,6 +9,8 @@ reloads the configuration, keeping the old one (and its CyberTrace client) if
 the new one is invalid or its client cannot be built, and keeping each feed's
 next run unless its schedule changed. The HTTP server answers from a
 read-only connection of its own and from memory, never behind cycle work.
+The control socket (control.py) runs a CLI's ``sync`` here, after any cycle
+of the same feeds still running, and holds, releases and reloads.
 """
 
 from __future__ import annotations
@@ -16,35 +18,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import itertools
 import os
 import signal
 import time
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
 from feedsync import config as configuration
-from feedsync import logs, metrics, report
-from feedsync.config import Config, FeedConfig
+from feedsync import logs, metrics, report, status
+from feedsync.config import Config
+from feedsync.control import ControlServer, Reply, runnable
 from feedsync.cybertrace import CyberTrace
-from feedsync.errors import ConfigError, FeedsyncError, StoreCorrupt, StoreError
+from feedsync.errors import (
+    AuthError,
+    ConfigError,
+    ControlError,
+    FeedsyncError,
+    StoreCorrupt,
+    StoreError,
+)
 from feedsync.outcome import cause, feed_state_metrics, supplier_state_metrics
 from feedsync.server import Server
 from feedsync.statefile import ADVICE, write_probe
 from feedsync.store import Store
 from feedsync.sync import Cycle, clear_spool, connect
 from feedsync.systemd import Notifier
+from feedsync.timing import first_run, interval_seconds, same_schedule, trigger
 
 log = logs.get("feedsync.daemon")
 
-JITTER_FRACTION = 0.1
-MAX_JITTER = 60
 MIN_FREE_BYTES = 1 << 20  # below this a commit (WAL frames, a checkpoint) may fail
 
 
@@ -56,13 +62,15 @@ class Daemon:
         self.config = loaded
         self.store = store
         self.scheduler = AsyncIOScheduler(timezone=UTC)
-        self.running: dict[str, asyncio.Task[None]] = {}
+        self.running: dict[str, asyncio.Task[Any]] = {}
         self.locks: dict[str, asyncio.Lock] = {}
         self.stopping = asyncio.Event()
-        self._reloads: set[asyncio.Task[None]] = set()
+        self._reloads: set[asyncio.Task[Any]] = set()
         self.client: CyberTrace | None = None
         self.reader: Store | None = None
         self.server = Server(status=self.status, ready=self.ready)
+        self.control = ControlServer(self)
+        self.held: dict[str, float] = {}  # feeds on hold, and since when (the store's copy)
         self.notifier = Notifier()
         self.cycles = 0
         self.failures = 0
@@ -71,6 +79,7 @@ class Daemon:
         """The CyberTrace client and the server's read-only store, before serving."""
         self.client = await open_client(self.config)
         self.reader = await asyncio.to_thread(Store.open, self.store.path, readonly=True)
+        self.held = await self.store.call(self.store.holds)
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -85,6 +94,11 @@ class Daemon:
             raise
         metrics.CONFIG_RELOAD_OK.set(1)
         metrics.CONFIG_RELOAD_TIME.set(time.time())
+        try:
+            await self.control.start(self.store.path)
+        except ControlError as exc:
+            # Scheduling goes on; only steering from the CLI is lost.
+            log.error("control.unavailable", error=str(exc))
         await self._schedule()
         self.scheduler.start()
         log.info("daemon.started", feeds=len(self.config.feeds), config=self.path)
@@ -100,7 +114,15 @@ class Daemon:
         reader = self.reader
         if reader is None:
             raise StoreError("the daemon is not serving yet")
-        return await reader.call(report.status, self.config, reader)
+        snapshot = await reader.call(status.snapshot, self.config, reader)
+        return status.with_schedule(snapshot, self.next_runs())
+
+    def next_runs(self) -> dict[str, float]:
+        return {
+            job.id: job.next_run_time.timestamp()
+            for job in self.scheduler.get_jobs()
+            if job.next_run_time is not None
+        }
 
     async def ready(self) -> list[str]:
         """What keeps the daemon from doing its work, from memory and quick checks."""
@@ -146,24 +168,94 @@ class Daemon:
             # A run missed: the feed's cycles take longer than its schedule allows.
             log.warning("feed.skipped", feed=name, reason="previous cycle still running")
             return
-        task = asyncio.get_running_loop().create_task(self._cycle(name), name=f"feed:{name}")
-        self.running[name] = task
-        task.add_done_callback(lambda _t: self.running.pop(name, None))
+        if name in self.held:
+            log.info("feed.on_hold", feed=name)
+            return
+        self._start([name], self._cycle([name]))
 
-    async def _cycle(self, name: str) -> None:
+    def _start(self, names: list[str], work: Any) -> asyncio.Task[Reply]:
+        task: asyncio.Task[Reply] = asyncio.get_running_loop().create_task(
+            work, name=f"feed:{','.join(names)}"
+        )
+        for name in names:
+            self.running[name] = task
+        task.add_done_callback(functools.partial(self._done, names))
+        return task
+
+    def _done(self, names: list[str], task: asyncio.Task[Reply]) -> None:
+        for name in names:
+            if self.running.get(name) is task:
+                del self.running[name]
+
+    async def steer_sync(
+        self, names: Sequence[str], *, force: bool, resync: bool, dry_run: bool
+    ) -> Reply:
+        """A CLI's ``sync`` run here: after every cycle of its feeds still running
+        (never two cycles of one feed at once), and answered when done."""
+        unknown = self._unknown(names)
+        if unknown:
+            return Reply(error=unknown, exit=2)
+        wanted = runnable(self.config.feeds, names, self.held)
+        if not wanted:
+            return Reply(output="nothing to sync: every enabled feed is on hold")
+        while busy := {self.running[n] for n in wanted if n in self.running}:
+            await asyncio.wait(busy)
+        if self.stopping.is_set():
+            return Reply(error="the daemon is stopping", exit=1)
+        work = self._cycle(wanted, force=force, resync=resync, dry_run=dry_run)
+        return await self._start(wanted, work)
+
+    async def steer_hold(self, name: str, *, hold: bool) -> Reply:
+        unknown = self._unknown([name])
+        if unknown:
+            return Reply(error=unknown, exit=2)
+        changed = await self.store.call(self.store.hold if hold else self.store.release, name)
+        self.held = await self.store.call(self.store.holds)
+        return Reply(output=report.hold_message(name, hold=hold, changed=changed))
+
+    async def steer_reload(self) -> Reply:
+        problem = await self.reload()
+        if problem:
+            return Reply(error=f"reload failed, the running configuration stays: {problem}", exit=1)
+        return Reply(output=f"configuration reloaded ({len(self.config.feeds)} feeds)")
+
+    def _unknown(self, names: Sequence[str]) -> str:
+        known = {feed.name for feed in self.config.feeds}
+        return report.unknown_feeds([n for n in names if n not in known], known)
+
+    async def _cycle(
+        self, names: list[str], *, force: bool = False, resync: bool = False, dry_run: bool = False
+    ) -> Reply:
         failed = True
+        shown = ",".join(names)
         try:
-            cycle = Cycle(self.config, self.store, locks=self.locks, client=self.client)
-            feeds, suppliers = await cycle.run([name])
+            cycle = Cycle(
+                self.config,
+                self.store,
+                locks=self.locks,
+                client=self.client,
+                force=force,
+                resync=resync,
+                dry_run=dry_run,
+            )
+            feeds, suppliers = await cycle.run(names)
             failed = any(f.result == "failed" for f in feeds) or any(s.error for s in suppliers)
+            reply = Reply(report.cycle(feeds, suppliers, dry_run=dry_run), exit=int(failed))
+        except AuthError as exc:
+            log.error("feed.cycle_failed", feed=shown, error=str(exc))
+            reply = Reply(error=f"authentication failed: {exc}", exit=1)
         except FeedsyncError as exc:
-            log.error("feed.cycle_failed", feed=name, error=str(exc))
+            log.error("feed.cycle_failed", feed=shown, error=str(exc))
+            reply = Reply(error=str(exc), exit=1)
         except Exception:
-            log.exception("feed.cycle_crashed", feed=name)
+            log.exception("feed.cycle_crashed", feed=shown)
+            reply = Reply(error="the cycle crashed; the daemon's log has the traceback", exit=1)
         self.cycles += 1
         self.failures += failed
         self.notifier.status(self.summary())
-        await self._feed_metrics(name)
+        for name in names:
+            await self._feed_metrics(name)
+        return reply
 
     async def _feed_metrics(self, name: str) -> None:
         """The feed's state series from the store, and when it runs next."""
@@ -185,25 +277,27 @@ class Daemon:
         self._reloads.add(task)
         task.add_done_callback(self._reloads.discard)
 
-    async def reload(self) -> None:
-        """SIGHUP: take the new configuration, or keep the old one and say why.
-        systemd sees the unit reloading until the outcome is known (RELOADING=1,
-        then READY=1); whether the file was taken is the reload gauges'."""
+    async def reload(self) -> str:
+        """SIGHUP: take the new configuration, or keep the old one and say why
+        (the reason is returned too: "" when the new one was taken). systemd sees
+        the unit reloading until the outcome is known (RELOADING=1, then READY=1);
+        whether the file was taken is the reload gauges'."""
         self.notifier.reloading()
         try:
-            taken = await self._reload()
+            problem = await self._reload()
         finally:
             self.notifier.ready(self.summary())
-        metrics.CONFIG_RELOAD_OK.set(1 if taken else 0)
-        if taken:
+        metrics.CONFIG_RELOAD_OK.set(0 if problem else 1)
+        if not problem:
             metrics.CONFIG_RELOAD_TIME.set(time.time())
+        return problem
 
-    async def _reload(self) -> bool:
+    async def _reload(self) -> str:
         try:
             fresh = await asyncio.to_thread(configuration.load, self.path)
         except ConfigError as exc:
             log.error("config.reload_failed", config=self.path, error=str(exc))
-            return False
+            return str(exc)
         if fresh.state.path != self.config.state.path:
             log.warning("config.reload_ignored", key="state.path", reason="needs a restart")
         if fresh.cybertrace != self.config.cybertrace:
@@ -215,14 +309,14 @@ class Daemon:
                 log.error(
                     "config.reload_failed", config=self.path, error=str(exc), kept="old config"
                 )
-                return False
+                return str(exc)
             if self.client is not None:
                 self._retire(self.client)
             self.client = client
         previous, self.config = self.config, fresh
         await self._schedule(previous)
         log.info("config.reloaded", feeds=len(fresh.feeds))
-        return True
+        return ""
 
     async def _schedule(self, previous: Config | None = None) -> None:
         """A job per enabled feed; on a reload a feed whose schedule is unchanged
@@ -277,7 +371,8 @@ class Daemon:
         task.add_done_callback(self._reloads.discard)
 
     async def shutdown(self) -> None:
-        self.scheduler.shutdown(wait=False)
+        if self.scheduler.running:  # a daemon that failed to start is shut down too
+            self.scheduler.shutdown(wait=False)
         running = list(self.running.values())
         if running:
             grace = self.config.server.shutdown_grace
@@ -295,60 +390,15 @@ class Daemon:
         if self.client is not None:
             await self.client.__aexit__(None, None, None)
         await self.server.stop()
+        await self.control.stop()
         if self.reader is not None:
             await asyncio.to_thread(self.reader.close)
-
-
-def trigger(feed: FeedConfig) -> BaseTrigger:
-    """The feed's schedule, with jitter so feeds sharing a schedule do not align."""
-    if feed.schedule.cron is not None:
-        return CronTrigger.from_crontab(feed.schedule.cron, timezone=UTC)
-    seconds = feed.schedule.seconds or 3600.0
-    jitter = int(min(MAX_JITTER, seconds * JITTER_FRACTION)) or None
-    return IntervalTrigger(seconds=seconds, jitter=jitter, timezone=UTC)
-
-
-def interval_seconds(feed: FeedConfig, runs: int = 16) -> float:
-    """How far apart the feed's runs are: its interval, or for a cron line the
-    longest gap among its next ``runs`` fire times (what staleness is judged by:
-    a weekday-only feed is not stale on a Sunday)."""
-    if feed.schedule.cron is None:
-        return feed.schedule.seconds or 3600.0
-    cron = CronTrigger.from_crontab(feed.schedule.cron, timezone=UTC)
-    times: list[datetime] = []
-    previous = None
-    now = datetime.now(UTC)
-    for _ in range(runs):
-        fire = cron.get_next_fire_time(previous, previous or now)
-        if fire is None:
-            break
-        times.append(fire)
-        previous = fire + timedelta(seconds=1)
-    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
-    return max(gaps, default=366 * 86400.0)
 
 
 def _forget_schedule(name: str) -> None:
     for gauge in (metrics.FEED_INTERVAL, metrics.FEED_NEXT_RUN, metrics.FEED_NEVER_SUCCEEDED):
         with contextlib.suppress(KeyError):
             gauge.remove(name)
-
-
-def same_schedule(old: FeedConfig, new: FeedConfig) -> bool:
-    return (old.schedule.seconds, old.schedule.cron) == (new.schedule.seconds, new.schedule.cron)
-
-
-def first_run(feed: FeedConfig, last_attempt: float | None) -> datetime:
-    """Due feeds run at startup; the others when their schedule comes round after
-    their last attempt (a cron feed's next fire time after it, not now)."""
-    now = datetime.now(UTC)
-    if last_attempt is None:
-        return now
-    last = datetime.fromtimestamp(last_attempt, UTC)
-    if feed.schedule.seconds is not None:
-        return max(now, last + timedelta(seconds=feed.schedule.seconds))
-    due = trigger(feed).get_next_fire_time(None, last + timedelta(seconds=1))
-    return now if due is None else max(now, due)
 
 
 async def open_client(config: Config) -> CyberTrace:

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from feedsync import config, logs, report
+from feedsync import config, logs, report, status
 from feedsync.emulator import Emulator
 from feedsync.store import Store
 from feedsync.sync import Cycle
@@ -52,7 +52,7 @@ async def demo(config_path: Path) -> int:
             print(report.cycle(feeds, suppliers, dry_run=False))
             print(f"indicator requests sent: {len(emulator.indicator_requests())}")
             print("\n== feedsync status")
-            print(report.status_text(report.status(loaded, store)))
+            print(status.as_text(status.snapshot(loaded, store)))
         finally:
             store.close()
             await emulator.stop()

@@ -11,7 +11,9 @@ with ``raise ... from exc``::
     │   │   └── TransientFetchError  one that may pass (connection, timeout, 408/425/429, 5xx)
     │   └── ParseError         the body is not what the feed type promises
     ├── StoreError             the state database cannot be opened, read or written
-    │   └── StoreCorrupt       the state file is empty, damaged or not feedsync's
+    │   ├── StoreCorrupt       the state file is empty, damaged or not feedsync's
+    │   └── StoreBusy          another feedsync process (the daemon) holds the writers' lock
+    ├── ControlError           the daemon's control channel failed (feedsync/control.py)
     └── CyberTraceError        the CyberTrace API failed a request
         ├── AuthError          401/403: wrong credentials or role; retrying cannot help
         ├── TLSError           the server's certificate does not verify; retrying cannot help
@@ -69,6 +71,15 @@ class StoreError(FeedsyncError):
 class StoreCorrupt(StoreError):
     """The state file exists but is not a sound feedsync database; starting
     afresh would orphan what it had sent, so nothing runs until a person acts."""
+
+
+class StoreBusy(StoreError):
+    """Another feedsync process holds the state database's writers' lock; the
+    CLI then asks that process's control channel, if it answers."""
+
+
+class ControlError(FeedsyncError):
+    """A running daemon's control socket exists but could not be asked."""
 
 
 class CyberTraceError(FeedsyncError):

@@ -128,4 +128,22 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (supplier, value)
     ) WITHOUT ROWID
     """,
+    # 6: what `feedsync status` tells an operator without the daemon or CyberTrace's
+    # secret. Feeds put on hold (`feedsync hold`), which their schedule does not run
+    # until `feedsync release`, across restarts; by name, not feeds.id, since a feed
+    # can be held before its first run made its row. Each supplier's last exchange
+    # with CyberTrace, so that its state and last error outlive the process.
+    """
+    CREATE TABLE holds (
+        feed TEXT PRIMARY KEY,
+        since REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE contact (
+        supplier TEXT PRIMARY KEY,
+        last_attempt REAL NOT NULL,
+        last_success REAL,
+        last_error TEXT,
+        failing_since REAL
+    ) WITHOUT ROWID;
+    """,
 )

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from feedsync import logs, metrics
 from feedsync.fetch import redact_url
 from feedsync.reconcile import Plan
+from feedsync.redact import plain
 from feedsync.snapshot import Change
 from feedsync.store import FeedRow, Run
 from feedsync.upload import Sent
@@ -150,7 +151,7 @@ def cause(exc: BaseException) -> str:
     """What an exception that is not feedsync's says, fit for a log line and the
     run history: its type and message, URLs redacted (a query or userinfo may hold
     a key), cut short (an over-long uuid or path would otherwise fill the row)."""
-    message = _URL.sub(lambda m: redact_url(m.group(0)), str(exc))
+    message = plain(_URL.sub(lambda m: redact_url(m.group(0)), str(exc)))
     if len(message) > CAUSE_LIMIT:
         message = message[:CAUSE_LIMIT] + "..."
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

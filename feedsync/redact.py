@@ -17,6 +17,11 @@ HIDDEN = "***"
 # Any scheme://... run up to whitespace or a quote: exception texts quote URLs in
 # several ways (url='...', <URL ...>, bare).
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+# aiohttp's connection errors quote their TLS setting as Python shows it
+# ("Cannot connect to host h:443 ssl:<ssl.SSLContext object at 0x7f..>
+# [Connection refused]"): no reader can use that, and an address changes each run.
+_SSL_SETTING = re.compile(r"(Cannot connect to host \S+) ssl:(?:<[^<>]*>|\S+)")
+_OBJECT_REPR = re.compile(r"<([A-Za-z_][\w.]*) object at 0x[0-9a-fA-F]+>")
 _SHORTEST_SECRET = 4  # a shorter "secret" would blank out ordinary words
 _SHORTEST_QUERY_SECRET = 8
 
@@ -51,10 +56,15 @@ def url_secrets(url: str) -> tuple[str, ...]:
 def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with every URL redacted and every secret replaced by ``***``.
     Longer secrets go first, so one that contains another is hidden whole."""
-    text = _URL.sub(lambda match: redact_url(match.group(0)), text)
+    text = plain(_URL.sub(lambda match: redact_url(match.group(0)), text))
     for secret in sorted({s for s in secrets if len(s) >= _SHORTEST_SECRET}, key=len, reverse=True):
         text = text.replace(secret, HIDDEN)
     return text
+
+
+def plain(text: str) -> str:
+    """``text`` without the Python object reprs client libraries put in messages."""
+    return _OBJECT_REPR.sub(r"\1", _SSL_SETTING.sub(r"\1", text))
 
 
 class Redacted(Exception):

@@ -1,16 +1,11 @@
-"""What ``feedsync sync`` and ``feedsync status`` print."""
+"""What ``feedsync sync``, ``hold`` and ``release`` print (``status``: status.py)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
-from typing import Any
-
-import orjson
+from collections.abc import Iterable, Sequence
 
 from feedsync.config import BUILTIN_SUPPLIERS, Config
 from feedsync.outcome import FeedReport, SupplierReport
-from feedsync.store import Store
 
 
 def cycle(
@@ -76,80 +71,21 @@ def suppliers_to_create(config: Config) -> list[str]:
     return lines
 
 
-def status(config: Config, store: Store) -> dict[str, Any]:
-    """Per feed and supplier: last success, counts, pending, rejected, held."""
-    rows = {row.name: row for row in store.feeds()}
-    feeds = []
-    for feed in config.feeds:
-        row = rows.get(feed.name)
-        feeds.append(
-            {
-                "feed": feed.name,
-                "supplier": feed.supplier,
-                "enabled": feed.enabled,
-                "last_success": row.last_success if row else None,
-                "last_attempt": row.last_attempt if row else None,
-                "last_error": row.last_error if row else None,
-                "indicators": row.indicators if row else 0,
-                "invalid": row.invalid if row else 0,
-                "held_deletions": row.held_removals if row else None,
-                "held_since": row.held_since if row else None,
-            }
+def unknown_feeds(unknown: Sequence[str], known: Iterable[str]) -> str:
+    """What the CLI and the daemon say of feed names the configuration lacks ("" for none)."""
+    if not unknown:
+        return ""
+    return f"unknown feed(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+
+
+def hold_message(name: str, *, hold: bool, changed: bool) -> str:
+    if hold:
+        if not changed:
+            return f"feed {name} was already on hold"
+        return (
+            f"feed {name} on hold: its schedule does not run it until `feedsync release {name}`"
+            f" (`feedsync sync {name}` still does)"
         )
-    suppliers = []
-    for name in dict.fromkeys(feed.supplier for feed in config.feeds):
-        counts = store.counts(name)
-        suppliers.append(
-            {
-                "supplier": name,
-                "indicators": counts["acked"],
-                "pending": {op: counts[op] for op in ("add", "update", "delete")},
-                "rejected": counts["rejected"],
-                "recent_rejections": [
-                    {"indicator": v, "op": op, "reason": r} for v, op, r in store.rejected(name, 5)
-                ],
-            }
-        )
-    return {"generated": time.time(), "feeds": feeds, "suppliers": suppliers}
-
-
-def status_json(snapshot: dict[str, Any]) -> str:
-    return orjson.dumps(snapshot, option=orjson.OPT_INDENT_2).decode()
-
-
-def status_text(snapshot: dict[str, Any]) -> str:
-    now = snapshot["generated"]
-    lines = ["FEED                 SUPPLIER         LAST SUCCESS   INDICATORS  INVALID  STATE"]
-    for f in snapshot["feeds"]:
-        state = "disabled" if not f["enabled"] else "ok"
-        if f["held_deletions"] is not None:
-            state = f"HELD ({f['held_deletions']} deletions)"
-        elif f["last_error"]:
-            state = f"FAILING: {f['last_error']}"
-        elif f["last_attempt"] is None:
-            state = "never synced"
-        lines.append(
-            f"{f['feed']:<20} {f['supplier']:<16} {_ago(now, f['last_success']):<14}"
-            f" {f['indicators']:>10}  {f['invalid']:>7}  {state}"
-        )
-    lines.append("")
-    lines.append("SUPPLIER         INDICATORS  PENDING (add/update/delete)  REJECTED")
-    for s in snapshot["suppliers"]:
-        pending = "/".join(str(s["pending"][op]) for op in ("add", "update", "delete"))
-        lines.append(
-            f"{s['supplier']:<16} {s['indicators']:>10}  {pending:>27}  {s['rejected']:>8}"
-        )
-        lines.extend(
-            f"  rejected {r['op']} {r['indicator']}: {r['reason']}" for r in s["recent_rejections"]
-        )
-    return "\n".join(lines)
-
-
-def _ago(now: float, then: float | None) -> str:
-    if then is None:
-        return "never"
-    seconds = max(0, int(now - then))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds}s ago"
+    if not changed:
+        return f"feed {name} was not on hold"
+    return f"feed {name} released: its schedule runs it again"

@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from feedsync.errors import StoreCorrupt, StoreError
+from feedsync.errors import StoreBusy, StoreCorrupt, StoreError
 
 # "FSYN": PRAGMA application_id, so a database is known as feedsync's by its header.
 APPLICATION_ID = 0x4653594E
@@ -71,7 +71,7 @@ def take_lock(path: str) -> int:
         _retire_old_lock(path)
     except BlockingIOError as exc:
         os.close(fd)
-        raise StoreError(
+        raise StoreBusy(
             f"state database {path} is in use by another feedsync process (lock {lock_path});"
             " `feedsync status` still works"
         ) from exc

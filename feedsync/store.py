@@ -187,6 +187,45 @@ class Store:
         with self.transaction() as db:
             record_run(db, run)
 
+    # Operator holds (migration 6)
+
+    def holds(self) -> dict[str, float]:
+        """Each held feed and since when."""
+        return {r[0]: r[1] for r in self.db.execute("SELECT feed, since FROM holds")}
+
+    def hold(self, feed: str) -> bool:
+        """Put ``feed`` on hold; False when it already was (its time is kept)."""
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO holds (feed, since) VALUES (?, ?)", (feed, now())
+            )
+            return cursor.rowcount == 1
+
+    def release(self, feed: str) -> bool:
+        """Take ``feed`` off hold; False when it was not held."""
+        with self.transaction() as db:
+            return db.execute("DELETE FROM holds WHERE feed = ?", (feed,)).rowcount == 1
+
+    def record_contact(self, supplier: str, error: str | None) -> None:
+        """How the supplier's last exchange with CyberTrace ended (None: well)."""
+        at = now()
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO contact (supplier, last_attempt, last_success, last_error,"
+                " failing_since) VALUES (:s, :at, :ok, :error, :failed)"
+                " ON CONFLICT (supplier) DO UPDATE SET last_attempt = :at,"
+                " last_success = coalesce(:ok, last_success), last_error = :error,"
+                " failing_since = CASE WHEN :error IS NULL THEN NULL"
+                " ELSE coalesce(failing_since, :at) END",
+                {
+                    "s": supplier,
+                    "at": at,
+                    "ok": None if error else at,
+                    "error": error,
+                    "failed": at if error else None,
+                },
+            )
+
     # Reading for status and metrics
 
     def counts(self, supplier: str, *, acked: bool = True) -> dict[str, int]:

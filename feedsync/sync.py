@@ -114,7 +114,10 @@ class Cycle:
         async with self.locks.setdefault(supplier, asyncio.Lock()):
             try:
                 return await self._supplier(client, supplier, mine)
-            except (AuthError, asyncio.CancelledError):
+            except AuthError as exc:
+                await self._contact(supplier, f"authentication failed: {exc}")
+                raise
+            except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 return await self._supplier_failed(supplier, mine, exc)
@@ -279,7 +282,18 @@ class Cycle:
         with self.store.transaction() as db:
             prune_retired(db, supplier, time.time() - retention_seconds)
 
+    async def _contact(self, supplier: str, error: str | None) -> None:
+        # What `feedsync status` shows as CyberTrace's state; a dry run sends nothing
+        # it could tell by, and losing this note must not fail the cycle.
+        if self.dry_run:
+            return
+        try:
+            await self.store.call(self.store.record_contact, supplier, error)
+        except StoreError as exc:
+            log.warning("supplier.contact_not_recorded", supplier=supplier, error=str(exc))
+
     async def _finish(self, report: SupplierReport) -> SupplierReport:
+        await self._contact(report.supplier, report.error)
         counts = await self.store.call(
             functools.partial(self.store.counts, report.supplier, acked=False)
         )

@@ -29,7 +29,7 @@ from feedsync.config import FeedRetryConfig, ProxyConfig
 from feedsync.errors import FetchError, TransientFetchError
 from feedsync.metrics import feed_response
 from feedsync.proxy import Route
-from feedsync.redact import Redacted, redact_text, redact_url
+from feedsync.redact import Redacted, plain, redact_text, redact_url
 
 CHUNK = 1 << 20
 MAX_REDIRECTS = 10
@@ -250,7 +250,7 @@ class Client:
         return redact_text(text, self._secrets)
 
     def _why(self, exc: BaseException) -> str:
-        return self._hide(str(exc) or type(exc).__name__)
+        return self._hide(plain(str(exc)) or type(exc).__name__)
 
     def _hidden(self, exc: BaseException) -> Redacted:
         return Redacted.of(exc, self._secrets)
@@ -275,7 +275,7 @@ def failure(
         return kind(feed, f"cannot fetch {where}{route.via}: {refused}")
     if isinstance(exc, TimeoutError):
         return TransientFetchError(feed, f"cannot fetch {where}{route.via}: no answer in time")
-    why = redact_text(str(exc) or type(exc).__name__, secrets)
+    why = redact_text(plain(str(exc)) or type(exc).__name__, secrets)
     message = f"cannot fetch {where}{route.via}: {why}"
     if isinstance(exc, aiohttp.ClientSSLError) or not isinstance(
         exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError

@@ -160,5 +160,5 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     out = capsys.readouterr().out
-    for command in ("run", "sync", "check", "status", "emulator"):
+    for command in ("run", "sync", "check", "status", "hold", "release", "reload", "emulator"):
         assert command in out

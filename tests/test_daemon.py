@@ -119,6 +119,22 @@ async def test_daemon_lifecycle(tmp_path: Path, emulator: Emulator) -> None:
         assert status == 200
         assert [f["feed"] for f in orjson.loads(body)["feeds"]] == ["first"]
 
+        # The CLI, without the secret, asks the daemon over its control socket.
+        env_cli = {k: v for k, v in os.environ.items() if k != "CT_PASSWORD"}
+        asked = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "feedsync.cli",
+            "status",
+            "--json",
+            "-c",
+            str(config),
+            env=env_cli,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await asyncio.wait_for(asked.communicate(), 30)
+        assert asked.returncode == 0 and orjson.loads(out)["source"] == "daemon", out
+
         config.write_text(config.read_text() + SECOND % tmp_path)
         process.send_signal(signal.SIGHUP)
         await eventually(lambda: "c.example" in emulator.indicators("Demo"), 10)

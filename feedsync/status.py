@@ -1,0 +1,283 @@
+"""What ``feedsync status`` (and the daemon's ``/status``) shows, and how bad it is.
+
+Built from the store alone, so that it needs neither CyberTrace's secret nor
+the network; the daemon adds each feed's next run. Every feed, supplier and
+the whole are judged as a Nagios check is:
+
+- ok (exit 0): nothing needs a person;
+- warning (exit 1): a feed is on hold, holds deletions back, or is failing
+  for less than twice its interval; CyberTrace's last answer to a supplier was
+  an error;
+- critical (exit 2): a feed is failing for over twice its interval, or has
+  never succeeded in ``NEVER_SUCCEEDED_ATTEMPTS`` attempts; a supplier's
+  exchanges with CyberTrace are failing for over twice its feeds' shortest
+  interval.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import orjson
+
+from feedsync.config import Config
+from feedsync.fetch import redact_url
+from feedsync.redact import plain
+from feedsync.store import Store
+
+Severity = Literal["ok", "warning", "critical"]
+Source = Literal["daemon", "store"]
+SEVERITIES: tuple[Severity, ...] = ("ok", "warning", "critical")
+NEVER_SUCCEEDED_ATTEMPTS = 3
+STALE_INTERVALS = 2
+
+
+def snapshot(config: Config, store: Store) -> dict[str, Any]:
+    """Per feed and supplier: freshness, counts, holds, failures, judged."""
+    # apscheduler only for the commands that read schedules: a cron `sync` starts faster.
+    from feedsync.timing import interval_seconds  # noqa: PLC0415
+
+    db = store.db
+    rows = {row.name: row for row in store.feeds()}
+    holds = store.holds()
+    streaks = _failing_streaks(db)
+    contact = _contact(db)
+    now = time.time()
+    feeds = []
+    for feed in config.feeds:
+        row = rows.get(feed.name)
+        since, attempts = streaks.get(feed.name, (None, 0))
+        entry: dict[str, Any] = {
+            "feed": feed.name,
+            "supplier": feed.supplier,
+            "enabled": feed.enabled,
+            "schedule": feed.schedule.text,
+            "interval": interval_seconds(feed),
+            "next_run": None,
+            "on_hold": feed.name in holds,
+            "on_hold_since": holds.get(feed.name),
+            "last_success": row.last_success if row else None,
+            "last_attempt": row.last_attempt if row else None,
+            "last_error": plain(row.last_error) if row and row.last_error else None,
+            "failing_since": since if row and row.last_error else None,
+            "attempts": attempts if row and row.last_error else 0,
+            "indicators": row.indicators if row else 0,
+            "invalid": row.invalid if row else 0,
+            "held_deletions": row.held_removals if row else None,
+            "held_since": row.held_since if row else None,
+        }
+        entry["state"], entry["severity"] = _judge_feed(entry, now)
+        feeds.append(entry)
+    suppliers = []
+    for name in dict.fromkeys(feed.supplier for feed in config.feeds):
+        counts = store.counts(name)
+        seen = contact.get(name, {})
+        entry = {
+            "supplier": name,
+            "indicators": counts["acked"],
+            "pending": {op: counts[op] for op in ("add", "update", "delete")},
+            "rejected": counts["rejected"],
+            "recent_rejections": [
+                {"indicator": v, "op": op, "reason": r} for v, op, r in store.rejected(name, 5)
+            ],
+            "last_attempt": seen.get("last_attempt"),
+            "last_success": seen.get("last_success"),
+            "last_error": seen.get("last_error"),
+            "failing_since": seen.get("failing_since"),
+        }
+        intervals = [f["interval"] for f in feeds if f["supplier"] == name and f["enabled"]]
+        entry["severity"] = _judge_supplier(entry, min(intervals, default=3600.0), now)
+        suppliers.append(entry)
+    out = {
+        "generated": now,
+        "source": "store",
+        "cybertrace": _cybertrace(config, suppliers),
+        "feeds": feeds,
+        "suppliers": suppliers,
+    }
+    return _overall(out)
+
+
+def with_schedule(snap: dict[str, Any], next_runs: Mapping[str, float]) -> dict[str, Any]:
+    """The daemon's snapshot: each feed's next run from its scheduler."""
+    for feed in snap["feeds"]:
+        feed["next_run"] = next_runs.get(feed["feed"])
+    snap["source"] = "daemon"
+    return snap
+
+
+def exit_code(snap: Mapping[str, Any]) -> int:
+    return SEVERITIES.index(snap.get("severity", "critical"))
+
+
+def _failing_streaks(db: sqlite3.Connection) -> dict[str, tuple[float, int]]:
+    """Per feed failing now: when its current run of failures began, and how many."""
+    rows = db.execute(
+        "SELECT r.feed, min(r.finished), count(*) FROM runs r WHERE r.result = 'failed'"
+        " AND r.id > coalesce((SELECT max(o.id) FROM runs o WHERE o.feed = r.feed"
+        " AND o.result != 'failed'), 0) GROUP BY r.feed"
+    )
+    return {feed: (since, attempts) for feed, since, attempts in rows}
+
+
+def _contact(db: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    rows = db.execute(
+        "SELECT supplier, last_attempt, last_success, last_error, failing_since FROM contact"
+    )
+    return {
+        r[0]: {
+            "last_attempt": r[1],
+            "last_success": r[2],
+            "last_error": plain(r[3]) if r[3] else None,
+            "failing_since": r[4],
+        }
+        for r in rows
+    }
+
+
+def _judge_feed(f: Mapping[str, Any], now: float) -> tuple[str, Severity]:
+    if not f["enabled"]:
+        return "disabled", "ok"
+    if f["last_error"]:
+        attempts = max(1, f["attempts"])
+        since = f["failing_since"] or f["last_attempt"] or now
+        if f["last_success"] is None and attempts >= NEVER_SUCCEEDED_ATTEMPTS:
+            return f"never succeeded ({attempts} attempts)", "critical"
+        if now - since > STALE_INTERVALS * f["interval"]:
+            return f"failing for {_span(now - since)}", "critical"
+        return f"failing ({attempts} attempts)", "warning"
+    if f["on_hold"]:
+        return "on hold", "warning"
+    if f["held_deletions"] is not None:
+        return f"holds {f['held_deletions']} deletions", "warning"
+    if f["last_attempt"] is None:
+        return "never synced", "ok"
+    return "ok", "ok"
+
+
+def _judge_supplier(s: Mapping[str, Any], interval: float, now: float) -> Severity:
+    since = s["failing_since"]
+    if since is None:
+        return "ok"
+    return "critical" if now - since > STALE_INTERVALS * interval else "warning"
+
+
+def _cybertrace(config: Config, suppliers: list[dict[str, Any]]) -> dict[str, Any]:
+    """CyberTrace's state as the newest exchange of any supplier left it."""
+    seen = [s for s in suppliers if s["last_attempt"] is not None]
+    newest = max(seen, key=lambda s: s["last_attempt"], default=None)
+    state = "unknown" if newest is None else "failing" if newest["last_error"] else "up"
+    errors = [s for s in seen if s["last_error"]]
+    last = max(errors, key=lambda s: s["last_attempt"], default=None)
+    return {
+        "url": redact_url(config.cybertrace.url),
+        "state": state,
+        "as_of": newest["last_attempt"] if newest else None,
+        "last_error": last["last_error"] if last else None,
+        "last_error_supplier": last["supplier"] if last else None,
+        "last_error_at": last["last_attempt"] if last else None,
+    }
+
+
+def _overall(snap: dict[str, Any]) -> dict[str, Any]:
+    problems: list[str] = []
+    worst = 0
+    for f in snap["feeds"]:
+        level = SEVERITIES.index(f["severity"])
+        if level:
+            problems.append(f"feed {f['feed']}: {f['state']}")
+        worst = max(worst, level)
+    for s in snap["suppliers"]:
+        level = SEVERITIES.index(s["severity"])
+        if level:
+            problems.append(f"supplier {s['supplier']}: CyberTrace: {s['last_error']}")
+        worst = max(worst, level)
+    snap["severity"] = SEVERITIES[worst]
+    snap["problems"] = problems
+    return snap
+
+
+def as_json(snap: Mapping[str, Any]) -> str:
+    return orjson.dumps(snap, option=orjson.OPT_INDENT_2).decode()
+
+
+def as_text(snap: Mapping[str, Any]) -> str:
+    now = snap["generated"]
+    ct = snap["cybertrace"]
+    lines = [f"CyberTrace {ct['url']}: {ct['state']}"]
+    if ct["as_of"] is not None:
+        lines[0] += f" (last exchange {_ago(now, ct['as_of'])})"
+    if ct["last_error"]:
+        lines.append(
+            f"  last error ({ct['last_error_supplier']}, {_ago(now, ct['last_error_at'])}):"
+            f" {ct['last_error']}"
+        )
+    lines.append("")
+    lines.append(
+        "FEED                 SUPPLIER         SCHEDULE     LAST SUCCESS   NEXT RUN      "
+        " INDICATORS  INVALID  STATE"
+    )
+    details = []
+    for f in snap["feeds"]:
+        state = f["state"] + (", on hold" if f["on_hold"] and f["state"] != "on hold" else "")
+        lines.append(
+            f"{f['feed']:<20} {f['supplier']:<16} {f['schedule']:<12}"
+            f" {_ago(now, f['last_success']):<14} {_in(now, f['next_run']):<14}"
+            f" {f['indicators']:>10}  {f['invalid']:>7}  {state}"
+        )
+        if f["last_error"]:
+            details.append(
+                f"  {f['feed']}: failing since {_ago(now, f['failing_since'])},"
+                f" {f['attempts']} attempts: {f['last_error']}"
+            )
+        if f["on_hold"]:
+            details.append(
+                f"  {f['feed']}: on hold since {_ago(now, f['on_hold_since'])};"
+                f" `feedsync release {f['feed']}` lets its schedule run it again"
+            )
+        if f["held_deletions"] is not None:
+            details.append(
+                f"  {f['feed']}: {f['held_deletions']} deletions held since"
+                f" {_ago(now, f['held_since'])}; `feedsync sync {f['feed']} --force` applies them"
+            )
+    lines.extend(details)
+    lines.append("")
+    lines.append("SUPPLIER         INDICATORS  PENDING (add/update/delete)  REJECTED")
+    for s in snap["suppliers"]:
+        pending = "/".join(str(s["pending"][op]) for op in ("add", "update", "delete"))
+        lines.append(
+            f"{s['supplier']:<16} {s['indicators']:>10}  {pending:>27}  {s['rejected']:>8}"
+        )
+        if s["last_error"]:
+            lines.append(
+                f"  CyberTrace failing since {_ago(now, s['failing_since'])}: {s['last_error']}"
+            )
+        lines.extend(
+            f"  rejected {r['op']} {r['indicator']}: {r['reason']}" for r in s["recent_rejections"]
+        )
+    lines.append("")
+    source = "the daemon" if snap["source"] == "daemon" else "the state database (no daemon)"
+    summary = "; ".join(snap["problems"]) or "every feed is fine"
+    lines.append(f"{snap['severity'].upper()}: {summary} (from {source})")
+    return "\n".join(lines)
+
+
+def _ago(now: float, then: float | None) -> str:
+    return "never" if then is None else f"{_span(now - then)} ago"
+
+
+def _in(now: float, then: float | None) -> str:
+    if then is None:
+        return "-"
+    return "now" if then <= now else f"in {_span(then - now)}"
+
+
+def _span(seconds: float) -> str:
+    whole = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if whole >= size:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"
