@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import yaml
 
@@ -648,10 +648,7 @@ def _proxy(m: _Map) -> ProxyConfig:
 
 def _proxy_url(path: str, url: str) -> str:
     parts = urlsplit(url)
-    try:
-        port_ok = parts.port != 0
-    except ValueError:
-        port_ok = False
+    port_ok = _port_usable(parts)
     # https:// targets tunnel through CONNECT, so their TLS runs end to end whatever the
     # proxy's own scheme; feedsync speaks plain HTTP to the proxy.
     if parts.scheme.lower() != "http" or not parts.hostname or not port_ok:
@@ -946,12 +943,17 @@ class _Map:
         return tuple(found)
 
 
+def _port_usable(parts: SplitResult) -> bool:
+    """Whether a URL's port is absent or in range (``.port`` raises on junk)."""
+    try:
+        return parts.port != 0
+    except ValueError:
+        return False
+
+
 def _api_url(path: str, url: str) -> str:
     parts = urlsplit(url)
-    try:
-        port_ok = parts.port != 0
-    except ValueError:
-        port_ok = False
+    port_ok = _port_usable(parts)
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname or not port_ok:
         raise ConfigError(path, "expected http(s)://HOST[:PORT], e.g. https://cybertrace:443")
     if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
