@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -37,27 +38,46 @@ def test_generated_feed_and_churn(tmp_path: Path) -> None:
         assert 200 < len(part) < 400, "each a third of the 30% churn"
 
 
+@pytest.mark.slow
 def test_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    """``make bench-small``: the production path (feed server with validators,
+    HTTP and HTTPS, strict emulator, each a process) runs and prints every row."""
     import run  # noqa: PLC0415 -- bench/ is on sys.path only for these tests
 
-    assert run.main(["2000", "--churn", "0.05"]) == 0
+    assert run.main(["20000", "--churn", "0.01"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
     for phase in (
         "parse-only baseline",
         "initial sync",
         "steady cycle",
-        "unchanged cycle",
+        "unchanged cycle (304)",
+        "unchanged (same body)",
         "naive full re-upload",
         "  fetch+parse",
         "  normalize",
         "  store+diff",
         "  upload",
+        "steady cycle at churn (HTTP), CPU",
+        "steady cycle peak RSS",
+        "bytes sent",
+        "initial sync client CPU",
+        "initial sync wall time",
     ):
         assert any(line.startswith(phase) for line in lines), phase
-    steady = next(line for line in lines if line.startswith("steady cycle"))
-    cells = steady.split()
-    assert int(cells[-3]) == 2, "one PUT and one DELETE for the churn"
-    assert 1.0 <= float(cells[-1]) <= 1.05, "bytes sent against the minimal JSON of the changes"
-    unchanged = next(line for line in lines if line.startswith("unchanged cycle"))
-    assert unchanged.split()[-3] == "0", "an unchanged feed sends nothing"
+
+    def cells(name: str) -> list[str]:
+        return next(line for line in lines if line.startswith(name)).split()
+
+    steady = cells("steady cycle ")
+    assert steady[-1] == "200", "the changed feed is downloaded"
+    assert int(steady[-4]) == 2, "one PUT and one DELETE for the churn"
+    assert 1.0 <= float(steady[-2]) <= 1.05, "bytes sent against the minimal JSON of the changes"
+    unchanged = cells("unchanged cycle (304)")
+    assert unchanged[-4] == "0", "an unchanged feed sends nothing"
+    assert unchanged[-1] == "304", "the client asked with its validators"
+    assert cells("unchanged (same body)")[-1] == "200", "new validators, same body"
+    assert cells("unchanged (same body)")[-4] == "0"
+    if shutil.which("openssl"):
+        assert cells("steady cycle (HTTPS)")[-1] == "200"
+        assert cells("unchanged (HTTPS, 304)")[-1] == "304"
