@@ -7,7 +7,8 @@ conditional GET whose ``If-None-Match`` names the current ETag (or, without
 ``Content-Length`` and HTTP/1.1 keep-alive. With ``--tls`` it serves HTTPS
 with that certificate. Prints ``feedserver listening on URL`` once it
 accepts connections. ``GET /_stats`` answers what it served since the last
-``DELETE /_stats``: ``{"200": N, "304": N, "bytes": N}``.
+``DELETE /_stats``: ``{"200": N, "304": N, "bytes": N, "most": N}``, "most"
+the most feed requests it was answering at once.
 
 It uses only the standard library (not the client's aiohttp), sends bodies
 with ``sendfile`` over plain HTTP, and never reads a file into memory.
@@ -32,7 +33,17 @@ CHUNK = 1 << 20
 class Stats:
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.counts = {"200": 0, "304": 0, "bytes": 0}
+        self.counts = {"200": 0, "304": 0, "bytes": 0, "most": 0}
+        self.busy = 0
+
+    def enter(self) -> None:
+        with self.lock:
+            self.busy += 1
+            self.counts["most"] = max(self.counts["most"], self.busy)
+
+    def leave(self) -> None:
+        with self.lock:
+            self.busy -= 1
 
     def add(self, status: int, size: int = 0) -> None:
         with self.lock:
@@ -45,7 +56,7 @@ class Stats:
 
     def clear(self) -> None:
         with self.lock:
-            self.counts = {"200": 0, "304": 0, "bytes": 0}
+            self.counts = {"200": 0, "304": 0, "bytes": 0, "most": self.busy}
 
 
 def etag_of(stat: os.stat_result) -> str:
@@ -87,6 +98,13 @@ class Handler(BaseHTTPRequestHandler):
         if "/" in name or name.startswith(".") or not path.is_file():
             self._small(HTTPStatus.NOT_FOUND, b"not found\n")
             return
+        self.stats.enter()
+        try:
+            self._file(path)
+        finally:
+            self.stats.leave()
+
+    def _file(self, path: Path) -> None:
         with path.open("rb") as handle:
             stat = os.fstat(handle.fileno())
             headers = {key.lower(): value for key, value in self.headers.items()}

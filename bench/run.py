@@ -168,7 +168,7 @@ class FeedServer(Server):
 
 def answered(stats: dict[str, int]) -> str:
     """What the feed server answered: "200", "304", "200x2"..."""
-    parts = [key + (f"x{n}" if n > 1 else "") for key, n in stats.items() if key != "bytes" and n]
+    parts = [key + (f"x{n}" if n > 1 else "") for key, n in stats.items() if key.isdigit() and n]
     return "+".join(parts) or "-"
 
 
@@ -376,7 +376,7 @@ def summary(cycles: dict[str, Measure], parse: Measure, naive: Measure) -> None:
         print(f"{figure:<54} {value:>28} {target:>13}  {'yes' if met else 'NO'}")
 
 
-def print_cycle(name: str, cycle: Measure, minimal: int) -> None:
+def print_cycle(name: str, cycle: Measure, minimal: int, most: int | None = None) -> None:
     log = cycle.log
     sent = int(str(log.get("bytes_sent", 0)))
     requests = int(str(log.get("requests", 0)))
@@ -400,11 +400,11 @@ def print_cycle(name: str, cycle: Measure, minimal: int) -> None:
         )
     )
     print(row("  other (start-up)", "", f"{cycle.cpu - accounted:.2f}"))
-    print_measure(name, cycle, requests, sent, minimal)
+    print_measure(name, cycle, requests, sent, minimal, "" if most is None else str(most))
 
 
 def print_measure(
-    name: str, measure: Measure, requests: int = 0, sent: int = 0, minimal: int = 0
+    name: str, measure: Measure, requests: int = 0, sent: int = 0, minimal: int = 0, more: str = ""
 ) -> None:
     print(
         row(
@@ -416,6 +416,7 @@ def print_measure(
             f"{sent:,}",
             ratio(sent, minimal),
             measure.feed or "-",
+            *([more] if more else []),
         ),
         flush=True,
     )
@@ -428,7 +429,7 @@ def ratio(sent: int, minimal: int) -> str:
 
 def row(*cells: str) -> str:
     name, *rest = cells
-    widths = (8, 8, 8, 9, 14, 6, 8)
+    widths = (8, 8, 8, 9, 14, 6, 8, 6, 9)
     return f"{name:<24}" + "".join(
         f" {cell:>{width}}" for cell, width in zip(rest, widths, strict=False)
     )

@@ -81,3 +81,23 @@ def test_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     if shutil.which("openssl"):
         assert cells("steady cycle (HTTPS)")[-1] == "200"
         assert cells("unchanged (HTTPS, 304)")[-1] == "304"
+
+
+@pytest.mark.slow
+def test_many_feeds_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/many.py at a twentieth of its feeds and sizes: every cycle runs."""
+    import many  # noqa: PLC0415 -- bench/ is on sys.path only for these tests
+
+    assert many.main(["--feeds", "20", "--scale", "0.02"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+
+    def cells(name: str) -> list[str]:
+        return next(line for line in lines if line.startswith(name)).split()
+
+    assert cells("full cycle")[-3] == "200x20"
+    assert cells("changed cycle")[-3] == "200x20"
+    unchanged = cells("all-unchanged (304)")
+    assert unchanged[-3] == "304x20", "every feed asked with its validators"
+    assert unchanged[-6] == "0", "an unchanged cycle sends no indicator"
+    assert cells("all-unchanged (bodies)")[-3] == "200x20"
+    assert any(line.startswith("all-unchanged cycle of 20 feeds (304), CPU") for line in lines)
