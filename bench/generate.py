@@ -61,9 +61,10 @@ def next_version(previous: Path, churn: float, seed: int) -> Iterator[list[str]]
     rng = random.Random(seed + 1)
     with previous.open(newline="") as handle:
         rows = csv.reader(line for line in handle if not line.startswith("#"))
-        top = 0
+        top = count = 0
         for fields in rows:
             top = max(top, int(fields[0]))
+            count += 1
             roll = rng.random()
             if roll < churn / 3:
                 continue
@@ -71,7 +72,7 @@ def next_version(previous: Path, churn: float, seed: int) -> Iterator[list[str]]
                 fields[3] = "offline" if fields[3] == "online" else "online"
             yield fields
     added = 0
-    target = int((top + 1) * churn / 3)
+    target = max(1, int(count * churn / 3)) if churn else 0
     while added < target:
         added += 1
         yield row(rng, top + added)

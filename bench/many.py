@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -81,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--feeds", type=int, default=200)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every feed's rows")
     parser.add_argument("--churn", type=float, default=0.01)
+    parser.add_argument(
+        "--calls", action="store_true", help="the API calls of each cycle by kind (the last 200)"
+    )
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="feedsync-many-"))
     servers: list[run.Server] = []
@@ -154,6 +159,13 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 flush=True,
             )
+            if args.calls:
+                kinds = Counter(
+                    f"{c['method']} {re.sub(r'/suppliers/[^/]+', '/suppliers/{s}', c['path'])}"
+                    f" {c['status']}"
+                    for c in calls
+                )
+                print("    " + ", ".join(f"{kind} x{n}" for kind, n in kinds.most_common()))
             return measure
 
         cycle("full cycle (all new)")
