@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(feeds)} feeds ({total:,} rows, {size:,} bytes; the largest {largest:,} rows),"
             f" {len(suppliers)} suppliers ({SHARED} shared), churn {args.churn:.1%}"
         )
+        print("at the start: " + run.load())
         print(
             run.row(
                 "cycle", "wall s", "CPU s", "peak MB", "requests", "bytes sent", "÷min", "feed",
@@ -177,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             stat = path.stat()
             os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
         same = cycle("all-unchanged (bodies)")
+        print("at the end: " + run.load())
         print()
         for label, measure in (("304", unchanged), ("same bodies", same)):
             met = "yes" if measure.cpu < TARGET_UNCHANGED_CPU else "NO"

@@ -302,8 +302,10 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(work, emulator, http, https, feeds)
         print(
             f"{args.rows:,} rows, churn {args.churn:.1%}, {v2.stat().st_size:,} bytes;"
-            f" feed {http.url}" + (f" and {https.url}" if https else " (no HTTPS: no openssl)")
+            f" feed {http.url}"
+            + (f" and {https.url}" if https else " (no HTTPS: --no-tls or no openssl)")
         )
+        print("at the start: " + load())
         print(row("phase", "wall s", "CPU s", "peak MB", "requests", "bytes sent", "÷min", "feed"))
         parse = measured([sys.executable, str(BENCH / "baseline.py"), "parse", str(v2)])
         print_measure("parse-only baseline", parse)
@@ -329,11 +331,18 @@ def main(argv: list[str] | None = None) -> int:
         sent = json.loads(naive.out)
         print_measure("naive full re-upload", naive, sent["requests"], sent["bytes"])
         summary(bench.cycles, parse, naive)
+        print("at the end: " + load())
     finally:
         for server in reversed(servers):
             server.stop()
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def load() -> str:
+    """The machine's load: on a shared machine, wall times depend on it."""
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
 
 
 def summary(cycles: dict[str, Measure], parse: Measure, naive: Measure) -> None:
