@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -101,3 +102,37 @@ def test_many_feeds_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert unchanged[-6] == "0", "an unchanged cycle sends no indicator"
     assert cells("all-unchanged (bodies)")[-3] == "200x20"
     assert any(line.startswith("all-unchanged cycle of 20 feeds (304), CPU") for line in lines)
+
+
+def test_feed_server_answers_conditional_requests(tmp_path: Path) -> None:
+    """bench/feedserver.py: validators on a 200, a 304 to either validator,
+    a 200 again once the file changed."""
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    import run  # noqa: PLC0415 -- bench/ is on sys.path only for these tests
+
+    (tmp_path / "feed.csv").write_text("a.example\n")
+    server = run.FeedServer(tmp_path)
+    try:
+
+        def get(**headers: str) -> tuple[int, dict[str, str], bytes]:
+            request = urllib.request.Request(f"{server.url}/feed.csv", headers=headers)
+            try:
+                with urllib.request.urlopen(request) as response:
+                    return response.status, dict(response.headers), response.read()
+            except urllib.error.HTTPError as answer:
+                return answer.code, dict(answer.headers), b""
+
+        status, headers, body = get()
+        assert (status, body) == (200, b"a.example\n")
+        etag, modified = headers["ETag"], headers["Last-Modified"]
+        assert get(**{"If-None-Match": etag})[0] == 304
+        assert get(**{"If-Modified-Since": modified})[0] == 304
+        assert get(**{"If-None-Match": '"other"', "If-Modified-Since": modified})[0] == 200
+        stat = (tmp_path / "feed.csv").stat()
+        os.utime(tmp_path / "feed.csv", ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
+        assert get(**{"If-None-Match": etag})[0] == 200, "a new mtime is a new ETag"
+        assert server.stats() == {"200": 3, "304": 2, "bytes": 30, "most": 1}
+    finally:
+        server.stop()
