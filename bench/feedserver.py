@@ -112,13 +112,16 @@ class Handler(BaseHTTPRequestHandler):
                 "ETag": etag_of(stat),
                 "Last-Modified": email.utils.formatdate(stat.st_mtime, usegmt=True),
             }
+            # Counted before the first byte of the answer: whoever has the answer
+            # finds it in the stats.
             if not_modified(headers, stat):
+                self.stats.add(304)
                 self.send_response(HTTPStatus.NOT_MODIFIED)
                 for key, value in validators.items():
                     self.send_header(key, value)
                 self.end_headers()
-                self.stats.add(304)
                 return
+            self.stats.add(200, stat.st_size)
             self.send_response(HTTPStatus.OK)
             self.send_header("Content-Type", "text/csv")
             self.send_header("Content-Length", str(stat.st_size))
@@ -131,7 +134,6 @@ class Handler(BaseHTTPRequestHandler):
                     self.wfile.write(chunk)
             else:
                 self.connection.sendfile(handle, 0, stat.st_size)
-            self.stats.add(200, stat.st_size)
 
     def do_DELETE(self) -> None:
         if self.path != "/_stats":

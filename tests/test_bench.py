@@ -133,6 +133,8 @@ def test_feed_server_answers_conditional_requests(tmp_path: Path) -> None:
         stat = (tmp_path / "feed.csv").stat()
         os.utime(tmp_path / "feed.csv", ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
         assert get(**{"If-None-Match": etag})[0] == 200, "a new mtime is a new ETag"
-        assert server.stats() == {"200": 3, "304": 2, "bytes": 30, "most": 1}
+        stats = server.stats()
+        assert stats.pop("most") >= 1, "a handler may still be closing the last connection"
+        assert stats == {"200": 3, "304": 2, "bytes": 30}
     finally:
         server.stop()
