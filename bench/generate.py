@@ -1,5 +1,8 @@
 """Generate realistic CSV feeds for benchmarks: ``python bench/generate.py N OUT [--seed S]``.
 
+``--first K`` numbers the rows from K (default 0), so that feeds generated
+with ranges apart share no indicator.
+
 Rows mix URLs, domains, IPv4 addresses, MD5 and SHA256 hashes, with context
 columns and comma-separated tags, in URLhaus's layout (commented header,
 quoted fields). ``--churn C --previous FILE`` writes the next version of a feed:
@@ -48,9 +51,9 @@ def row(rng: random.Random, n: int, status: str | None = None) -> list[str]:
     ]
 
 
-def first_version(count: int, seed: int) -> Iterator[list[str]]:
+def first_version(count: int, seed: int, first: int = 0) -> Iterator[list[str]]:
     rng = random.Random(seed)
-    for n in range(count):
+    for n in range(first, first + count):
         yield row(rng, n)
 
 
@@ -58,9 +61,10 @@ def next_version(previous: Path, churn: float, seed: int) -> Iterator[list[str]]
     rng = random.Random(seed + 1)
     with previous.open(newline="") as handle:
         rows = csv.reader(line for line in handle if not line.startswith("#"))
-        top = 0
+        top = count = 0
         for fields in rows:
             top = max(top, int(fields[0]))
+            count += 1
             roll = rng.random()
             if roll < churn / 3:
                 continue
@@ -68,7 +72,7 @@ def next_version(previous: Path, churn: float, seed: int) -> Iterator[list[str]]
                 fields[3] = "offline" if fields[3] == "online" else "online"
             yield fields
     added = 0
-    target = int((top + 1) * churn / 3)
+    target = max(1, int(count * churn / 3)) if churn else 0
     while added < target:
         added += 1
         yield row(rng, top + added)
@@ -81,11 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--churn", type=float, default=0.0)
     parser.add_argument("--previous", type=Path)
+    parser.add_argument("--first", type=int, default=0, help="the first row's number")
     args = parser.parse_args(argv)
     rows = (
         next_version(args.previous, args.churn, args.seed)
         if args.previous
-        else first_version(args.rows, args.seed)
+        else first_version(args.rows, args.seed, args.first)
     )
     with args.out.open("w", newline="") as out:
         out.write(HEADER)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -37,27 +39,102 @@ def test_generated_feed_and_churn(tmp_path: Path) -> None:
         assert 200 < len(part) < 400, "each a third of the 30% churn"
 
 
+@pytest.mark.slow
 def test_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    """``make bench-small``: the production path (feed server with validators,
+    HTTP and HTTPS, strict emulator, each a process) runs and prints every row."""
     import run  # noqa: PLC0415 -- bench/ is on sys.path only for these tests
 
-    assert run.main(["2000", "--churn", "0.05"]) == 0
+    assert run.main(["20000", "--churn", "0.01"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
     for phase in (
         "parse-only baseline",
         "initial sync",
         "steady cycle",
-        "unchanged cycle",
+        "unchanged cycle (304)",
+        "unchanged (same body)",
         "naive full re-upload",
         "  fetch+parse",
         "  normalize",
         "  store+diff",
         "  upload",
+        "steady cycle at churn (HTTP), CPU",
+        "steady cycle peak RSS",
+        "bytes sent",
+        "initial sync client CPU",
+        "initial sync wall time",
     ):
         assert any(line.startswith(phase) for line in lines), phase
-    steady = next(line for line in lines if line.startswith("steady cycle"))
-    cells = steady.split()
-    assert int(cells[-3]) == 2, "one PUT and one DELETE for the churn"
-    assert 1.0 <= float(cells[-1]) <= 1.05, "bytes sent against the minimal JSON of the changes"
-    unchanged = next(line for line in lines if line.startswith("unchanged cycle"))
-    assert unchanged.split()[-3] == "0", "an unchanged feed sends nothing"
+
+    def cells(name: str) -> list[str]:
+        return next(line for line in lines if line.startswith(name)).split()
+
+    steady = cells("steady cycle ")
+    assert steady[-1] == "200", "the changed feed is downloaded"
+    assert int(steady[-4]) == 2, "one PUT and one DELETE for the churn"
+    assert 1.0 <= float(steady[-2]) <= 1.05, "bytes sent against the minimal JSON of the changes"
+    unchanged = cells("unchanged cycle (304)")
+    assert unchanged[-4] == "0", "an unchanged feed sends nothing"
+    assert unchanged[-1] == "304", "the client asked with its validators"
+    assert cells("unchanged (same body)")[-1] == "200", "new validators, same body"
+    assert cells("unchanged (same body)")[-4] == "0"
+    if shutil.which("openssl"):
+        assert cells("steady cycle (HTTPS)")[-1] == "200"
+        assert cells("unchanged (HTTPS, 304)")[-1] == "304"
+
+
+@pytest.mark.slow
+def test_many_feeds_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/many.py at a twentieth of its feeds and sizes: every cycle runs."""
+    import many  # noqa: PLC0415 -- bench/ is on sys.path only for these tests
+
+    assert many.main(["--feeds", "20", "--scale", "0.02"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+
+    def cells(name: str) -> list[str]:
+        return next(line for line in lines if line.startswith(name)).split()
+
+    assert cells("full cycle")[-3] == "200x20"
+    assert cells("changed cycle")[-3] == "200x20"
+    unchanged = cells("all-unchanged (304)")
+    assert unchanged[-3] == "304x20", "every feed asked with its validators"
+    assert unchanged[-6] == "0", "an unchanged cycle sends no indicator"
+    assert cells("all-unchanged (bodies)")[-3] == "200x20"
+    assert any(line.startswith("all-unchanged cycle of 20 feeds (304), CPU") for line in lines)
+
+
+def test_feed_server_answers_conditional_requests(tmp_path: Path) -> None:
+    """bench/feedserver.py: validators on a 200, a 304 to either validator,
+    a 200 again once the file changed."""
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    import run  # noqa: PLC0415 -- bench/ is on sys.path only for these tests
+
+    (tmp_path / "feed.csv").write_text("a.example\n")
+    server = run.FeedServer(tmp_path)
+    try:
+
+        def get(**headers: str) -> tuple[int, dict[str, str], bytes]:
+            request = urllib.request.Request(f"{server.url}/feed.csv", headers=headers)
+            try:
+                with urllib.request.urlopen(request) as response:
+                    return response.status, dict(response.headers), response.read()
+            except urllib.error.HTTPError as answer:
+                return answer.code, dict(answer.headers), b""
+
+        status, headers, body = get()
+        assert (status, body) == (200, b"a.example\n")
+        etag, modified = headers["ETag"], headers["Last-Modified"]
+        assert get(**{"If-None-Match": etag})[0] == 304
+        assert get(**{"If-Modified-Since": modified})[0] == 304
+        assert get(**{"If-None-Match": '"other"', "If-Modified-Since": modified})[0] == 200
+        stat = (tmp_path / "feed.csv").stat()
+        os.utime(tmp_path / "feed.csv", ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
+        assert get(**{"If-None-Match": etag})[0] == 200, "a new mtime is a new ETag"
+        stats = server.stats()
+        assert stats.pop("most") >= 1, "a handler may still be closing the last connection"
+        assert stats == {"200": 3, "304": 2, "bytes": 30}
+    finally:
+        server.stop()
