@@ -54,11 +54,11 @@ suppliers:
   Flaky: {{confidence: 50}}
 feeds:
   - {{name: large, type: csv, url: {feeds}/large.txt, supplier: Soak, schedule: {large}s,
-      max_delete_ratio: 1.0, timeout: 60}}
+      schedule_min_override: true, max_delete_ratio: 1.0, timeout: 60}}
   - {{name: flapping, type: csv, url: {feeds}/flapping.txt, supplier: Flaky, schedule: 2s,
-      max_delete_ratio: 1.0, timeout: 5}}
+      schedule_min_override: true, max_delete_ratio: 1.0, timeout: 5}}
   - {{name: failing, type: csv, url: {feeds}/failing.txt, supplier: Flaky, schedule: 2s,
-      timeout: 5}}
+      schedule_min_override: true, timeout: 5}}
 """
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also open the state database read-only and run SQLite's quick_check (exit 1 if bad)",
     )
+    check.add_argument(
+        "--schema",
+        action="store_true",
+        help="print the configuration's JSON Schema (draft 2020-12) for editors; read no config",
+    )
     check.set_defaults(handler=_check)
 
     show = commands.add_parser(
@@ -151,6 +157,11 @@ def _load(args: argparse.Namespace, *, secrets: bool = True) -> config.Config:
 
 
 def _check(args: argparse.Namespace) -> int:
+    if args.schema:
+        from feedsync.configkeys import json_schema  # noqa: PLC0415 -- only for --schema
+
+        print(json.dumps(json_schema(), indent=2))
+        return EXIT_OK
     loaded = _load(args)
     for feed in loaded.feeds:
         source_for(feed)

@@ -25,7 +25,7 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import yaml
 
-from feedsync import paths, secretfile
+from feedsync import configrules, paths, secretfile
 from feedsync import schedule as _schedule
 from feedsync.errors import ConfigError
 
@@ -42,7 +42,7 @@ API_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "auto")
 SOURCE_TYPES: Mapping[str, tuple[frozenset[str], tuple[str, ...]]] = MappingProxyType(
     {
         "csv": (
-            frozenset({"indicator", "tags_field", "comment", "delimiter", "header"})
+            frozenset({"indicator", "context", "tags_field", "comment", "delimiter", "header"})
             | {"encoding", "footer", "footer_count"},
             (),
         ),
@@ -204,9 +204,9 @@ class FeedConfig:
     supplier: str
     schedule: Schedule = HOURLY
     indicator: str | int | None = None
-    context: tuple[tuple[str, str], ...] = ()
+    context: tuple[tuple[str, str | int], ...] = ()  # csv: name, column (name or 1-based)
     tags: tuple[str, ...] = ()
-    tags_field: str | None = None
+    tags_field: str | int | None = None  # csv: a column name or 1-based index
     max_delete_ratio: float = 0.5
     comment: str = "#"
     delimiter: str = ","
@@ -229,6 +229,7 @@ class FeedConfig:
     footer_count: bool = True  # csv: a number in the footer is the count of data rows
     proxy: ProxyConfig = ProxyConfig()
     retry: FeedRetryConfig = FeedRetryConfig()
+    schedule_min_override: bool = False  # allow a schedule under 30 s (configrules)
 
     def __repr__(self) -> str:
         # A URL's query or user part often holds a key: show neither.
@@ -301,6 +302,17 @@ def parse(
     return _parse(text, source, os.environ if env is None else env, base_dir or os.getcwd(), None)
 
 
+def accepted_keys(
+    text: str, env: Mapping[str, str], base_dir: str
+) -> tuple[Config, Mapping[str, frozenset[str]]]:
+    """``text`` loaded, with the keys the loader allowed in each of its mappings, by key
+    path (``feeds[0].retry``): what docs, example and schema are held against."""
+    data = _expand(_read_yaml(text, "<keys>"), "", env, set(), None)
+    context = _Context(Path(os.path.abspath(base_dir)), "<keys>", None, set())
+    loaded = _sections(data, "<keys>", context)
+    return loaded, MappingProxyType(context.accepted)
+
+
 def _parse(
     text: str,
     source: str,
@@ -330,6 +342,9 @@ def _sections(data: dict[Any, Any], source: str, context: _Context) -> Config:
     state = top.child("state", _keys(StateConfig), optional=True)
     server = _server(top.child("server", ("listen", "shutdown_grace"), optional=True))
     feeds = _feeds(top)
+    configrules.supplier_typos(
+        top.data.get("suppliers"), feeds, BUILTIN_SUPPLIERS, _SUPPLIER_NAME
+    )
     defaults = _supplier_defaults(top)
     return Config(
         path=source,
@@ -376,7 +391,8 @@ def _read_yaml(text: str, source: str) -> dict[Any, Any]:
         context = (
             f" ({exc.context} at line {exc.context_mark.line + 1})" if exc.context_mark else ""
         )
-        raise ConfigError("", f"{where}: {exc.problem}{context}") from exc
+        hint = configrules.yaml_hint(exc.problem or "", exc.context or "")
+        raise ConfigError("", f"{where}: {exc.problem}{context}; hint: {hint}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError("", f"{source}: {exc}") from exc
     finally:
@@ -461,6 +477,7 @@ _UNSET_HINTS = {
 
 
 def _cybertrace(m: _Map) -> CyberTraceConfig:
+    configrules.version_text(m.at("api_version"), m.data.get("api_version"))
     version = m.choice("api_version", API_VERSIONS, "1.2")
     tenant = m.maybe_text("tenant")
     if tenant is not None:
@@ -599,9 +616,9 @@ def _feed(path: str, raw: object, context: _Context) -> FeedConfig:
         supplier=supplier,
         schedule=m.schedule(),
         indicator=m.indicator(),
-        context=m.pairs("context"),
-        tags=m.strings("tags"),
-        tags_field=m.maybe_text("tags_field"),
+        context=configrules.columns(m.at("context"), m.child("context", None, optional=True).data),
+        tags=configrules.tags(m.at("tags"), m.strings("tags")),
+        tags_field=configrules.column(m.at("tags_field"), m.data.get("tags_field")),
         max_delete_ratio=m.number("max_delete_ratio", 0.5, "(0, 1]"),
         comment=m.text("comment", "#"),
         delimiter=delimiter,
@@ -624,6 +641,7 @@ def _feed(path: str, raw: object, context: _Context) -> FeedConfig:
         footer_count=m.flag("footer_count", True),
         proxy=_proxy(m),
         retry=_feed_retry(m),
+        schedule_min_override=m.flag(configrules.SCHEDULE_OVERRIDE, False),
     )
 
 
@@ -734,6 +752,7 @@ class _Context:
     literal: set[str]  # key paths of strings written without ${...}
     warnings: list[str] = field(default_factory=list)
     unset: dict[str, str] | None = None  # load(secrets=False): paths of unset variables
+    accepted: dict[str, frozenset[str]] = field(default_factory=dict)  # see accepted_keys
 
     def check_inline(self, path: str, instead: str) -> None:
         if path in self.literal and self.mode is not None:
@@ -758,6 +777,8 @@ class _Map:
         if not isinstance(data, dict):
             raise ConfigError(path, f"expected a mapping, got {_kind(data)}")
         self.path, self.data, self.context = path, data, context
+        if keys is not None:
+            context.accepted[path] = frozenset(keys)
         for key in data:
             if not isinstance(key, str) or not key:
                 raise ConfigError(self.at(key), "keys must be non-empty strings")
@@ -847,10 +868,6 @@ class _Map:
                 raise ConfigError(f"{self.at(key)}[{index}]", message)
         return tuple(str(item) for item in items)
 
-    def pairs(self, key: str) -> tuple[tuple[str, str], ...]:
-        entries = self.child(key, None, optional=True)
-        return tuple((name, entries.text(name)) for name in entries.data)
-
     def secret(self, key: str, *, required: bool = False) -> Secret | None:
         file_key = f"{key}_file"
         if self.data.get(key) is not None and self.data.get(file_key) is not None:
@@ -917,6 +934,9 @@ class _Map:
         except ValueError as exc:
             raise ConfigError(self.at("schedule"), str(exc)) from None
         if parsed.seconds is not None:
+            override = self.flag(configrules.SCHEDULE_OVERRIDE, False)
+            at = self.at("schedule")
+            configrules.schedule_seconds(at, value, parsed.seconds, override=override)
             _within(self.at("schedule"), parsed.seconds, SCHEDULE_RANGE, shown=value)
         return parsed
 

@@ -69,8 +69,8 @@ class CsvOptions:
     """
 
     indicator: str | int | None = None
-    context: tuple[tuple[str, str], ...] = ()
-    tags_field: str | None = None
+    context: tuple[tuple[str, str | int], ...] = ()
+    tags_field: str | int | None = None
     comment: str = "#"
     delimiter: str = ","
     header: bool | None = None

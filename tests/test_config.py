@@ -178,7 +178,7 @@ def test_design_example_loads_into_the_expected_objects() -> None:
 EVERY_KEY = """\
 cybertrace:
   url: http://127.0.0.1:9443/
-  api_version: 1.3
+  api_version: "1.3"
   tenant: acme
   username: feedsync
   password_file: ct.password
@@ -225,7 +225,7 @@ feeds:
     supplier: MISP
     api_key_file: misp.key
     filters: {tags: ["tlp:white"], last: "${SINCE:-1d}"}
-    schedule: 90
+    schedule: 90s
   - name: fp
     type: taxii
     url: file:///srv/taxii
@@ -302,7 +302,7 @@ def test_every_key_loads_into_the_expected_objects(tmp_path: Path) -> None:
         "misp",
         "https://misp.example/",
         "MISP",
-        schedule=Schedule("90", 90.0, None),
+        schedule=Schedule("90s", 90.0, None),
         api_key=Secret("misp-from-file"),
         filters=MappingProxyType({"tags": ["tlp:white"], "last": "1d"}),
     )
@@ -325,8 +325,9 @@ def test_every_key_loads_into_the_expected_objects(tmp_path: Path) -> None:
 def test_repository_example_loads() -> None:
     example = Path(__file__).resolve().parents[1] / "config" / "example.yaml"
     env = {"CYBERTRACE_PASSWORD": "pw", "ABUSECH_AUTH_KEY": "key", "PROXY_PASSWORD": "ppw"}
-    loaded = load(example, env=env)
-    assert [f.name for f in loaded.feeds] == ["urlhaus", "feodo", "et-compromised"]
+    loaded = load(example, env=env | {"MISP_API_KEY": "mk"})
+    assert [f.name for f in loaded.feeds][:3] == ["urlhaus", "feodo", "threatfox"]
+    assert {f.type for f in loaded.feeds} == {"csv", "misp", "misp_feed", "taxii"}
     assert loaded.feed("feodo").schedule.cron == "7 * * * *"
     assert loaded.feed("feodo").proxy.mode == "none"
     assert loaded.feed("urlhaus").proxy.url == "http://proxy.example:3128"
@@ -720,7 +721,7 @@ def test_bad_durations(text: object) -> None:
     ("value", "expected"),
     [
         ("15m", Schedule("15m", 900.0, None)),
-        ("90", Schedule("90", 90.0, None)),
+        ("90s", Schedule("90s", 90.0, None)),
         ("'*/5 * * * 1-5'", Schedule("*/5 * * * 1-5", None, "*/5 * * * 1-5")),
         ("'0 3 * * mon'", Schedule("0 3 * * mon", None, "0 3 * * mon")),
         ("'  7 * * * *  '", Schedule("7 * * * *", None, "7 * * * *")),
@@ -754,14 +755,14 @@ def test_bad_schedules(value: str, fragment: str) -> None:
 
 COMMON_FEED_KEYS = {
     *("name", "type", "url", "supplier", "schedule", "tags", "max_delete_ratio", "username"),
-    *("password", "password_file", "headers", "verify_tls", "timeout", "enabled", "context"),
-    *("unmark_detections", "max_body_bytes", "proxy", "retry"),
+    *("password", "password_file", "headers", "verify_tls", "timeout", "enabled"),
+    *("unmark_detections", "max_body_bytes", "proxy", "retry", "schedule_min_override"),
 }
 
 
 def test_source_type_table() -> None:
     assert {kind: own for kind, (own, _required) in SOURCE_TYPES.items()} == {
-        "csv": {"indicator", "tags_field", "comment", "delimiter", "header"}
+        "csv": {"indicator", "context", "tags_field", "comment", "delimiter", "header"}
         | {"encoding", "footer", "footer_count"},
         "misp": {"api_key", "api_key_file", "filters", "full_pull", "page_size"},
         "misp_feed": set(),
@@ -772,15 +773,15 @@ def test_source_type_table() -> None:
 
 
 TYPE_KEYS = {
-    "csv": "indicator: 2\ntags_field: t\ncomment: ';'\ndelimiter: '|'\nheader: true\n"
-    "encoding: cp1252\nfooter: '; END'\nfooter_count: false\n",
+    "csv": "indicator: 2\ncontext: {a: b, c: 3}\ntags_field: t\ncomment: ';'\ndelimiter: '|'\n"
+    "header: true\nencoding: cp1252\nfooter: '; END'\nfooter_count: false\n",
     "misp": "api_key: k\nfilters: {to_ids: true}\n",
     "misp_feed": "",
     "taxii": "collection: c\napi_key: k\n",
 }
 COMMON_LINES = (
     "schedule: 1d\ntags: [t]\nmax_delete_ratio: 0.1\nusername: u\npassword: p\n"
-    "headers: {X-A: b}\nverify_tls: false\ntimeout: 1\nenabled: true\ncontext: {a: b}\n"
+    "headers: {X-A: b}\nverify_tls: false\ntimeout: 1\nenabled: true\n"
     "unmark_detections: false\nmax_body_bytes: 1\n"
 )
 
@@ -788,7 +789,7 @@ COMMON_LINES = (
 @pytest.mark.parametrize("kind", sorted(TYPE_KEYS))
 def test_every_key_of_a_source_type_is_accepted(kind: str) -> None:
     feed = parse(make(feed=COMMON_LINES + TYPE_KEYS[kind], feed_type=kind), env=ENV).feeds[0]
-    assert (feed.type, feed.username, feed.context) == (kind, "u", (("a", "b"),))
+    assert (feed.type, feed.username, feed.tags) == (kind, "u", ("t",))
 
 
 @pytest.mark.parametrize(
@@ -845,8 +846,8 @@ CASES = [
     case("cybertrace.username", make().replace("username: feedsync", "username: ''"), "empty"),
     case("cybertrace.username", make().replace("username: feedsync", "username: 7"), "got 7"),
     case("cybertrace.api_version", make("api_version: '2.0'\n"), '"2.0" is not one of 1.0, '),
-    case("cybertrace.api_version", make("api_version: 1\n"), "1 is not one of"),
-    case("cybertrace.api_version", make("api_version: 1.25\n"), '"1.25" is not one of'),
+    case("cybertrace.api_version", make("api_version: 1\n"), "expected a quoted string, got"),
+    case("cybertrace.api_version", make("api_version: '1.25'\n"), '"1.25" is not one of'),
     case("cybertrace.tenant", make("tenant: acme\n"), "needs api_version 1.3 or auto"),
     case("cybertrace.tenant", make("api_version: '1.3'\ntenant: 5\n"), "expected a string"),
     case("cybertrace.verify_tls", make("verify_tls: /no/such/ca.pem\n"), "not an existing file"),
@@ -916,14 +917,14 @@ CASES = [
     case("feeds[0].indicator", make(feed="indicator: true\n"), "a column name or a 1-based index"),
     case("feeds[0].indicator", make(feed="indicator: 1.5\n"), "got 1.5"),
     case("feeds[0].context", make(feed="context: [a]\n"), "expected a mapping, got a list"),
-    case("feeds[0].context.asn", make(feed="context: {asn: 2}\n"), "expected a string, got 2"),
+    case("feeds[0].context.asn", make(feed="context: {asn: 2.5}\n"), "index, got 2.5"),
     case("feeds[0].context.threat", make(feed="context: {threat: ''}\n"), "must not be empty"),
     case("feeds[0].context.threat", make(feed="context: {threat: null}\n"), "required"),
     case("feeds[0].context.", make(feed="context: {'': threat}\n"), "keys must be non-empty"),
     case("feeds[0].tags", make(feed="tags: abusech\n"), "expected a list of strings, got"),
     case("feeds[0].tags[1]", make(feed="tags: [a, '']\n"), "expected a non-empty string"),
     case("feeds[0].tags[0]", make(feed="tags: [{a: b}]\n"), "got a mapping"),
-    case("feeds[0].tags_field", make(feed="tags_field: 3\n"), "expected a string"),
+    case("feeds[0].tags_field", make(feed="tags_field: [3]\n"), "expected a column name"),
     case("feeds[0].max_delete_ratio", make(feed="max_delete_ratio: 0\n"), "allowed: (0, 1]"),
     case("feeds[0].max_delete_ratio", make(feed="max_delete_ratio: 1.5\n"), "allowed: (0, 1]"),
     case("feeds[0].comment", make(feed="comment: ''\n"), "must not be empty"),
@@ -971,11 +972,10 @@ def test_exact_messages() -> None:
 @pytest.mark.parametrize(
     ("line", "version"),
     [
-        ("1.2", "1.2"),
-        ("1.1", "1.1"),
-        ("1.0", "1.0"),
-        ("1.3", "1.3"),
-        ("'1.0'", "1.0"),
+        ("'1.2'", "1.2"),
+        ("'1.1'", "1.1"),
+        ('"1.0"', "1.0"),
+        ("'1.3'", "1.3"),
         ("auto", "auto"),
     ],
 )
@@ -983,7 +983,7 @@ def test_api_versions(line: str, version: str) -> None:
     assert parse(make(f"api_version: {line}\n"), env=ENV).cybertrace.api_version == version
 
 
-@pytest.mark.parametrize("version", ["'1.3'", "1.3", "auto"])
+@pytest.mark.parametrize("version", ["'1.3'", "auto"])
 def test_tenant_with_multitenancy(version: str) -> None:
     loaded = parse(make(f"api_version: {version}\ntenant: acme\n"), env=ENV)
     assert loaded.cybertrace.tenant == "acme"

@@ -45,9 +45,13 @@ server:
 suppliers:
   Demo: {{confidence: 50}}
 feeds:
-  - {{name: first, type: csv, url: {dir}/first.txt, supplier: Demo, schedule: 3s}}
+  - {{name: first, type: csv, url: {dir}/first.txt, supplier: Demo, schedule: 3s,
+      schedule_min_override: true}}
 """
-SECOND = "  - {name: second, type: csv, url: %s/second.txt, supplier: Demo, schedule: 3s}\n"
+SECOND = (
+    "  - {name: second, type: csv, url: %s/second.txt, supplier: Demo, schedule: 3s,"
+    " schedule_min_override: true}\n"
+)
 
 
 async def eventually(check: Callable[[], bool], seconds: float = 15) -> None:

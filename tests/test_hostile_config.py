@@ -112,10 +112,15 @@ def test_strings_with_ampersand_or_star_still_load_when_quoted() -> None:
 @pytest.mark.parametrize(
     ("feed", "key", "fragment"),
     [
-        ("schedule: 1.0e+300\n", "feeds[0].schedule", "1e+300 is out of range; allowed: [1s, "),
+        ("schedule: 1.0e+300\n", "feeds[0].schedule", "1e+300 has no unit"),
         ("schedule: 99999999999999d\n", "feeds[0].schedule", '"99999999999999d" is out of range'),
         ("schedule: 367d\n", "feeds[0].schedule", '"367d" is out of range; allowed: [1s, 366d]'),
-        ("schedule: 0.5\n", "feeds[0].schedule", "0.5 is out of range; allowed: [1s, 366d]"),
+        ("schedule: 0.5\n", "feeds[0].schedule", "0.5 has no unit"),
+        (
+            "schedule: 0.5s\nschedule_min_override: true\n",
+            "feeds[0].schedule",
+            '"0.5s" is out of range; allowed: [1s, 366d]',
+        ),
         ("schedule: '0 0 30 2 *'\n", "feeds[0].schedule", '"0 0 30 2 *" never fires'),
         ("schedule: '0 0 31 4,6,9,11 *'\n", "feeds[0].schedule", "never fires"),
         ("schedule: '0 0 30 2 mon'\n", "feeds[0].schedule", "never fires"),
@@ -177,12 +182,14 @@ def test_other_values_past_their_range_are_refused_naming_key_and_range(
 
 
 @pytest.mark.parametrize(
-    "schedule", ["1s", "1", "366d", "31622400", "'0 0 29 2 *'", "'0 0 29 2 mon'", "'*/1 * * * *'"]
+    "schedule",
+    ["1s", "30s", "366d", "31622400s", "'0 0 29 2 *'", "'0 0 29 2 mon'", "'*/1 * * * *'"],
 )
 def test_the_daemon_can_schedule_every_value_the_loader_accepts_at_the_bounds(
     schedule: str,
 ) -> None:
-    feed = parse(make(feed=f"schedule: {schedule}\n"), env=ENV).feeds[0]
+    override = "schedule_min_override: true\n"
+    feed = parse(make(feed=f"schedule: {schedule}\n{override}"), env=ENV).feeds[0]
     now = time.time()
     built = daemon.trigger(feed)
     assert built.get_next_fire_time(None, datetime.now(UTC)) is not None

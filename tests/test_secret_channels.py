@@ -61,28 +61,33 @@ feeds:
     password: ${{FEED_PASSWORD}}
     headers: {{Auth-Key: "${{AUTH_KEY}}"}}
     schedule: 2s
+    schedule_min_override: true
   - name: echoed
     type: csv
     url: {feeds}/echo
     supplier: Demo
     headers: {{Auth-Key: "${{AUTH_KEY}}"}}
     schedule: 2s
+    schedule_min_override: true
   - name: looping
     type: csv
     url: {feeds}/loop?key=${{QUERY_KEY}}
     supplier: Demo
     schedule: 2s
+    schedule_min_override: true
   - name: userinfo
     type: csv
     url: http://reader:${{USERINFO_PASSWORD}}@{feeds_host}/echo-userinfo.txt?key=${{QUERY_KEY}}
     supplier: Demo
     schedule: 2s
+    schedule_min_override: true
   - name: misp
     type: misp
     url: {feeds}/misp
     api_key: ${{MISP_KEY}}
     supplier: Demo
     schedule: 2s
+    schedule_min_override: true
   - name: taxii
     type: taxii
     url: {feeds}/taxii/api1/
@@ -91,6 +96,7 @@ feeds:
     password: ${{TAXII_PASSWORD}}
     supplier: Demo
     schedule: 2s
+    schedule_min_override: true
 """
 
 
