@@ -27,6 +27,7 @@ import yaml
 
 from feedsync import paths, secretfile
 from feedsync import schedule as _schedule
+from feedsync.config_exclude import ExcludeConfig, parse_exclude
 from feedsync.errors import ConfigError
 
 Schedule = _schedule.Schedule
@@ -229,6 +230,10 @@ class FeedConfig:
     footer_count: bool = True  # csv: a number in the footer is the count of data rows
     proxy: ProxyConfig = ProxyConfig()
     retry: FeedRetryConfig = FeedRetryConfig()
+    exclude: ExcludeConfig = field(default_factory=ExcludeConfig)  # see config_exclude.py
+    # Networks up to this IPv4 prefix length (its count of addresses for IPv6) become
+    # their addresses; wider ones are refused, 0 refuses every network.
+    expand_cidr: int = 24
 
     def __repr__(self) -> str:
         # A URL's query or user part often holds a key: show neither.
@@ -324,8 +329,11 @@ def _parse(
 
 
 def _sections(data: dict[Any, Any], source: str, context: _Context) -> Config:
-    sections = ("cybertrace", "state", "server", "supplier_defaults", "suppliers", "feeds")
+    sections = (
+        "cybertrace", "state", "server", "supplier_defaults", "suppliers", "feeds", "exclude"
+    )
     top = _Map("", data, sections, context)
+    context.exclude = parse_exclude("exclude", data.get("exclude"), ExcludeConfig())
     cybertrace = _cybertrace(top.child("cybertrace", _keys(CyberTraceConfig, "password_file")))
     state = top.child("state", _keys(StateConfig), optional=True)
     server = _server(top.child("server", ("listen", "shutdown_grace"), optional=True))
@@ -624,6 +632,8 @@ def _feed(path: str, raw: object, context: _Context) -> FeedConfig:
         footer_count=m.flag("footer_count", True),
         proxy=_proxy(m),
         retry=_feed_retry(m),
+        exclude=parse_exclude(m.at("exclude"), m.data.get("exclude"), context.exclude),
+        expand_cidr=m.integer("expand_cidr", 24, "[0, 32]"),
     )
 
 
@@ -737,6 +747,8 @@ class _Context:
     literal: set[str]  # key paths of strings written without ${...}
     warnings: list[str] = field(default_factory=list)
     unset: dict[str, str] | None = None  # load(secrets=False): paths of unset variables
+    # The top-level exclude:, what each feed's inherits.
+    exclude: ExcludeConfig = field(default_factory=ExcludeConfig)
 
     def check_inline(self, path: str, instead: str) -> None:
         if path in self.literal and self.mode is not None:

@@ -326,7 +326,7 @@ def test_repository_example_loads() -> None:
     example = Path(__file__).resolve().parents[1] / "config" / "example.yaml"
     env = {"CYBERTRACE_PASSWORD": "pw", "ABUSECH_AUTH_KEY": "key", "PROXY_PASSWORD": "ppw"}
     loaded = load(example, env=env)
-    assert [f.name for f in loaded.feeds] == ["urlhaus", "feodo", "et-compromised"]
+    assert [f.name for f in loaded.feeds] == ["urlhaus", "feodo", "et-compromised", "spamhaus-drop"]
     assert loaded.feed("feodo").schedule.cron == "7 * * * *"
     assert loaded.feed("feodo").proxy.mode == "none"
     assert loaded.feed("urlhaus").proxy.url == "http://proxy.example:3128"
@@ -755,7 +755,7 @@ def test_bad_schedules(value: str, fragment: str) -> None:
 COMMON_FEED_KEYS = {
     *("name", "type", "url", "supplier", "schedule", "tags", "max_delete_ratio", "username"),
     *("password", "password_file", "headers", "verify_tls", "timeout", "enabled", "context"),
-    *("unmark_detections", "max_body_bytes", "proxy", "retry"),
+    *("unmark_detections", "max_body_bytes", "proxy", "retry", "exclude", "expand_cidr"),
 }
 
 
@@ -827,7 +827,7 @@ def case(path: str, text: str, fragment: str = "") -> tuple[str, str, str]:
 
 
 CASES = [
-    case("colour", make() + "colour: red\n", "unknown key; known keys: cybertrace, feeds, "),
+    case("colour", make() + "colour: red\n", "unknown key; known keys: cybertrace, exclude, feeds"),
     case("cybertrace", "feeds: [{name: a}]\n", "required"),
     case("cybertrace", "cybertrace: [a]\nfeeds: [{name: a}]\n", "expected a mapping, got a list"),
     case("feeds", make().split("feeds:")[0], "required: a non-empty list of feeds, got nothing"),
