@@ -27,6 +27,8 @@ import yaml
 
 from feedsync import configrules, paths, secretfile
 from feedsync import schedule as _schedule
+from feedsync.config_exclude import KEYS as EXCLUDE_KEYS
+from feedsync.config_exclude import ExcludeConfig, parse_exclude
 from feedsync.errors import ConfigError
 
 Schedule = _schedule.Schedule
@@ -230,6 +232,10 @@ class FeedConfig:
     proxy: ProxyConfig = ProxyConfig()
     retry: FeedRetryConfig = FeedRetryConfig()
     schedule_min_override: bool = False  # allow a schedule under 30 s (configrules)
+    exclude: ExcludeConfig = field(default_factory=ExcludeConfig)  # see config_exclude.py
+    # Networks up to this IPv4 prefix length (its count of addresses for IPv6) become
+    # their addresses; wider ones are refused, 0 refuses every network.
+    expand_cidr: int = 24
 
     def __repr__(self) -> str:
         # A URL's query or user part often holds a key: show neither.
@@ -336,8 +342,11 @@ def _parse(
 
 
 def _sections(data: dict[Any, Any], source: str, context: _Context) -> Config:
-    sections = ("cybertrace", "state", "server", "supplier_defaults", "suppliers", "feeds")
+    sections = (
+        "cybertrace", "state", "server", "supplier_defaults", "suppliers", "feeds", "exclude"
+    )
     top = _Map("", data, sections, context)
+    context.exclude = _exclude(context, "exclude", data.get("exclude"), ExcludeConfig())
     cybertrace = _cybertrace(top.child("cybertrace", _keys(CyberTraceConfig, "password_file")))
     state = top.child("state", _keys(StateConfig), optional=True)
     server = _server(top.child("server", ("listen", "shutdown_grace"), optional=True))
@@ -642,7 +651,15 @@ def _feed(path: str, raw: object, context: _Context) -> FeedConfig:
         proxy=_proxy(m),
         retry=_feed_retry(m),
         schedule_min_override=m.flag(configrules.SCHEDULE_OVERRIDE, False),
+        exclude=_exclude(context, m.at("exclude"), m.data.get("exclude"), context.exclude),
+        expand_cidr=m.integer("expand_cidr", 24, "[0, 32]"),
     )
+
+
+def _exclude(context: _Context, path: str, raw: object, inherited: ExcludeConfig) -> ExcludeConfig:
+    if isinstance(raw, dict):
+        context.accepted[path] = frozenset(EXCLUDE_KEYS)
+    return parse_exclude(path, raw, inherited)
 
 
 def _proxy(m: _Map) -> ProxyConfig:
@@ -753,6 +770,8 @@ class _Context:
     warnings: list[str] = field(default_factory=list)
     unset: dict[str, str] | None = None  # load(secrets=False): paths of unset variables
     accepted: dict[str, frozenset[str]] = field(default_factory=dict)  # see accepted_keys
+    # The top-level exclude:, what each feed's inherits.
+    exclude: ExcludeConfig = field(default_factory=ExcludeConfig)
 
     def check_inline(self, path: str, instead: str) -> None:
         if path in self.literal and self.mode is not None:

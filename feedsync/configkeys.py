@@ -77,6 +77,12 @@ _PROXY_KEYS = _section(
     Key("password", _STRING),
     Key("password_file", _SECRET_FILE),
 )
+_NAMES: Mapping[str, Any] = {"type": "array", "items": _STRING}
+_EXCLUDE_KEYS = _section(
+    Key("builtin", {"anyOf": [_BOOL, _NAMES]}, True),
+    Key("builtin_off", _NAMES, "[]"),
+    Key("warninglists", _NAMES, "[]"),
+)
 # Key paths as ConfigError names them, with "feeds[]" for any feed and "suppliers.*"
 # for any supplier's entry.
 SECTIONS: Mapping[str, tuple[Key, ...]] = MappingProxyType(
@@ -99,7 +105,9 @@ SECTIONS: Mapping[str, tuple[Key, ...]] = MappingProxyType(
                 {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/feed"}},
                 REQUIRED,
             ),
+            Key("exclude", {"$ref": "#/$defs/exclude"}),
         ),
+        "exclude": _EXCLUDE_KEYS,
         "cybertrace": _section(
             Key("url", {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"}, REQUIRED),
             Key("username", _STRING, REQUIRED),
@@ -161,6 +169,8 @@ SECTIONS: Mapping[str, tuple[Key, ...]] = MappingProxyType(
             Key("unmark_detections", _BOOL, False),
             Key("proxy", _PROXY, "environment"),
             Key("retry", {"$ref": "#/$defs/feed_retry"}),
+            Key("exclude", {"$ref": "#/$defs/exclude"}),
+            Key("expand_cidr", _int(0, 32), 24),
             Key("indicator", _COLUMN, 1, ("csv",)),
             Key("context", {"type": "object", "additionalProperties": _COLUMN}, None, ("csv",)),
             Key("tags_field", _COLUMN, None, ("csv",)),
@@ -183,6 +193,7 @@ SECTIONS: Mapping[str, tuple[Key, ...]] = MappingProxyType(
             Key("max_delay", _DURATION, "30s"),
         ),
         "feeds[].proxy": _PROXY_KEYS,
+        "feeds[].exclude": _EXCLUDE_KEYS,
     }
 )
 # $defs names: a JSON pointer in a URI fragment takes no "[]" or "*".
@@ -194,6 +205,7 @@ _DEFS = {
     "supplier_defaults": "supplier_defaults",
     "suppliers.*": "supplier",
     "feeds[].retry": "feed_retry",
+    "exclude": "exclude",
 }
 # One of each pair is required; the loader refuses both at once.
 _EITHER = {

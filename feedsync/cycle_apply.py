@@ -19,6 +19,7 @@ from feedsync import logs
 from feedsync.csvfeed import OnReplaced
 from feedsync.cycle_fetch import Fetched
 from feedsync.errors import ParseError, SourceError, StoreError
+from feedsync.exclusions import EXCLUDED, Screen
 from feedsync.lines import LineFeed, forget_lines, replace_lines
 from feedsync.model import Invalid
 from feedsync.normalize import canonical_tags, normalized_batches
@@ -27,6 +28,7 @@ from feedsync.phases import Phases
 from feedsync.snapshot import Change, expire, patch, replace
 from feedsync.sources import CsvSource
 from feedsync.store import Store, read_feed, record_run
+from feedsync.warninglists import screen_for
 
 log = logs.get("feedsync.sync")
 
@@ -86,7 +88,10 @@ class Applier:
                     # Counted although the savepoint undoes the rows: a feed whose every
                     # row is invalid is the one its invalid counter must show.
                     rejected = Change(
-                        invalid=change.invalid, invalid_reasons=change.invalid_reasons
+                        invalid=change.invalid,
+                        invalid_reasons=change.invalid_reasons,
+                        excluded=change.excluded,
+                        excluded_reasons=change.excluded_reasons,
                     )
                     reasons = ", ".join(f"{r} {n}" for r, n in change.invalid_reasons.items())
                     raise ParseError(
@@ -127,6 +132,7 @@ class Applier:
         source reads lines (lines.py), record by record otherwise."""
         feed, body = item.feed, item.body
         assert body is not None and item.row is not None and item.source is not None
+        screen = screen_for(feed.exclude.builtin, feed.exclude.warninglists, feed.expand_cidr)
         if isinstance(item.source, CsvSource) and body.mode == "replace":
             job = LineFeed(
                 feed=item.row,
@@ -139,11 +145,32 @@ class Applier:
                 on_invalid=on_invalid,
                 phases=self.phases,
                 on_replaced=on_replaced,
+                screen=screen,
             )
-            return replace_lines(db, job)
+            change = replace_lines(db, job)
+        else:
+            change = self._records(db, item, static, on_invalid, screen)
+        if not change.held:
+            db.execute(
+                "UPDATE feeds SET exclusions = ? WHERE id = ?", (screen.fingerprint, item.row.id)
+            )
+        return change
+
+    def _records(
+        self,
+        db: sqlite3.Connection,
+        item: Fetched,
+        static: tuple[str, ...],
+        on_invalid: Callable[[Invalid], None],
+        screen: Screen,
+    ) -> Change:
+        feed, body = item.feed, item.body
+        assert body is not None and item.row is not None and item.source is not None
         apply = patch if body.mode == "patch" else replace
         records = itertools.chain.from_iterable(
-            normalized_batches(item.source.records(body), static, self.phases, NORMALIZE_BATCH)
+            normalized_batches(
+                item.source.records(body), static, self.phases, NORMALIZE_BATCH, screen.screened
+            )
         )
         change = apply(
             db,
@@ -188,9 +215,13 @@ class InvalidRows:
 
     def log(self, feed: str) -> None:
         for reason, count in self.counts.items():
-            log.warning(
-                "feed.invalid", feed=feed, reason=reason, count=count, samples=self.samples[reason]
-            )
+            samples = self.samples[reason]
+            if reason.startswith(EXCLUDED):
+                # Excluded on purpose: what and why, not a warning about the feed.
+                named = reason[len(EXCLUDED) :]
+                log.info("feed.excluded", feed=feed, reason=named, count=count, samples=samples)
+            else:
+                log.warning("feed.invalid", feed=feed, reason=reason, count=count, samples=samples)
 
 
 def preview(db: sqlite3.Connection, supplier: str) -> tuple[str, ...]:

@@ -27,6 +27,7 @@ from feedsync.phases import Phases
 from feedsync.retry import DEADLINE
 from feedsync.sources import Source, source_for
 from feedsync.store import FeedRow, Store
+from feedsync.warninglists import fingerprint
 
 log = logs.get("feedsync.sync")
 
@@ -102,7 +103,9 @@ class Fetcher:
         try:
             item.row = await self.store.call(self.store.feed, feed.name, feed.supplier)
             item.source = self.sources(feed)
-            previous = Validators() if item.row.held_since is not None else item.row.validators
+            # A held fetch, or one under changed exclusions, is read again whatever its body.
+            again = item.row.held_since is not None or item.row.exclusions != _fingerprint(feed)
+            previous = Validators() if again else item.row.validators
             item.body = await self._download(item.source, feed, previous)
         except SourceError as exc:
             self._fail(item, exc.message)
@@ -162,3 +165,7 @@ def discard_spooled(spool: Path, feed: str) -> None:
         return  # no spool (or not a directory): nothing was spooled
     for path in names:
         path.unlink(missing_ok=True)
+
+
+def _fingerprint(feed: FeedConfig) -> str:
+    return fingerprint(feed.exclude.builtin, feed.exclude.warninglists, feed.expand_cidr)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,14 +36,16 @@ from feedsync.csvfeed import (
     parse_selected,
     read_layout,
 )
+from feedsync.exclusions import Screen
 from feedsync.fetch import Validators
 from feedsync.model import Indicator, Invalid, Record
-from feedsync.normalize import VERSION, normalized_batches
+from feedsync.normalize import VERSION, Screener, normalized_batches
 from feedsync.phases import Phases
 from feedsync.snapshot import (
     Change,
     Guard,
     Row,
+    counted,
     encode,
     guarded,
     replace_staged,
@@ -68,6 +70,14 @@ class LineFeed:
     on_invalid: Callable[[Invalid], None]
     phases: Phases = field(default_factory=Phases)
     on_replaced: OnReplaced | None = None  # a row kept with undecodable context (csvfeed)
+    screen: Screen | None = None  # the feed's exclusions and range expansion
+    # Set when a line became several rows (an expanded range): the line index keeps
+    # one outcome per line, so such a body is read in full, and leaves no index.
+    expanded: list[bool] = field(default_factory=lambda: [False])
+
+
+class _Expanded(Exception):
+    """A re-read line became several rows: the delta gives way to a full read."""
 
 
 def replace_lines(db: sqlite3.Connection, job: LineFeed) -> Change:
@@ -83,10 +93,10 @@ def replace_lines(db: sqlite3.Connection, job: LineFeed) -> Change:
         if told is not None:
             told(line, columns)
 
-    job = dataclasses.replace(job, on_replaced=count_replaced)
+    job = dataclasses.replace(job, on_replaced=count_replaced, expanded=[False])
     with job.phases.timed("fetch"), open_body(job.path, job.feed.name) as stream:
         layout = read_layout(stream, job.options, job.feed.name)
-    signature = _signature(layout, job.static_tags)
+    signature = _signature(layout, job.static_tags, job.screen)
     bits = job.feed.line_bits
     if bits is None:
         bits = lineindex.bits_for_size(job.path)
@@ -94,14 +104,43 @@ def replace_lines(db: sqlite3.Connection, job: LineFeed) -> Change:
         count = lineindex.scan(db, job.path, job.feed.name, bits)
     usable = layout is not None and job.feed.layout == signature and job.feed.line_bits == bits
     delta = lineindex.diff(db, job.feed, bits) if usable else None
+    change: Change | None = None
     if delta is not None and layout is not None:
-        change, read = _apply_delta(db, job, layout, delta)
-    else:
+        try:
+            change, read = _apply_delta(db, job, layout, delta)
+        except _Expanded:
+            stage_tables(db)
+            for table in ("touched", "parsed"):
+                db.execute(f"DELETE FROM {table}")
+    if change is None:
         change, read = _apply_full(db, job), count
     change = dataclasses.replace(change, lines=count, lines_read=read, replaced=replaced[0])
     if not change.held:
-        lineindex.keep(db, job.feed, signature, bits, lineindex.bits_for_lines(count))
+        if job.expanded[0]:
+            forget_lines(db, job.feed)
+        else:
+            lineindex.keep(db, job.feed, signature, bits, lineindex.bits_for_lines(count))
     return change
+
+
+def _screener(job: LineFeed) -> Screener:
+    screen = job.screen
+    assert screen is not None
+
+    def screened(record: Record, static_tags: tuple[str, ...]) -> list[Indicator | Invalid]:
+        out = list(screen.screened(record, static_tags))
+        if len(out) > 1:
+            job.expanded[0] = True
+        return out
+
+    return screened
+
+
+def _batches(
+    job: LineFeed, items: Iterable[Record | Invalid]
+) -> Iterable[Sequence[Indicator | Invalid]]:
+    screen = None if job.screen is None else _screener(job)
+    return normalized_batches(items, job.static_tags, job.phases, BATCH, screen)
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -109,7 +148,9 @@ def replace_lines(db: sqlite3.Connection, job: LineFeed) -> Change:
 
 def _read_changed(db: sqlite3.Connection, job: LineFeed, items: Iterable[Record | Invalid]) -> None:
     """Stage re-read lines into ``parsed``, one row per line hash (its first line)."""
-    for batch in normalized_batches(items, job.static_tags, job.phases, BATCH):
+    for batch in _batches(job, items):
+        if job.expanded[0]:
+            raise _Expanded
         with job.phases.timed("store"):
             db.executemany(
                 "INSERT OR IGNORE INTO parsed VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -133,7 +174,7 @@ def _read_all(
     """Stage every record (the first line naming a key wins), and the lines
     that are no row's source into ``parsed``; returns how many records were valid."""
     valid = 0
-    for batch in normalized_batches(items, job.static_tags, job.phases, BATCH):
+    for batch in _batches(job, items):
         with job.phases.timed("store"):
             rows = []
             for item in batch:
@@ -223,10 +264,9 @@ def _delta_counts(db: sqlite3.Connection, feed: FeedRow) -> Change:
     for reason, count in db.execute(_INVALID_COUNTS, params):
         reasons[reason] += count
     duplicates = sum(db.execute(_DUPLICATE_COUNTS, params).fetchone())
-    return Change(
+    return counted(
+        reasons,
         fetched=feed.indicators + added - removed,
-        invalid=sum(reasons.values()),
-        invalid_reasons=dict(reasons),
         duplicates=duplicates,
         removed=removed,
         before=feed.indicators,
@@ -269,10 +309,14 @@ def forget_lines(db: sqlite3.Connection, feed: FeedRow) -> None:
     db.execute("DELETE FROM lines WHERE feed_id = ?", (feed.id,))
 
 
-def _signature(layout: Layout | None, static_tags: tuple[str, ...]) -> str | None:
+def _signature(
+    layout: Layout | None, static_tags: tuple[str, ...], screen: Screen | None
+) -> str | None:
+    # What a line became depends on the exclusions too: others read the body in full.
     if layout is None:
         return None
-    return f"{layout.signature}:{VERSION}:{','.join(static_tags)}"
+    excluding = "" if screen is None else f":{screen.fingerprint}"
+    return f"{layout.signature}:{VERSION}:{','.join(static_tags)}{excluding}"
 
 
 def _line_tables(db: sqlite3.Connection) -> None:

@@ -101,6 +101,13 @@ FEED_INVALID = Counter(
     ["feed", "reason"],
     registry=REGISTRY,
 )
+FEED_EXCLUDED = Gauge(
+    "feedsync_excluded_indicators",
+    "Values the feed's last fetch left out by its exclusions, by reason",
+    ["feed", "reason"],
+    registry=REGISTRY,
+)
+_EXCLUDED_SEEN: dict[str, set[str]] = {}
 FEED_HELD = Gauge(
     "feedsync_feed_held",
     "1 while a shrinking fetch of the feed is held by the shrink guard",
@@ -188,6 +195,14 @@ REJECTED = Gauge(
     ["supplier"],
     registry=REGISTRY,
 )
+
+
+def set_excluded(feed: str, reasons: dict[str, int]) -> None:
+    """The feed's excluded counts of its last fetch; a reason it no longer has reads 0."""
+    seen = _EXCLUDED_SEEN.setdefault(feed, set())
+    seen.update(reasons)
+    for reason in seen:
+        FEED_EXCLUDED.labels(feed, reason).set(reasons.get(reason, 0))
 
 
 def feed_response(feed: str, status: int) -> None:

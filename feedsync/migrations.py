@@ -146,4 +146,12 @@ MIGRATIONS: tuple[str, ...] = (
         failing_since REAL
     ) WITHOUT ROWID;
     """,
+    # 7: the values the last applied fetch of each feed left out by its exclusions,
+    # by reason (a JSON object), for `feedsync status`; the fingerprint of the
+    # exclusion settings it was applied under (a feed whose settings changed is read
+    # again, although its body did not).
+    """
+    ALTER TABLE feeds ADD COLUMN excluded TEXT;
+    ALTER TABLE feeds ADD COLUMN exclusions TEXT;
+    """,
 )

@@ -46,7 +46,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from typing import overload
 
@@ -74,6 +74,8 @@ _BLANK_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _DOTTED_QUAD = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 
+Screener = Callable[[Record, tuple[str, ...]], Iterable[Indicator | Invalid]]
+
 
 class InvalidValue(ValueError):
     """A value that is no indicator; ``reason`` is a short word for metrics."""
@@ -81,6 +83,15 @@ class InvalidValue(ValueError):
     def __init__(self, reason: str, message: str) -> None:
         self.reason = reason
         super().__init__(message)
+
+
+class NetworkValue(InvalidValue):
+    """A network of several addresses: no indicator, but its addresses may be
+    (exclusions.Screen expands it)."""
+
+    def __init__(self, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
+        self.network = network
+        super().__init__("cidr", f"network {network} is not a single address")
 
 
 def canonicalize(value: str) -> tuple[Kind, str]:
@@ -129,7 +140,11 @@ def _canonical_tags(groups: tuple[tuple[str, ...], ...]) -> tuple[str, ...]:
 
 @overload
 def normalized_batches(
-    items: Iterable[Record | Invalid], static_tags: tuple[str, ...], phases: Phases, size: int
+    items: Iterable[Record | Invalid],
+    static_tags: tuple[str, ...],
+    phases: Phases,
+    size: int,
+    screen: Screener | None = None,
 ) -> Iterator[Sequence[Indicator | Invalid]]: ...
 @overload
 def normalized_batches(
@@ -137,16 +152,19 @@ def normalized_batches(
     static_tags: tuple[str, ...],
     phases: Phases,
     size: int,
+    screen: Screener | None = None,
 ) -> Iterator[Sequence[Indicator | Invalid | Removal]]: ...
 def normalized_batches(
     items: Iterable[Record | Invalid | Removal],
     static_tags: tuple[str, ...],
     phases: Phases,
     size: int,
+    screen: Screener | None = None,
 ) -> Iterator[Sequence[Indicator | Invalid | Removal]]:
     """The records among ``items`` normalized, ``size`` items at a time (the
     others passed on as they are); reading them counts as ``fetch``, normalizing
-    as ``normalize``."""
+    as ``normalize``. A ``screen`` (exclusions.Screen.screened) normalizes each
+    record into what reaches the snapshot: its exclusions and expanded ranges."""
     stream = iter(items)
     while True:
         with phases.timed("fetch"):
@@ -154,9 +172,19 @@ def normalized_batches(
         if not batch:
             return
         with phases.timed("normalize"):
-            done = [
-                normalize(item, static_tags) if isinstance(item, Record) else item for item in batch
-            ]
+            done: list[Indicator | Invalid | Removal]
+            if screen is None:
+                done = [
+                    normalize(item, static_tags) if isinstance(item, Record) else item
+                    for item in batch
+                ]
+            else:
+                done = []
+                for item in batch:
+                    if isinstance(item, Record):
+                        done.extend(screen(item, static_tags))
+                    else:
+                        done.append(item)
         yield done
 
 
@@ -166,6 +194,13 @@ def normalize(record: Record, static_tags: tuple[str, ...] = ()) -> Indicator | 
         kind, value = canonicalize(record.value)
     except InvalidValue as exc:
         return Invalid(record.line, record.value[:200], exc.reason, record.line_hash)
+    return indicator_of(record, kind, value, static_tags)
+
+
+def indicator_of(
+    record: Record, kind: Kind, value: str, static_tags: tuple[str, ...]
+) -> Indicator:
+    """The indicator of ``record`` whose canonical value is ``value``."""
     return Indicator(
         key=record.key or value,
         value=value,
@@ -236,7 +271,7 @@ def _network(text: str) -> tuple[Kind, str] | None:
     except ValueError:
         return None
     if network.num_addresses != 1:
-        raise InvalidValue("cidr", f"network {text} is not a single address")
+        raise NetworkValue(network)
     return _ip_kind(network.network_address), str(network.network_address)
 
 

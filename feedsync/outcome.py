@@ -79,6 +79,7 @@ def run_of(report: FeedReport) -> Run:
         result=report.result,
         fetched=change.fetched,
         invalid=change.invalid,
+        excluded=change.excluded_reasons or None,
         added=change.added,
         changed=change.changed,
         removed=run.removed,
@@ -103,6 +104,8 @@ def _feed_metrics(report: FeedReport) -> None:
         metrics.FEED_AGE.labels(report.feed).set_function(lambda: time.time() - succeeded)
     if report.result == "ok":
         metrics.FEED_INDICATORS.labels(report.feed).set(report.change.fetched)
+    if report.result in ("ok", "held"):
+        metrics.set_excluded(report.feed, report.change.excluded_reasons)
     for stage in STAGES:
         metrics.FEED_FAILING.labels(report.feed, stage).set(1 if stage == report.stage else 0)
     held = report.result == "held"

@@ -20,6 +20,9 @@ def cycle(
             f"  added {c.added:>6}  changed {c.changed:>6}  removed {0 if c.held else c.removed:>6}"
             f"  held {c.removed if c.held else 0:>6}  {feed.seconds:6.2f}s"
         )
+        if c.excluded_reasons:
+            why = ", ".join(f"{reason} {n}" for reason, n in sorted(c.excluded_reasons.items()))
+            line += f"\n  {feed.feed}: excluded {c.excluded} ({why})"
         if feed.error:
             line += f"\n  {feed.feed}: {feed.error}"
         if c.held:

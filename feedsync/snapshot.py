@@ -13,13 +13,14 @@ import dataclasses
 import hashlib
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 
 import orjson
 
 from feedsync.body import to_sql
+from feedsync.exclusions import split_reasons
 from feedsync.fetch import Validators
 from feedsync.model import Indicator, Invalid, Removal
 from feedsync.store import FeedRow, now
@@ -34,6 +35,8 @@ class Change:
     fetched: int = 0
     invalid: int = 0
     invalid_reasons: dict[str, int] = field(default_factory=dict)
+    excluded: int = 0  # values left out by the feed's exclusions (exclusions.py)
+    excluded_reasons: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
     added: int = 0
     changed: int = 0
@@ -46,6 +49,23 @@ class Change:
     # Rows kept whose context or tags had bytes the feed's encoding cannot read, among
     # the lines read (an unchanged line is not read again, so not counted again).
     replaced: int = 0
+
+
+def counted(
+    reasons: Mapping[str, int], *, fetched: int, duplicates: int = 0, removed: int, before: int
+) -> Change:
+    """The change of a fetch whose rows left out were ``reasons`` (invalid or excluded)."""
+    invalid, excluded = split_reasons(reasons)
+    return Change(
+        fetched=fetched,
+        invalid=sum(invalid.values()),
+        invalid_reasons=invalid,
+        excluded=sum(excluded.values()),
+        excluded_reasons=excluded,
+        duplicates=duplicates,
+        removed=removed,
+        before=before,
+    )
 
 
 def digest64(data: bytes) -> int:
@@ -119,13 +139,8 @@ def replace_staged(
         " AND NOT EXISTS (SELECT 1 FROM stage t WHERE t.key = s.key)",
         (feed.id,),
     ).fetchone()[0]
-    change = Change(
-        fetched=total,
-        invalid=sum(reasons.values()),
-        invalid_reasons=dict(reasons),
-        duplicates=valid - total,
-        removed=removed,
-        before=feed.indicators,
+    change = counted(
+        reasons, fetched=total, duplicates=valid - total, removed=removed, before=feed.indicators
     )
     guard = Guard(max_delete_ratio, force, FULL_KEYS, "replace")
     return guarded(db, feed, change, total, guard, validators=validators)
@@ -193,13 +208,8 @@ def patch(
         params,
     ).fetchone()[0]
     total = feed.indicators - removed + new
-    change = Change(
-        fetched=db.execute("SELECT count(*) FROM stage").fetchone()[0],
-        invalid=sum(reasons.values()),
-        invalid_reasons=dict(reasons),
-        removed=removed,
-        before=feed.indicators,
-    )
+    staged = db.execute("SELECT count(*) FROM stage").fetchone()[0]
+    change = counted(reasons, fetched=staged, removed=removed, before=feed.indicators)
     guard = Guard(max_delete_ratio, force, "SELECT key FROM gone ORDER BY key", "patch")
     return guarded(db, feed, change, total, guard, validators=validators)
 
@@ -232,7 +242,7 @@ def guarded(
         if total == 0 or digest != feed.held_digest:
             _hold(db, feed, change.removed, total, digest)
             return dataclasses.replace(change, held=True, held_reason=shrink)
-    added, changed = _apply(db, feed, total, change.invalid, validators, mode=guard.mode)
+    added, changed = _apply(db, feed, total, change, validators, mode=guard.mode)
     return dataclasses.replace(change, added=added, changed=changed)
 
 
@@ -341,7 +351,7 @@ def _apply(
     db: sqlite3.Connection,
     feed: FeedRow,
     total: int,
-    invalid: int,
+    change: Change,
     validators: Validators,
     *,
     mode: str = "replace",
@@ -389,12 +399,13 @@ def _apply(
         params,
     )
     db.execute(
-        "UPDATE feeds SET indicators = ?, invalid = ?, etag = ?, last_modified = ?, sha256 = ?,"
-        " cursor = ?, held_removals = NULL, held_total = NULL, held_digest = NULL,"
+        "UPDATE feeds SET indicators = ?, invalid = ?, excluded = ?, etag = ?, last_modified = ?,"
+        " sha256 = ?, cursor = ?, held_removals = NULL, held_total = NULL, held_digest = NULL,"
         " held_since = NULL WHERE id = ?",
         (
             total,
-            invalid,
+            change.invalid,
+            orjson.dumps(change.excluded_reasons).decode(),
             validators.etag,
             validators.last_modified,
             validators.sha256,

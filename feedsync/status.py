@@ -66,6 +66,7 @@ def snapshot(config: Config, store: Store) -> dict[str, Any]:
             "attempts": attempts if row and row.last_error else 0,
             "indicators": row.indicators if row else 0,
             "invalid": row.invalid if row else 0,
+            "excluded": dict(row.excluded) if row else {},
             "held_deletions": row.held_removals if row else None,
             "held_since": row.held_since if row else None,
         }
@@ -218,7 +219,7 @@ def as_text(snap: Mapping[str, Any]) -> str:
     lines.append("")
     lines.append(
         "FEED                 SUPPLIER         SCHEDULE     LAST SUCCESS   NEXT RUN      "
-        " INDICATORS  INVALID  STATE"
+        " INDICATORS  INVALID  EXCLUDED  STATE"
     )
     details = []
     for f in snap["feeds"]:
@@ -226,8 +227,11 @@ def as_text(snap: Mapping[str, Any]) -> str:
         lines.append(
             f"{f['feed']:<20} {f['supplier']:<16} {f['schedule']:<12}"
             f" {_ago(now, f['last_success']):<14} {_in(now, f['next_run']):<14}"
-            f" {f['indicators']:>10}  {f['invalid']:>7}  {state}"
+            f" {f['indicators']:>10}  {f['invalid']:>7}  {sum(f['excluded'].values()):>8}  {state}"
         )
+        if f["excluded"]:
+            why = ", ".join(f"{reason} {count}" for reason, count in sorted(f["excluded"].items()))
+            details.append(f"  {f['feed']}: excluded {why}")
         if f["last_error"]:
             details.append(
                 f"  {f['feed']}: failing since {_ago(now, f['failing_since'])},"

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
+
 from feedsync import statefile
 from feedsync.errors import StoreCorrupt, StoreError
 from feedsync.fetch import Validators
@@ -52,6 +54,8 @@ class FeedRow:
     held_since: float | None
     layout: str | None = None  # what the feed's line index was built under (lines.py)
     line_bits: int | None = None
+    excluded: tuple[tuple[str, int], ...] = ()  # the last applied fetch's, by reason
+    exclusions: str | None = None  # the fingerprint of the settings it was applied under
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,6 +363,8 @@ def _feed_row(row: sqlite3.Row) -> FeedRow:
         held_since=row["held_since"],
         layout=row["layout"],
         line_bits=row["line_bits"],
+        excluded=tuple(orjson.loads(row["excluded"] or "{}").items()),
+        exclusions=row["exclusions"],
     )
 
 

@@ -757,6 +757,7 @@ COMMON_FEED_KEYS = {
     *("name", "type", "url", "supplier", "schedule", "tags", "max_delete_ratio", "username"),
     *("password", "password_file", "headers", "verify_tls", "timeout", "enabled"),
     *("unmark_detections", "max_body_bytes", "proxy", "retry", "schedule_min_override"),
+    *("exclude", "expand_cidr"),
 }
 
 
@@ -828,7 +829,7 @@ def case(path: str, text: str, fragment: str = "") -> tuple[str, str, str]:
 
 
 CASES = [
-    case("colour", make() + "colour: red\n", "unknown key; known keys: cybertrace, feeds, "),
+    case("colour", make() + "colour: red\n", "unknown key; known keys: cybertrace, exclude, feeds"),
     case("cybertrace", "feeds: [{name: a}]\n", "required"),
     case("cybertrace", "cybertrace: [a]\nfeeds: [{name: a}]\n", "expected a mapping, got a list"),
     case("feeds", make().split("feeds:")[0], "required: a non-empty list of feeds, got nothing"),

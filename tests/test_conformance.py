@@ -144,7 +144,7 @@ async def test_a_first_sync_creates_suppliers_with_and_without_settings_and_ever
     tags = "    tags: [alpha, beta, gamma]\n"
     path = setup.config(
         setup.feed("one", "Configured", ["a.example", "1.2.3.4"], tags)
-        + setup.feed("two", "Defaulted", ["b.example/x", "D41D8CD98F00B204E9800998ECF8427E"]),
+        + setup.feed("two", "Defaulted", ["b.example/x", "0CC175B9C0F1B6A831C399E269772661"]),
         "  Configured: {confidence: 70, retention: 60, vendor: ops}\n",
     )
     assert await sync(path) == 0
@@ -161,7 +161,7 @@ async def test_a_first_sync_creates_suppliers_with_and_without_settings_and_ever
     assert held["a.example"].context == {"source_feed": "one"}
     assert emu.indicators("Defaulted").keys() == {
         "b.example/x",
-        "D41D8CD98F00B204E9800998ECF8427E",
+        "0CC175B9C0F1B6A831C399E269772661",
     }
     emu.clear_log()
     assert await sync(path) == 0

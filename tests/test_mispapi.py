@@ -118,7 +118,7 @@ async def test_full_then_incremental_pulls(
         {
             **first,
             "uuid": "new-attr",
-            "value": "d41d8cd98f00b204e9800998ecf8427e",
+            "value": "0cc175b9c0f1b6a831c399e269772661",
             "deleted": False,
             "timestamp": now,
         }
@@ -173,7 +173,7 @@ ATTRIBUTE_WITHOUT_UUID = {
     "to_ids": True,
     "deleted": False,
     "timestamp": "1",
-    "value": "d41d8cd98f00b204e9800998ecf8427e",
+    "value": "0cc175b9c0f1b6a831c399e269772661",
     "Event": {"id": "7", "info": "no uuids"},
 }
 

@@ -25,7 +25,8 @@ from feedsync.emulator import Emulator
 from feedsync.store import Store
 from feedsync.sync import Cycle
 
-CIDRS = "".join(f"10.{i}.0.0/16\n" for i in range(36))
+# Public ranges wider than expand_cidr's default /24: refused, every one.
+CIDRS = "".join(f"{i}.1.0.0/16\n" for i in range(11, 47))
 
 
 def sample(name: str, **labels: str) -> float | None:
@@ -65,14 +66,15 @@ async def test_a_feed_whose_every_row_is_invalid_counts_them(
         [feed], _ = await Cycle(loaded, store).run()
     assert feed.result == "failed" and feed.stage == "parse"
     assert feed.change.invalid == 36, "the report says how many rows were invalid"
-    assert sample("feedsync_feed_invalid_indicators_total", feed="ops_cidr", reason="cidr") == 36
+    name = "feedsync_feed_invalid_indicators_total"
+    assert sample(name, feed="ops_cidr", reason="cidr_too_wide") == 36
     [synced] = [e for e in logged if e["event"] == "feed.synced"]
     assert synced["invalid"] == 36 and synced["log_level"] == "error"
     [invalid] = [e for e in logged if e["event"] == "feed.invalid"]
-    assert invalid["count"] == 36 and invalid["reason"] == "cidr"
+    assert invalid["count"] == 36 and invalid["reason"] == "cidr_too_wide"
     assert invalid["log_level"] == "warning"
     assert [s["line"] for s in invalid["samples"]] == [1, 2, 3]
-    assert invalid["samples"][0]["value"] == "10.0.0.0/16"
+    assert invalid["samples"][0]["value"] == "11.1.0.0/16"
 
 
 async def test_unchanged_fetches_are_timed_and_http_answers_counted_by_code(
@@ -203,7 +205,7 @@ def test_no_failure_is_logged_at_info_or_debug() -> None:
         "cybertrace.supplier_unreadable", "feed.expired", "daemon.started", "config.reloaded",
         "daemon.draining", "daemon.stopped", "state.checked", "daemon.exit", "server.listening",
         "cycle.finished", "supplier.refresh", "taxii.source_changed", "control.listening",
-        "feed.on_hold",
+        "feed.on_hold", "feed.excluded",
     }  # fmt: skip
     package = Path(__file__).resolve().parents[1] / "feedsync"
     found = set()
@@ -225,7 +227,7 @@ def test_a_bad_log_level_in_the_environment_is_a_usage_error(tmp_path: Path) -> 
 
 
 def test_log_level_after_the_command_and_in_the_environment_filter(tmp_path: Path) -> None:
-    (tmp_path / "a.txt").write_text("a.example\n10.0.0.0/8\n")  # an info and a warning
+    (tmp_path / "a.txt").write_text("a.example\n1.0.0.0/8\n")  # an info and a warning
     config = tmp_path / "feedsync.yaml"
     config.write_text(
         f"cybertrace: {{url: 'http://127.0.0.1:{free_port()}', username: u,"
