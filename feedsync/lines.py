@@ -38,7 +38,7 @@ from feedsync.csvfeed import (
 )
 from feedsync.fetch import Validators
 from feedsync.model import Indicator, Invalid, Record
-from feedsync.normalize import VERSION, normalized_batches
+from feedsync.normalize import VERSION, RowMeter, normalized_batches
 from feedsync.phases import Phases
 from feedsync.snapshot import (
     Change,
@@ -68,6 +68,7 @@ class LineFeed:
     on_invalid: Callable[[Invalid], None]
     phases: Phases = field(default_factory=Phases)
     on_replaced: OnReplaced | None = None  # a row kept with undecodable context (csvfeed)
+    meter: RowMeter | None = None  # told of the rows read (feedsync.progress)
 
 
 def replace_lines(db: sqlite3.Connection, job: LineFeed) -> Change:
@@ -109,7 +110,7 @@ def replace_lines(db: sqlite3.Connection, job: LineFeed) -> Change:
 
 def _read_changed(db: sqlite3.Connection, job: LineFeed, items: Iterable[Record | Invalid]) -> None:
     """Stage re-read lines into ``parsed``, one row per line hash (its first line)."""
-    for batch in normalized_batches(items, job.static_tags, job.phases, BATCH):
+    for batch in normalized_batches(items, job.static_tags, job.phases, BATCH, job.meter):
         with job.phases.timed("store"):
             db.executemany(
                 "INSERT OR IGNORE INTO parsed VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -133,7 +134,7 @@ def _read_all(
     """Stage every record (the first line naming a key wins), and the lines
     that are no row's source into ``parsed``; returns how many records were valid."""
     valid = 0
-    for batch in normalized_batches(items, job.static_tags, job.phases, BATCH):
+    for batch in normalized_batches(items, job.static_tags, job.phases, BATCH, job.meter):
         with job.phases.timed("store"):
             rows = []
             for item in batch:

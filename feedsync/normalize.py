@@ -46,12 +46,14 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from typing import overload
 
 from feedsync.model import Indicator, Invalid, Kind, Record, Removal
 from feedsync.phases import Phases
+
+RowMeter = Callable[[int], object]  # told how many more rows were read
 
 # Bump whenever a value's canonical form or kind may come out differently: line
 # indexes built by an older normalization are then rebuilt, not trusted.
@@ -129,7 +131,11 @@ def _canonical_tags(groups: tuple[tuple[str, ...], ...]) -> tuple[str, ...]:
 
 @overload
 def normalized_batches(
-    items: Iterable[Record | Invalid], static_tags: tuple[str, ...], phases: Phases, size: int
+    items: Iterable[Record | Invalid],
+    static_tags: tuple[str, ...],
+    phases: Phases,
+    size: int,
+    meter: RowMeter | None = None,
 ) -> Iterator[Sequence[Indicator | Invalid]]: ...
 @overload
 def normalized_batches(
@@ -137,22 +143,26 @@ def normalized_batches(
     static_tags: tuple[str, ...],
     phases: Phases,
     size: int,
+    meter: RowMeter | None = None,
 ) -> Iterator[Sequence[Indicator | Invalid | Removal]]: ...
 def normalized_batches(
     items: Iterable[Record | Invalid | Removal],
     static_tags: tuple[str, ...],
     phases: Phases,
     size: int,
+    meter: RowMeter | None = None,
 ) -> Iterator[Sequence[Indicator | Invalid | Removal]]:
     """The records among ``items`` normalized, ``size`` items at a time (the
     others passed on as they are); reading them counts as ``fetch``, normalizing
-    as ``normalize``."""
+    as ``normalize``; ``meter`` is told of every batch read."""
     stream = iter(items)
     while True:
         with phases.timed("fetch"):
             batch = list(islice(stream, size))
         if not batch:
             return
+        if meter is not None:
+            meter(len(batch))
         with phases.timed("normalize"):
             done = [
                 normalize(item, static_tags) if isinstance(item, Record) else item for item in batch
