@@ -96,6 +96,7 @@ class Track:
     def as_dict(self, now: float) -> dict[str, Any]:
         return {
             "phase": self.phase,
+            "summary": self.text(),
             "done": self.done,
             "total": self.total,
             "unit": UNITS[self.phase],

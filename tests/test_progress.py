@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import pty
+import re
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
-from conftest import ConfigFactory, FeedServer
+import aiohttp
+import orjson
+import pytest
+from conftest import PASSWORD, ConfigFactory, FeedServer
+from test_daemon import daemon_at, write_config  # noqa: F401 -- a fixture
 
-from feedsync import report
+from feedsync import report, status, terminal
 from feedsync.config import Config
+from feedsync.daemon import Daemon
 from feedsync.emulator import Emulator
+from feedsync.faults import Faults
 from feedsync.progress import Board, Phase
 from feedsync.store import Store
 from feedsync.sync import Cycle
@@ -152,3 +167,134 @@ async def test_a_dry_run_says_how_many_more_its_lists_leave_out(
     assert text.count("  add 10.") == 10
     # A list that is whole says nothing more.
     assert "  add a.example" in text and text.count("more") == 1
+
+
+def terminal_run(argv: list[str], env: dict[str, str], tty: bool) -> tuple[int, str, str]:
+    """``feedsync ARGV`` with stderr on a pseudo-terminal (or a pipe): exit
+    code, stdout, and all that reached stderr."""
+    master, slave = pty.openpty() if tty else os.pipe()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "feedsync.cli", *argv],
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env=env,
+    )
+    os.close(slave)
+    seen = bytearray()
+
+    def drain() -> None:
+        # Read while it runs: a terminal nobody reads fills up and stops the writer.
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the last writer closed the terminal
+                return
+            if not chunk:
+                return
+            seen.extend(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    out, _ = process.communicate(timeout=120)
+    reader.join(30)
+    os.close(master)
+    return process.returncode, out.decode(), seen.decode(errors="replace")
+
+
+async def test_sync_on_a_terminal_draws_a_progress_line_and_clears_it(
+    emulator: Emulator, tmp_path: Path, make_config: ConfigFactory
+) -> None:
+    feed = tmp_path / "big.txt"
+    feed.write_text(rows(2000))
+    (tmp_path / "small.txt").write_text("a.example\n")
+    make_config(
+        emulator.url,
+        FEED.format(url=feed, small=tmp_path / "small.txt"),
+        cybertrace="max_batch_indicators: 50\nconcurrency: 1\n",
+    )
+    emulator.faults = Faults(latency=0.05)
+    config_path = str(tmp_path / "feedsync.yaml")
+    env = {**os.environ, "CT_PASSWORD": PASSWORD, "COLUMNS": "200"}
+    code, out, err = await asyncio.to_thread(
+        terminal_run, ["sync", "-c", config_path], env, True
+    )
+    assert code == 0, err
+    # After each clearing: a frame (no newline: redrawn in place) or a log line.
+    pieces = err.split(terminal.CLEAR)
+    drawn = [p for p in pieces[1:] if p and "\n" not in p]
+    assert any(re.fullmatch(r"big: upload \d+/2000 indicators \(\d+ batches\)", f) for f in drawn)
+    assert len(drawn) < 2000 // 50  # redrawn a few times a second, not per batch
+    # Cleared at the end: the last frame is followed by a clearing.
+    assert pieces[-1] not in drawn, err[-300:]
+    assert "feed big" in out and "\x1b[K" not in out
+    feed.write_text(rows(4000))
+    code, _, err = await asyncio.to_thread(
+        terminal_run, ["sync", "-c", config_path, "--log-level", "warning"], env, True
+    )
+    pieces = err.split(terminal.CLEAR)
+    assert code == 0 and len(pieces) > 2 and pieces[-1] == "", err[-300:]
+
+    feed.write_text(rows(2100))
+    code, _, err = await asyncio.to_thread(
+        terminal_run, ["--log-format", "json", "sync", "-c", config_path], env, True
+    )
+    assert code == 0 and "\r" not in err.replace("\r\n", "\n"), err[-300:]
+    feed.write_text(rows(2200))
+    code, _, err = await asyncio.to_thread(terminal_run, ["sync", "-c", config_path], env, False)
+    assert code == 0 and "\r" not in err, err[-300:]
+
+
+async def test_the_daemon_shows_a_running_cycles_progress_in_status_and_to_systemd(
+    tmp_path: Path,
+    emulator: Emulator,
+    daemon_at: Callable[..., Any],  # noqa: F811 -- the fixture imported above
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(tmp_path / "notify.sock"))
+    listener.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+    path = write_config(tmp_path, emulator.url, cybertrace="  max_batch_indicators: 20\n")
+    (tmp_path / "first.txt").write_text(rows(400))
+    # 20 batches, each answered after 0.1 s: an upload a test can watch.
+    emulator.faults = Faults(latency=0.1, max_concurrent=1)
+    daemon: Daemon = await daemon_at(path)
+    daemon.progress_every = 0.05
+    messages: list[str] = []
+
+    async def collect() -> None:
+        # Read as systemd does: a datagram queue nobody reads blocks the sender.
+        while True:
+            messages.append((await asyncio.get_running_loop().sock_recv(listener, 4096)).decode())
+
+    collector = asyncio.create_task(collect())
+    telling = asyncio.create_task(daemon.tell_progress())
+    await daemon.server.start("127.0.0.1", 0)
+    url = f"http://127.0.0.1:{daemon.server.port}/status"
+    try:
+        await daemon.launch("first")
+        during: dict[str, Any] | None = None
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):
+                async with session.get(url) as response:
+                    snap = orjson.loads(await response.read())
+                shown = snap["feeds"][0]["progress"]
+                if shown and shown["phase"] == "upload" and 0 < shown["done"] < shown["total"]:
+                    during = snap
+                    break
+                await asyncio.sleep(0.05)
+            assert during is not None, "no upload in progress seen in /status"
+            shown = during["feeds"][0]["progress"]
+            assert shown["total"] == 400 and shown["unit"] == "indicators" and shown["batches"]
+            assert "first: running for" in status.as_text(during)
+            assert "first: upload " in daemon.summary()
+            await asyncio.wait(list(daemon.running.values()))
+            async with session.get(url) as response:
+                after = orjson.loads(await response.read())
+        assert after["feeds"][0]["progress"] is None
+        assert "first:" not in daemon.summary()
+    finally:
+        telling.cancel()
+        collector.cancel()
+        listener.close()
+    assert any(re.search(r"STATUS=.*first: upload \d+/400 indicators", m) for m in messages)
