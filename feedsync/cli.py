@@ -11,11 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from feedsync import __version__, config, control, logs, report, status
+from feedsync import __version__, config, control, logs, report, status, terminal
 from feedsync.errors import AuthError, ConfigError, FeedsyncError, StoreBusy
+from feedsync.progress import Board
 from feedsync.sources import source_for
 from feedsync.store import Store
 from feedsync.sync import Cycle, clear_spool
+from feedsync.terminal import Terminal
 
 log = logs.get("feedsync.cli")
 
@@ -219,8 +221,12 @@ def _sync(args: argparse.Namespace) -> int:
         if not names:
             print("nothing to sync: every enabled feed is on hold")
             return EXIT_OK
-        cycle = Cycle(loaded, store, dry_run=args.dry_run, force=args.force, resync=args.resync)
-        feeds, suppliers = asyncio.run(cycle.run(names))
+        board = Board()
+        options = {"dry_run": args.dry_run, "force": args.force, "resync": args.resync}
+        cycle = Cycle(loaded, store, progress=board, **options)
+        showing = Terminal(board) if terminal.wanted(args.log_format) else contextlib.nullcontext()
+        with showing:
+            feeds, suppliers = asyncio.run(cycle.run(names))
     finally:
         store.close()
     print(report.cycle(feeds, suppliers, dry_run=args.dry_run))

@@ -25,6 +25,7 @@ from feedsync.model import Invalid
 from feedsync.normalize import canonical_tags, normalized_batches
 from feedsync.outcome import FeedReport, cause, run_of
 from feedsync.phases import Phases
+from feedsync.progress import QUIET, Meter, Progress
 from feedsync.snapshot import Change, expire, patch, replace
 from feedsync.sources import CsvSource
 from feedsync.store import Store, read_feed, record_run
@@ -45,6 +46,7 @@ class Applier:
     store: Store
     phases: Phases
     force: bool = False
+    progress: Progress = QUIET.progress
 
     def apply(self, item: Fetched) -> FeedReport:
         """Apply the feed's fetched body (or its failure) to its snapshot and
@@ -64,6 +66,8 @@ class Applier:
                 report = FeedReport(feed.name, feed.supplier, "unchanged", seconds=seconds)
             record_run(self.store.db, run_of(report))
             return report
+        meter = Meter(self.progress, (feed.name,))
+        meter.enter("parse")
         static = canonical_tags(feed.tags)
         invalid = InvalidRows()
         rejected = Change()
@@ -83,7 +87,7 @@ class Applier:
 
         try:
             with self.store.savepoint() as db:
-                change = self._snapshot(db, item, static, invalid.add, on_replaced)
+                change = self._snapshot(db, item, static, invalid.add, on_replaced, meter=meter)
                 if change.fetched == 0 and change.invalid > 0:
                     # Counted although the savepoint undoes the rows: a feed whose every
                     # row is invalid is the one its invalid counter must show.
@@ -127,6 +131,8 @@ class Applier:
         static: tuple[str, ...],
         on_invalid: Callable[[Invalid], None],
         on_replaced: OnReplaced,
+        *,
+        meter: Meter,
     ) -> Change:
         """Apply a fetched body to the feed's snapshot: line by line where the
         source reads lines (lines.py), record by record otherwise."""
@@ -146,10 +152,11 @@ class Applier:
                 phases=self.phases,
                 on_replaced=on_replaced,
                 screen=screen,
+                meter=meter,
             )
             change = replace_lines(db, job)
         else:
-            change = self._records(db, item, static, on_invalid, screen)
+            change = self._records(db, item, static, on_invalid, screen, meter=meter)
         if not change.held:
             db.execute(
                 "UPDATE feeds SET exclusions = ? WHERE id = ?", (screen.fingerprint, item.row.id)
@@ -163,13 +170,20 @@ class Applier:
         static: tuple[str, ...],
         on_invalid: Callable[[Invalid], None],
         screen: Screen,
+        *,
+        meter: Meter,
     ) -> Change:
         feed, body = item.feed, item.body
         assert body is not None and item.row is not None and item.source is not None
         apply = patch if body.mode == "patch" else replace
         records = itertools.chain.from_iterable(
             normalized_batches(
-                item.source.records(body), static, self.phases, NORMALIZE_BATCH, screen.screened
+                item.source.records(body),
+                static,
+                self.phases,
+                NORMALIZE_BATCH,
+                screen=screen.screened,
+                meter=meter,
             )
         )
         change = apply(
@@ -225,6 +239,8 @@ class InvalidRows:
 
 
 def preview(db: sqlite3.Connection, supplier: str) -> tuple[str, ...]:
+    """The first ``PREVIEW`` pending operations of each kind; a list cut short
+    says by how much, so that 10 lines are not taken for the whole plan."""
     lines: list[str] = []
     for op in ("add", "update", "delete"):
         rows = db.execute(
@@ -232,4 +248,10 @@ def preview(db: sqlite3.Connection, supplier: str) -> tuple[str, ...]:
             (supplier, op, PREVIEW),
         ).fetchall()
         lines.extend(f"{op} {row[0]}" for row in rows)
+        if len(rows) == PREVIEW:
+            (count,) = db.execute(
+                "SELECT count(*) FROM pending WHERE supplier = ? AND op = ?", (supplier, op)
+            ).fetchone()
+            if count > PREVIEW:
+                lines.append(f"{op} ... and {count - PREVIEW} more")
     return tuple(lines)

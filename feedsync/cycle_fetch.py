@@ -24,6 +24,7 @@ from feedsync.fetch import Body, Validators, redact_url
 from feedsync.outcome import cause
 from feedsync.paths import component
 from feedsync.phases import Phases
+from feedsync.progress import DOWNLOAD, QUIET, Meter, Progress
 from feedsync.retry import DEADLINE
 from feedsync.sources import Source, source_for
 from feedsync.store import FeedRow, Store
@@ -73,7 +74,9 @@ class Fetcher:
         *,
         sources: SourceFactory = source_for,
         concurrency: int = FETCH_CONCURRENCY,
+        progress: Progress = QUIET.progress,
     ) -> None:
+        self.progress = progress
         self.store = store
         self.spool = spool
         self.phases = phases
@@ -85,10 +88,13 @@ class Fetcher:
     async def fetch(self, feed: FeedConfig) -> Fetched:
         """The feed's body or its failure; never raises (but for cancellation)."""
         item = Fetched(feed, None, None, started=time.monotonic())
+        meter = Meter(self.progress, (feed.name,))
+        meter.enter("queued")
         try:
             async with asyncio.timeout_at(self._ends) as scope:
                 async with self._gate:
-                    await self._fetch(item)
+                    meter.enter("fetch")
+                    await self._fetch(item, meter)
         except TimeoutError:
             if not scope.expired():
                 raise
@@ -97,7 +103,7 @@ class Fetcher:
             await self._clean(item)
         return item
 
-    async def _fetch(self, item: Fetched) -> None:
+    async def _fetch(self, item: Fetched, meter: Meter) -> None:
         feed = item.feed
         cpu = time.process_time()
         try:
@@ -106,7 +112,7 @@ class Fetcher:
             # A held fetch, or one under changed exclusions, is read again whatever its body.
             again = item.row.held_since is not None or item.row.exclusions != _fingerprint(feed)
             previous = Validators() if again else item.row.validators
-            item.body = await self._download(item.source, feed, previous)
+            item.body = await self._download(item.source, feed, previous, meter)
         except SourceError as exc:
             self._fail(item, exc.message)
         except TimeoutError:
@@ -126,11 +132,12 @@ class Fetcher:
             self.phases.add("fetch", wall, time.process_time() - cpu)
 
     async def _download(
-        self, source: Source, feed: FeedConfig, previous: Validators
+        self, source: Source, feed: FeedConfig, previous: Validators, meter: Meter
     ) -> Body | None:
         ends = min(self._ends, asyncio.get_running_loop().time() + feed.timeout)
         # The source's retries wait only while the feed's time lasts (feedsync.retry).
         token = DEADLINE.set(ends)
+        counting = DOWNLOAD.set(meter)
         try:
             async with asyncio.timeout(feed.timeout):
                 try:
@@ -140,6 +147,7 @@ class Fetcher:
                     # cancellation and leaves the block as the TimeoutError _fetch reports).
                     raise SourceError(feed.name, f"timed out: {cause(exc)}") from exc
         finally:
+            DOWNLOAD.reset(counting)
             DEADLINE.reset(token)
 
     def _fail(self, item: Fetched, error: str) -> None:

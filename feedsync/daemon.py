@@ -18,12 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
 import signal
 import time
 from collections.abc import Sequence
 from datetime import UTC
-from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -41,9 +39,11 @@ from feedsync.errors import (
     StoreCorrupt,
     StoreError,
 )
-from feedsync.outcome import cause, feed_state_metrics, supplier_state_metrics
+from feedsync.outcome import feed_state_metrics, supplier_state_metrics
+from feedsync.progress import Board
+from feedsync.readiness import store_problem
 from feedsync.server import Server
-from feedsync.statefile import ADVICE, write_probe
+from feedsync.statefile import ADVICE
 from feedsync.store import Store
 from feedsync.sync import Cycle, clear_spool, connect
 from feedsync.systemd import Notifier
@@ -51,7 +51,7 @@ from feedsync.timing import first_run, interval_seconds, same_schedule, trigger
 
 log = logs.get("feedsync.daemon")
 
-MIN_FREE_BYTES = 1 << 20  # below this a commit (WAL frames, a checkpoint) may fail
+PROGRESS_EVERY = 5.0  # seconds between STATUS= updates while a cycle runs
 
 
 class Daemon:
@@ -74,6 +74,8 @@ class Daemon:
         self.notifier = Notifier()
         self.cycles = 0
         self.failures = 0
+        self.progress = Board()  # the running cycles', shown in /status and STATUS=
+        self.progress_every = PROGRESS_EVERY
 
     async def open(self) -> None:
         """The CyberTrace client and the server's read-only store, before serving."""
@@ -103,10 +105,13 @@ class Daemon:
         self.scheduler.start()
         log.info("daemon.started", feeds=len(self.config.feeds), config=self.path)
         self.notifier.ready(self.summary())
-        watchdog = asyncio.get_running_loop().create_task(self._watchdog(), name="watchdog")
+        loop = asyncio.get_running_loop()
+        watchdog = loop.create_task(self._watchdog(), name="watchdog")
+        telling = loop.create_task(self.tell_progress(), name="progress")
         await self.stopping.wait()
         self.notifier.stopping()
         watchdog.cancel()
+        telling.cancel()
         await self.shutdown()
 
     async def status(self) -> dict[str, Any]:
@@ -115,7 +120,7 @@ class Daemon:
         if reader is None:
             raise StoreError("the daemon is not serving yet")
         snapshot = await reader.call(status.snapshot, self.config, reader)
-        return status.with_schedule(snapshot, self.next_runs())
+        return status.with_schedule(snapshot, self.next_runs(), self.progress.by_feed())
 
     def next_runs(self) -> dict[str, float]:
         return {
@@ -129,29 +134,32 @@ class Daemon:
         problems = []
         if self.client is None:
             problems.append("no CyberTrace client")
-        store = await self._store_problem()
+        store = await store_problem(self.store)
         if store:
             problems.append(store)
         return problems
 
-    async def _store_problem(self) -> str:
-        # Off the loop and off the store's thread (a heavy cycle may hold it for
-        # minutes): the files' permissions and free space, then whether the
-        # database takes a write lock within half a second. A lock our own cycle
-        # holds is work, not a problem; asked again after the probe, since the
-        # cycle may have begun its transaction while the probe waited.
-        problem = await asyncio.to_thread(writability_problem, self.store.path)
-        if problem or self.store.in_write():
-            return problem
-        problem = await asyncio.to_thread(write_probe, self.store.path)
-        return "" if self.store.in_write() else problem
-
     def summary(self) -> str:
-        """The one-line STATUS= systemd shows."""
-        return (
+        """The one-line STATUS= systemd shows, with what the running cycles do."""
+        line = (
             f"{len(self.config.feeds)} feeds, {len(self.running)} running,"
             f" {self.cycles} cycles, {self.failures} failed"
         )
+        doing = self.progress.line()
+        return f"{line}, {doing}" if doing else line
+
+    async def tell_progress(self) -> None:
+        """STATUS= every few seconds while a cycle runs: `systemctl status` is
+        where a first sync of hours is watched. Only changes: systemd keeps the last."""
+        if not self.notifier.enabled:
+            return
+        told = ""
+        while True:
+            await asyncio.sleep(self.progress_every)
+            line = self.summary()
+            if self.running and line != told:
+                self.notifier.status(line)
+                told = line
 
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval
@@ -237,6 +245,7 @@ class Daemon:
                 force=force,
                 resync=resync,
                 dry_run=dry_run,
+                progress=self.progress,
             )
             feeds, suppliers = await cycle.run(names)
             failed = any(f.result == "failed" for f in feeds) or any(s.error for s in suppliers)
@@ -410,22 +419,6 @@ async def open_client(config: Config) -> CyberTrace:
         raise ConfigError(
             "cybertrace", f"the TLS files (verify_tls, client_cert, client_key) do not load: {exc}"
         ) from exc
-
-
-def writability_problem(path: str) -> str:
-    """Why the state database could not take a write, as far as the file system
-    tells without touching the database ("" when none)."""
-    database = Path(path)
-    for target in (database, database.parent):
-        if not os.access(target, os.W_OK):
-            return f"state database not writable: {target} is not writable"
-    try:
-        stats = os.statvfs(database.parent)
-    except OSError as exc:
-        return f"state database not writable: {cause(exc)}"
-    if stats.f_bavail * stats.f_frsize < MIN_FREE_BYTES:
-        return f"state database not writable: no free space in {database.parent}"
-    return ""
 
 
 def run(path: str) -> int:

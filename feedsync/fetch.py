@@ -27,6 +27,7 @@ from feedsync.body import inspect
 from feedsync.config import FeedConfig
 from feedsync.errors import FetchError
 from feedsync.paths import component
+from feedsync.progress import DOWNLOAD
 from feedsync.redact import redact_url, url_secrets
 from feedsync.retry import retried, status_error
 from feedsync.transport import Client, Request, Response, ssl_context
@@ -179,9 +180,14 @@ async def _spool(request: Request, response: Response, spool: Path) -> Body:
     handle, path = await asyncio.to_thread(_temporary, spool, request.feed)
     digest = hashlib.sha256()
     size = 0
+    meter = DOWNLOAD.get()
+    # Content-Length counts the bytes on the wire, not those a gzip body inflates to.
+    encoded = response.headers.get("Content-Encoding", "identity").lower() != "identity"
+    meter.enter("fetch", None if encoded else response.raw.content_length)
     try:
         async for chunk in response.chunks():
             size += len(chunk)
+            meter(len(chunk))
             digest.update(chunk)
             await asyncio.to_thread(handle.write, chunk)
         await asyncio.to_thread(handle.close)

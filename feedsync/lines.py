@@ -39,7 +39,7 @@ from feedsync.csvfeed import (
 from feedsync.exclusions import Screen
 from feedsync.fetch import Validators
 from feedsync.model import Indicator, Invalid, Record
-from feedsync.normalize import VERSION, Screener, normalized_batches
+from feedsync.normalize import VERSION, RowMeter, Screener, normalized_batches
 from feedsync.phases import Phases
 from feedsync.snapshot import (
     Change,
@@ -70,6 +70,7 @@ class LineFeed:
     on_invalid: Callable[[Invalid], None]
     phases: Phases = field(default_factory=Phases)
     on_replaced: OnReplaced | None = None  # a row kept with undecodable context (csvfeed)
+    meter: RowMeter | None = None  # told of the rows read (feedsync.progress)
     screen: Screen | None = None  # the feed's exclusions and range expansion
     # Set when a line became several rows (an expanded range): the line index keeps
     # one outcome per line, so such a body is read in full, and leaves no index.
@@ -140,7 +141,7 @@ def _batches(
     job: LineFeed, items: Iterable[Record | Invalid]
 ) -> Iterable[Sequence[Indicator | Invalid]]:
     screen = None if job.screen is None else _screener(job)
-    return normalized_batches(items, job.static_tags, job.phases, BATCH, screen)
+    return normalized_batches(items, job.static_tags, job.phases, BATCH, screen, meter=job.meter)
 
 
 # -- reading ---------------------------------------------------------------------------------

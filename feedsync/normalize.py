@@ -53,6 +53,8 @@ from typing import overload
 from feedsync.model import Indicator, Invalid, Kind, Record, Removal
 from feedsync.phases import Phases
 
+RowMeter = Callable[[int], object]  # told how many more rows were read
+
 # Bump whenever a value's canonical form or kind may come out differently: line
 # indexes built by an older normalization are then rebuilt, not trusted.
 VERSION = 2
@@ -145,6 +147,8 @@ def normalized_batches(
     phases: Phases,
     size: int,
     screen: Screener | None = None,
+    *,
+    meter: RowMeter | None = None,
 ) -> Iterator[Sequence[Indicator | Invalid]]: ...
 @overload
 def normalized_batches(
@@ -153,6 +157,8 @@ def normalized_batches(
     phases: Phases,
     size: int,
     screen: Screener | None = None,
+    *,
+    meter: RowMeter | None = None,
 ) -> Iterator[Sequence[Indicator | Invalid | Removal]]: ...
 def normalized_batches(
     items: Iterable[Record | Invalid | Removal],
@@ -160,17 +166,22 @@ def normalized_batches(
     phases: Phases,
     size: int,
     screen: Screener | None = None,
+    *,
+    meter: RowMeter | None = None,
 ) -> Iterator[Sequence[Indicator | Invalid | Removal]]:
     """The records among ``items`` normalized, ``size`` items at a time (the
     others passed on as they are); reading them counts as ``fetch``, normalizing
-    as ``normalize``. A ``screen`` (exclusions.Screen.screened) normalizes each
-    record into what reaches the snapshot: its exclusions and expanded ranges."""
+    as ``normalize``; ``meter`` is told of every batch read. A ``screen``
+    (exclusions.Screen.screened) normalizes each record into what reaches the
+    snapshot: its exclusions and expanded ranges."""
     stream = iter(items)
     while True:
         with phases.timed("fetch"):
             batch = list(islice(stream, size))
         if not batch:
             return
+        if meter is not None:
+            meter(len(batch))
         with phases.timed("normalize"):
             done: list[Indicator | Invalid | Removal]
             if screen is None:

@@ -69,6 +69,7 @@ def snapshot(config: Config, store: Store) -> dict[str, Any]:
             "excluded": dict(row.excluded) if row else {},
             "held_deletions": row.held_removals if row else None,
             "held_since": row.held_since if row else None,
+            "progress": None,
         }
         entry["state"], entry["severity"] = _judge_feed(entry, now)
         feeds.append(entry)
@@ -102,10 +103,16 @@ def snapshot(config: Config, store: Store) -> dict[str, Any]:
     return _overall(out)
 
 
-def with_schedule(snap: dict[str, Any], next_runs: Mapping[str, float]) -> dict[str, Any]:
-    """The daemon's snapshot: each feed's next run from its scheduler."""
+def with_schedule(
+    snap: dict[str, Any],
+    next_runs: Mapping[str, float],
+    progress: Mapping[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The daemon's snapshot: each feed's next run from its scheduler, and how
+    far its running cycle is (feedsync.progress)."""
     for feed in snap["feeds"]:
         feed["next_run"] = next_runs.get(feed["feed"])
+        feed["progress"] = (progress or {}).get(feed["feed"])
     snap["source"] = "daemon"
     return snap
 
@@ -232,6 +239,12 @@ def as_text(snap: Mapping[str, Any]) -> str:
         if f["excluded"]:
             why = ", ".join(f"{reason} {count}" for reason, count in sorted(f["excluded"].items()))
             details.append(f"  {f['feed']}: excluded {why}")
+        running = f.get("progress")
+        if running:
+            details.append(
+                f"  {f['feed']}: running for {_span(now - running['started'])}:"
+                f" {running['summary']}"
+            )
         if f["last_error"]:
             details.append(
                 f"  {f['feed']}: failing since {_ago(now, f['failing_since'])},"

@@ -28,6 +28,7 @@ from feedsync.cycle_fetch import Fetched, Fetcher, SourceFactory, cycle_deadline
 from feedsync.errors import AuthError, CyberTraceError, StoreError, SupplierGone
 from feedsync.outcome import FeedReport, SupplierReport, cause, run_of
 from feedsync.phases import Phases
+from feedsync.progress import QUIET, Meter, Progress
 from feedsync.reconcile import Plan, Refresh, Target, plan, prune_retired
 from feedsync.sources import source_for
 from feedsync.store import Store, record_run
@@ -51,7 +52,9 @@ class Cycle:
         client: CyberTrace | None = None,
         deadline: float | None = None,
         sources: SourceFactory = source_for,
+        progress: Progress = QUIET.progress,
     ) -> None:
+        self.progress = progress
         self.client = client
         self.deadline = deadline
         self.sources = sources
@@ -63,7 +66,7 @@ class Cycle:
         self.resync = resync
         self.spool = spool_dir(config)
         self.phases = Phases()
-        self.applier = Applier(store, self.phases, force)
+        self.applier = Applier(store, self.phases, force, progress)
 
     async def run(self, names: Sequence[str] = ()) -> tuple[list[FeedReport], list[SupplierReport]]:
         started = time.monotonic()
@@ -84,7 +87,14 @@ class Cycle:
     async def _run(self, names: Sequence[str]) -> tuple[list[FeedReport], list[SupplierReport]]:
         feeds = [f for f in self.config.feeds if f.enabled and (not names or f.name in names)]
         deadline = self.deadline if self.deadline is not None else cycle_deadline(feeds)
-        fetcher = Fetcher(self.store, self.spool, self.phases, deadline, sources=self.sources)
+        fetcher = Fetcher(
+            self.store,
+            self.spool,
+            self.phases,
+            deadline,
+            sources=self.sources,
+            progress=self.progress,
+        )
         fetches = {f.name: asyncio.create_task(fetcher.fetch(f), name=f.name) for f in feeds}
         suppliers = list(dict.fromkeys(feed.supplier for feed in feeds))
         try:
@@ -103,6 +113,7 @@ class Cycle:
                 )
         finally:
             await _settle(list(fetches.values()))
+            self.progress.leave([f.name for f in feeds])
         return _collect(outcomes)
 
     async def _supplier_when_fetched(
@@ -111,9 +122,10 @@ class Cycle:
         """The supplier's stage, as soon as its own feeds are fetched: a slow feed
         of another supplier does not hold it back."""
         mine = list(await asyncio.gather(*fetches))
+        meter = Meter(self.progress, tuple(item.feed.name for item in mine))
         async with self.locks.setdefault(supplier, asyncio.Lock()):
             try:
-                return await self._supplier(client, supplier, mine)
+                return await self._supplier(client, supplier, mine, meter)
             except AuthError as exc:
                 await self._contact(supplier, f"authentication failed: {exc}")
                 raise
@@ -121,6 +133,9 @@ class Cycle:
                 raise
             except Exception as exc:
                 return await self._supplier_failed(supplier, mine, exc)
+            finally:
+                # Done with: a supplier that waits on another's slow feed shows no stale phase.
+                meter.progress.leave(meter.feeds)
 
     async def _supplier_failed(
         self, supplier: str, fetched: list[Fetched], exc: Exception
@@ -139,7 +154,7 @@ class Cycle:
         return reports, SupplierReport(supplier, error=error)
 
     async def _supplier(
-        self, client: CyberTrace, supplier: str, fetched: list[Fetched]
+        self, client: CyberTrace, supplier: str, fetched: list[Fetched], meter: Meter
     ) -> tuple[list[FeedReport], SupplierReport]:
         started = time.monotonic()
         try:
@@ -153,14 +168,14 @@ class Cycle:
             gone = SupplierReport(supplier, error=str(exc), seconds=time.monotonic() - started)
             return reports, await self._finish(gone)
         target = await self._target(supplier, version)
-        reports, planned, preview = await self._apply(target, fetched)
+        reports, planned, preview = await self._apply(target, fetched, meter)
         sent = Sent()
         error = None
         refreshed = 0
         if not self.dry_run:
             wall, cpu = time.monotonic(), time.process_time()
             try:
-                sent, refreshed = await self._upload(client, target)
+                sent, refreshed = await self._upload(client, target, meter)
             except AuthError:
                 raise
             except CyberTraceError as exc:
@@ -202,24 +217,28 @@ class Cycle:
         )
 
     async def _apply(
-        self, target: Target, fetched: list[Fetched]
+        self, target: Target, fetched: list[Fetched], meter: Meter
     ) -> tuple[list[FeedReport], Plan, tuple[str, ...]]:
         """Snapshots, then the plan: one store call each, so that other feeds'
         store work interleaves; a dry run does all of it in one call it rolls back."""
         if self.dry_run:
-            return await self.store.call(self._apply_all, target, fetched)
+            return await self.store.call(self._apply_all, target, fetched, meter)
         reports = [await self.store.call(self._apply_one, item) for item in fetched]
+        meter.enter("plan")
         planned = await self.store.call(self._replan, target, None, self.resync)
+        meter(planned.total)
         return reports, planned, ()
 
     def _apply_all(
-        self, target: Target, fetched: list[Fetched]
+        self, target: Target, fetched: list[Fetched], meter: Meter
     ) -> tuple[list[FeedReport], Plan, tuple[str, ...]]:
         for item in fetched:
             self._row(item)
         with self.phases.timed("store"), self.store.transaction(rollback=True) as db:
             reports = [self.applier.apply(item) for item in fetched]
+            meter.enter("plan")
             planned = plan(db, target, resync=self.resync)
+            meter(planned.total)
             return reports, planned, preview(db, target.supplier)
 
     def _apply_one(self, item: Fetched) -> FeedReport:
@@ -235,15 +254,19 @@ class Cycle:
         if item.row is None:
             item.row = self.store.feed(item.feed.name, item.feed.supplier)
 
-    async def _upload(self, client: CyberTrace, target: Target) -> tuple[Sent, int]:
+    async def _upload(
+        self, client: CyberTrace, target: Target, meter: Meter
+    ) -> tuple[Sent, int]:
         try:
-            return await self._send_plan(client, target)
+            return await self._send_plan(client, target, meter)
         except SupplierGone as exc:
             # Deleted by an operator while we sent: create it again and refill it now.
             log.warning("supplier.vanished", supplier=target.supplier, error=str(exc))
-            return await self._send_plan(client, target)
+            return await self._send_plan(client, target, meter)
 
-    async def _send_plan(self, client: CyberTrace, target: Target) -> tuple[Sent, int]:
+    async def _send_plan(
+        self, client: CyberTrace, target: Target, meter: Meter
+    ) -> tuple[Sent, int]:
         supplier = target.supplier
         info = await ensure_supplier(client, self.config.supplier_settings(supplier))
         if info.state is SupplierState.CREATED:
@@ -270,7 +293,9 @@ class Cycle:
                 return bool(await ensure_tags(client, needed, self.config.cybertrace.tag_weight))
 
             await repair()
-        return await upload(self.store, client, supplier, repair), refreshed
+        counts = await self.store.call(functools.partial(self.store.counts, supplier, acked=False))
+        meter.enter("upload", counts["add"] + counts["update"] + counts["delete"])
+        return await upload(self.store, client, supplier, repair, meter), refreshed
 
     def _replan(
         self, target: Target, refresh: Refresh | None, resync: bool = False, sweep: bool = True

@@ -10,16 +10,16 @@ acknowledged stays pending for the next cycle (invariant 1).
 from __future__ import annotations
 
 import asyncio
-import re
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from feedsync import logs
 from feedsync.cybertrace import DELETE_LIMIT, PUT_LIMIT, CyberTrace, Outcome
 from feedsync.errors import AuthError, CyberTraceError, RequestError, StoreError, SupplierGone
-from feedsync.normalize import InvalidValue, canonicalize
+from feedsync.progress import QUIET, Meter
 from feedsync.store import Store, now
+from feedsync.verdict import Verdict, verdict
 
 log = logs.get("feedsync.upload")
 
@@ -98,46 +98,6 @@ def batches(
         after = rows[-1][0]
     if items:
         yield Batch(method, tuple(items))
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """What one answer says of each item of its batch.
-
-    ``refused``: item id -> reason, for indicators CyberTrace refused one by one
-    (a PUT is recorded as rejected, not re-sent until its content changes; a
-    DELETE refused because the indicator does not exist is done).
-    ``unconfirmed``: item ids the answer does not settle; they stay pending.
-    ``unmatched``: refused values as CyberTrace echoed them that name no item.
-    """
-
-    refused: Mapping[int, str] = field(default_factory=dict)
-    unconfirmed: frozenset[int] = frozenset()
-    unmatched: tuple[tuple[str, str], ...] = ()
-
-
-def verdict(batch: Batch, outcome: Outcome) -> Verdict:
-    """Read an answer item by item (invariants 1 and 7: only what CyberTrace
-    confirmed counts as done, and what it did not settle stays pending)."""
-    if not outcome.readable:
-        return Verdict(unconfirmed=frozenset(item.id for item in batch.items))
-    matched, unmatched = _match(batch, outcome.errors)
-    refused: dict[int, str] = {}
-    unconfirmed: set[int] = set()
-    for item in batch.items:
-        reason = matched.get(item.value)
-        if reason is None:
-            continue
-        refused[item.id] = reason
-        if item.op == "delete" and not absent(reason):
-            # Only "this indicator does not exist" means a DELETE did its work; a
-            # missing supplier or an internal error does not.
-            unconfirmed.add(item.id)
-    if unmatched:
-        # CyberTrace refused something it names in a way feedsync cannot map back:
-        # none of the other items of the batch is confirmed.
-        unconfirmed.update(item.id for item in batch.items if item.id not in refused)
-    return Verdict(refused, frozenset(unconfirmed), tuple(unmatched))
 
 
 def acknowledge(db: sqlite3.Connection, supplier: str, batch: Batch, decided: Verdict) -> Sent:
@@ -219,10 +179,15 @@ class _Upload:
     splits: int = SPLIT_BUDGET
     doubtful: list[tuple[Item, str]] = field(default_factory=list)
     repaired: asyncio.Task[bool] | None = None
+    meter: Meter = QUIET
 
 
 async def upload(
-    store: Store, client: CyberTrace, supplier: str, repair: Repair | None = None
+    store: Store,
+    client: CyberTrace,
+    supplier: str,
+    repair: Repair | None = None,
+    meter: Meter = QUIET,
 ) -> Sent:
     """Send the supplier's whole plan: PUTs first, then DELETEs.
 
@@ -231,8 +196,9 @@ async def upload(
     disappears meanwhile raises ``SupplierGone``. ``repair`` is awaited once on
     the first request-level refusal (to create again what an operator deleted,
     such as tags); when it repaired something, refused batches are sent again.
+    ``meter`` counts the indicators each answer settled.
     """
-    run = _Upload(store, client, supplier, Sent(), repair)
+    run = _Upload(store, client, supplier, Sent(), repair, meter=meter)
     config = client.config
     for method in ("PUT", "DELETE"):
         cut = batches(
@@ -283,6 +249,7 @@ async def _send(run: _Upload, batch: Batch, depth: int, *, again: bool = False) 
     decided = verdict(batch, outcome)
     sent = await run.store.call(_acknowledge_txn, run.store, run.supplier, batch, decided)
     _count(run.total, sent, len(payload))
+    run.meter(sent.add + sent.update + sent.delete + sent.rejected, 1)
     if sent.rejected:
         log.warning(
             "upload.rejected",
@@ -417,35 +384,3 @@ def _acknowledge_txn(store: Store, supplier: str, batch: Batch, decided: Verdict
 def _reject_oversize_txn(store: Store, supplier: str, item: Item, limit: int) -> None:
     with store.transaction() as db:
         reject_oversize(db, supplier, item, limit)
-
-
-_ABSENT = re.compile(r"\b(?:does ?n[o']t|not) exists?\b|\bnot found\b", re.IGNORECASE)
-
-
-def absent(reason: str) -> bool:
-    """The documented DELETE reason "Indicator doesn't exist": the DELETE has
-    done what it was for. "Supplier doesn't exist" and the like have not."""
-    return bool(_ABSENT.search(reason)) and "supplier" not in reason.lower()
-
-
-def _match(batch: Batch, errors: dict[str, str]) -> tuple[dict[str, str], list[tuple[str, str]]]:
-    """Map CyberTrace's refused indicators onto the values sent, which it may echo
-    in another spelling; returns those mapped and those that map to none."""
-    if not errors:
-        return {}, []
-    sent = {item.value for item in batch.items}
-    matched: dict[str, str] = {}
-    unmatched: list[tuple[str, str]] = []
-    for indicator, reason in errors.items():
-        if indicator in sent:
-            matched[indicator] = reason
-            continue
-        try:
-            canonical = canonicalize(indicator)[1]
-        except InvalidValue:
-            canonical = indicator
-        if canonical in sent:
-            matched[canonical] = reason
-        else:
-            unmatched.append((indicator, reason))
-    return matched, unmatched

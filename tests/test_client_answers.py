@@ -23,7 +23,8 @@ from feedsync.cybertrace import CyberTrace, Outcome
 from feedsync.errors import CyberTraceError, RequestError
 from feedsync.outcome import SupplierReport
 from feedsync.store import Store
-from feedsync.upload import Batch, Item, absent, verdict
+from feedsync.upload import Batch, Item
+from feedsync.verdict import absent, verdict
 
 Opener = Callable[[Config], Store]
 Reply = tuple[int, bytes]

@@ -21,7 +21,8 @@ from feedsync.model import Indicator, Invalid, Kind, Removal
 from feedsync.reconcile import Plan, Target, plan
 from feedsync.snapshot import Change, expire, patch, replace
 from feedsync.store import Store
-from feedsync.upload import Batch, acknowledge, batches, verdict
+from feedsync.upload import Batch, acknowledge, batches
+from feedsync.verdict import verdict
 
 
 @pytest.fixture
