@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -61,3 +62,13 @@ def test_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert 1.0 <= float(cells[-1]) <= 1.05, "bytes sent against the minimal JSON of the changes"
     unchanged = next(line for line in lines if line.startswith("unchanged cycle"))
     assert unchanged.split()[-3] == "0", "an unchanged feed sends nothing"
+
+
+def test_exclusions_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    import exclusions  # noqa: PLC0415 -- bench/exclusions.py, not feedsync.exclusions
+
+    assert exclusions.main(["2000", "--lists", "public-dns-v4,url-shortener"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["lists"] == 2 and result["values"] == 2000
+    assert result["ipv4_intervals"] > 10_000, "public-dns-v4 loaded"
+    assert 0 < result["excluded"] < 2000
