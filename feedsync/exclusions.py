@@ -265,7 +265,7 @@ class Screen:
             return
         reason = self.reason(kind, value)
         if reason is not None:
-            yield Invalid(record.line, value[:200], EXCLUDED + reason, record.line_hash)
+            yield Invalid(record.line, value[:200], EXCLUDED + reason, record.line_hash, record.key)
         else:
             yield indicator_of(record, kind, value, static_tags)
 
@@ -307,7 +307,7 @@ class Screen:
         last = first + network.num_addresses - 1
         whole = table.covering(first, last)
         if whole is not None:
-            yield Invalid(record.line, text, EXCLUDED + whole, record.line_hash)
+            yield Invalid(record.line, text, EXCLUDED + whole, record.line_hash, record.key)
             return
         if self.expand_cidr == 0 or network.num_addresses > 1 << (32 - self.expand_cidr):
             yield Invalid(record.line, text, TOO_WIDE, record.line_hash)

@@ -78,6 +78,8 @@ class Invalid:
     value: str
     reason: str
     line_hash: int | None = field(default=None, compare=False)
+    # The record's own key, for an excluded one: a patch then removes the row it had.
+    key: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

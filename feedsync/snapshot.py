@@ -193,6 +193,9 @@ def patch(
         elif isinstance(item, Invalid):
             reasons[item.reason] += 1
             on_invalid(item)
+            if item.key is not None:
+                # An upsert whose new value is excluded: the value it had goes.
+                _remove(db, feed, Removal(item.key, item.line, family=True))
         else:
             row = encode(item)
             db.execute("DELETE FROM gone WHERE key = ?", (row[0],))

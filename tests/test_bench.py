@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -138,3 +139,13 @@ def test_feed_server_answers_conditional_requests(tmp_path: Path) -> None:
         assert stats == {"200": 3, "304": 2, "bytes": 30}
     finally:
         server.stop()
+
+
+def test_exclusions_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    import exclusions  # noqa: PLC0415 -- bench/exclusions.py, not feedsync.exclusions
+
+    assert exclusions.main(["2000", "--lists", "public-dns-v4,url-shortener"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["lists"] == 2 and result["values"] == 2000
+    assert result["ipv4_intervals"] > 10_000, "public-dns-v4 loaded"
+    assert 0 < result["excluded"] < 2000

@@ -231,3 +231,26 @@ async def test_json_garbage_from_misp_changes_nothing(
     assert feeds[0].result == "failed" and message in (feeds[0].error or ""), feeds[0].error
     assert set(emulator.indicators("MISP")) == before
     assert emulator.indicator_requests() == []
+
+
+async def test_an_attribute_whose_new_value_is_excluded_leaves_its_supplier(
+    misp: tuple[str, FakeMisp],
+    emulator: Emulator,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+) -> None:
+    url, fake = misp
+    loaded = make_config(emulator.url, feed(url), "MISP: {confidence: 70}\n")
+    store = open_store(loaded)
+    feeds, _ = await sync(loaded, store)
+    assert feeds[0].result == "ok", feeds[0].error
+    attribute = next(a for a in fake.attributes if a["type"] == "md5" and a["to_ids"])
+    old = canonicalize(attribute["value"])[1]
+    assert old in emulator.indicators("MISP")
+    # An incremental pull brings the attribute back with the empty file's MD5.
+    attribute.update(value="d41d8cd98f00b204e9800998ecf8427e", timestamp=str(int(time.time()) + 10))
+    feeds, _ = await sync(loaded, store)
+    assert feeds[0].result == "ok", feeds[0].error
+    assert feeds[0].change.excluded_reasons == {"null_hash": 1}
+    held = emulator.indicators("MISP")
+    assert old not in held and "D41D8CD98F00B204E9800998ECF8427E" not in held
