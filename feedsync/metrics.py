@@ -182,6 +182,12 @@ REFRESH_DUE = Gauge(
     ["supplier"],
     registry=REGISTRY,
 )
+SUPPLIER_RESTORED = Counter(
+    "feedsync_supplier_restores_total",
+    "Times CyberTrace no longer matched the supplier's canary and feedsync resynced it",
+    ["supplier"],
+    registry=REGISTRY,
+)
 REJECTED = Gauge(
     "feedsync_rejected_indicators",
     "Indicators CyberTrace refused, kept until their content changes",

@@ -146,4 +146,17 @@ MIGRATIONS: tuple[str, ...] = (
         failing_since REAL
     ) WITHOUT ROWID;
     """,
+    # 7: each supplier's canary (canary.py): the value CyberTrace must still match,
+    # and the one it replaced until its DELETE is done. Apart from acked, so that no
+    # count, plan or sweep of feed indicators ever meets it.
+    """
+    CREATE TABLE canary (
+        supplier TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        placed_at REAL NOT NULL,
+        previous TEXT,
+        checked_at REAL,
+        restored_at REAL
+    ) WITHOUT ROWID
+    """,
 )

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import orjson
 
+from feedsync import canaries
 from feedsync.config import Config
 from feedsync.fetch import redact_url
 from feedsync.redact import plain
@@ -45,6 +46,7 @@ def snapshot(config: Config, store: Store) -> dict[str, Any]:
     holds = store.holds()
     streaks = _failing_streaks(db)
     contact = _contact(db)
+    watched = canaries.read_all(db)
     now = time.time()
     feeds = []
     for feed in config.feeds:
@@ -87,6 +89,9 @@ def snapshot(config: Config, store: Store) -> dict[str, Any]:
             "last_success": seen.get("last_success"),
             "last_error": seen.get("last_error"),
             "failing_since": seen.get("failing_since"),
+            # The canary's value is left out: it is no feed indicator.
+            "canary_checked": watched[name].checked_at if name in watched else None,
+            "restored_at": watched[name].restored_at if name in watched else None,
         }
         intervals = [f["interval"] for f in feeds if f["supplier"] == name and f["enabled"]]
         entry["severity"] = _judge_supplier(entry, min(intervals, default=3600.0), now)
@@ -254,6 +259,11 @@ def as_text(snap: Mapping[str, Any]) -> str:
         if s["last_error"]:
             lines.append(
                 f"  CyberTrace failing since {_ago(now, s['failing_since'])}: {s['last_error']}"
+            )
+        if s.get("restored_at") is not None:
+            lines.append(
+                f"  CyberTrace had lost this supplier's indicators {_ago(now, s['restored_at'])}"
+                " (its canary was gone): feedsync resynced it"
             )
         lines.extend(
             f"  rejected {r['op']} {r['indicator']}: {r['reason']}" for r in s["recent_rejections"]

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from feedsync import logs, metrics, statefile
+from feedsync import canary, logs, metrics, statefile
 from feedsync.bootstrap import SupplierState, ensure_supplier, ensure_tags, planned_tags
 from feedsync.config import Config
 from feedsync.cybertrace import CyberTrace
@@ -246,12 +246,18 @@ class Cycle:
     async def _send_plan(self, client: CyberTrace, target: Target) -> tuple[Sent, int]:
         supplier = target.supplier
         info = await ensure_supplier(client, self.config.supplier_settings(supplier))
+        watched = canary.applies(self.config.cybertrace, supplier)
         if info.state is SupplierState.CREATED:
             acked = (await self.store.call(self.store.counts, supplier))["acked"]
             if acked:
                 # It was deleted by hand: CyberTrace holds none of what we recorded.
                 log.warning("supplier.vanished", supplier=supplier, acked=acked)
                 await self.store.call(self._replan, target, None, True, False)
+        elif watched:
+            why = await canary.lost(client, self.store, supplier, info)
+            if why is not None:
+                log.warning("supplier.restored", supplier=supplier, reason=why)
+                await self.store.call(self._replan, target, None, True, True)
         refreshed = 0
         if info.retention > 0:
             await self.store.call(self._prune_retired, supplier, info.retention * 60)
@@ -270,7 +276,29 @@ class Cycle:
                 return bool(await ensure_tags(client, needed, self.config.cybertrace.tag_weight))
 
             await repair()
-        return await upload(self.store, client, supplier, repair), refreshed
+        if not watched:
+            return await upload(self.store, client, supplier, repair), refreshed
+        counts = await self.store.call(functools.partial(self.store.counts, supplier, acked=False))
+        changing = counts["add"] + counts["update"] + counts["delete"] > 0
+        renew = functools.partial(
+            canary.renew,
+            client,
+            self.store,
+            supplier,
+            info,
+            changed=changing or info.state is SupplierState.CREATED,
+            refresh_fraction=self.config.cybertrace.refresh_fraction,
+            domain=self.config.cybertrace.canary_domain,
+        )
+        try:
+            sent = await upload(self.store, client, supplier, repair)
+        except CyberTraceError:
+            # What the upload did send is confirmed in the store, and what it did not
+            # is still pending, planned (a resync's plan too): the canary may move on.
+            await renew()
+            raise
+        await renew()
+        return sent, refreshed
 
     def _replan(
         self, target: Target, refresh: Refresh | None, resync: bool = False, sweep: bool = True
