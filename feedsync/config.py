@@ -225,6 +225,7 @@ class FeedConfig:
     enabled: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY
     full_pull: float = 86400.0  # misp, taxii: seconds between full pulls (catch hard deletes)
+    expect_change_within: float | None = None  # seconds; longer unchanged: upstream stale
     page_size: int = 1000  # misp: attributes per restSearch page
     encoding: str = "utf-8"  # csv: the codec of the body's bytes (see _encoding)
     footer: str | None = None  # csv: what the body's last line starts with (see _footer)
@@ -642,6 +643,11 @@ def _feed(path: str, raw: object, context: _Context) -> FeedConfig:
         enabled=m.flag("enabled", True),
         max_body_bytes=m.integer("max_body_bytes", DEFAULT_MAX_BODY, MAX_BODY_RANGE),
         full_pull=m.duration("full_pull", 86400.0, PULL_RANGE),
+        expect_change_within=(
+            None
+            if m.data.get("expect_change_within") is None
+            else m.duration("expect_change_within", 0.0, PULL_RANGE)
+        ),
         page_size=m.integer("page_size", 1000, "[1, 100000]"),
         encoding=_encoding(m),
         footer=_footer(m),

@@ -159,4 +159,14 @@ MIGRATIONS: tuple[str, ...] = (
         restored_at REAL
     ) WITHOUT ROWID
     """,
+    # 8: when each feed's content last changed (upstream staleness, expect_change_within),
+    # from the run history for feeds that have one: the last run that changed anything,
+    # else the first run known.
+    """
+    ALTER TABLE feeds ADD COLUMN last_change REAL;
+    UPDATE feeds SET last_change = coalesce(
+        (SELECT max(finished) FROM runs r WHERE r.feed = feeds.name
+            AND r.added + r.changed + r.removed + r.held > 0),
+        (SELECT min(started) FROM runs r WHERE r.feed = feeds.name));
+    """,
 )

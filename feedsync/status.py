@@ -26,6 +26,7 @@ import orjson
 from feedsync import canaries
 from feedsync.config import Config
 from feedsync.fetch import redact_url
+from feedsync.outcome import upstream_stale
 from feedsync.redact import plain
 from feedsync.store import Store
 
@@ -70,6 +71,8 @@ def snapshot(config: Config, store: Store) -> dict[str, Any]:
             "invalid": row.invalid if row else 0,
             "held_deletions": row.held_removals if row else None,
             "held_since": row.held_since if row else None,
+            "last_change": row.last_change if row else None,
+            "expect_change_within": feed.expect_change_within,
         }
         entry["state"], entry["severity"] = _judge_feed(entry, now)
         feeds.append(entry)
@@ -160,6 +163,10 @@ def _judge_feed(f: Mapping[str, Any], now: float) -> tuple[str, Severity]:
         return f"holds {f['held_deletions']} deletions", "warning"
     if f["last_attempt"] is None:
         return "never synced", "ok"
+    if upstream_stale(f["last_change"], f["expect_change_within"], now):
+        unchanged = _span(now - f["last_change"])
+        expected = _span(f["expect_change_within"])
+        return f"upstream unchanged for {unchanged} (expected within {expected})", "warning"
     return "ok", "ok"
 
 

@@ -52,6 +52,7 @@ class FeedRow:
     held_since: float | None
     layout: str | None = None  # what the feed's line index was built under (lines.py)
     line_bits: int | None = None
+    last_change: float | None = None  # the last run that changed its content (migration 8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +300,12 @@ def record_run(db: sqlite3.Connection, run: Run) -> None:
     )
     if run.result in ("ok", "unchanged", "held"):
         db.execute("UPDATE feeds SET last_success = ? WHERE name = ?", (run.finished, run.feed))
+        # A held change is a change upstream all the same; the first success starts the clock.
+        changed = run.added + run.changed + run.removed + run.held > 0
+        db.execute(
+            "UPDATE feeds SET last_change = ? WHERE name = ? AND (? OR last_change IS NULL)",
+            (run.finished, run.feed, changed),
+        )
 
 
 def migrate(db: sqlite3.Connection) -> None:
@@ -359,6 +366,7 @@ def _feed_row(row: sqlite3.Row) -> FeedRow:
         held_since=row["held_since"],
         layout=row["layout"],
         line_bits=row["line_bits"],
+        last_change=row["last_change"],
     )
 
 

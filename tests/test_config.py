@@ -755,7 +755,7 @@ def test_bad_schedules(value: str, fragment: str) -> None:
 COMMON_FEED_KEYS = {
     *("name", "type", "url", "supplier", "schedule", "tags", "max_delete_ratio", "username"),
     *("password", "password_file", "headers", "verify_tls", "timeout", "enabled", "context"),
-    *("unmark_detections", "max_body_bytes", "proxy", "retry"),
+    *("unmark_detections", "max_body_bytes", "proxy", "retry", "expect_change_within"),
 }
 
 
@@ -781,7 +781,7 @@ TYPE_KEYS = {
 COMMON_LINES = (
     "schedule: 1d\ntags: [t]\nmax_delete_ratio: 0.1\nusername: u\npassword: p\n"
     "headers: {X-A: b}\nverify_tls: false\ntimeout: 1\nenabled: true\ncontext: {a: b}\n"
-    "unmark_detections: false\nmax_body_bytes: 1\n"
+    "unmark_detections: false\nmax_body_bytes: 1\nexpect_change_within: 2d\n"
 )
 
 
