@@ -62,7 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument(
         "--dry-run", action="store_true", help="show the planned changes, send nothing"
     )
-    sync.add_argument("--force", action="store_true", help="apply changes held by the shrink guard")
+    sync.add_argument(
+        "--force",
+        action="store_true",
+        help="apply changes held by the shrink guard, and delete what only feeds removed"
+        " from the configuration listed",
+    )
     sync.add_argument(
         "--resync",
         action="store_true",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import orjson
@@ -28,7 +28,7 @@ from feedsync.config import Config
 from feedsync.fetch import redact_url
 from feedsync.outcome import upstream_stale
 from feedsync.redact import plain
-from feedsync.store import Store
+from feedsync.store import FeedRow, Store
 
 Severity = Literal["ok", "warning", "critical"]
 Source = Literal["daemon", "store"]
@@ -76,6 +76,7 @@ def snapshot(config: Config, store: Store) -> dict[str, Any]:
         }
         entry["state"], entry["severity"] = _judge_feed(entry, now)
         feeds.append(entry)
+    feeds.extend(_removed(config, rows.values(), now))
     suppliers = []
     for name in dict.fromkeys(feed.supplier for feed in config.feeds):
         counts = store.counts(name)
@@ -146,9 +147,51 @@ def _contact(db: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     }
 
 
+def _removed(config: Config, rows: Iterable[FeedRow], now: float) -> list[dict[str, Any]]:
+    """Feeds the store holds that the configuration no longer names, whose
+    indicators feedsync keeps (membership.py)."""
+    configured = {feed.name for feed in config.feeds}
+    out = []
+    for row in rows:
+        if row.name in configured or not row.indicators:
+            continue
+        entry: dict[str, Any] = {
+            "feed": row.name,
+            "supplier": row.supplier,
+            "enabled": False,
+            "removed": True,
+            "schedule": "-",
+            "interval": 0.0,
+            "next_run": None,
+            "on_hold": False,
+            "on_hold_since": None,
+            "last_success": row.last_success,
+            "last_attempt": row.last_attempt,
+            "last_error": None,
+            "failing_since": None,
+            "attempts": 0,
+            "indicators": row.indicators,
+            "invalid": row.invalid,
+            "held_deletions": None,
+            "held_since": None,
+            "last_change": row.last_change,
+            "expect_change_within": None,
+        }
+        entry["state"], entry["severity"] = _judge_feed(entry, now)
+        out.append(entry)
+    return out
+
+
 def _judge_feed(f: Mapping[str, Any], now: float) -> tuple[str, Severity]:
+    if f.get("removed"):
+        return (
+            f"removed from the configuration: its {f['indicators']} indicators are kept"
+            " until `feedsync sync --force`",
+            "warning",
+        )
     if not f["enabled"]:
-        return "disabled", "ok"
+        kept = f" (its {f['indicators']} indicators are kept)" if f["indicators"] else ""
+        return f"disabled{kept}", "ok"
     if f["last_error"]:
         attempts = max(1, f["attempts"])
         since = f["failing_since"] or f["last_attempt"] or now

@@ -341,6 +341,15 @@ def now() -> float:
     return time.time()
 
 
+def forget_feed(db: sqlite3.Connection, feed_id: int, supplier: str) -> None:
+    """Drop a feed's snapshot and row; its values are compared again, so that the
+    supplier's next plan deletes those no other feed lists. Its runs stay."""
+    _mark_feed_dirty(db, feed_id, supplier)
+    for table in ("snapshot", "lines", "line_index"):
+        db.execute(f"DELETE FROM {table} WHERE feed_id = ?", (feed_id,))
+    db.execute("DELETE FROM feeds WHERE id = ?", (feed_id,))
+
+
 def _mark_feed_dirty(db: sqlite3.Connection, feed_id: int, supplier: str) -> None:
     db.execute(
         "INSERT OR IGNORE INTO dirty (supplier, value)"

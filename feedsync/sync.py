@@ -26,6 +26,7 @@ from feedsync.cybertrace import CyberTrace
 from feedsync.cycle_apply import Applier, failed, preview
 from feedsync.cycle_fetch import Fetched, Fetcher, SourceFactory, cycle_deadline
 from feedsync.errors import AuthError, CyberTraceError, StoreError, SupplierGone
+from feedsync.membership import members
 from feedsync.outcome import FeedReport, SupplierReport, cause, run_of
 from feedsync.phases import Phases
 from feedsync.reconcile import Plan, Refresh, Target, plan, prune_retired
@@ -185,17 +186,16 @@ class Cycle:
                 record_run(db, run_of(report))
 
     async def _target(self, supplier: str, version: str) -> Target:
-        rows = []
-        feeds = self.config.feeds_of(supplier)
-        for feed in feeds:
-            rows.append(await self.store.call(self.store.feed, feed.name, supplier))
+        merged = await members(
+            self.config, self.store, supplier, force=self.force, dry_run=self.dry_run
+        )
         unmark = None
         if supplier == "FalsePositive" and version in ("1.2", "1.3"):
             unmark = any(f.unmark_detections for f in self.config.feeds_of(supplier))
         return Target(
             supplier=supplier,
-            feed_ids=tuple(row.id for row in rows),
-            feed_names=tuple(feed.name for feed in feeds),
+            feed_ids=tuple(row.id for _name, row in merged),
+            feed_names=tuple(name for name, _row in merged),
             send_context=supplier != "FalsePositive",
             send_tags=version != "1.0",
             unmark_detections=unmark,
