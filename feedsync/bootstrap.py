@@ -26,6 +26,7 @@ class SupplierInfo:
 
     state: SupplierState
     retention: int
+    enabled: bool = True  # False only where CyberTrace says "disabled"
 
 
 async def ensure_supplier(client: CyberTrace, settings: SupplierConfig) -> SupplierInfo:
@@ -56,7 +57,8 @@ async def ensure_supplier(client: CyberTrace, settings: SupplierConfig) -> Suppl
             state = SupplierState.UPDATED
     retention = current.get("retention") if current else None
     reported = retention if isinstance(retention, int) and not isinstance(retention, bool) else None
-    return SupplierInfo(state, settings.retention if reported is None else reported)
+    enabled = not current or current.get("status") != "disabled"
+    return SupplierInfo(state, settings.retention if reported is None else reported, enabled)
 
 
 def _enforced(settings: SupplierConfig) -> bool:

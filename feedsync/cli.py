@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from feedsync import __version__, config, control, logs, report, status, terminal
+from feedsync import __version__, config, control, history, logs, report, status, terminal
 from feedsync.errors import AuthError, ConfigError, FeedsyncError, StoreBusy
 from feedsync.progress import Board
 from feedsync.sources import source_for
@@ -65,7 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument(
         "--dry-run", action="store_true", help="show the planned changes, send nothing"
     )
-    sync.add_argument("--force", action="store_true", help="apply changes held by the shrink guard")
+    sync.add_argument(
+        "--force",
+        action="store_true",
+        help="apply changes held by the shrink guard, and delete what only feeds removed"
+        " from the configuration listed",
+    )
     sync.add_argument(
         "--resync",
         action="store_true",
@@ -97,6 +102,20 @@ def _parser() -> argparse.ArgumentParser:
     _config_option(show)
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(handler=_status)
+
+    past = commands.add_parser(
+        "history", help="the run history of every feed, one feed or one supplier's feeds"
+    )
+    _config_option(past)
+    past.add_argument("name", nargs="?", metavar="FEED|SUPPLIER", help="default: every feed")
+    past.add_argument(
+        "--limit",
+        type=_positive,
+        default=history.DEFAULT_LIMIT,
+        help=f"at most this many runs, newest first (default {history.DEFAULT_LIMIT})",
+    )
+    past.add_argument("--json", action="store_true", help="machine-readable output")
+    past.set_defaults(handler=_history)
 
     for name, verb, hold in (
         ("hold", "stop the feed's schedule from running it, until released", True),
@@ -309,6 +328,34 @@ def _status(args: argparse.Namespace) -> int:
             store.close()
     print(status.as_json(snapshot) if args.json else status.as_text(snapshot))
     return status.exit_code(snapshot)
+
+
+def _history(args: argparse.Namespace) -> int:
+    loaded = _load(args, secrets=False)
+    if not Path(loaded.state.path).exists():
+        print(f"{loaded.state.path}: no state database yet (the first sync creates it)")
+        return EXIT_OK
+    store = Store.open(loaded.state.path, readonly=True)
+    try:
+        feeds = store.guarded(history.feeds_named, loaded, store.db, args.name)
+        if feeds == []:
+            print(f"feedsync: no feed or supplier named {args.name!r}", file=sys.stderr)
+            return EXIT_USAGE
+        runs = store.guarded(history.read, store.db, feeds, args.limit)
+    finally:
+        store.close()
+    print(history.as_json(runs) if args.json else history.as_text(runs))
+    return EXIT_OK
+
+
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return number
 
 
 def _run(args: argparse.Namespace) -> int:

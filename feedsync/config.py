@@ -159,6 +159,8 @@ class CyberTraceConfig:
     max_batch_indicators: int = 20000
     tag_weight: int = 0
     refresh_fraction: float = 0.5  # re-PUT unchanged indicators after this share of retention
+    canary: bool = True  # restore detection (canary.py)
+    canary_domain: str = "canary.feedsync.invalid"
     retry: RetryConfig = RetryConfig()
     proxy: ProxyConfig = ProxyConfig()
 
@@ -225,6 +227,7 @@ class FeedConfig:
     enabled: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY
     full_pull: float = 86400.0  # misp, taxii: seconds between full pulls (catch hard deletes)
+    expect_change_within: float | None = None  # seconds; longer unchanged: upstream stale
     page_size: int = 1000  # misp: attributes per restSearch page
     encoding: str = "utf-8"  # csv: the codec of the body's bytes (see _encoding)
     footer: str | None = None  # csv: what the body's last line starts with (see _footer)
@@ -360,9 +363,7 @@ def _sections(data: dict[Any, Any], source: str, context: _Context) -> Config:
         cybertrace=cybertrace,
         state=StateConfig(_resolve(context.base, state.text("path", StateConfig().path))),
         server=server,
-        suppliers=MappingProxyType(
-            _suppliers(top, {feed.supplier for feed in feeds}, defaults)
-        ),
+        suppliers=MappingProxyType(_suppliers(top, {feed.supplier for feed in feeds}, defaults)),
         feeds=feeds,
         warnings=tuple(context.warnings),
         supplier_defaults=defaults,
@@ -519,6 +520,8 @@ def _cybertrace(m: _Map) -> CyberTraceConfig:
         max_batch_indicators=m.integer("max_batch_indicators", 20000, "[1, 10000000]"),
         tag_weight=m.integer("tag_weight", 0, "[0, 5]"),
         refresh_fraction=m.number("refresh_fraction", 0.5, "(0, 1)"),
+        canary=m.flag("canary", True),
+        canary_domain=_canary_domain(m),
         retry=RetryConfig(
             attempts=retry.integer("attempts", 5, ATTEMPTS_RANGE),
             initial_delay=initial,
@@ -527,6 +530,28 @@ def _cybertrace(m: _Map) -> CyberTraceConfig:
         ),
         proxy=_proxy(m),
     )
+
+
+def _canary_domain(m: _Map) -> str:
+    domain = m.text("canary_domain", "canary.feedsync.invalid")
+    labels = domain.split(".")
+    # A reserved top-level domain (RFC 2606, 6761): the canary never names a real
+    # host, so it never matches traffic and no one else can ever list it.
+    if (
+        len(domain) > 200
+        or labels[-1] not in _RESERVED_TLDS
+        or not all(_DOMAIN_LABEL.fullmatch(label) for label in labels)
+    ):
+        raise ConfigError(
+            m.at("canary_domain"),
+            f"{_show(domain)} is not a lower-case domain name under a reserved top-level"
+            f" domain ({', '.join(sorted(_RESERVED_TLDS))})",
+        )
+    return domain
+
+
+_RESERVED_TLDS = frozenset({"invalid", "test", "example"})
+_DOMAIN_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def _server(m: _Map) -> ServerConfig:
@@ -644,6 +669,11 @@ def _feed(path: str, raw: object, context: _Context) -> FeedConfig:
         enabled=m.flag("enabled", True),
         max_body_bytes=m.integer("max_body_bytes", DEFAULT_MAX_BODY, MAX_BODY_RANGE),
         full_pull=m.duration("full_pull", 86400.0, PULL_RANGE),
+        expect_change_within=(
+            None
+            if m.data.get("expect_change_within") is None
+            else m.duration("expect_change_within", 0.0, PULL_RANGE)
+        ),
         page_size=m.integer("page_size", 1000, "[1, 100000]"),
         encoding=_encoding(m),
         footer=_footer(m),

@@ -126,6 +126,8 @@ SECTIONS: Mapping[str, tuple[Key, ...]] = MappingProxyType(
             Key("refresh_fraction", _number(0, 1, open_low=True, open_high=True), 0.5),
             Key("retry", {"$ref": "#/$defs/cybertrace_retry"}),
             Key("proxy", _PROXY, "environment"),
+            Key("canary", _BOOL, True),
+            Key("canary_domain", _STRING, "canary.feedsync.invalid"),
         ),
         "cybertrace.retry": _section(
             Key("attempts", _int(1, 100), 5),
@@ -171,6 +173,7 @@ SECTIONS: Mapping[str, tuple[Key, ...]] = MappingProxyType(
             Key("retry", {"$ref": "#/$defs/feed_retry"}),
             Key("exclude", {"$ref": "#/$defs/exclude"}),
             Key("expand_cidr", _int(0, 32), 24),
+            Key("expect_change_within", _DURATION),
             Key("indicator", _COLUMN, 1, ("csv",)),
             Key("context", {"type": "object", "additionalProperties": _COLUMN}, None, ("csv",)),
             Key("tags_field", _COLUMN, None, ("csv",)),

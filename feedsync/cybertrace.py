@@ -235,6 +235,29 @@ class CyberTrace:
         self.check(answer, method, f"suppliers/{supplier}/indicators")
         return Outcome(answer.status)
 
+    # Lookup
+
+    async def lookup(self, value: str) -> bool | None:
+        """Whether CyberTrace matches ``value`` (``POST lookup``, page 198540), or
+        None where the answer does not tell: the page's words for ``result`` are
+        lost, so a match is read from its ``categories``, which the page keeps."""
+        path = self._path("lookup")
+        if path.startswith("/api/1.3/lookup"):
+            # API 1.3 has only the tenant form (198593); 1.2's untenanted one acts in
+            # the General tenant, where a supplier made outside any tenant is.
+            path = "/api/1.2/lookup"
+        answer = await self._send("POST", path, "", [{"object": value}])
+        if answer.status == 404:
+            return None
+        self.check(answer, "POST", "lookup")
+        body = answer.body
+        if not isinstance(body, list) or len(body) != 1 or not isinstance(body[0], dict):
+            return None
+        categories = body[0].get("categories")
+        if not isinstance(categories, list):
+            return None
+        return bool(categories)
+
     # Transport
 
     def _path(self, tail: str, *, tenant: bool = True) -> str:

@@ -276,10 +276,16 @@ class Daemon:
         except FeedsyncError as exc:
             log.warning("metrics.store_unreadable", feed=name, error=str(exc))
             return
-        feed_state_metrics(name, next((r for r in rows if r.name == name), None))
+        feed_state_metrics(
+            name, next((r for r in rows if r.name == name), None), self._expect_change(name)
+        )
         job = self.scheduler.get_job(name)
         if job is not None and job.next_run_time is not None:
             metrics.FEED_NEXT_RUN.labels(name).set(job.next_run_time.timestamp())
+
+    def _expect_change(self, name: str) -> float | None:
+        feed = next((f for f in self.config.feeds if f.name == name), None)
+        return None if feed is None else feed.expect_change_within
 
     def _reload_soon(self) -> None:
         task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
@@ -361,7 +367,7 @@ class Daemon:
             )
             supplier_state_metrics(supplier, counts)
         for name, feed in wanted.items():
-            feed_state_metrics(name, rows.get(name))
+            feed_state_metrics(name, rows.get(name), feed.expect_change_within)
             metrics.FEED_INTERVAL.labels(name).set(interval_seconds(feed))
             job = self.scheduler.get_job(name)
             if job is not None and job.next_run_time is not None:

@@ -29,6 +29,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import re
 import secrets
 import signal
 import ssl
@@ -178,16 +179,22 @@ class Emulator:
     # Inspection and direct setup, standing in for CyberTrace's operators
 
     def indicators(
-        self, supplier: str, tenant: str = DEFAULT_TENANT
+        self, supplier: str, tenant: str = DEFAULT_TENANT, *, canaries: bool = False
     ) -> dict[str, EmulatedIndicator]:
-        """Canonical value -> live indicator (expired ones are held but left out)."""
+        """Canonical value -> live indicator (expired ones are held but left out).
+        Tests compare what feeds put in a supplier: feedsync's own restore canary
+        (canary.py) is left out unless ``canaries``."""
         found = self.supplier(supplier, tenant)
-        return {} if found is None else found.live(self.api.clock())
+        held = {} if found is None else found.live(self.api.clock())
+        return held if canaries else _without_canaries(held)
 
-    def stored(self, supplier: str, tenant: str = DEFAULT_TENANT) -> dict[str, EmulatedIndicator]:
-        """Canonical value -> indicator, expired ones included."""
+    def stored(
+        self, supplier: str, tenant: str = DEFAULT_TENANT, *, canaries: bool = False
+    ) -> dict[str, EmulatedIndicator]:
+        """Canonical value -> indicator, expired ones included (canaries as above)."""
         found = self.supplier(supplier, tenant)
-        return {} if found is None else dict(found.indicators)
+        held = {} if found is None else dict(found.indicators)
+        return held if canaries else _without_canaries(held)
 
     def supplier(self, name: str, tenant: str = DEFAULT_TENANT) -> EmulatedSupplier | None:
         """The supplier, if the tenant sees it (General sees every one)."""
@@ -245,12 +252,17 @@ class Emulator:
             return False
         return scheme.lower() == "basic" and secrets.compare_digest(given, self._credentials)
 
-    def indicator_requests(self, method: str | None = None) -> list[LoggedRequest]:
-        """Logged PUT and DELETE requests on ``.../indicators`` (or only ``method``)."""
+    def indicator_requests(
+        self, method: str | None = None, *, canaries: bool = False
+    ) -> list[LoggedRequest]:
+        """Logged PUT and DELETE requests on ``.../indicators`` (or only ``method``);
+        those of feedsync's canary alone are left out unless ``canaries``."""
         return [
             r
             for r in self.requests
-            if debug.changes_indicators(r.method, r.path) and method in (None, r.method)
+            if debug.changes_indicators(r.method, r.path)
+            and method in (None, r.method)
+            and (canaries or not _of_canaries(r.json))
         ]
 
     # Faults
@@ -320,6 +332,27 @@ class Emulator:
 
 
 # The command line (``feedsync emulator``)
+
+
+# How feedsync names its canaries: "fs-" and 16 hex digits, under a reserved domain.
+_CANARY = re.compile(r"fs-[0-9a-f]{16}\.[a-z0-9.-]+\.(?:invalid|test|example)")
+
+
+def _without_canaries(held: dict[str, EmulatedIndicator]) -> dict[str, EmulatedIndicator]:
+    return {value: found for value, found in held.items() if not _CANARY.fullmatch(value)}
+
+
+def _of_canaries(body: object) -> bool:
+    return (
+        isinstance(body, list)
+        and bool(body)
+        and all(
+            isinstance(item, dict)
+            and isinstance(item.get("indicator"), str)
+            and _CANARY.fullmatch(item["indicator"])
+            for item in body
+        )
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -56,6 +56,18 @@ FEED_AGE = Gauge(
     ["feed"],
     registry=REGISTRY,
 )
+FEED_LAST_CHANGE = Gauge(
+    "feedsync_feed_last_change_timestamp_seconds",
+    "Unix time of the feed's last run that changed its content",
+    ["feed"],
+    registry=REGISTRY,
+)
+FEED_UPSTREAM_STALE = Gauge(
+    "feedsync_feed_upstream_stale",
+    "1 while the feed's content has not changed for longer than its expect_change_within",
+    ["feed"],
+    registry=REGISTRY,
+)
 FEED_INDICATORS = Gauge(
     "feedsync_feed_indicators", "Indicators in the feed's snapshot", ["feed"], registry=REGISTRY
 )
@@ -186,6 +198,12 @@ PENDING = Gauge(
 REFRESH_DUE = Gauge(
     "feedsync_refresh_due_indicators",
     "Indicators re-sent in the last cycle because their retention was running out",
+    ["supplier"],
+    registry=REGISTRY,
+)
+SUPPLIER_RESTORED = Counter(
+    "feedsync_supplier_restores_total",
+    "Times CyberTrace no longer matched the supplier's canary and feedsync resynced it",
     ["supplier"],
     registry=REGISTRY,
 )

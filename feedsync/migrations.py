@@ -154,4 +154,27 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE feeds ADD COLUMN excluded TEXT;
     ALTER TABLE feeds ADD COLUMN exclusions TEXT;
     """,
+    # 8: each supplier's canary (canary.py): the value CyberTrace must still match,
+    # and the one it replaced until its DELETE is done. Apart from acked, so that no
+    # count, plan or sweep of feed indicators ever meets it.
+    """
+    CREATE TABLE canary (
+        supplier TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        placed_at REAL NOT NULL,
+        previous TEXT,
+        checked_at REAL,
+        restored_at REAL
+    ) WITHOUT ROWID
+    """,
+    # 9: when each feed's content last changed (upstream staleness, expect_change_within),
+    # from the run history for feeds that have one: the last run that changed anything,
+    # else the first run known.
+    """
+    ALTER TABLE feeds ADD COLUMN last_change REAL;
+    UPDATE feeds SET last_change = coalesce(
+        (SELECT max(finished) FROM runs r WHERE r.feed = feeds.name
+            AND r.added + r.changed + r.removed + r.held > 0),
+        (SELECT min(started) FROM runs r WHERE r.feed = feeds.name));
+    """,
 )

@@ -113,7 +113,7 @@ def _feed_metrics(report: FeedReport) -> None:
     metrics.FEED_HELD_DELETIONS.labels(report.feed).set(report.change.removed if held else 0)
 
 
-def feed_state_metrics(name: str, row: FeedRow | None) -> None:
+def feed_state_metrics(name: str, row: FeedRow | None, expect: float | None = None) -> None:
     """A feed's series as its stored state has them, so that they exist from the
     daemon's start (an alert cannot fire on a series that is absent until the
     feed next runs, a day later for a daily feed) and stay true between runs."""
@@ -125,6 +125,13 @@ def feed_state_metrics(name: str, row: FeedRow | None) -> None:
     if row is None:
         return
     metrics.FEED_INDICATORS.labels(name).set(row.indicators)
+    changed = row.last_change
+    if changed is not None:
+        metrics.FEED_LAST_CHANGE.labels(name).set(changed)
+    # Judged when scraped: a daily feed's series turns stale between its runs.
+    metrics.FEED_UPSTREAM_STALE.labels(name).set_function(
+        lambda: float(upstream_stale(changed, expect, time.time()))
+    )
     if row.last_error is None:
         # The store does not keep where a failed run failed: a feed failing at the
         # restart gets its stage series back from its next run, not from here.
@@ -136,6 +143,11 @@ def feed_state_metrics(name: str, row: FeedRow | None) -> None:
         metrics.FEED_AGE.labels(name).set_function(lambda: time.time() - succeeded)
     metrics.FEED_HELD.labels(name).set(1 if row.held_since is not None else 0)
     metrics.FEED_HELD_DELETIONS.labels(name).set(row.held_removals or 0)
+
+
+def upstream_stale(last_change: float | None, expect: float | None, now: float) -> bool:
+    """Whether a feed that should change within ``expect`` seconds has not."""
+    return expect is not None and last_change is not None and now - last_change > expect
 
 
 def supplier_state_metrics(supplier: str, counts: Mapping[str, int]) -> None:

@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import orjson
 
+from feedsync import canaries
 from feedsync.config import Config
 from feedsync.fetch import redact_url
+from feedsync.outcome import upstream_stale
 from feedsync.redact import plain
-from feedsync.store import Store
+from feedsync.store import FeedRow, Store
 
 Severity = Literal["ok", "warning", "critical"]
 Source = Literal["daemon", "store"]
@@ -45,6 +47,7 @@ def snapshot(config: Config, store: Store) -> dict[str, Any]:
     holds = store.holds()
     streaks = _failing_streaks(db)
     contact = _contact(db)
+    watched = canaries.read_all(db)
     now = time.time()
     feeds = []
     for feed in config.feeds:
@@ -70,9 +73,12 @@ def snapshot(config: Config, store: Store) -> dict[str, Any]:
             "held_deletions": row.held_removals if row else None,
             "held_since": row.held_since if row else None,
             "progress": None,
+            "last_change": row.last_change if row else None,
+            "expect_change_within": feed.expect_change_within,
         }
         entry["state"], entry["severity"] = _judge_feed(entry, now)
         feeds.append(entry)
+    feeds.extend(_removed(config, rows.values(), now))
     suppliers = []
     for name in dict.fromkeys(feed.supplier for feed in config.feeds):
         counts = store.counts(name)
@@ -89,6 +95,9 @@ def snapshot(config: Config, store: Store) -> dict[str, Any]:
             "last_success": seen.get("last_success"),
             "last_error": seen.get("last_error"),
             "failing_since": seen.get("failing_since"),
+            # The canary's value is left out: it is no feed indicator.
+            "canary_checked": watched[name].checked_at if name in watched else None,
+            "restored_at": watched[name].restored_at if name in watched else None,
         }
         intervals = [f["interval"] for f in feeds if f["supplier"] == name and f["enabled"]]
         entry["severity"] = _judge_supplier(entry, min(intervals, default=3600.0), now)
@@ -146,9 +155,51 @@ def _contact(db: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     }
 
 
+def _removed(config: Config, rows: Iterable[FeedRow], now: float) -> list[dict[str, Any]]:
+    """Feeds the store holds that the configuration no longer names, whose
+    indicators feedsync keeps (membership.py)."""
+    configured = {feed.name for feed in config.feeds}
+    out = []
+    for row in rows:
+        if row.name in configured or not row.indicators:
+            continue
+        entry: dict[str, Any] = {
+            "feed": row.name,
+            "supplier": row.supplier,
+            "enabled": False,
+            "removed": True,
+            "schedule": "-",
+            "interval": 0.0,
+            "next_run": None,
+            "on_hold": False,
+            "on_hold_since": None,
+            "last_success": row.last_success,
+            "last_attempt": row.last_attempt,
+            "last_error": None,
+            "failing_since": None,
+            "attempts": 0,
+            "indicators": row.indicators,
+            "invalid": row.invalid,
+            "held_deletions": None,
+            "held_since": None,
+            "last_change": row.last_change,
+            "expect_change_within": None,
+        }
+        entry["state"], entry["severity"] = _judge_feed(entry, now)
+        out.append(entry)
+    return out
+
+
 def _judge_feed(f: Mapping[str, Any], now: float) -> tuple[str, Severity]:
+    if f.get("removed"):
+        return (
+            f"removed from the configuration: its {f['indicators']} indicators are kept"
+            " until `feedsync sync --force`",
+            "warning",
+        )
     if not f["enabled"]:
-        return "disabled", "ok"
+        kept = f" (its {f['indicators']} indicators are kept)" if f["indicators"] else ""
+        return f"disabled{kept}", "ok"
     if f["last_error"]:
         attempts = max(1, f["attempts"])
         since = f["failing_since"] or f["last_attempt"] or now
@@ -163,6 +214,10 @@ def _judge_feed(f: Mapping[str, Any], now: float) -> tuple[str, Severity]:
         return f"holds {f['held_deletions']} deletions", "warning"
     if f["last_attempt"] is None:
         return "never synced", "ok"
+    if upstream_stale(f["last_change"], f["expect_change_within"], now):
+        unchanged = _span(now - f["last_change"])
+        expected = _span(f["expect_change_within"])
+        return f"upstream unchanged for {unchanged} (expected within {expected})", "warning"
     return "ok", "ok"
 
 
@@ -271,6 +326,11 @@ def as_text(snap: Mapping[str, Any]) -> str:
         if s["last_error"]:
             lines.append(
                 f"  CyberTrace failing since {_ago(now, s['failing_since'])}: {s['last_error']}"
+            )
+        if s.get("restored_at") is not None:
+            lines.append(
+                f"  CyberTrace had lost this supplier's indicators {_ago(now, s['restored_at'])}"
+                " (its canary was gone): feedsync resynced it"
             )
         lines.extend(
             f"  rejected {r['op']} {r['indicator']}: {r['reason']}" for r in s["recent_rejections"]

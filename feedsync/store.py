@@ -56,6 +56,7 @@ class FeedRow:
     line_bits: int | None = None
     excluded: tuple[tuple[str, int], ...] = ()  # the last applied fetch's, by reason
     exclusions: str | None = None  # the fingerprint of the settings it was applied under
+    last_change: float | None = None  # the last run that changed its content (migration 8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +304,12 @@ def record_run(db: sqlite3.Connection, run: Run) -> None:
     )
     if run.result in ("ok", "unchanged", "held"):
         db.execute("UPDATE feeds SET last_success = ? WHERE name = ?", (run.finished, run.feed))
+        # A held change is a change upstream all the same; the first success starts the clock.
+        changed = run.added + run.changed + run.removed + run.held > 0
+        db.execute(
+            "UPDATE feeds SET last_change = ? WHERE name = ? AND (? OR last_change IS NULL)",
+            (run.finished, run.feed, changed),
+        )
 
 
 def migrate(db: sqlite3.Connection) -> None:
@@ -338,6 +345,15 @@ def now() -> float:
     return time.time()
 
 
+def forget_feed(db: sqlite3.Connection, feed_id: int, supplier: str) -> None:
+    """Drop a feed's snapshot and row; its values are compared again, so that the
+    supplier's next plan deletes those no other feed lists. Its runs stay."""
+    _mark_feed_dirty(db, feed_id, supplier)
+    for table in ("snapshot", "lines", "line_index"):
+        db.execute(f"DELETE FROM {table} WHERE feed_id = ?", (feed_id,))
+    db.execute("DELETE FROM feeds WHERE id = ?", (feed_id,))
+
+
 def _mark_feed_dirty(db: sqlite3.Connection, feed_id: int, supplier: str) -> None:
     db.execute(
         "INSERT OR IGNORE INTO dirty (supplier, value)"
@@ -365,6 +381,7 @@ def _feed_row(row: sqlite3.Row) -> FeedRow:
         line_bits=row["line_bits"],
         excluded=tuple(orjson.loads(row["excluded"] or "{}").items()),
         exclusions=row["exclusions"],
+        last_change=row["last_change"],
     )
 
 

@@ -19,13 +19,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from feedsync import logs, metrics, statefile
+from feedsync import canary, logs, metrics, statefile
 from feedsync.bootstrap import SupplierState, ensure_supplier, ensure_tags, planned_tags
 from feedsync.config import Config
 from feedsync.cybertrace import CyberTrace
 from feedsync.cycle_apply import Applier, failed, preview
 from feedsync.cycle_fetch import Fetched, Fetcher, SourceFactory, cycle_deadline
 from feedsync.errors import AuthError, CyberTraceError, StoreError, SupplierGone
+from feedsync.membership import members
 from feedsync.outcome import FeedReport, SupplierReport, cause, run_of
 from feedsync.phases import Phases
 from feedsync.progress import QUIET, Meter, Progress
@@ -200,17 +201,16 @@ class Cycle:
                 record_run(db, run_of(report))
 
     async def _target(self, supplier: str, version: str) -> Target:
-        rows = []
-        feeds = self.config.feeds_of(supplier)
-        for feed in feeds:
-            rows.append(await self.store.call(self.store.feed, feed.name, supplier))
+        merged = await members(
+            self.config, self.store, supplier, force=self.force, dry_run=self.dry_run
+        )
         unmark = None
         if supplier == "FalsePositive" and version in ("1.2", "1.3"):
             unmark = any(f.unmark_detections for f in self.config.feeds_of(supplier))
         return Target(
             supplier=supplier,
-            feed_ids=tuple(row.id for row in rows),
-            feed_names=tuple(feed.name for feed in feeds),
+            feed_ids=tuple(row.id for _name, row in merged),
+            feed_names=tuple(name for name, _row in merged),
             send_context=supplier != "FalsePositive",
             send_tags=version != "1.0",
             unmark_detections=unmark,
@@ -269,12 +269,18 @@ class Cycle:
     ) -> tuple[Sent, int]:
         supplier = target.supplier
         info = await ensure_supplier(client, self.config.supplier_settings(supplier))
+        watched = canary.applies(self.config.cybertrace, supplier)
         if info.state is SupplierState.CREATED:
             acked = (await self.store.call(self.store.counts, supplier))["acked"]
             if acked:
                 # It was deleted by hand: CyberTrace holds none of what we recorded.
                 log.warning("supplier.vanished", supplier=supplier, acked=acked)
                 await self.store.call(self._replan, target, None, True, False)
+        elif watched:
+            why = await canary.lost(client, self.store, supplier, info)
+            if why is not None:
+                log.warning("supplier.restored", supplier=supplier, reason=why)
+                await self.store.call(self._replan, target, None, True, True)
         refreshed = 0
         if info.retention > 0:
             await self.store.call(self._prune_retired, supplier, info.retention * 60)
@@ -295,7 +301,28 @@ class Cycle:
             await repair()
         counts = await self.store.call(functools.partial(self.store.counts, supplier, acked=False))
         meter.enter("upload", counts["add"] + counts["update"] + counts["delete"])
-        return await upload(self.store, client, supplier, repair, meter), refreshed
+        if not watched:
+            return await upload(self.store, client, supplier, repair, meter), refreshed
+        changing = counts["add"] + counts["update"] + counts["delete"] > 0
+        renew = functools.partial(
+            canary.renew,
+            client,
+            self.store,
+            supplier,
+            info,
+            changed=changing or info.state is SupplierState.CREATED,
+            refresh_fraction=self.config.cybertrace.refresh_fraction,
+            domain=self.config.cybertrace.canary_domain,
+        )
+        try:
+            sent = await upload(self.store, client, supplier, repair, meter)
+        except CyberTraceError:
+            # What the upload did send is confirmed in the store, and what it did not
+            # is still pending, planned (a resync's plan too): the canary may move on.
+            await renew()
+            raise
+        await renew()
+        return sent, refreshed
 
     def _replan(
         self, target: Target, refresh: Refresh | None, resync: bool = False, sweep: bool = True

@@ -757,6 +757,7 @@ COMMON_FEED_KEYS = {
     *("name", "type", "url", "supplier", "schedule", "tags", "max_delete_ratio", "username"),
     *("password", "password_file", "headers", "verify_tls", "timeout", "enabled"),
     *("unmark_detections", "max_body_bytes", "proxy", "retry", "schedule_min_override"),
+    *("expect_change_within",),
     *("exclude", "expand_cidr"),
 }
 
@@ -783,7 +784,7 @@ TYPE_KEYS = {
 COMMON_LINES = (
     "schedule: 1d\ntags: [t]\nmax_delete_ratio: 0.1\nusername: u\npassword: p\n"
     "headers: {X-A: b}\nverify_tls: false\ntimeout: 1\nenabled: true\n"
-    "unmark_detections: false\nmax_body_bytes: 1\n"
+    "unmark_detections: false\nmax_body_bytes: 1\nexpect_change_within: 2d\n"
 )
 
 

@@ -43,8 +43,11 @@ async def test_supplier_and_tags_are_created_once(
     assert [r.method + " " + r.path.rsplit("/", 1)[-1] for r in emulator.requests] == [
         "GET suppliers",
         "GET Demo",
+        "POST lookup",  # the supplier's canary (canary.py), then its replacement
         "GET tags",
         "PUT indicators",
+        "PUT indicators",
+        "DELETE indicators",
     ]
 
 
