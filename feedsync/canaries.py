@@ -1,4 +1,4 @@
-"""The store's record of each supplier's canary (migration 7; canary.py sends them).
+"""The store's record of each supplier's canary (migration 8; canary.py sends them).
 
 Kept apart from ``acked``: no count, plan, metric or sweep of feed indicators
 ever meets a canary.

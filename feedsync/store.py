@@ -56,7 +56,7 @@ class FeedRow:
     line_bits: int | None = None
     excluded: tuple[tuple[str, int], ...] = ()  # the last applied fetch's, by reason
     exclusions: str | None = None  # the fingerprint of the settings it was applied under
-    last_change: float | None = None  # the last run that changed its content (migration 8)
+    last_change: float | None = None  # the last run that changed its content (migration 9)
 
 
 @dataclass(frozen=True, slots=True)
