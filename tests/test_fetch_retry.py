@@ -267,12 +267,11 @@ async def test_retries_stay_inside_the_feed_timeout(
     flaky.script = [status(503)]
     extra = "timeout: 2\nretry: {attempts: 10, initial_delay: 0.8, max_delay: 0.8}"
     loaded = make_config(emulator.url, feed(f"{flaky.url}/feed", extra), SUPPLIER)
-    started = time.monotonic()
     feeds, _ = await sync(loaded, open_store(loaded))
-    assert time.monotonic() - started < 2.0
     error = feeds[0].error or ""
     assert feeds[0].result == "failed"
-    # The real cause, not "no complete body within 2 s".
+    # The real cause, not "no complete body within 2 s": no wait began that would end
+    # past the timeout (a wall-clock bound here would measure the machine's load).
     assert "HTTP 503" in error and "the next would start past the feed's timeout" in error, error
     assert 2 <= len(flaky.arrived) < 10
 
