@@ -262,23 +262,25 @@ class Daemon:
         self.cycles += 1
         self.failures += failed
         self.notifier.status(self.summary())
-        for name in names:
-            await self._feed_metrics(name)
+        await self._feed_metrics(names)
         return reply
 
-    async def _feed_metrics(self, name: str) -> None:
-        """The feed's state series from the store, and when it runs next."""
+    async def _feed_metrics(self, names: Sequence[str]) -> None:
+        """The feeds' state series from the store (one read for all of them), and
+        when each runs next."""
         reader = self.reader
         if reader is None:
             return
         try:
-            rows = await reader.call(reader.feeds)
+            rows = {row.name: row for row in await reader.call(reader.feeds)}
         except FeedsyncError as exc:
-            log.warning("metrics.store_unreadable", feed=name, error=str(exc))
+            log.warning("metrics.store_unreadable", feeds=list(names), error=str(exc))
             return
-        feed_state_metrics(
-            name, next((r for r in rows if r.name == name), None), self._expect_change(name)
-        )
+        for name in names:
+            feed_state_metrics(name, rows.get(name), self._expect_change(name))
+            self._next_run_metric(name)
+
+    def _next_run_metric(self, name: str) -> None:
         job = self.scheduler.get_job(name)
         if job is not None and job.next_run_time is not None:
             metrics.FEED_NEXT_RUN.labels(name).set(job.next_run_time.timestamp())
@@ -369,9 +371,7 @@ class Daemon:
         for name, feed in wanted.items():
             feed_state_metrics(name, rows.get(name), feed.expect_change_within)
             metrics.FEED_INTERVAL.labels(name).set(interval_seconds(feed))
-            job = self.scheduler.get_job(name)
-            if job is not None and job.next_run_time is not None:
-                metrics.FEED_NEXT_RUN.labels(name).set(job.next_run_time.timestamp())
+            self._next_run_metric(name)
 
     def _retire(self, client: CyberTrace) -> None:
         running = list(self.running.values())
