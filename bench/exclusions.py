@@ -17,9 +17,9 @@ import resource
 import time
 from pathlib import Path
 
-from feedsync.exclusions import BUILTIN
 from feedsync.model import Kind
-from feedsync.warninglists import chosen, screen_for
+from feedsync.safety.exclusions import BUILTIN
+from feedsync.safety.warninglists import chosen, screen_for
 
 
 def rss_bytes() -> int:

@@ -11,11 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from feedsync import __version__, config, control, history, logs, report, status, terminal
+from feedsync import __version__, config, logs, status, terminal
+from feedsync import render as report
+from feedsync.daemon import control
 from feedsync.errors import AuthError, ConfigError, FeedsyncError, StoreBusy
 from feedsync.progress import Board
 from feedsync.sources import source_for
-from feedsync.store import Store
+from feedsync.store import Store, history
 from feedsync.sync import Cycle, clear_spool
 from feedsync.terminal import Terminal
 
@@ -179,7 +181,7 @@ def _load(args: argparse.Namespace, *, secrets: bool = True) -> config.Config:
 
 def _check(args: argparse.Namespace) -> int:
     if args.schema:
-        from feedsync.configkeys import json_schema  # noqa: PLC0415 -- only for --schema
+        from feedsync.config.keys import json_schema  # noqa: PLC0415 -- only for --schema
 
         print(json.dumps(json_schema(), indent=2))
         return EXIT_OK

@@ -15,7 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from feedsync import config, logs, report, status
+from feedsync import config, logs, status
+from feedsync import render as report
 from feedsync.emulator import Emulator
 from feedsync.store import Store
 from feedsync.sync import Cycle

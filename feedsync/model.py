@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
 
 class Kind(enum.StrEnum):
@@ -91,3 +93,50 @@ class Removal:
     line: int = 0
     # Also every key "<key>|..." (the several values of one STIX indicator).
     family: bool = False
+
+
+BodyMode = Literal["replace", "patch"]
+
+
+@dataclass(frozen=True, slots=True)
+class Validators:
+    """What identifies the last body applied: HTTP validators and its SHA-256."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+    sha256: str | None = None
+    cursor: str | None = None  # an incremental source's position (JSON), kept with the snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """A completely downloaded body; ``temporary`` bodies are deleted after use."""
+
+    path: Path
+    size: int
+    validators: Validators
+    temporary: bool
+    # "replace": the records are the whole feed; "patch": only what changed since
+    # the cursor, with Removal items for rows that went away.
+    mode: BodyMode = "replace"
+    end: bytes = b""  # the last bytes of the (inflated) body
+    # False when the body ended by the connection closing, with no length, chunk
+    # framing or compressed trailer to prove that it ended where the server meant.
+    framed: bool = True
+
+    def discard(self) -> None:
+        if self.temporary:
+            self.path.unlink(missing_ok=True)
+
+
+def pulled(path: Path, count: int, cursor: str, *, full: bool) -> Body | None:
+    """The body of an API pull spooled to ``path``: a full pull replaces the
+    snapshot, an incremental one patches it, and an empty incremental pull is
+    no change at all."""
+    if not full and count == 0:
+        path.unlink(missing_ok=True)
+        return None
+    mode: BodyMode = "replace" if full else "patch"
+    return Body(path, count, Validators(cursor=cursor), temporary=True, mode=mode)
+
+

@@ -76,8 +76,8 @@ class Quiet:
 
 QUIET = Meter(Quiet(), ())
 
-# The download under way on this task: the sources fetch through feedsync.fetch
-# without knowing which cycle asked (as feedsync.retry's DEADLINE).
+# The download under way on this task: the sources fetch through feedsync.sources.fetch
+# without knowing which cycle asked (as feedsync.sources.retry's DEADLINE).
 DOWNLOAD: contextvars.ContextVar[Meter] = contextvars.ContextVar("download", default=QUIET)
 
 

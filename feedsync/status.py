@@ -23,12 +23,11 @@ from typing import Any, Literal
 
 import orjson
 
-from feedsync import canaries
 from feedsync.config import Config
-from feedsync.fetch import redact_url
-from feedsync.outcome import upstream_stale
 from feedsync.redact import plain
-from feedsync.store import FeedRow, Store
+from feedsync.sources.fetch import redact_url
+from feedsync.store import FeedRow, Store, canaries
+from feedsync.sync.reports import upstream_stale
 
 Severity = Literal["ok", "warning", "critical"]
 Source = Literal["daemon", "store"]
@@ -40,7 +39,7 @@ STALE_INTERVALS = 2
 def snapshot(config: Config, store: Store) -> dict[str, Any]:
     """Per feed and supplier: freshness, counts, holds, failures, judged."""
     # apscheduler only for the commands that read schedules: a cron `sync` starts faster.
-    from feedsync.timing import interval_seconds  # noqa: PLC0415
+    from feedsync.daemon.timing import interval_seconds  # noqa: PLC0415
 
     db = store.db
     rows = {row.name: row for row in store.feeds()}

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from feedsync.body import open_body
-from feedsync.csvfeed import CsvOptions, parse_csv
 from feedsync.model import Record
 from feedsync.normalize import normalize
+from feedsync.sources.csvfeed import CsvOptions, parse_csv
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import generate
@@ -142,7 +142,7 @@ def test_feed_server_answers_conditional_requests(tmp_path: Path) -> None:
 
 
 def test_exclusions_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
-    import exclusions  # noqa: PLC0415 -- bench/exclusions.py, not feedsync.exclusions
+    import exclusions  # noqa: PLC0415 -- bench/exclusions.py, not feedsync.safety.exclusions
 
     assert exclusions.main(["2000", "--lists", "public-dns-v4,url-shortener"]) == 0
     result = json.loads(capsys.readouterr().out)

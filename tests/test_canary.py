@@ -10,10 +10,10 @@ import pytest
 from conftest import PASSWORD, FeedServer, run_cli
 
 from feedsync import config
-from feedsync.canaries import read_all
 from feedsync.emulator import Emulator
 from feedsync.errors import ConfigError
 from feedsync.store import Store
+from feedsync.store.canaries import read_all
 
 CONFIG = """\
 cybertrace:

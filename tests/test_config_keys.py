@@ -1,4 +1,4 @@
-"""Every key the loader accepts is in the key registry (feedsync.configkeys), in
+"""Every key the loader accepts is in the key registry (feedsync.config.keys), in
 docs/configuration.md and in config/example.yaml, and the JSON Schema built from the
 registry takes the example (issue 15 items 9 and 11).
 
@@ -20,8 +20,9 @@ import jsonschema
 import pytest
 import yaml
 
-from feedsync import cli, config, configkeys
-from feedsync.configkeys import FEED_TYPES
+from feedsync import cli, config
+from feedsync.config import keys as configkeys
+from feedsync.config.keys import FEED_TYPES
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config" / "example.yaml"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from feedsync.config import load, parse
-from feedsync.csvfeed import CsvOptions, parse_csv
 from feedsync.errors import ConfigError
 from feedsync.model import Record
+from feedsync.sources.csvfeed import CsvOptions, parse_csv
 
 ENV = {"CT_PASSWORD": "pw"}
 

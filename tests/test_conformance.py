@@ -16,10 +16,10 @@ import pytest
 from conftest import PASSWORD, USER, FeedServer, run_cli
 
 from feedsync.emulator import Emulator
-from feedsync.faults import GARBLES, Faults
+from feedsync.emulator.faults import GARBLES, Faults
 from feedsync.store import Store
 
-# One entry per switch of feedsync.emulator_readings.Readings, flipped from its default.
+# One entry per switch of feedsync.emulator.readings.Readings, flipped from its default.
 READINGS: dict[str, dict[str, Any]] = {
     "strict": {},
     "missing_supplier_404": {"missing_supplier_status": 404},

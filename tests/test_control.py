@@ -16,8 +16,7 @@ from aiohttp import web
 from conftest import run_cli
 from test_daemon import daemon_at, eventually, write_config  # noqa: F401 -- fixture
 
-from feedsync import control
-from feedsync.daemon import Daemon
+from feedsync.daemon import Daemon, control
 from feedsync.emulator import Emulator
 
 FOUR = "a.example\nb.example\nc.example\nd.example\n"

@@ -12,7 +12,7 @@ import pytest
 from conftest import PASSWORD, FeedServer
 
 from feedsync.emulator import Emulator
-from feedsync.faults import Faults
+from feedsync.emulator.faults import Faults
 
 CONFIG = """\
 cybertrace:

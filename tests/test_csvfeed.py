@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from feedsync.body import open_body
-from feedsync.csvfeed import CsvOptions, check_footer, data_rows, parse_csv
 from feedsync.errors import FetchError, ParseError
 from feedsync.model import Invalid, Record
+from feedsync.sources.csvfeed import CsvOptions, check_footer, data_rows, parse_csv
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 

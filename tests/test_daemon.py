@@ -26,10 +26,10 @@ from test_tls import certificates, tls_emulator  # noqa: F401 -- fixtures
 from feedsync import config as configuration
 from feedsync import metrics
 from feedsync.daemon import Daemon, first_run
+from feedsync.daemon.server import Server
+from feedsync.daemon.systemd import Notifier
 from feedsync.emulator import Emulator
-from feedsync.server import Server
 from feedsync.store import Store
-from feedsync.systemd import Notifier
 
 CONFIG = """\
 cybertrace:

@@ -18,10 +18,10 @@ import orjson
 import pytest
 from conftest import Clock
 
+from feedsync._http import basic_auth
 from feedsync.emulator import Emulator, add_arguments, serve, serve_from
-from feedsync.emulator_readings import Readings
-from feedsync.faults import Faults
-from feedsync.fetch import basic_auth
+from feedsync.emulator.faults import Faults
+from feedsync.emulator.readings import Readings
 
 USER, PASSWORD = conftest.USER, conftest.PASSWORD
 AUTH = basic_auth(USER, PASSWORD)

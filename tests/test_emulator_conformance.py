@@ -30,7 +30,7 @@ from test_emulator import (
 )
 
 from feedsync.emulator import EmulatedIndicator, Emulator
-from feedsync.emulator_readings import Readings
+from feedsync.emulator.readings import Readings
 
 ROOT = Path(__file__).resolve().parents[1]
 TAGS = "/api/1.2/tags"

@@ -12,18 +12,18 @@ from conftest import PASSWORD, ConfigFactory, FeedServer
 from samples import sample
 from test_sync import sync
 
-from feedsync import config, metrics, report, status
+from feedsync import config, metrics, status
+from feedsync import render as report
 from feedsync.config import Config
-from feedsync.csvfeed import CsvOptions
 from feedsync.emulator import Emulator
 from feedsync.errors import ConfigError
-from feedsync.exclusions import BUILTIN, EXCLUDED, TOO_WIDE, Screen, intervals
-from feedsync.fetch import Validators
-from feedsync.lines import LineFeed, replace_lines
-from feedsync.model import Indicator, Invalid, Record
-from feedsync.snapshot import Change
+from feedsync.model import Indicator, Invalid, Record, Validators
+from feedsync.safety.exclusions import BUILTIN, EXCLUDED, TOO_WIDE, Screen, intervals
+from feedsync.safety.warninglists import available, chosen, entries, screen_for
+from feedsync.sources.csvfeed import CsvOptions
 from feedsync.store import Store
-from feedsync.warninglists import available, chosen, entries, screen_for
+from feedsync.store.linediff import LineFeed, replace_lines
+from feedsync.store.snapshot import Change
 
 # Each built-in with values it excludes, and neighbours just outside it.
 BUILTIN_CASES = {

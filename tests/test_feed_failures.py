@@ -19,8 +19,7 @@ from test_sync import sync
 
 from feedsync.config import Config, FeedConfig
 from feedsync.emulator import Emulator
-from feedsync.fetch import Body, Validators
-from feedsync.model import Invalid, Record
+from feedsync.model import Body, Invalid, Record, Validators
 from feedsync.sources import CsvSource, Source, source_for
 from feedsync.store import Store
 from feedsync.sync import Cycle, spool_dir

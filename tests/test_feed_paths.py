@@ -15,11 +15,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from feedsync.config import FeedConfig, Secret, parse
-from feedsync.cycle_fetch import discard_spooled
 from feedsync.errors import ConfigError
-from feedsync.fetch import Validators, fetch, request_for
+from feedsync.model import Validators
 from feedsync.paths import FEED_NAME, component
 from feedsync.sources import source_for
+from feedsync.sources.fetch import fetch, request_for
+from feedsync.sync.fetching import discard_spooled
 
 ENV = {"CT_PASSWORD": "pw"}
 HOSTILE = [".", "..", "../x", "a/b", "/abs", "a\0b", "a\\b", "-x", ".hidden", "a b", "x" * 101]

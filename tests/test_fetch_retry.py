@@ -23,7 +23,7 @@ from feedsync import config, logs
 from feedsync.config import Config, ConfigError, FeedRetryConfig
 from feedsync.emulator import Emulator
 from feedsync.metrics import REGISTRY
-from feedsync.retry import backoff, retry_after, transient
+from feedsync.sources.retry import backoff, retry_after, transient
 from feedsync.store import Store
 
 GOOD = "".join(f"retried-{i}.example\n" for i in range(6))

@@ -17,14 +17,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feedsync.config import FeedConfig
-from feedsync.csvfeed import CsvOptions, parse_csv
 from feedsync.errors import FeedsyncError
-from feedsync.fetch import Body, Validators
-from feedsync.misp import event_records
-from feedsync.mispapi import MispSource
-from feedsync.mispfeed import MispFeedSource
-from feedsync.stix import Unsupported, pattern_values
-from feedsync.taxii import TaxiiSource
+from feedsync.model import Body, Validators
+from feedsync.sources.csvfeed import CsvOptions, parse_csv
+from feedsync.sources.misp import event_records
+from feedsync.sources.mispapi import MispSource
+from feedsync.sources.mispfeed import MispFeedSource
+from feedsync.sources.stix import Unsupported, pattern_values
+from feedsync.sources.taxii import TaxiiSource
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 from feedsync import daemon
 from feedsync.config import parse
 from feedsync.errors import ConfigError, FetchError
-from feedsync.fetch import Validators
+from feedsync.model import Validators
 from feedsync.sources import source_for
 
 PASSWORD = "hunter2-Secret"

@@ -13,12 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from feedsync import lineindex
-from feedsync.csvfeed import CsvOptions
-from feedsync.fetch import Validators
-from feedsync.lines import LineFeed, replace_lines
-from feedsync.snapshot import Change
-from feedsync.store import Store
+from feedsync.model import Validators
+from feedsync.sources.csvfeed import CsvOptions
+from feedsync.store import Store, lineindex
+from feedsync.store.linediff import LineFeed, replace_lines
+from feedsync.store.snapshot import Change
 
 OPTIONS = CsvOptions(indicator="indicator", context=(("status", "status"),), tags_field="tags")
 HEADER = b"# indicator,status,tags"

@@ -15,9 +15,9 @@ from test_sync import sync
 
 from feedsync.config import Config
 from feedsync.emulator import Emulator
-from feedsync.misp import event_records
 from feedsync.model import Invalid, Record
 from feedsync.normalize import canonicalize
+from feedsync.sources.misp import event_records
 from feedsync.store import Store
 from feedsync.sync import spool_dir
 

@@ -13,7 +13,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from feedsync.config import Config, parse
 from feedsync.emulator import Emulator
-from feedsync.faults import Faults
+from feedsync.emulator.faults import Faults
 from feedsync.store import Store
 from feedsync.sync import Cycle
 

@@ -20,11 +20,12 @@ import pytest
 from conftest import PASSWORD, ConfigFactory, FeedServer
 from test_daemon import daemon_at, write_config  # noqa: F401 -- a fixture
 
-from feedsync import report, status, terminal
+from feedsync import render as report
+from feedsync import status, terminal
 from feedsync.config import Config
 from feedsync.daemon import Daemon
 from feedsync.emulator import Emulator
-from feedsync.faults import Faults
+from feedsync.emulator.faults import Faults
 from feedsync.progress import Board, Phase
 from feedsync.store import Store
 from feedsync.sync import Cycle

@@ -28,7 +28,7 @@ from feedsync.config import Config, ConfigError, ProxyConfig
 from feedsync.cybertrace import CyberTrace
 from feedsync.emulator import Emulator
 from feedsync.errors import AuthError, FetchError
-from feedsync.fetch import Validators
+from feedsync.model import Validators
 from feedsync.sources import source_for
 from feedsync.store import Store
 

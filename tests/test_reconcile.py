@@ -13,16 +13,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from feedsync import reconcile
 from feedsync.cybertrace import Outcome
-from feedsync.fetch import Validators
-from feedsync.migrations import MIGRATIONS
-from feedsync.model import Indicator, Invalid, Kind, Removal
-from feedsync.reconcile import Plan, Target, plan
-from feedsync.snapshot import Change, expire, patch, replace
-from feedsync.store import Store
-from feedsync.upload import Batch, acknowledge, batches
-from feedsync.verdict import verdict
+from feedsync.cybertrace.upload import Batch, acknowledge, batches
+from feedsync.cybertrace.verdict import verdict
+from feedsync.model import Indicator, Invalid, Kind, Removal, Validators
+from feedsync.store import Store, reconcile
+from feedsync.store.migrations import MIGRATIONS
+from feedsync.store.reconcile import Plan, Target, plan
+from feedsync.store.snapshot import Change, expire, patch, replace
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from test_sync import sync
 from feedsync.config import Config
 from feedsync.cybertrace import DELETE_LIMIT, PUT_LIMIT, CyberTrace
 from feedsync.emulator import Emulator
+from feedsync.emulator.faults import Faults
 from feedsync.errors import AuthError, RequestError
-from feedsync.faults import Faults
 from feedsync.store import Store
 
 Opener = Callable[[Config], Store]

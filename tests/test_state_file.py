@@ -16,11 +16,10 @@ import pytest
 from conftest import PASSWORD, USER
 
 from feedsync import config as configuration
-from feedsync import statefile
 from feedsync.emulator import Emulator
 from feedsync.errors import StoreCorrupt, StoreError
-from feedsync.migrations import MIGRATIONS
-from feedsync.store import Store
+from feedsync.store import Store, statefile
+from feedsync.store.migrations import MIGRATIONS
 from feedsync.sync import clear_spool, spool_dir
 
 

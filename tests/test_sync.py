@@ -13,9 +13,9 @@ from samples import sample
 from feedsync.config import Config
 from feedsync.emulator import Emulator
 from feedsync.normalize import canonical_tags, canonicalize
-from feedsync.outcome import FeedReport, SupplierReport
 from feedsync.store import Store
 from feedsync.sync import Cycle
+from feedsync.sync.reports import FeedReport, SupplierReport
 
 URLHAUS_FEED = """\
 - name: urlhaus

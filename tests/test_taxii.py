@@ -17,12 +17,12 @@ from conftest import ConfigFactory, free_port
 from samples import sample
 from test_sync import sync
 
+from feedsync._http import basic_auth
 from feedsync.config import Config
 from feedsync.emulator import Emulator
-from feedsync.fetch import basic_auth
 from feedsync.model import Invalid, Record, Removal
 from feedsync.normalize import canonicalize
-from feedsync.stix import Unsupported, indicator_records, pattern_values
+from feedsync.sources.stix import Unsupported, indicator_records, pattern_values
 from feedsync.store import Store
 
 VXVAULT = "a5707c2d-3d27-5a65-bcfd-d837aad4af61"

@@ -14,7 +14,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from samples import sample
 
-from feedsync.emulator_values import NotAnIndicator, canonical
+from feedsync.emulator.values import NotAnIndicator, canonical
 from feedsync.model import Kind
 from feedsync.normalize import InvalidValue, canonicalize
 

@@ -1,0 +1,1 @@
+"""Values that never reach CyberTrace: built-in exclusions and MISP warninglists."""

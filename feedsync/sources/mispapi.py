@@ -1,0 +1,224 @@
+"""The ``misp`` source: MISP's REST API, ``POST {url}/attributes/restSearch``.
+
+A full pull (the first, then every ``full_pull``) asks for the feed's filters
+(default: ``to_ids`` attributes) and replaces the snapshot, which also catches
+attributes deleted for good. In between, incremental pulls ask for what changed
+since the last attribute ``timestamp`` seen (minus an overlap), deleted ones
+included, and patch the snapshot: a soft deletion or a ``to_ids`` flip removes
+the attribute. Pages go to a spool file as JSON lines, so memory holds a page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from feedsync import proxy
+from feedsync._http import ssl_context
+from feedsync.config import FeedConfig
+from feedsync.errors import FetchError, ParseError
+from feedsync.metrics import feed_response
+from feedsync.model import Body, Invalid, Record, Removal, Validators, pulled
+from feedsync.paths import component
+from feedsync.proxy import Route
+from feedsync.redact import Redacted
+from feedsync.sources.fetch import redact_url, request_for, warn_unverified
+from feedsync.sources.misp import attribute_record
+from feedsync.sources.retry import retried, status_error
+from feedsync.sources.transport import failure
+
+OVERLAP = 300
+MAX_PAGES = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where the last applied pull ended: newest attribute timestamp, last full pull."""
+
+    since: int = 0
+    full_at: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str | None) -> Cursor | None:
+        try:
+            data = json.loads(text) if text else None
+            return cls(int(data["since"]), float(data["full_at"])) if data else None
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def dump(self) -> str:
+        return json.dumps({"since": self.since, "full_at": self.full_at})
+
+
+class MispSource:
+    """Attributes of a MISP instance."""
+
+    def __init__(self, feed: FeedConfig, clock: Any = time.time) -> None:
+        self.feed = feed
+        self.clock = clock
+        self.endpoint = feed.url.rstrip("/") + "/attributes/restSearch"
+        self._route: Route = proxy.DIRECT
+        self._secrets: tuple[str, ...] = ()
+        self._headers: dict[str, str] = {}
+
+    def _filters(self, cursor: Cursor | None, full: bool) -> dict[str, object]:
+        filters: dict[str, object] = {"to_ids": True, **self.feed.filters}
+        filters |= {"returnFormat": "json", "includeEventTags": True}
+        if not full and cursor is not None:
+            # to_ids flips and soft deletions must come back to be removed.
+            filters.pop("to_ids", None)
+            filters |= {"timestamp": max(0, cursor.since - OVERLAP), "deleted": [0, 1]}
+        return filters
+
+    async def fetch(self, previous: Validators, spool: Path) -> Body | None:
+        cursor = Cursor.parse(previous.cursor)
+        now = self.clock()
+        full = cursor is None or now - cursor.full_at >= self.feed.full_pull
+        filters = self._filters(cursor, full)
+        await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
+        path = spool / f"{component(self.feed.name)}.misp.body"
+        count, newest = await self._pull(filters, path)
+        since = max(newest, cursor.since if cursor else 0)
+        state = Cursor(since, now if full else (cursor.full_at if cursor else now))
+        return pulled(path, count, state.dump(), full=full)
+
+    async def _pull(self, filters: dict[str, object], path: Path) -> tuple[int, int]:
+        request = request_for(self.feed, self.endpoint)
+        assert self.feed.api_key is not None
+        headers = {
+            **request.headers,
+            "Authorization": self.feed.api_key.reveal(),
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+        }
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=request.timeout, sock_read=request.timeout
+        )
+        warn_unverified(request)
+        tls = await ssl_context(request.verify_tls)
+        self._route = request.route(self.endpoint)
+        self._secrets = (*request.secrets, self.feed.api_key.reveal())
+        count = newest = size = 0
+        seen_first: set[str] = set()
+        out = await asyncio.to_thread(path.open, "wb")
+        try:
+            # The headers go with each request: aiohttp would copy session defaults into
+            # a proxy's and send the key to the proxy as Proxy-Authorization.
+            self._headers = headers
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                for page in range(1, MAX_PAGES + 1):
+                    body = {**filters, "page": page, "limit": self.feed.page_size}
+                    attempt = partial(self._page, session, body, page, tls)
+                    attributes = await retried(self.feed.name, self.feed.retry, attempt)
+                    if attributes and str(attributes[0].get("uuid")) in seen_first:
+                        raise FetchError(
+                            self.feed.name, f"MISP returned page {page} again (a loop)"
+                        )
+                    if attributes:
+                        seen_first.add(str(attributes[0].get("uuid")))
+                    lines = b"".join(orjson.dumps(a) + b"\n" for a in attributes)
+                    await asyncio.to_thread(out.write, lines)
+                    size += len(lines)
+                    if size > self.feed.max_body_bytes:
+                        raise FetchError(
+                            self.feed.name,
+                            f"MISP pages add up to over max_body_bytes"
+                            f" ({self.feed.max_body_bytes})",
+                        )
+                    newest = max([newest, *(_int(a.get("timestamp")) for a in attributes)])
+                    count += len(attributes)
+                    if len(attributes) < self.feed.page_size:
+                        return count, newest
+        finally:
+            await asyncio.to_thread(out.close)
+        raise FetchError(self.feed.name, f"MISP kept paging past {MAX_PAGES} pages")
+
+    async def _page(
+        self,
+        session: aiohttp.ClientSession,
+        body: dict[str, object],
+        page: int,
+        tls: Any,
+    ) -> list[Mapping[str, Any]]:
+        where, route, secrets = redact_url(self.endpoint), self._route, self._secrets
+        try:
+            async with session.post(
+                self.endpoint,
+                data=orjson.dumps(body),
+                ssl=tls,
+                proxy=route.proxy,
+                headers={**self._headers, **route.forward(self.endpoint)},
+                proxy_headers=route.tunnel(self.endpoint),
+            ) as response:
+                refused = proxy.answered(route, response.status)
+                if refused is not None:
+                    raise FetchError(self.feed.name, f"cannot fetch {where}: {refused}")
+                feed_response(self.feed.name, response.status)
+                if response.status == 403:
+                    raise FetchError(self.feed.name, f"MISP refused the API key (403) at {where}")
+                if response.status != 200:
+                    message = f"HTTP {response.status} from {where}{route.via} (page {page})"
+                    raise status_error(self.feed.name, response.status, message, response.headers)
+                raw = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise failure(self.feed.name, where, route, exc, secrets) from Redacted.of(exc, secrets)
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ParseError(self.feed.name, f"page {page} from {where} is not JSON") from exc
+        payload = data.get("response", data) if isinstance(data, dict) else None
+        attributes = payload.get("Attribute") if isinstance(payload, dict) else None
+        if not isinstance(attributes, list):
+            raise ParseError(self.feed.name, f"page {page} from {where} holds no Attribute list")
+        found: list[Mapping[str, Any]] = [a for a in attributes if isinstance(a, dict)]
+        for number, attribute in enumerate(found, start=1):
+            _keyed(attribute, self.feed.name, page, number)
+        return found
+
+    def records(self, body: Body) -> Iterator[Record | Invalid | Removal]:
+        patch = body.mode == "patch"
+        with body.path.open("rb") as lines:
+            for number, line in enumerate(lines, start=1):
+                attribute = orjson.loads(line)
+                event = attribute.get("Event")
+                if not isinstance(event, Mapping):
+                    event = {}
+                context = tuple(
+                    (k, str(event[f]))
+                    for k, f in (("event_id", "id"), ("event_uuid", "uuid"), ("event_info", "info"))
+                    if event.get(f) not in (None, "")
+                )
+                record = attribute_record(attribute, context, (), number)
+                if record is None:
+                    if patch:
+                        yield Removal(str(attribute.get("uuid")), number)
+                    continue
+                yield record
+
+
+def _keyed(attribute: Mapping[str, Any], feed: str, page: int, number: int) -> None:
+    # The uuid keys the snapshot, names what an incremental pull removes and
+    # tells a repeated page: without it the pull would go wrong three ways.
+    uuid = attribute.get("uuid")
+    if isinstance(uuid, str) and uuid.strip():
+        return
+    event = attribute.get("Event")
+    named = event.get("uuid") or event.get("id") if isinstance(event, Mapping) else None
+    where = f"page {page}, attribute {number}" + (f" (event {named})" if named else "")
+    raise ParseError(feed, f"MISP {where} has no uuid ({uuid!r}): attributes are keyed by it")
+
+
+def _int(value: object) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        return 0

@@ -1,0 +1,420 @@
+"""One sync cycle: fetch feeds, update snapshots, plan and upload per supplier.
+
+Feeds are fetched concurrently under a bound, each within its timeout
+(cycle_fetch.py). Each supplier goes on as soon as its own feeds are fetched,
+whatever the others' are doing: each feed's snapshot is written in a
+transaction of its own (a feed that fails, however, leaves only itself
+untouched), then the plan in another, so other feeds' store work gets the
+store's thread in between; then the plan is sent. A dry run does the same
+inside one transaction it rolls back, and sends nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from feedsync import logs, metrics
+from feedsync.config import Config
+from feedsync.cybertrace import CyberTrace
+from feedsync.cybertrace.bootstrap import SupplierState, ensure_supplier, ensure_tags, planned_tags
+from feedsync.cybertrace.upload import Sent, upload
+from feedsync.errors import AuthError, CyberTraceError, StoreError, SupplierGone
+from feedsync.phases import Phases
+from feedsync.progress import QUIET, Meter, Progress
+from feedsync.sources import source_for
+from feedsync.store import Store, record_run, statefile
+from feedsync.store.membership import members
+from feedsync.store.reconcile import Plan, Refresh, Target, plan, prune_retired
+from feedsync.sync import canary
+from feedsync.sync.applying import Applier, failed, preview
+from feedsync.sync.fetching import Fetched, Fetcher, SourceFactory, cycle_deadline
+from feedsync.sync.reports import FeedReport, SupplierReport, cause, run_of
+
+log = logs.get("feedsync.sync")
+
+
+class Cycle:
+    """One pass over some feeds and the suppliers they fill."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        dry_run: bool = False,
+        force: bool = False,
+        resync: bool = False,
+        locks: dict[str, asyncio.Lock] | None = None,
+        client: CyberTrace | None = None,
+        deadline: float | None = None,
+        sources: SourceFactory = source_for,
+        progress: Progress = QUIET.progress,
+    ) -> None:
+        self.progress = progress
+        self.client = client
+        self.deadline = deadline
+        self.sources = sources
+        self.config = config
+        self.locks = locks if locks is not None else {}
+        self.store = store
+        self.dry_run = dry_run
+        self.force = force
+        self.resync = resync
+        self.spool = spool_dir(config)
+        self.phases = Phases()
+        self.applier = Applier(store, self.phases, force, progress)
+
+    async def run(self, names: Sequence[str] = ()) -> tuple[list[FeedReport], list[SupplierReport]]:
+        started = time.monotonic()
+        with metrics.CYCLE_DURATION.time():
+            feeds, suppliers = await self._run(names)
+        log.info(
+            "cycle.finished",
+            feeds=len(feeds),
+            suppliers=len(suppliers),
+            seconds=round(time.monotonic() - started, 3),
+            requests=sum(s.sent.requests for s in suppliers),
+            bytes_sent=sum(s.sent.bytes for s in suppliers),
+            dry_run=self.dry_run,
+            **self.phases.fields(),
+        )
+        return feeds, suppliers
+
+    async def _run(self, names: Sequence[str]) -> tuple[list[FeedReport], list[SupplierReport]]:
+        feeds = [f for f in self.config.feeds if f.enabled and (not names or f.name in names)]
+        deadline = self.deadline if self.deadline is not None else cycle_deadline(feeds)
+        fetcher = Fetcher(
+            self.store,
+            self.spool,
+            self.phases,
+            deadline,
+            sources=self.sources,
+            progress=self.progress,
+        )
+        fetches = {f.name: asyncio.create_task(fetcher.fetch(f), name=f.name) for f in feeds}
+        suppliers = list(dict.fromkeys(feed.supplier for feed in feeds))
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                client = self.client
+                if client is None:
+                    client = await stack.enter_async_context(connect(self.config))
+                outcomes = await asyncio.gather(
+                    *(
+                        self._supplier_when_fetched(
+                            client, s, [fetches[f.name] for f in feeds if f.supplier == s]
+                        )
+                        for s in suppliers
+                    ),
+                    return_exceptions=True,
+                )
+        finally:
+            await _settle(list(fetches.values()))
+            self.progress.leave([f.name for f in feeds])
+        return _collect(outcomes)
+
+    async def _supplier_when_fetched(
+        self, client: CyberTrace, supplier: str, fetches: list[asyncio.Task[Fetched]]
+    ) -> tuple[list[FeedReport], SupplierReport]:
+        """The supplier's stage, as soon as its own feeds are fetched: a slow feed
+        of another supplier does not hold it back."""
+        mine = list(await asyncio.gather(*fetches))
+        meter = Meter(self.progress, tuple(item.feed.name for item in mine))
+        async with self.locks.setdefault(supplier, asyncio.Lock()):
+            try:
+                return await self._supplier(client, supplier, mine, meter)
+            except AuthError as exc:
+                await self._contact(supplier, f"authentication failed: {exc}")
+                raise
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                return await self._supplier_failed(supplier, mine, exc)
+            finally:
+                # Done with: a supplier that waits on another's slow feed shows no stale phase.
+                meter.progress.leave(meter.feeds)
+
+    async def _supplier_failed(
+        self, supplier: str, fetched: list[Fetched], exc: Exception
+    ) -> tuple[list[FeedReport], SupplierReport]:
+        """A supplier whose store work failed: its feeds' runs say so, the other
+        suppliers go on."""
+        error = str(exc) if isinstance(exc, StoreError) else cause(exc)
+        trace = None if isinstance(exc, StoreError) else exc
+        log.error("supplier.failed", supplier=supplier, error=error, exc_info=trace)
+        reports = [failed(item, f"not applied: {error}", "store") for item in fetched]
+        if not self.dry_run:
+            try:
+                await self.store.call(self._record, reports)
+            except Exception as again:
+                log.error("feed.run_not_recorded", supplier=supplier, error=cause(again))
+        return reports, SupplierReport(supplier, error=error)
+
+    async def _supplier(
+        self, client: CyberTrace, supplier: str, fetched: list[Fetched], meter: Meter
+    ) -> tuple[list[FeedReport], SupplierReport]:
+        started = time.monotonic()
+        try:
+            version = await client.resolve_version()
+        except CyberTraceError as exc:
+            if isinstance(exc, AuthError):
+                raise
+            reports = [failed(item, f"not applied: {exc}", "cybertrace") for item in fetched]
+            if not self.dry_run:
+                await self.store.call(self._record, reports)
+            gone = SupplierReport(supplier, error=str(exc), seconds=time.monotonic() - started)
+            return reports, await self._finish(gone)
+        target = await self._target(supplier, version)
+        reports, planned, preview = await self._apply(target, fetched, meter)
+        sent = Sent()
+        error = None
+        refreshed = 0
+        if not self.dry_run:
+            wall, cpu = time.monotonic(), time.process_time()
+            try:
+                sent, refreshed = await self._upload(client, target, meter)
+            except AuthError:
+                raise
+            except CyberTraceError as exc:
+                error = str(exc)
+            finally:
+                self.phases.add("upload", time.monotonic() - wall, time.process_time() - cpu)
+        report = SupplierReport(
+            supplier,
+            planned=planned,
+            sent=sent,
+            error="; ".join(filter(None, [error, *sent.errors])) or None,
+            seconds=time.monotonic() - started,
+            preview=preview,
+            refreshed=refreshed,
+        )
+        return reports, await self._finish(report)
+
+    def _record(self, reports: list[FeedReport]) -> None:
+        """Runs that never reached their snapshot still belong in the history."""
+        with self.store.transaction() as db:
+            for report in reports:
+                record_run(db, run_of(report))
+
+    async def _target(self, supplier: str, version: str) -> Target:
+        merged = await members(
+            self.config, self.store, supplier, force=self.force, dry_run=self.dry_run
+        )
+        unmark = None
+        if supplier == "FalsePositive" and version in ("1.2", "1.3"):
+            unmark = any(f.unmark_detections for f in self.config.feeds_of(supplier))
+        return Target(
+            supplier=supplier,
+            feed_ids=tuple(row.id for _name, row in merged),
+            feed_names=tuple(name for name, _row in merged),
+            send_context=supplier != "FalsePositive",
+            send_tags=version != "1.0",
+            unmark_detections=unmark,
+        )
+
+    async def _apply(
+        self, target: Target, fetched: list[Fetched], meter: Meter
+    ) -> tuple[list[FeedReport], Plan, tuple[str, ...]]:
+        """Snapshots, then the plan: one store call each, so that other feeds'
+        store work interleaves; a dry run does all of it in one call it rolls back."""
+        if self.dry_run:
+            return await self.store.call(self._apply_all, target, fetched, meter)
+        reports = [await self.store.call(self._apply_one, item) for item in fetched]
+        meter.enter("plan")
+        planned = await self.store.call(self._replan, target, None, self.resync)
+        meter(planned.total)
+        return reports, planned, ()
+
+    def _apply_all(
+        self, target: Target, fetched: list[Fetched], meter: Meter
+    ) -> tuple[list[FeedReport], Plan, tuple[str, ...]]:
+        for item in fetched:
+            self._row(item)
+        with self.phases.timed("store"), self.store.transaction(rollback=True) as db:
+            reports = [self.applier.apply(item) for item in fetched]
+            meter.enter("plan")
+            planned = plan(db, target, resync=self.resync)
+            meter(planned.total)
+            return reports, planned, preview(db, target.supplier)
+
+    def _apply_one(self, item: Fetched) -> FeedReport:
+        """One feed's snapshot and run, committed on their own (the store's thread).
+        A crash before the plan's commit loses nothing: the values it changed stay
+        marked dirty, and the next plan takes them."""
+        self._row(item)
+        with self.phases.timed("store"), self.store.transaction():
+            return self.applier.apply(item)
+
+    def _row(self, item: Fetched) -> None:
+        # A fetch that failed before it reached the store has no row yet.
+        if item.row is None:
+            item.row = self.store.feed(item.feed.name, item.feed.supplier)
+
+    async def _upload(
+        self, client: CyberTrace, target: Target, meter: Meter
+    ) -> tuple[Sent, int]:
+        try:
+            return await self._send_plan(client, target, meter)
+        except SupplierGone as exc:
+            # Deleted by an operator while we sent: create it again and refill it now.
+            log.warning("supplier.vanished", supplier=target.supplier, error=str(exc))
+            return await self._send_plan(client, target, meter)
+
+    async def _send_plan(
+        self, client: CyberTrace, target: Target, meter: Meter
+    ) -> tuple[Sent, int]:
+        supplier = target.supplier
+        info = await ensure_supplier(client, self.config.supplier_settings(supplier))
+        watched = canary.applies(self.config.cybertrace, supplier)
+        if info.state is SupplierState.CREATED:
+            acked = (await self.store.call(self.store.counts, supplier))["acked"]
+            if acked:
+                # It was deleted by hand: CyberTrace holds none of what we recorded.
+                log.warning("supplier.vanished", supplier=supplier, acked=acked)
+                await self.store.call(self._replan, target, None, True, False)
+        elif watched:
+            why = await canary.lost(client, self.store, supplier, info)
+            if why is not None:
+                log.warning("supplier.restored", supplier=supplier, reason=why)
+                await self.store.call(self._replan, target, None, True, True)
+        refreshed = 0
+        if info.retention > 0:
+            await self.store.call(self._prune_retired, supplier, info.retention * 60)
+            span = info.retention * 60 * self.config.cybertrace.refresh_fraction
+            replanned = await self.store.call(self._replan, target, Refresh(span, time.time()))
+            refreshed = replanned.refresh
+            metrics.REFRESH_DUE.labels(supplier).set(refreshed)
+            if refreshed:
+                log.info("supplier.refresh", supplier=supplier, due=refreshed)
+        repair = None
+        if target.send_tags:
+
+            async def repair() -> bool:
+                # A refused request may name a tag an operator deleted since.
+                needed = await self.store.call(planned_tags, self.store.db, supplier)
+                return bool(await ensure_tags(client, needed, self.config.cybertrace.tag_weight))
+
+            await repair()
+        counts = await self.store.call(functools.partial(self.store.counts, supplier, acked=False))
+        meter.enter("upload", counts["add"] + counts["update"] + counts["delete"])
+        if not watched:
+            return await upload(self.store, client, supplier, repair, meter), refreshed
+        changing = counts["add"] + counts["update"] + counts["delete"] > 0
+        renew = functools.partial(
+            canary.renew,
+            client,
+            self.store,
+            supplier,
+            info,
+            changed=changing or info.state is SupplierState.CREATED,
+            refresh_fraction=self.config.cybertrace.refresh_fraction,
+            domain=self.config.cybertrace.canary_domain,
+        )
+        try:
+            sent = await upload(self.store, client, supplier, repair, meter)
+        except CyberTraceError:
+            # What the upload did send is confirmed in the store, and what it did not
+            # is still pending, planned (a resync's plan too): the canary may move on.
+            await renew()
+            raise
+        await renew()
+        return sent, refreshed
+
+    def _replan(
+        self, target: Target, refresh: Refresh | None, resync: bool = False, sweep: bool = True
+    ) -> Plan:
+        with self.store.transaction() as db:
+            return plan(db, target, resync=resync, sweep=sweep, refresh=refresh)
+
+    def _prune_retired(self, supplier: str, retention_seconds: float) -> None:
+        with self.store.transaction() as db:
+            prune_retired(db, supplier, time.time() - retention_seconds)
+
+    async def _contact(self, supplier: str, error: str | None) -> None:
+        # What `feedsync status` shows as CyberTrace's state; a dry run sends nothing
+        # it could tell by, and losing this note must not fail the cycle.
+        if self.dry_run:
+            return
+        try:
+            await self.store.call(self.store.record_contact, supplier, error)
+        except StoreError as exc:
+            log.warning("supplier.contact_not_recorded", supplier=supplier, error=str(exc))
+
+    async def _finish(self, report: SupplierReport) -> SupplierReport:
+        await self._contact(report.supplier, report.error)
+        counts = await self.store.call(
+            functools.partial(self.store.counts, report.supplier, acked=False)
+        )
+        pending = counts["add"] + counts["update"] + counts["delete"]
+        if not self.dry_run:
+            metrics.PENDING.labels(report.supplier).set(pending)
+            metrics.REJECTED.labels(report.supplier).set(counts["rejected"])
+            for op in ("add", "update", "delete"):
+                metrics.CHANGES.labels(report.supplier, op).inc(getattr(report.sent, op))
+        # An error here is CyberTrace unreachable or refusing: changes wait undelivered.
+        log.log(
+            logs.LEVELS["error" if report.error else "info"],
+            "supplier.synced",
+            supplier=report.supplier,
+            planned=report.planned.total,
+            added=report.sent.add,
+            updated=report.sent.update,
+            deleted=report.sent.delete,
+            rejected=report.sent.rejected,
+            pending=pending,
+            error=report.error,
+            seconds=round(report.seconds, 3),
+            dry_run=self.dry_run,
+        )
+        return dataclasses.replace(report, pending=pending, rejected=counts["rejected"])
+
+
+def connect(config: Config) -> CyberTrace:
+    """A CyberTrace client reporting to the metrics (open it with ``async with``)."""
+    return CyberTrace(
+        config.cybertrace, observe=metrics.observe_request, on_retry=metrics.count_retry
+    )
+
+
+def clear_spool(config: Config) -> None:
+    """Delete bodies a killed process left behind. Call once at process start:
+    the store lock means no other feedsync spools here, and no cycle runs yet."""
+    for stale in spool_dir(config).glob("*.body"):
+        stale.unlink(missing_ok=True)
+
+
+def spool_dir(config: Config) -> Path:
+    """Downloads in flight, in the state database's own directory: another
+    instance's state beside it has its own."""
+    return statefile.private_dir(config.state.path) / "spool"
+
+
+async def _settle(fetches: list[asyncio.Task[Fetched]]) -> None:
+    """Fetches no supplier waited for (the cycle failed) stop; every body goes."""
+    for task in fetches:
+        task.cancel()
+    for task in fetches:
+        with contextlib.suppress(asyncio.CancelledError):
+            item = await task
+            if item.body is not None:
+                item.body.discard()
+
+
+def _collect(
+    outcomes: Sequence[tuple[list[FeedReport], SupplierReport] | BaseException],
+) -> tuple[list[FeedReport], list[SupplierReport]]:
+    """The suppliers' reports in configuration order; an exception that ends the
+    cycle (AuthError: retrying cannot help) once every supplier is done."""
+    feed_reports: list[FeedReport] = []
+    supplier_reports: list[SupplierReport] = []
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        feed_reports.extend(outcome[0])
+        supplier_reports.append(outcome[1])
+    return feed_reports, supplier_reports

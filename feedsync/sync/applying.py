@@ -1,0 +1,257 @@
+"""The store's half of a feed's cycle: its fetched body applied to its snapshot,
+on the store's thread, inside the caller's transaction.
+
+Whatever the parser raises fails the feed alone: its savepoint undoes what it
+wrote, and its run records the cause. The store's own failures are not the
+feed's and end the transaction.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from feedsync import logs
+from feedsync.errors import ParseError, SourceError, StoreError
+from feedsync.model import Invalid
+from feedsync.normalize import canonical_tags, normalized_batches
+from feedsync.phases import Phases
+from feedsync.progress import QUIET, Meter, Progress
+from feedsync.safety.exclusions import EXCLUDED, Screen
+from feedsync.safety.warninglists import screen_for
+from feedsync.sources import CsvSource
+from feedsync.sources.csvfeed import OnReplaced
+from feedsync.store import Store, read_feed, record_run
+from feedsync.store.linediff import LineFeed, forget_lines, replace_lines
+from feedsync.store.snapshot import Change, expire, patch, replace
+from feedsync.sync.fetching import Fetched
+from feedsync.sync.reports import FeedReport, cause, run_of
+
+log = logs.get("feedsync.sync")
+
+NORMALIZE_BATCH = 1000
+INVALID_SAMPLES = 3
+REPLACED_LOGGED = 5  # rows whose context had undecodable bytes, logged one by one
+PREVIEW = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Applier:
+    """Applies fetched feeds to their snapshots for one cycle."""
+
+    store: Store
+    phases: Phases
+    force: bool = False
+    progress: Progress = QUIET.progress
+
+    def apply(self, item: Fetched) -> FeedReport:
+        """Apply the feed's fetched body (or its failure) to its snapshot and
+        record the run, inside the caller's transaction."""
+        feed = item.feed
+        assert item.row is not None
+        expired = expire(self.store.db, item.row, time.time())
+        if expired:
+            log.info("feed.expired", feed=feed.name, count=expired)
+            item.row = read_feed(self.store.db, item.row.id)
+        if item.error is not None or item.body is None:
+            if item.error is not None:
+                report = failed(item, item.error, "fetch")
+            else:
+                # A 304 or the same body still took a round trip: its duration counts.
+                seconds = time.monotonic() - item.started
+                report = FeedReport(feed.name, feed.supplier, "unchanged", seconds=seconds)
+            record_run(self.store.db, run_of(report))
+            return report
+        meter = Meter(self.progress, (feed.name,))
+        meter.enter("parse")
+        static = canonical_tags(feed.tags)
+        invalid = InvalidRows()
+        rejected = Change()
+        replaced = [0]
+
+        def on_replaced(line: int, columns: tuple[str, ...]) -> None:
+            # The indicator is kept: a warning, not an invalid row.
+            replaced[0] += 1
+            if replaced[0] <= REPLACED_LOGGED:
+                log.warning(
+                    "feed.context_undecodable",
+                    feed=feed.name,
+                    line=line,
+                    columns=list(columns),
+                    encoding=feed.encoding,
+                )
+
+        try:
+            with self.store.savepoint() as db:
+                change = self._snapshot(db, item, static, invalid.add, on_replaced, meter=meter)
+                if change.fetched == 0 and change.invalid > 0:
+                    # Counted although the savepoint undoes the rows: a feed whose every
+                    # row is invalid is the one its invalid counter must show.
+                    rejected = Change(
+                        invalid=change.invalid,
+                        invalid_reasons=change.invalid_reasons,
+                        excluded=change.excluded,
+                        excluded_reasons=change.excluded_reasons,
+                    )
+                    reasons = ", ".join(f"{r} {n}" for r, n in change.invalid_reasons.items())
+                    raise ParseError(
+                        feed.name, f"no valid indicator in {change.invalid} rows ({reasons})"
+                    )
+        except SourceError as exc:
+            report = failed(item, exc.message, "parse", rejected)
+        except (sqlite3.Error, StoreError):
+            raise  # the store's failure, not the feed's: its transaction is gone
+        except Exception as exc:
+            # A parser's bug or a hostile body (nesting past the recursion limit, a
+            # list where an object belongs): the savepoint undid the feed's changes.
+            report = failed(item, cause(exc), "parse")
+            log.error("feed.parse_failed", feed=feed.name, error=report.error, exc_info=exc)
+        else:
+            result = "held" if change.held else "ok"
+            report = FeedReport(
+                feed.name,
+                feed.supplier,
+                result,
+                change,
+                change.held_reason,
+                time.monotonic() - item.started,
+            )
+        invalid.log(feed.name)
+        record_run(self.store.db, run_of(report))
+        return report
+
+    def _snapshot(
+        self,
+        db: sqlite3.Connection,
+        item: Fetched,
+        static: tuple[str, ...],
+        on_invalid: Callable[[Invalid], None],
+        on_replaced: OnReplaced,
+        *,
+        meter: Meter,
+    ) -> Change:
+        """Apply a fetched body to the feed's snapshot: line by line where the
+        source reads lines (lines.py), record by record otherwise."""
+        feed, body = item.feed, item.body
+        assert body is not None and item.row is not None and item.source is not None
+        screen = screen_for(feed.exclude.builtin, feed.exclude.warninglists, feed.expand_cidr)
+        if isinstance(item.source, CsvSource) and body.mode == "replace":
+            job = LineFeed(
+                feed=item.row,
+                path=body.path,
+                options=item.source.options,
+                static_tags=static,
+                validators=body.validators,
+                max_delete_ratio=feed.max_delete_ratio,
+                force=self.force,
+                on_invalid=on_invalid,
+                phases=self.phases,
+                on_replaced=on_replaced,
+                screen=screen,
+                meter=meter,
+            )
+            change = replace_lines(db, job)
+        else:
+            change = self._records(db, item, static, on_invalid, screen, meter=meter)
+        if not change.held:
+            db.execute(
+                "UPDATE feeds SET exclusions = ? WHERE id = ?", (screen.fingerprint, item.row.id)
+            )
+        return change
+
+    def _records(
+        self,
+        db: sqlite3.Connection,
+        item: Fetched,
+        static: tuple[str, ...],
+        on_invalid: Callable[[Invalid], None],
+        screen: Screen,
+        *,
+        meter: Meter,
+    ) -> Change:
+        feed, body = item.feed, item.body
+        assert body is not None and item.row is not None and item.source is not None
+        apply = patch if body.mode == "patch" else replace
+        records = itertools.chain.from_iterable(
+            normalized_batches(
+                item.source.records(body),
+                static,
+                self.phases,
+                NORMALIZE_BATCH,
+                screen=screen.screened,
+                meter=meter,
+            )
+        )
+        change = apply(
+            db,
+            item.row,
+            records,
+            max_delete_ratio=feed.max_delete_ratio,
+            force=self.force,
+            validators=body.validators,
+            on_invalid=on_invalid,
+        )
+        if not change.held:
+            forget_lines(db, item.row)
+        return change
+
+
+def failed(item: Fetched, error: str, stage: str, change: Change | None = None) -> FeedReport:
+    return FeedReport(
+        item.feed.name,
+        item.feed.supplier,
+        "failed",
+        change=change or Change(),
+        error=error,
+        stage=stage,
+        seconds=time.monotonic() - item.started,
+    )
+
+
+@dataclass(slots=True)
+class InvalidRows:
+    """A feed's invalid rows of one cycle, logged as one ``feed.invalid`` line
+    per reason (a count and the first few rows): a feed of a million rows in a
+    format feedsync does not read must not become a million log lines."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    samples: dict[str, list[dict[str, object]]] = field(default_factory=dict)
+
+    def add(self, invalid: Invalid) -> None:
+        self.counts[invalid.reason] += 1
+        samples = self.samples.setdefault(invalid.reason, [])
+        if len(samples) < INVALID_SAMPLES:
+            samples.append({"line": invalid.line, "value": invalid.value[:120]})
+
+    def log(self, feed: str) -> None:
+        for reason, count in self.counts.items():
+            samples = self.samples[reason]
+            if reason.startswith(EXCLUDED):
+                # Excluded on purpose: what and why, not a warning about the feed.
+                named = reason[len(EXCLUDED) :]
+                log.info("feed.excluded", feed=feed, reason=named, count=count, samples=samples)
+            else:
+                log.warning("feed.invalid", feed=feed, reason=reason, count=count, samples=samples)
+
+
+def preview(db: sqlite3.Connection, supplier: str) -> tuple[str, ...]:
+    """The first ``PREVIEW`` pending operations of each kind; a list cut short
+    says by how much, so that 10 lines are not taken for the whole plan."""
+    lines: list[str] = []
+    for op in ("add", "update", "delete"):
+        rows = db.execute(
+            "SELECT value FROM pending WHERE supplier = ? AND op = ? ORDER BY id LIMIT ?",
+            (supplier, op, PREVIEW),
+        ).fetchall()
+        lines.extend(f"{op} {row[0]}" for row in rows)
+        if len(rows) == PREVIEW:
+            (count,) = db.execute(
+                "SELECT count(*) FROM pending WHERE supplier = ? AND op = ?", (supplier, op)
+            ).fetchone()
+            if count > PREVIEW:
+                lines.append(f"{op} ... and {count - PREVIEW} more")
+    return tuple(lines)
