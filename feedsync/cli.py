@@ -15,7 +15,7 @@ from feedsync import __version__, config, logs, status, terminal
 from feedsync import render as report
 from feedsync.daemon import control
 from feedsync.errors import AuthError, ConfigError, FeedsyncError, StoreBusy
-from feedsync.progress import Board
+from feedsync.progress import Board, Relayed
 from feedsync.sources import source_for
 from feedsync.store import Store, history
 from feedsync.sync import Cycle, clear_spool
@@ -26,6 +26,8 @@ log = logs.get("feedsync.cli")
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+# A steered sync asks the daemon for its progress: never longer than a redraw can wait.
+STATUS_WAIT = 5.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -234,7 +236,7 @@ def _sync(args: argparse.Namespace) -> int:
     try:
         store = Store.open(loaded.state.path)
     except StoreBusy:
-        return _by_daemon(loaded, "sync", request)
+        return _steered_sync(loaded, request, args)
     try:
         loaded = _load(args)
         clear_spool(loaded)
@@ -253,6 +255,23 @@ def _sync(args: argparse.Namespace) -> int:
     print(report.cycle(feeds, suppliers, dry_run=args.dry_run))
     failed = any(f.result == "failed" for f in feeds) or any(s.error for s in suppliers)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _steered_sync(
+    loaded: config.Config, request: dict[str, object], args: argparse.Namespace
+) -> int:
+    """The sync run by the daemon, with its progress line on the terminal
+    read from the daemon's status while this waits."""
+    if not terminal.wanted(args.log_format):
+        return _by_daemon(loaded, "sync", request)
+    path = loaded.state.path
+
+    def read() -> dict[str, Any] | None:
+        answer: dict[str, Any] | None = control.ask(path, "status", timeout=STATUS_WAIT)
+        return answer
+
+    with Terminal(Relayed(read, args.feeds)):
+        return _by_daemon(loaded, "sync", request)
 
 
 def _hold(args: argparse.Namespace) -> int:

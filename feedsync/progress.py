@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+
+from feedsync.errors import FeedsyncError
 
 Phase = Literal["queued", "fetch", "parse", "plan", "upload"]
 PHASES: tuple[Phase, ...] = ("queued", "fetch", "parse", "plan", "upload")
@@ -164,8 +166,65 @@ class Board:
 
 
 def summary(tracks: Iterable[Track], limit: int = 3) -> str:
-    shown = list(tracks)
-    parts = [f"{t.feed}: {t.text()}" for t in shown[:limit]]
+    return _joined([(t.feed, t.text()) for t in tracks], limit)
+
+
+class Lined(Protocol):
+    """What the terminal draws: one line of progress, "" when nothing runs."""
+
+    def line(self) -> str: ...
+
+
+class Relayed:
+    """The progress of cycles that run in another process (the daemon, which
+    a steered ``feedsync sync`` waits on), as its status snapshot tells it.
+
+    ``read`` returns the snapshot (``/status``'s shape) or raises; it is called
+    at most once per ``every`` seconds, and a failed read keeps the last line:
+    a progress line is never a reason to fail a sync.
+    """
+
+    def __init__(
+        self,
+        read: Callable[[], Mapping[str, Any] | None],
+        feeds: Sequence[str] = (),
+        every: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.read = read
+        self.feeds = frozenset(feeds)
+        self.every = every
+        self.clock = clock
+        self._read_at: float | None = None
+        self._line = ""
+
+    def line(self, limit: int = 3) -> str:
+        now = self.clock()
+        if self._read_at is None or now - self._read_at >= self.every:
+            self._read_at = now
+            try:
+                snapshot = self.read()
+            except FeedsyncError:
+                snapshot = None
+            if snapshot is not None:
+                self._line = relayed_line(snapshot, self.feeds, limit)
+        return self._line
+
+
+def relayed_line(snapshot: Mapping[str, Any], feeds: frozenset[str], limit: int = 3) -> str:
+    """The line of a status snapshot's running feeds (only ``feeds``, if any)."""
+    shown = [
+        (str(entry["feed"]), str(entry["progress"].get("summary", "")))
+        for entry in snapshot.get("feeds", ())
+        if isinstance(entry, Mapping)
+        and isinstance(entry.get("progress"), Mapping)
+        and (not feeds or entry.get("feed") in feeds)
+    ]
+    return _joined(shown, limit)
+
+
+def _joined(shown: Sequence[tuple[str, str]], limit: int) -> str:
+    parts = [f"{feed}: {text}" for feed, text in shown[:limit]]
     if len(shown) > limit:
         parts.append(f"{len(shown) - limit} more")
     return "; ".join(parts)

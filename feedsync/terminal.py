@@ -17,7 +17,7 @@ import threading
 from types import TracebackType
 from typing import Any, TextIO
 
-from feedsync.progress import Board
+from feedsync.progress import Lined
 
 INTERVAL = 0.2
 CLEAR = "\r\x1b[K"
@@ -26,7 +26,7 @@ CLEAR = "\r\x1b[K"
 class Terminal:
     """``with Terminal(board):`` shows ``board``'s line on stderr meanwhile."""
 
-    def __init__(self, board: Board, stream: TextIO | None = None, interval: float = INTERVAL):
+    def __init__(self, board: Lined, stream: TextIO | None = None, interval: float = INTERVAL):
         self.board = board
         self.stream = stream if stream is not None else sys.stderr
         self.interval = interval

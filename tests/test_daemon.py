@@ -186,6 +186,23 @@ def test_notifier_abstract_socket_and_watchdog_owner() -> None:
     assert mine.watchdog_interval == 2.0
 
 
+def test_notifier_never_blocks_on_a_systemd_that_does_not_read(tmp_path: Path) -> None:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(tmp_path / "notify.sock"))
+    notifier = Notifier(env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
+    # The queue takes /proc/sys/net/unix/max_dgram_qlen datagrams (10 by default);
+    # a blocking sender would wait on the next one for as long as nobody reads.
+    sender = threading.Thread(target=lambda: [notifier.watchdog() for _ in range(1000)])
+    sender.start()
+    sender.join(30)
+    try:
+        assert not sender.is_alive(), "notify blocked the event loop's thread"
+        assert listener.recv(100) == b"WATCHDOG=1", "what fits is sent"
+    finally:
+        listener.close()
+        sender.join()
+
+
 # In-process daemons: a real store, scheduler (paused), client and server.
 
 YEARLY = "  - {name: yearly, type: csv, url: %s/first.txt, supplier: Demo, schedule: '0 0 1 1 *'}\n"

@@ -26,7 +26,8 @@ from feedsync.config import Config
 from feedsync.daemon import Daemon
 from feedsync.emulator import Emulator
 from feedsync.emulator.faults import Faults
-from feedsync.progress import Board, Phase
+from feedsync.errors import ControlError
+from feedsync.progress import Board, Phase, Relayed
 from feedsync.store import Store
 from feedsync.sync import Cycle
 
@@ -299,3 +300,52 @@ async def test_the_daemon_shows_a_running_cycles_progress_in_status_and_to_syste
         collector.cancel()
         listener.close()
     assert any(re.search(r"STATUS=.*first: upload \d+/400 indicators", m) for m in messages)
+
+
+async def test_a_sync_steered_through_the_daemon_shows_the_daemons_progress_line(
+    tmp_path: Path,
+    emulator: Emulator,
+    daemon_at: Callable[..., Any],  # noqa: F811 -- the fixture imported above
+) -> None:
+    path = write_config(tmp_path, emulator.url, cybertrace="  max_batch_indicators: 20\n")
+    (tmp_path / "first.txt").write_text(rows(400))
+    emulator.faults = Faults(latency=0.1, max_concurrent=1)
+    daemon: Daemon = await daemon_at(path)
+    await daemon.control.start(daemon.store.path)
+    env = {**os.environ, "CT_PASSWORD": PASSWORD, "COLUMNS": "200"}
+    # The daemon holds the store: this sync is the daemon's, asked over its socket.
+    code, out, err = await asyncio.to_thread(
+        terminal_run, ["sync", "-c", str(path), "first"], env, True
+    )
+    assert code == 0, err
+    assert "feed first" in out and "added    400" in out, out
+    pieces = err.split(terminal.CLEAR)
+    drawn = [p for p in pieces[1:] if p and "\n" not in p]
+    assert any(re.fullmatch(r"first: upload \d+/400 indicators \(\d+ batches\)", f) for f in drawn)
+    assert pieces[-1] not in drawn, "the line is cleared at the end"
+
+
+def test_a_relayed_line_keeps_the_last_one_when_the_daemon_does_not_answer() -> None:
+
+    answers: list[Any] = [
+        {"feeds": [
+            {"feed": "a", "progress": {"summary": "parse 10 rows"}},
+            {"feed": "b", "progress": None},
+            {"feed": "c", "progress": {"summary": "queued"}},
+        ]},
+        ControlError("gone"),
+    ]  # fmt: skip
+
+    def read() -> Any:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    now = [0.0]
+    relay = Relayed(read, ("a", "b"), every=1.0, clock=lambda: now[0])
+    assert relay.line() == "a: parse 10 rows", "only the feeds asked for"
+    now[0] = 0.5
+    assert relay.line() == "a: parse 10 rows" and len(answers) == 1, "read at most once a second"
+    now[0] = 1.5
+    assert relay.line() == "a: parse 10 rows" and not answers

@@ -37,8 +37,12 @@ class Notifier:
         if not self.address:
             return
         message = "\n".join(f"{key}={value}" for key, value in fields.items()).encode()
-        # systemd gone or the socket unreachable: nothing to tell, and nothing to fail.
+        # systemd gone, the socket unreachable or its queue full: nothing to tell,
+        # and nothing to fail. Non-blocking: this runs on the event loop, and a
+        # systemd that stopped reading must not stop the daemon (a dropped
+        # WATCHDOG=1 is sent again at the next half interval).
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, contextlib.suppress(OSError):
+            sock.setblocking(False)
             sock.sendto(message, self.address)
 
     def ready(self, status: str) -> None:
