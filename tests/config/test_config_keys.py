@@ -24,7 +24,7 @@ from feedsync import cli, config
 from feedsync.config import keys as configkeys
 from feedsync.config.keys import FEED_TYPES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "example.yaml"
 DOCS = ROOT / "docs" / "configuration.md"
 ENV = {

@@ -15,7 +15,7 @@ from feedsync.errors import FetchError, ParseError
 from feedsync.model import Invalid, Record
 from feedsync.sources.csvfeed import CsvOptions, check_footer, data_rows, parse_csv
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples"
 
 
 def sample(name: str) -> Path:

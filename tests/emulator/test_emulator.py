@@ -1,6 +1,6 @@
 """The emulator's HTTP layer, request log, debug endpoints, serve() and faults, over real HTTP.
 
-What each documented rule does is in tests/test_emulator_conformance.py; the
+What each documented rule does is in tests/emulator/test_emulator_conformance.py; the
 helpers here are shared with it.
 """
 

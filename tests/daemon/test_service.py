@@ -22,7 +22,7 @@ from test_daemon import daemon_at, write_config  # noqa: F401 -- a fixture
 from feedsync import config as configuration
 from feedsync.emulator import Emulator
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 UNIT = (ROOT / "systemd" / "feedsync.service").read_text()
 README = (ROOT / "README.md").read_text()
 

@@ -207,7 +207,7 @@ def test_no_failure_is_logged_at_info_or_debug() -> None:
         "cycle.finished", "supplier.refresh", "taxii.source_changed", "control.listening",
         "feed.on_hold", "feed.excluded", "canary.placed", "canary.skipped",
     }  # fmt: skip
-    package = Path(__file__).resolve().parents[1] / "feedsync"
+    package = Path(__file__).resolve().parents[2] / "feedsync"
     found = set()
     for source in package.glob("*.py"):
         if source.name.startswith("emulator"):

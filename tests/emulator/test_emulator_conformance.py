@@ -32,7 +32,7 @@ from test_emulator import (
 from feedsync.emulator import EmulatedIndicator, Emulator
 from feedsync.emulator.readings import Readings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TAGS = "/api/1.2/tags"
 OK_SUPPLIER = {"name": "S", "confidence": 50, "retention": 60}
 

@@ -164,7 +164,7 @@ async def test_resync_resends_everything_after_a_restore(
     emulator: Emulator, feed_server: FeedServer, make_config: ConfigFactory, open_store: Opener
 ) -> None:
     url = feed_server.set("l.txt", "a.example\nb.example\n")
-    # Without the canary (tests/test_canary.py finds a restore by itself), only --resync.
+    # Without the canary (tests/sync/test_canary.py finds a restore by itself), only --resync.
     loaded = make_config(emulator.url, feed(url), "Demo: {confidence: 5}\n", "canary: false\n")
     store = open_store(loaded)
     await sync(loaded, store)

@@ -323,7 +323,7 @@ def test_every_key_loads_into_the_expected_objects(tmp_path: Path) -> None:
 
 
 def test_repository_example_loads() -> None:
-    example = Path(__file__).resolve().parents[1] / "config" / "example.yaml"
+    example = Path(__file__).resolve().parents[2] / "config" / "example.yaml"
     env = {"CYBERTRACE_PASSWORD": "pw", "ABUSECH_AUTH_KEY": "key", "PROXY_PASSWORD": "ppw"}
     loaded = load(example, env=env | {"MISP_API_KEY": "mk"})
     assert [f.name for f in loaded.feeds][:3] == ["urlhaus", "feodo", "threatfox"]
