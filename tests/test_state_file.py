@@ -18,7 +18,7 @@ from conftest import PASSWORD, USER
 from feedsync import config as configuration
 from feedsync.emulator import Emulator
 from feedsync.errors import StoreCorrupt, StoreError
-from feedsync.store import Store, statefile
+from feedsync.store import Store, connection, statefile
 from feedsync.store.migrations import MIGRATIONS
 from feedsync.sync import clear_spool, spool_dir
 
@@ -56,7 +56,10 @@ def test_a_missing_path_starts_a_private_database(tmp_path: Path) -> None:
         assert own == tmp_path / "deep" / "state.db.d"
         assert stat.S_IMODE(own.stat().st_mode) == 0o700
         assert (own / "lock").exists() and not Path(f"{path}.lock").exists()
-        assert store.db.execute("PRAGMA application_id").fetchone()[0] == statefile.APPLICATION_ID
+        assert (
+            connection(store).execute("PRAGMA application_id").fetchone()[0]
+            == statefile.APPLICATION_ID
+        )
         for wal in path.parent.glob("state.db-*"):
             assert stat.S_IMODE(wal.stat().st_mode) == 0o600, wal
     finally:
@@ -114,8 +117,11 @@ def test_a_database_of_an_older_feedsync_is_stamped_and_tightened(tmp_path: Path
     path.chmod(0o644)
     store = Store.open(str(path))
     try:
-        assert store.db.execute("PRAGMA application_id").fetchone()[0] == statefile.APPLICATION_ID
-        assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert (
+            connection(store).execute("PRAGMA application_id").fetchone()[0]
+            == statefile.APPLICATION_ID
+        )
+        assert connection(store).execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     finally:
         store.close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -195,13 +201,13 @@ def damaged(tmp_path: Path) -> Path:
     store = Store.open(str(path))
     # The pages of an empty database (the schema among them) stay readable; the
     # feeds' rows, written after them, do not.
-    first = store.db.execute("PRAGMA page_count").fetchone()[0]
+    first = connection(store).execute("PRAGMA page_count").fetchone()[0]
     with store.transaction() as db:
         db.executemany(
             "INSERT INTO feeds (name, supplier) VALUES (?, ?)",
             [(f"feed-{i:05d}-" + "x" * 200, "Demo") for i in range(3000)],
         )
-    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    connection(store).execute("PRAGMA wal_checkpoint(TRUNCATE)")
     store.close()
     size = path.stat().st_size
     page = 4096

@@ -212,3 +212,29 @@ def write_probe(path: str, timeout: float = 0.5) -> str:
     finally:
         db.close()
     return ""
+
+
+def connect(path: str, *, readonly: bool) -> sqlite3.Connection:
+    """A connection to the database ``path`` as the store uses it: autocommit
+    (the store begins its own transactions), WAL, rows by name."""
+    try:
+        if readonly:
+            uri = f"file:{Path(path).resolve()}?mode=ro"
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        else:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode = WAL")
+            # FULL: a committed plan or acknowledgement survives power loss, not only a crash.
+            db.execute("PRAGMA synchronous = FULL")
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA busy_timeout = 10000")
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA temp_store = FILE")
+        db.execute("PRAGMA cache_size = -65536")
+        db.execute("PRAGMA temp.cache_size = -32768")
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.DatabaseError as exc:
+        raise StoreCorrupt(f"state database {path} is unreadable or corrupt: {exc}") from exc
+    except OSError as exc:
+        raise StoreError(f"state database {path}: {exc}") from exc
