@@ -18,7 +18,7 @@ from conftest import PASSWORD, USER
 from feedsync import config as configuration
 from feedsync.emulator import Emulator
 from feedsync.errors import StoreCorrupt, StoreError
-from feedsync.store import Store, connection, statefile
+from feedsync.store import Store, connection, history, statefile
 from feedsync.store.migrations import MIGRATIONS
 from feedsync.sync import clear_spool, spool_dir
 
@@ -232,6 +232,25 @@ async def test_damaged_pages_are_reported_not_a_traceback(
     assert code == 1 and "damaged (SQLite quick_check)" in out, out
     code, out = await cli("run", "-c", str(config))
     assert code == 1 and "fails SQLite's quick_check" in out, out
+
+
+def test_reads_of_damaged_pages_are_store_errors_without_a_guard(tmp_path: Path) -> None:
+    """The store translates at its own boundary: a caller that reads without
+    ``Store.call`` or ``guarded`` still gets StoreCorrupt, never sqlite3's error."""
+    path = damaged(tmp_path)
+    loaded = configuration.parse(
+        "cybertrace: {url: 'https://20.0.0.1', username: u, password: p}\n"
+        f"state: {{path: {path}}}\n"
+        "feeds: [{name: a, type: csv, url: 'https://20.0.0.2/l.txt', supplier: Demo}]\n"
+    )
+    store = Store.open(str(path), readonly=True)
+    try:
+        with pytest.raises(StoreCorrupt, match="damaged"):
+            store.feeds()
+        with pytest.raises(StoreCorrupt, match="damaged"):
+            history.feeds_named(store, loaded, "a")
+    finally:
+        store.close()
 
 
 async def test_check_state_on_a_sound_and_on_a_missing_database(
