@@ -6,6 +6,7 @@ import functools
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -525,3 +526,35 @@ def test_retired_values_are_forgotten_after_the_retention(store: Store) -> None:
     with store.transaction() as db:
         reconcile.prune_retired(db, "S", now - 3600)
     assert retired(store, "S") == {"recent.example"}
+
+
+@dataclass(frozen=True, slots=True)
+class Fixed:
+    """A clock that says ``at``, whatever the machine's says."""
+
+    at: float
+
+    def now(self) -> float:
+        return self.at
+
+    def monotonic(self) -> float:
+        return 0.0
+
+
+def test_every_stamp_comes_from_the_stores_clock(tmp_path: Path) -> None:
+    store = Store.open(str(tmp_path / "state.db"), clock=Fixed(1234.0))
+    try:
+        load(store, "f", "S", [ind("a.example"), ind("b.example")])
+        t = target(store, "S", "f")
+        replan(store, t)
+        db = connection(store)
+        assert {r[0] for r in db.execute("SELECT planned_at FROM pending")} == {1234.0}
+        ack_all(store, "S")
+        assert {r[0] for r in db.execute("SELECT acked_at FROM acked")} == {1234.0}
+        replan(store, t, resync=True)
+        assert {r[0] for r in db.execute("SELECT retired_at FROM retired")} == {1234.0}
+        load(store, "f", "S", [], ratio=0.5)  # held by the shrink guard
+        assert store.feed("f", "S").held_since == 1234.0
+        assert store.hold("f") and store.holds() == {"f": 1234.0}
+    finally:
+        store.close()

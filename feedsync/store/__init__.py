@@ -121,7 +121,7 @@ class Store:
         lock = None if readonly else statefile.take_lock(path)
         try:
             statefile.check_file(path)
-            connection = statefile.connect(path, readonly=readonly)
+            connection = statefile.connect(path, readonly=readonly, clock=clock)
             try:
                 statefile.check_identity(connection, path)
                 if not readonly:
@@ -411,11 +411,10 @@ def translate(exc: sqlite3.Error, path: str) -> StoreError:
     return StoreError(f"state database {path}: {exc}")
 
 
-def now() -> float:
-    """The system clock, for the stamps reconcile and snapshot make inside a
-    caller's transaction (planned_at, held_since, a resync's retired_at); the
-    Store's own writes, pending.py and the cycle read ``Store.clock``."""
-    return SYSTEM.now()
+def now(db: sqlite3.Connection) -> float:
+    """Wall seconds by the clock of the store ``db`` is the connection of (its
+    ``Store.clock``), for what store functions stamp inside a caller's transaction."""
+    return db.clock.now() if isinstance(db, statefile.Clocked) else SYSTEM.now()
 
 
 def forget_feed(db: sqlite3.Connection, feed_id: int, supplier: str) -> None:

@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from feedsync.clock import SYSTEM, Clock
 from feedsync.errors import StoreBusy, StoreCorrupt, StoreError
 
 # "FSYN": PRAGMA application_id, so a database is known as feedsync's by its header.
@@ -214,18 +215,30 @@ def write_probe(path: str, timeout: float = 0.5) -> str:
     return ""
 
 
-def connect(path: str, *, readonly: bool) -> sqlite3.Connection:
+class Clocked(sqlite3.Connection):
+    """A store's connection, carrying the store's clock: what the store's
+    functions stamp inside a caller's transaction is read from it (``store.now``)."""
+
+    clock: Clock = SYSTEM
+
+
+def connect(path: str, *, readonly: bool, clock: Clock = SYSTEM) -> Clocked:
     """A connection to the database ``path`` as the store uses it: autocommit
     (the store begins its own transactions), WAL, rows by name."""
     try:
         if readonly:
             uri = f"file:{Path(path).resolve()}?mode=ro"
-            db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(
+                uri, uri=True, isolation_level=None, check_same_thread=False, factory=Clocked
+            )
         else:
-            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, factory=Clocked
+            )
             db.execute("PRAGMA journal_mode = WAL")
             # FULL: a committed plan or acknowledgement survives power loss, not only a crash.
             db.execute("PRAGMA synchronous = FULL")
+        db.clock = clock
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA busy_timeout = 10000")
         db.execute("PRAGMA foreign_keys = ON")
