@@ -14,24 +14,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Concatenate, ParamSpec, TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import orjson
 
 from feedsync.clock import SYSTEM, Clock
-from feedsync.errors import StoreCorrupt, StoreError
+from feedsync.errors import StoreError
 from feedsync.model import Validators
 from feedsync.store import statefile
 from feedsync.store.migrations import MIGRATIONS
+from feedsync.store.statefile import translate, translated
 
 T = TypeVar("T")
-P = ParamSpec("P")
 
 RUNS_KEPT_PER_FEED = 1000
 
@@ -81,20 +80,6 @@ class Run:
     error: str | None = None
 
 
-def translated(method: Callable[Concatenate[Store, P], T]) -> Callable[Concatenate[Store, P], T]:
-    """A Store method whose SQLite errors come out as StoreError (``translate``):
-    reads as well as writes, whether or not the caller went through ``call``."""
-
-    @functools.wraps(method)
-    def wrapper(store: Store, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return method(store, *args, **kwargs)
-        except sqlite3.Error as exc:
-            raise translate(exc, store.path) from exc
-
-    return wrapper
-
-
 class Store:
     """The SQLite state database, reached through one worker thread. Its
     connection is its own: other packages ask by name (its methods, pending.py,
@@ -127,7 +112,7 @@ class Store:
                 if not readonly:
                     migrate(connection)
                 else:
-                    _check_version(connection, path)
+                    statefile.check_version(connection, path, len(MIGRATIONS))
             except BaseException:
                 connection.close()
                 raise
@@ -398,19 +383,6 @@ def migrate(db: sqlite3.Connection) -> None:
             raise StoreError(f"state database migration {number} failed: {exc}") from exc
 
 
-def translate(exc: sqlite3.Error, path: str) -> StoreError:
-    """SQLite's error as feedsync's: damage (a page that does not parse, a file
-    that is not a database) is StoreCorrupt, with what to do."""
-    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
-        exc, sqlite3.OperationalError | sqlite3.IntegrityError
-    ):
-        return StoreCorrupt(
-            f"state database {path} is damaged ({exc}): stop feedsync and run"
-            " `feedsync check --state`"
-        )
-    return StoreError(f"state database {path}: {exc}")
-
-
 def now(db: sqlite3.Connection) -> float:
     """Wall seconds by the clock of the store ``db`` is the connection of (its
     ``Store.clock``), for what store functions stamp inside a caller's transaction."""
@@ -455,11 +427,3 @@ def _feed_row(row: sqlite3.Row) -> FeedRow:
         exclusions=row["exclusions"],
         last_change=row["last_change"],
     )
-
-
-def _check_version(db: sqlite3.Connection, path: str) -> None:
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version != len(MIGRATIONS):
-        raise StoreError(
-            f"state database {path} has schema version {version}, expected {len(MIGRATIONS)}"
-        )

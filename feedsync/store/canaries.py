@@ -10,7 +10,8 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from feedsync.store import Store, connection, translated
+from feedsync.store import Store, connection
+from feedsync.store.statefile import translated
 
 
 @dataclass(frozen=True, slots=True)

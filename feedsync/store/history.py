@@ -15,7 +15,8 @@ import orjson
 
 from feedsync.config import Config
 from feedsync.redact import plain
-from feedsync.store import Store, connection, translated
+from feedsync.store import Store, connection
+from feedsync.store.statefile import translated
 
 DEFAULT_LIMIT = 20
 
