@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "feedsync"
+PACKAGE = Path(__file__).resolve().parents[2] / "feedsync"
 STORE = PACKAGE / "store"
 STATEMENTS = {"execute", "executemany", "executescript"}
 
