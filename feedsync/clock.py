@@ -1,8 +1,11 @@
-"""The one clock feedsync reads: wall seconds for what is stored and compared
-across runs, monotonic seconds for durations.
+"""The one wall clock feedsync reads for what it stores and compares across
+runs: acknowledgement, plan and hold stamps, retention, refresh deadlines, the
+run history, status's ages.
 
-Passed to the store and the cycle (a ``Clock`` seam) so that a test moves time
-by moving a fake clock, not by patching ``time.time`` for the whole process.
+Passed to the store, whose cycle and connection read it (a ``Clock`` seam), so
+that a test moves time by moving a fake clock, not by patching ``time.time``
+for the whole process. Durations (how long a fetch or a cycle took) are not
+its: they read ``time.monotonic``, which a moved wall clock must not bend.
 """
 
 from __future__ import annotations
@@ -17,20 +20,13 @@ class Clock(Protocol):
         """Wall-clock seconds since the epoch (stamps, retention, refresh)."""
         ...
 
-    def monotonic(self) -> float:
-        """Seconds that only go forward (how long something took)."""
-        ...
-
 
 @dataclass(frozen=True, slots=True)
 class SystemClock:
-    """The machine's clocks."""
+    """The machine's clock."""
 
     def now(self) -> float:
         return time.time()
-
-    def monotonic(self) -> float:
-        return time.monotonic()
 
 
 SYSTEM: Clock = SystemClock()

@@ -537,9 +537,6 @@ class Fixed:
     def now(self) -> float:
         return self.at
 
-    def monotonic(self) -> float:
-        return 0.0
-
 
 def test_every_stamp_comes_from_the_stores_clock(tmp_path: Path) -> None:
     store = Store.open(str(tmp_path / "state.db"), clock=Fixed(1234.0))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -188,9 +187,6 @@ class Stepped:
 
     def now(self) -> float:
         return self.clock.now
-
-    def monotonic(self) -> float:
-        return time.monotonic()
 
 
 async def test_retention_refresh_keeps_indicators_alive(
