@@ -358,11 +358,11 @@ def _history(args: argparse.Namespace) -> int:
         return EXIT_OK
     store = Store.open(loaded.state.path, readonly=True)
     try:
-        feeds = store.guarded(history.feeds_named, loaded, store.db, args.name)
+        feeds = history.feeds_named(store, loaded, args.name)
         if feeds == []:
             print(f"feedsync: no feed or supplier named {args.name!r}", file=sys.stderr)
             return EXIT_USAGE
-        runs = store.guarded(history.read, store.db, feeds, args.limit)
+        runs = history.read(store, feeds, args.limit)
     finally:
         store.close()
     print(history.as_json(runs) if args.json else history.as_text(runs))

@@ -16,8 +16,6 @@ the whole are judged as a Nagios check is:
 
 from __future__ import annotations
 
-import sqlite3
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -26,7 +24,7 @@ import orjson
 from feedsync.config import Config
 from feedsync.redact import plain
 from feedsync.sources.fetch import redact_url
-from feedsync.store import FeedRow, Store, canaries
+from feedsync.store import FeedRow, Store, canaries, history
 from feedsync.sync.reports import upstream_stale
 
 Severity = Literal["ok", "warning", "critical"]
@@ -41,13 +39,12 @@ def snapshot(config: Config, store: Store) -> dict[str, Any]:
     # apscheduler only for the commands that read schedules: a cron `sync` starts faster.
     from feedsync.daemon.timing import interval_seconds  # noqa: PLC0415
 
-    db = store.db
     rows = {row.name: row for row in store.feeds()}
     holds = store.holds()
-    streaks = _failing_streaks(db)
-    contact = _contact(db)
-    watched = canaries.read_all(db)
-    now = time.time()
+    streaks = history.failing_streaks(store)
+    contact = _contact(store)
+    watched = canaries.read_all(store)
+    now = store.clock.now()
     feeds = []
     for feed in config.feeds:
         row = rows.get(feed.name)
@@ -129,29 +126,11 @@ def exit_code(snap: Mapping[str, Any]) -> int:
     return SEVERITIES.index(snap.get("severity", "critical"))
 
 
-def _failing_streaks(db: sqlite3.Connection) -> dict[str, tuple[float, int]]:
-    """Per feed failing now: when its current run of failures began, and how many."""
-    rows = db.execute(
-        "SELECT r.feed, min(r.finished), count(*) FROM runs r WHERE r.result = 'failed'"
-        " AND r.id > coalesce((SELECT max(o.id) FROM runs o WHERE o.feed = r.feed"
-        " AND o.result != 'failed'), 0) GROUP BY r.feed"
-    )
-    return {feed: (since, attempts) for feed, since, attempts in rows}
-
-
-def _contact(db: sqlite3.Connection) -> dict[str, dict[str, Any]]:
-    rows = db.execute(
-        "SELECT supplier, last_attempt, last_success, last_error, failing_since FROM contact"
-    )
-    return {
-        r[0]: {
-            "last_attempt": r[1],
-            "last_success": r[2],
-            "last_error": plain(r[3]) if r[3] else None,
-            "failing_since": r[4],
-        }
-        for r in rows
-    }
+def _contact(store: Store) -> dict[str, dict[str, Any]]:
+    contact = store.contacts()
+    for seen in contact.values():
+        seen["last_error"] = plain(seen["last_error"]) if seen["last_error"] else None
+    return contact
 
 
 def _removed(config: Config, rows: Iterable[FeedRow], now: float) -> list[dict[str, Any]]:

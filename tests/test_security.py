@@ -15,7 +15,7 @@ from feedsync import metrics
 from feedsync.config import load, parse
 from feedsync.emulator import Emulator
 from feedsync.errors import StoreError
-from feedsync.store import Store
+from feedsync.store import Store, connection
 
 FEED_PASSWORD = "feed-Pa55-77"
 AUTH_KEY = "abusech-KEY-4242"
@@ -151,7 +151,7 @@ def test_corrupt_state_file_is_an_error_not_a_reset(tmp_path: Path) -> None:
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     store = Store.open(str(tmp_path / "s.db"))
-    store.db.execute("PRAGMA user_version = 99")
+    connection(store).execute("PRAGMA user_version = 99")
     store.close()
     with pytest.raises(StoreError, match="newer than this feedsync"):
         Store.open(str(tmp_path / "s.db"))
@@ -160,8 +160,8 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 def test_durability_settings(tmp_path: Path) -> None:
     store = Store.open(str(tmp_path / "s.db"))
     try:
-        assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert connection(store).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert connection(store).execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     finally:
         store.close()
 

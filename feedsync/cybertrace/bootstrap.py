@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from enum import Enum
 
@@ -98,16 +97,6 @@ def _drift(current: dict[str, object], settings: SupplierConfig) -> list[str]:
     if settings.vendor is not None:
         wanted["vendor"] = settings.vendor
     return [key for key, value in wanted.items() if current.get(key) != value]
-
-
-def planned_tags(db: sqlite3.Connection, supplier: str) -> set[str]:
-    """Every tag named by the supplier's pending PUTs."""
-    rows = db.execute(
-        "SELECT DISTINCT j.value FROM pending p, json_each(p.body, '$.tags') j"
-        " WHERE p.supplier = ? AND p.op != 'delete'",
-        (supplier,),
-    )
-    return {str(row[0]) for row in rows}
 
 
 async def ensure_tags(client: CyberTrace, needed: set[str], weight: int) -> list[str]:

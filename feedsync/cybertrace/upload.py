@@ -1,17 +1,17 @@
 """Sending a supplier's plan to CyberTrace, batch by batch.
 
-Batches are cut from the ``pending`` table under ``max_batch_bytes``,
-``max_batch_indicators`` and the API's body limits. Each answer is recorded
-in one transaction: acknowledged values move to ``acked``, refused ones to
-``rejected`` with their reason, and their pending rows go. What is not
-acknowledged stays pending for the next cycle (invariant 1).
+Batches are cut from the ``pending`` table (store/pending.py) under
+``max_batch_bytes``, ``max_batch_indicators`` and the API's body limits. Each
+answer is recorded by the store in one transaction: acknowledged values move
+to ``acked``, refused ones to ``rejected`` with their reason, and their
+pending rows go. What is not acknowledged stays pending for the next cycle
+(invariant 1).
 """
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from feedsync import logs
@@ -19,7 +19,8 @@ from feedsync.cybertrace import DELETE_LIMIT, PUT_LIMIT, CyberTrace, Outcome
 from feedsync.cybertrace.verdict import Verdict, verdict
 from feedsync.errors import AuthError, CyberTraceError, RequestError, StoreError, SupplierGone
 from feedsync.progress import QUIET, Meter
-from feedsync.store import Store, now
+from feedsync.store import Store, pending
+from feedsync.store.pending import Batch, Item, Sent
 
 log = logs.get("feedsync.upload")
 
@@ -32,138 +33,6 @@ SPLIT_BUDGET = 128
 # Until one request of the upload went through, a refusal may be the request's own
 # fault (the form, the supplier): halving then probes only this far.
 PROBE_BUDGET = 16
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    id: int
-    value: str
-    op: str
-    digest: int | None
-    body: bytes
-
-    @property
-    def op_method(self) -> str:
-        return "DELETE" if self.op == "delete" else "PUT"
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    method: str
-    items: tuple[Item, ...]
-
-    def payload(self) -> bytes:
-        return b"[" + b",".join(item.body for item in self.items) + b"]"
-
-
-@dataclass(slots=True)
-class Sent:
-    """What CyberTrace acknowledged in one upload."""
-
-    add: int = 0
-    update: int = 0
-    delete: int = 0
-    rejected: int = 0
-    unconfirmed: int = 0
-    requests: int = 0
-    bytes: int = 0
-    errors: list[str] = field(default_factory=list)
-
-
-def batches(
-    db: sqlite3.Connection, supplier: str, method: str, max_bytes: int, max_count: int
-) -> Iterator[Batch]:
-    """Cut the supplier's pending operations of one method into batches."""
-    ops = ("delete",) if method == "DELETE" else ("add", "update")
-    limit = min(max_bytes, DELETE_LIMIT if method == "DELETE" else PUT_LIMIT)
-    after = 0
-    items: list[Item] = []
-    size = 2
-    while True:
-        rows = db.execute(
-            f"SELECT id, value, op, digest, body FROM pending WHERE supplier = ?"
-            f" AND op IN ({','.join('?' * len(ops))}) AND id > ? ORDER BY id LIMIT 5000",
-            (supplier, *ops, after),
-        ).fetchall()
-        if not rows:
-            break
-        for row in rows:
-            item = Item(row[0], row[1], row[2], row[3], row[4].encode())
-            grown = size + len(item.body) + (1 if items else 0)
-            if items and (grown > limit or len(items) >= max_count):
-                yield Batch(method, tuple(items))
-                items, grown = [], 2 + len(item.body)
-            items.append(item)
-            size = grown
-        after = rows[-1][0]
-    if items:
-        yield Batch(method, tuple(items))
-
-
-def acknowledge(db: sqlite3.Connection, supplier: str, batch: Batch, decided: Verdict) -> Sent:
-    """Record CyberTrace's answer to a batch; returns what it changed."""
-    sent = Sent()
-    stamp = now()
-    gone: list[tuple[str, str]] = []  # deleted from CyberTrace: no longer acknowledged
-    acked: list[tuple[str, str, int | None, float]] = []
-    rejected: list[tuple[str, str, str, int | None, str, float]] = []
-    settled: list[tuple[int]] = []
-    for item in batch.items:
-        if item.id in decided.unconfirmed:
-            sent.unconfirmed += 1
-            continue
-        settled.append((item.id,))
-        reason = decided.refused.get(item.id)
-        if item.op == "delete":
-            gone.append((supplier, item.value))
-            sent.delete += 1
-        elif reason is None:
-            acked.append((supplier, item.value, item.digest, stamp))
-            setattr(sent, item.op, getattr(sent, item.op) + 1)
-        else:
-            rejected.append((supplier, item.value, item.op, item.digest, reason[:500], stamp))
-            sent.rejected += 1
-    # One statement per kind of change, not three per item: an initial sync
-    # acknowledges a million values.
-    db.executemany("DELETE FROM acked WHERE supplier = ? AND value = ?", gone)
-    db.executemany(
-        "INSERT INTO acked (supplier, value, digest, acked_at) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (supplier, value) DO UPDATE SET digest = excluded.digest,"
-        " acked_at = excluded.acked_at",
-        acked,
-    )
-    db.executemany(
-        "INSERT INTO retired (supplier, value, retired_at) VALUES (?, ?, ?)"
-        " ON CONFLICT (supplier, value) DO UPDATE SET retired_at = excluded.retired_at",
-        [(s, value, stamp) for s, value in gone],
-    )
-    if db.execute("SELECT 1 FROM retired WHERE supplier = ? LIMIT 1", (supplier,)).fetchone():
-        db.executemany(
-            "DELETE FROM retired WHERE supplier = ? AND value = ?",
-            [(s, value) for s, value, _digest, _at in acked],
-        )
-    if db.execute("SELECT 1 FROM rejected WHERE supplier = ? LIMIT 1", (supplier,)).fetchone():
-        db.executemany(
-            "DELETE FROM rejected WHERE supplier = ? AND value = ?",
-            [*gone, *((s, value) for s, value, _digest, _at in acked)],
-        )
-    db.executemany(
-        "INSERT OR REPLACE INTO rejected (supplier, value, op, digest, reason, rejected_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        rejected,
-    )
-    db.executemany("DELETE FROM pending WHERE id = ?", settled)
-    return sent
-
-
-def reject_oversize(db: sqlite3.Connection, supplier: str, item: Item, limit: int) -> None:
-    """An indicator whose body alone exceeds the request limit can never be sent."""
-    db.execute(
-        "INSERT OR REPLACE INTO rejected (supplier, value, op, digest, reason, rejected_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (supplier, item.value, item.op, item.digest, f"body over the {limit}-byte limit", now()),
-    )
-    db.execute("DELETE FROM pending WHERE id = ?", (item.id,))
 
 
 @dataclass(slots=True)
@@ -201,9 +70,8 @@ async def upload(
     run = _Upload(store, client, supplier, Sent(), repair, meter=meter)
     config = client.config
     for method in ("PUT", "DELETE"):
-        cut = batches(
-            store.db, supplier, method, config.max_batch_bytes, config.max_batch_indicators
-        )
+        limit = _limit(config.max_batch_bytes, method)
+        cut = pending.batches(store, supplier, method, limit, config.max_batch_indicators)
         # Batches are cut one at a time on the store's thread: memory holds only those in flight.
         gate = asyncio.Semaphore(config.concurrency)
         try:
@@ -224,12 +92,10 @@ async def upload(
 
 async def _send(run: _Upload, batch: Batch, depth: int, *, again: bool = False) -> None:
     payload = batch.payload()
-    limit = min(
-        run.client.config.max_batch_bytes, DELETE_LIMIT if batch.method == "DELETE" else PUT_LIMIT
-    )
+    limit = _limit(run.client.config.max_batch_bytes, batch.method)
     if len(payload) > limit:
         for item in batch.items:
-            await run.store.call(_reject_oversize_txn, run.store, run.supplier, item, limit)
+            await run.store.call(pending.reject_oversize, run.store, run.supplier, item, limit)
             run.total.rejected += 1
         return
     try:
@@ -247,7 +113,7 @@ async def _send(run: _Upload, batch: Batch, depth: int, *, again: bool = False) 
         return
     run.successes += 1
     decided = verdict(batch, outcome)
-    sent = await run.store.call(_acknowledge_txn, run.store, run.supplier, batch, decided)
+    sent = await run.store.call(pending.settle, run.store, run.supplier, batch, decided)
     _count(run.total, sent, len(payload))
     run.meter(sent.add + sent.update + sent.delete + sent.rejected, 1)
     if sent.rejected:
@@ -358,7 +224,7 @@ async def _reject_one(run: _Upload, item: Item, reason: str) -> None:
     """Record one item as refused by CyberTrace, with ``reason``."""
     only = Verdict(refused={item.id: reason})
     batch = Batch(item.op_method, (item,))
-    sent = await run.store.call(_acknowledge_txn, run.store, run.supplier, batch, only)
+    sent = await run.store.call(pending.settle, run.store, run.supplier, batch, only)
     run.total.rejected += sent.rejected
 
 
@@ -376,11 +242,6 @@ def _releaser(gate: asyncio.Semaphore) -> Callable[[object], None]:
     return lambda _task: gate.release()
 
 
-def _acknowledge_txn(store: Store, supplier: str, batch: Batch, decided: Verdict) -> Sent:
-    with store.transaction() as db:
-        return acknowledge(db, supplier, batch, decided)
-
-
-def _reject_oversize_txn(store: Store, supplier: str, item: Item, limit: int) -> None:
-    with store.transaction() as db:
-        reject_oversize(db, supplier, item, limit)
+def _limit(max_bytes: int, method: str) -> int:
+    """A request body's limit: the configured one, or the API's if lower."""
+    return min(max_bytes, DELETE_LIMIT if method == "DELETE" else PUT_LIMIT)

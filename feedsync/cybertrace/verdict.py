@@ -16,7 +16,7 @@ from feedsync.cybertrace import Outcome
 from feedsync.normalize import InvalidValue, canonicalize
 
 if TYPE_CHECKING:
-    from feedsync.cybertrace.upload import Batch
+    from feedsync.store.pending import Batch
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,23 +16,27 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import orjson
 
-from feedsync.errors import StoreCorrupt, StoreError
+from feedsync.clock import SYSTEM, Clock
+from feedsync.errors import StoreError
 from feedsync.model import Validators
 from feedsync.store import statefile
 from feedsync.store.migrations import MIGRATIONS
+from feedsync.store.statefile import translate, translated
 
 T = TypeVar("T")
 
 RUNS_KEPT_PER_FEED = 1000
+
+# A transaction's handle as ``Store.transaction`` yields it: callers outside the
+# store only pass it on to the store's own functions.
+Connection: TypeAlias = sqlite3.Connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,29 +81,38 @@ class Run:
 
 
 class Store:
-    """The SQLite state database, reached through one worker thread."""
+    """The SQLite state database, reached through one worker thread. Its
+    connection is its own: other packages ask by name (its methods, pending.py,
+    history.py), and only the store's modules speak SQL."""
 
-    def __init__(self, connection: sqlite3.Connection, path: str, lock: int | None) -> None:
-        self.db = connection
+    def __init__(
+        self,
+        connection: sqlite3.Connection,
+        path: str,
+        lock: int | None,
+        clock: Clock = SYSTEM,
+    ) -> None:
+        self._db = connection
         self.path = path
+        self.clock = clock
         self._lock = lock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedsync-store")
 
     @classmethod
-    def open(cls, path: str, *, readonly: bool = False) -> Store:
+    def open(cls, path: str, *, readonly: bool = False, clock: Clock = SYSTEM) -> Store:
         """Open (creating and migrating) the database; writers take the lock."""
         if not readonly:
             statefile.create_if_missing(path, migrate)
         lock = None if readonly else statefile.take_lock(path)
         try:
             statefile.check_file(path)
-            connection = _connect(path, readonly=readonly)
+            connection = statefile.connect(path, readonly=readonly, clock=clock)
             try:
                 statefile.check_identity(connection, path)
                 if not readonly:
                     migrate(connection)
                 else:
-                    _check_version(connection, path)
+                    statefile.check_version(connection, path, len(MIGRATIONS))
             except BaseException:
                 connection.close()
                 raise
@@ -107,7 +120,7 @@ class Store:
             if lock is not None:
                 os.close(lock)
             raise
-        return cls(connection, path, lock)
+        return cls(connection, path, lock, clock)
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on the store's thread; SQLite's errors come out as
@@ -124,16 +137,16 @@ class Store:
 
     def quick_check(self) -> list[str]:
         """What ``PRAGMA quick_check`` finds wrong with the file (empty: sound)."""
-        return statefile.quick_check(self.db, self.path)
+        return statefile.quick_check(self._db, self.path)
 
     def in_write(self) -> bool:
         """Whether this store's connection holds a transaction now (safe to ask
         from another thread: it reads SQLite's autocommit flag)."""
-        return self.db.in_transaction
+        return self._db.in_transaction
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
-        self.db.close()
+        self._db.close()
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
@@ -142,37 +155,43 @@ class Store:
     def transaction(self, *, rollback: bool = False) -> Iterator[sqlite3.Connection]:
         """One atomic unit of work; ``rollback=True`` keeps nothing (dry runs)."""
         try:
-            self.db.execute("BEGIN IMMEDIATE")
+            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self.db
+                yield self._db
             except BaseException:
-                self.db.rollback()
+                self._db.rollback()
                 raise
             if rollback:
-                self.db.rollback()
+                self._db.rollback()
             else:
-                self.db.commit()
+                self._db.commit()
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from exc
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[sqlite3.Connection]:
-        """A nested unit inside ``transaction``: its failure undoes only itself."""
-        self.db.execute("SAVEPOINT unit")
+        """A nested unit inside ``transaction``: its failure undoes only itself.
+        SQLite's errors come out as StoreError, so that a caller tells the
+        store's failure from whatever else the unit raised."""
         try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK TO unit")
-            self.db.execute("RELEASE unit")
-            raise
-        self.db.execute("RELEASE unit")
+            self._db.execute("SAVEPOINT unit")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK TO unit")
+                self._db.execute("RELEASE unit")
+                raise
+            self._db.execute("RELEASE unit")
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from exc
 
     # Feeds
 
+    @translated
     def feed(self, name: str, supplier: str) -> FeedRow:
         """The feed's row, created on first use; a feed moved to another
         supplier leaves its indicators to be re-planned on both."""
-        row = self.db.execute("SELECT * FROM feeds WHERE name = ?", (name,)).fetchone()
+        row = self._db.execute("SELECT * FROM feeds WHERE name = ?", (name,)).fetchone()
         if row is None:
             with self.transaction() as db:
                 db.execute("INSERT INTO feeds (name, supplier) VALUES (?, ?)", (name, supplier))
@@ -181,12 +200,14 @@ class Store:
                 _mark_feed_dirty(db, row["id"], row["supplier"])
                 _mark_feed_dirty(db, row["id"], supplier)
                 db.execute("UPDATE feeds SET supplier = ? WHERE id = ?", (supplier, row["id"]))
-        row = self.db.execute("SELECT * FROM feeds WHERE name = ?", (name,)).fetchone()
+        row = self._db.execute("SELECT * FROM feeds WHERE name = ?", (name,)).fetchone()
         return _feed_row(row)
 
+    @translated
     def feeds(self) -> list[FeedRow]:
-        return [_feed_row(r) for r in self.db.execute("SELECT * FROM feeds ORDER BY name")]
+        return [_feed_row(r) for r in self._db.execute("SELECT * FROM feeds ORDER BY name")]
 
+    @translated
     def record_run(self, run: Run) -> None:
         """Append to the run history and keep the feed's last attempt/error current."""
         with self.transaction() as db:
@@ -194,26 +215,31 @@ class Store:
 
     # Operator holds (migration 6)
 
+    @translated
     def holds(self) -> dict[str, float]:
         """Each held feed and since when."""
-        return {r[0]: r[1] for r in self.db.execute("SELECT feed, since FROM holds")}
+        return {r[0]: r[1] for r in self._db.execute("SELECT feed, since FROM holds")}
 
+    @translated
     def hold(self, feed: str) -> bool:
         """Put ``feed`` on hold; False when it already was (its time is kept)."""
         with self.transaction() as db:
             cursor = db.execute(
-                "INSERT OR IGNORE INTO holds (feed, since) VALUES (?, ?)", (feed, now())
+                "INSERT OR IGNORE INTO holds (feed, since) VALUES (?, ?)",
+                (feed, self.clock.now()),
             )
             return cursor.rowcount == 1
 
+    @translated
     def release(self, feed: str) -> bool:
         """Take ``feed`` off hold; False when it was not held."""
         with self.transaction() as db:
             return db.execute("DELETE FROM holds WHERE feed = ?", (feed,)).rowcount == 1
 
+    @translated
     def record_contact(self, supplier: str, error: str | None) -> None:
         """How the supplier's last exchange with CyberTrace ended (None: well)."""
-        at = now()
+        at = self.clock.now()
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO contact (supplier, last_attempt, last_success, last_error,"
@@ -231,12 +257,29 @@ class Store:
                 },
             )
 
+    @translated
+    def contacts(self) -> dict[str, dict[str, Any]]:
+        """Per supplier, how its exchanges with CyberTrace went (``record_contact``)."""
+        rows = self._db.execute(
+            "SELECT supplier, last_attempt, last_success, last_error, failing_since FROM contact"
+        )
+        return {
+            r[0]: {
+                "last_attempt": r[1],
+                "last_success": r[2],
+                "last_error": r[3],
+                "failing_since": r[4],
+            }
+            for r in rows
+        }
+
     # Reading for status and metrics
 
+    @translated
     def counts(self, supplier: str, *, acked: bool = True) -> dict[str, int]:
         """Acknowledged (unless ``acked`` is false: it costs a scan of them),
         pending (by op) and rejected counts of a supplier."""
-        db = self.db
+        db = self._db
         out = {
             "acked": db.execute(
                 "SELECT count(*) FROM acked WHERE supplier = ?", (supplier,)
@@ -256,19 +299,26 @@ class Store:
             out[op] = count
         return out
 
+    @translated
     def rejected(self, supplier: str, limit: int = 20) -> list[tuple[str, str, str]]:
         """(value, op, reason) of the supplier's most recent rejections."""
-        rows = self.db.execute(
+        rows = self._db.execute(
             "SELECT value, op, reason FROM rejected WHERE supplier = ?"
             " ORDER BY rejected_at DESC, value LIMIT ?",
             (supplier, limit),
         )
         return [(r["value"], r["op"], r["reason"]) for r in rows]
 
+    @translated
     def acked_values(self, supplier: str) -> dict[str, int]:
         """Every acknowledged value of a supplier with its digest (for tests and tools)."""
-        rows = self.db.execute("SELECT value, digest FROM acked WHERE supplier = ?", (supplier,))
+        rows = self._db.execute("SELECT value, digest FROM acked WHERE supplier = ?", (supplier,))
         return {r[0]: r[1] for r in rows}
+
+
+def connection(store: Store) -> sqlite3.Connection:
+    """The store's connection, for the store package's own modules alone."""
+    return store._db
 
 
 def read_feed(db: sqlite3.Connection, feed_id: int) -> FeedRow:
@@ -312,6 +362,11 @@ def record_run(db: sqlite3.Connection, run: Run) -> None:
         )
 
 
+def record_exclusions(db: sqlite3.Connection, feed_id: int, fingerprint: str) -> None:
+    """The exclusion settings the feed's snapshot was last applied under."""
+    db.execute("UPDATE feeds SET exclusions = ? WHERE id = ?", (fingerprint, feed_id))
+
+
 def migrate(db: sqlite3.Connection) -> None:
     """Bring the schema to the newest version, one migration per transaction."""
     version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -328,21 +383,10 @@ def migrate(db: sqlite3.Connection) -> None:
             raise StoreError(f"state database migration {number} failed: {exc}") from exc
 
 
-def translate(exc: sqlite3.Error, path: str) -> StoreError:
-    """SQLite's error as feedsync's: damage (a page that does not parse, a file
-    that is not a database) is StoreCorrupt, with what to do."""
-    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
-        exc, sqlite3.OperationalError | sqlite3.IntegrityError
-    ):
-        return StoreCorrupt(
-            f"state database {path} is damaged ({exc}): stop feedsync and run"
-            " `feedsync check --state`"
-        )
-    return StoreError(f"state database {path}: {exc}")
-
-
-def now() -> float:
-    return time.time()
+def now(db: sqlite3.Connection) -> float:
+    """Wall seconds by the clock of the store ``db`` is the connection of (its
+    ``Store.clock``), for what store functions stamp inside a caller's transaction."""
+    return db.clock.now() if isinstance(db, statefile.Clocked) else SYSTEM.now()
 
 
 def forget_feed(db: sqlite3.Connection, feed_id: int, supplier: str) -> None:
@@ -383,35 +427,3 @@ def _feed_row(row: sqlite3.Row) -> FeedRow:
         exclusions=row["exclusions"],
         last_change=row["last_change"],
     )
-
-
-def _connect(path: str, *, readonly: bool) -> sqlite3.Connection:
-    try:
-        if readonly:
-            uri = f"file:{Path(path).resolve()}?mode=ro"
-            db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-        else:
-            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode = WAL")
-            # FULL: a committed plan or acknowledgement survives power loss, not only a crash.
-            db.execute("PRAGMA synchronous = FULL")
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA busy_timeout = 10000")
-        db.execute("PRAGMA foreign_keys = ON")
-        db.execute("PRAGMA temp_store = FILE")
-        db.execute("PRAGMA cache_size = -65536")
-        db.execute("PRAGMA temp.cache_size = -32768")
-        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        return db
-    except sqlite3.DatabaseError as exc:
-        raise StoreCorrupt(f"state database {path} is unreadable or corrupt: {exc}") from exc
-    except OSError as exc:
-        raise StoreError(f"state database {path}: {exc}") from exc
-
-
-def _check_version(db: sqlite3.Connection, path: str) -> None:
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version != len(MIGRATIONS):
-        raise StoreError(
-            f"state database {path} has schema version {version}, expected {len(MIGRATIONS)}"
-        )

@@ -7,7 +7,6 @@ the daemon runs, without CyberTrace's secret or the network.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -16,30 +15,35 @@ import orjson
 
 from feedsync.config import Config
 from feedsync.redact import plain
+from feedsync.store import Store, connection
+from feedsync.store.statefile import translated
 
 DEFAULT_LIMIT = 20
 
 
-def feeds_named(config: Config, db: sqlite3.Connection, name: str | None) -> list[str] | None:
+@translated
+def feeds_named(store: Store, config: Config, name: str | None) -> list[str] | None:
     """The feeds whose runs ``name`` asks for: all (None), the feed of that name,
     or the feeds of that supplier (configured now, or recorded in the store: a
     feed removed from the configuration keeps its history). Empty: unknown."""
     if name is None:
         return None
-    stored = {row[0]: row[1] for row in db.execute("SELECT name, supplier FROM feeds")}
+    rows = connection(store).execute("SELECT name, supplier FROM feeds")
+    stored = {row[0]: row[1] for row in rows}
     configured = {feed.name: feed.supplier for feed in config.feeds}
     if name in configured or name in stored:
         return [name]
     return sorted({feed for feed, supplier in (stored | configured).items() if supplier == name})
 
 
-def read(db: sqlite3.Connection, feeds: Sequence[str] | None, limit: int) -> list[dict[str, Any]]:
+@translated
+def read(store: Store, feeds: Sequence[str] | None, limit: int) -> list[dict[str, Any]]:
     """The runs of ``feeds`` (None: every feed), newest first, at most ``limit``."""
     where, params = "", list[object]()
     if feeds is not None:
         where = f"WHERE feed IN ({','.join('?' * len(feeds))})"
         params.extend(feeds)
-    rows = db.execute(
+    rows = connection(store).execute(
         "SELECT feed, started, finished, result, fetched, invalid, added, changed, removed,"
         f" held, error FROM runs {where} ORDER BY id DESC LIMIT ?",
         (*params, limit),
@@ -61,6 +65,17 @@ def read(db: sqlite3.Connection, feeds: Sequence[str] | None, limit: int) -> lis
         }
         for r in rows
     ]
+
+
+@translated
+def failing_streaks(store: Store) -> dict[str, tuple[float, int]]:
+    """Per feed failing now: when its current run of failures began, and how many."""
+    rows = connection(store).execute(
+        "SELECT r.feed, min(r.finished), count(*) FROM runs r WHERE r.result = 'failed'"
+        " AND r.id > coalesce((SELECT max(o.id) FROM runs o WHERE o.feed = r.feed"
+        " AND o.result != 'failed'), 0) GROUP BY r.feed"
+    )
+    return {feed: (since, attempts) for feed, since, attempts in rows}
 
 
 def as_json(runs: list[dict[str, Any]]) -> str:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from feedsync.store import Store
 from feedsync.store.statefile import write_probe
-from feedsync.sync.reports import cause
 
 MIN_FREE_BYTES = 1 << 20  # below this a commit (WAL frames, a checkpoint) may fail
 
@@ -37,7 +36,7 @@ def writability_problem(path: str) -> str:
     try:
         stats = os.statvfs(database.parent)
     except OSError as exc:
-        return f"state database not writable: {cause(exc)}"
+        return f"state database not writable: {type(exc).__name__}: {exc}"
     if stats.f_bavail * stats.f_frsize < MIN_FREE_BYTES:
         return f"state database not writable: no free space in {database.parent}"
     return ""

@@ -124,7 +124,7 @@ def plan(
             db.execute(
                 "INSERT OR IGNORE INTO retired (supplier, value, retired_at)"
                 " SELECT supplier, value, ? FROM acked WHERE supplier = ?",
-                (now(), target.supplier),
+                (now(db), target.supplier),
             )
         else:
             db.execute("DELETE FROM retired WHERE supplier = ?", (target.supplier,))
@@ -366,7 +366,7 @@ def _delete_body(value: str, target: Target) -> str:
 def _write(
     db: sqlite3.Connection, supplier: str, writes: list[tuple[str, str, int | None, str]]
 ) -> None:
-    planned = now()
+    planned = now(db)
     db.executemany(
         "INSERT INTO pending (supplier, value, op, digest, body, planned_at)"
         " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (supplier, value) DO UPDATE SET"

@@ -316,7 +316,7 @@ def _hold(db: sqlite3.Connection, feed: FeedRow, removed: int, total: int, diges
     db.execute(
         "UPDATE feeds SET held_removals = ?, held_total = ?, held_digest = ?,"
         " held_since = coalesce(held_since, ?) WHERE id = ?",
-        (removed, total, digest, now(), feed.id),
+        (removed, total, digest, now(db), feed.id),
     )
 
 

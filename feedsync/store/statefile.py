@@ -1,5 +1,6 @@
-"""The state database as files: which file is feedsync's, who may write it, and
-whether it can take a write now.
+"""The state database as files: which file is feedsync's, who may write it,
+whether it can take a write now, and SQLite's errors as feedsync's (``translate``,
+``translated``: the store's one boundary for them).
 
 Only a path that does not exist starts a new database: an existing file that
 is empty, is not SQLite, or is another application's database is refused with
@@ -18,18 +19,32 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import sqlite3
 import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
+from feedsync.clock import SYSTEM, Clock
 from feedsync.errors import StoreBusy, StoreCorrupt, StoreError
 
 # "FSYN": PRAGMA application_id, so a database is known as feedsync's by its header.
 APPLICATION_ID = 0x4653594E
 SQLITE_MAGIC = b"SQLite format 3\x00"
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+class _Located(Protocol):
+    @property
+    def path(self) -> str: ...
+
+
+S = TypeVar("S", bound=_Located)
+
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
 LOCK_NAME = "lock"
@@ -212,3 +227,78 @@ def write_probe(path: str, timeout: float = 0.5) -> str:
     finally:
         db.close()
     return ""
+
+
+class Clocked(sqlite3.Connection):
+    """A store's connection, carrying the store's clock: what the store's
+    functions stamp inside a caller's transaction is read from it (``store.now``)."""
+
+    clock: Clock = SYSTEM
+
+
+def connect(path: str, *, readonly: bool, clock: Clock = SYSTEM) -> Clocked:
+    """A connection to the database ``path`` as the store uses it: autocommit
+    (the store begins its own transactions), WAL, rows by name."""
+    try:
+        if readonly:
+            uri = f"file:{Path(path).resolve()}?mode=ro"
+            db = sqlite3.connect(
+                uri, uri=True, isolation_level=None, check_same_thread=False, factory=Clocked
+            )
+        else:
+            db = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, factory=Clocked
+            )
+            db.execute("PRAGMA journal_mode = WAL")
+            # FULL: a committed plan or acknowledgement survives power loss, not only a crash.
+            db.execute("PRAGMA synchronous = FULL")
+        db.clock = clock
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA busy_timeout = 10000")
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA temp_store = FILE")
+        db.execute("PRAGMA cache_size = -65536")
+        db.execute("PRAGMA temp.cache_size = -32768")
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.DatabaseError as exc:
+        raise StoreCorrupt(f"state database {path} is unreadable or corrupt: {exc}") from exc
+    except OSError as exc:
+        raise StoreError(f"state database {path}: {exc}") from exc
+
+
+def translate(exc: sqlite3.Error, path: str) -> StoreError:
+    """SQLite's error as feedsync's: damage (a page that does not parse, a file
+    that is not a database) is StoreCorrupt, with what to do."""
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+        exc, sqlite3.OperationalError | sqlite3.IntegrityError
+    ):
+        return StoreCorrupt(
+            f"state database {path} is damaged ({exc}): stop feedsync and run"
+            " `feedsync check --state`"
+        )
+    return StoreError(f"state database {path}: {exc}")
+
+
+def translated(method: Callable[Concatenate[S, P], T]) -> Callable[Concatenate[S, P], T]:
+    """A Store method (or a store function of a Store) whose SQLite errors come
+    out as StoreError (``translate``): reads as well as writes, whether or not
+    the caller went through ``Store.call``. The one boundary, with ``translate``."""
+
+    @functools.wraps(method)
+    def wrapper(store: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(store, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise translate(exc, store.path) from exc
+
+    return wrapper
+
+
+def check_version(db: sqlite3.Connection, path: str, expected: int) -> None:
+    """Refuse, read-only, a database of another schema version than ``expected``."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version != expected:
+        raise StoreError(
+            f"state database {path} has schema version {version}, expected {expected}"
+        )

@@ -22,17 +22,18 @@ from pathlib import Path
 from feedsync import logs, metrics
 from feedsync.config import Config
 from feedsync.cybertrace import CyberTrace
-from feedsync.cybertrace.bootstrap import SupplierState, ensure_supplier, ensure_tags, planned_tags
-from feedsync.cybertrace.upload import Sent, upload
+from feedsync.cybertrace.bootstrap import SupplierState, ensure_supplier, ensure_tags
+from feedsync.cybertrace.upload import upload
 from feedsync.errors import AuthError, CyberTraceError, StoreError, SupplierGone
 from feedsync.phases import Phases
 from feedsync.progress import QUIET, Meter, Progress
 from feedsync.sources import source_for
-from feedsync.store import Store, record_run, statefile
+from feedsync.store import Store, pending, record_run, statefile
 from feedsync.store.membership import members
+from feedsync.store.pending import Sent
 from feedsync.store.reconcile import Plan, Refresh, Target, plan, prune_retired
 from feedsync.sync import canary
-from feedsync.sync.applying import Applier, failed, preview
+from feedsync.sync.applying import Applier, failed
 from feedsync.sync.fetching import Fetched, Fetcher, SourceFactory, cycle_deadline
 from feedsync.sync.reports import FeedReport, SupplierReport, cause, run_of
 
@@ -63,6 +64,7 @@ class Cycle:
         self.config = config
         self.locks = locks if locks is not None else {}
         self.store = store
+        self.clock = store.clock  # one clock: the store stamps what the cycle compares
         self.dry_run = dry_run
         self.force = force
         self.resync = resync
@@ -199,7 +201,7 @@ class Cycle:
         """Runs that never reached their snapshot still belong in the history."""
         with self.store.transaction() as db:
             for report in reports:
-                record_run(db, run_of(report))
+                record_run(db, run_of(report, self.clock.now()))
 
     async def _target(self, supplier: str, version: str) -> Target:
         merged = await members(
@@ -236,19 +238,19 @@ class Cycle:
         for item in fetched:
             self._row(item)
         with self.phases.timed("store"), self.store.transaction(rollback=True) as db:
-            reports = [self.applier.apply(item) for item in fetched]
+            reports = [self.applier.apply(db, item) for item in fetched]
             meter.enter("plan")
             planned = plan(db, target, resync=self.resync)
             meter(planned.total)
-            return reports, planned, preview(db, target.supplier)
+            return reports, planned, pending.preview(db, target.supplier)
 
     def _apply_one(self, item: Fetched) -> FeedReport:
         """One feed's snapshot and run, committed on their own (the store's thread).
         A crash before the plan's commit loses nothing: the values it changed stay
         marked dirty, and the next plan takes them."""
         self._row(item)
-        with self.phases.timed("store"), self.store.transaction():
-            return self.applier.apply(item)
+        with self.phases.timed("store"), self.store.transaction() as db:
+            return self.applier.apply(db, item)
 
     def _row(self, item: Fetched) -> None:
         # A fetch that failed before it reached the store has no row yet.
@@ -286,7 +288,7 @@ class Cycle:
         if info.retention > 0:
             await self.store.call(self._prune_retired, supplier, info.retention * 60)
             span = info.retention * 60 * self.config.cybertrace.refresh_fraction
-            replanned = await self.store.call(self._replan, target, Refresh(span, time.time()))
+            replanned = await self.store.call(self._replan, target, Refresh(span, self.clock.now()))
             refreshed = replanned.refresh
             metrics.REFRESH_DUE.labels(supplier).set(refreshed)
             if refreshed:
@@ -296,7 +298,7 @@ class Cycle:
 
             async def repair() -> bool:
                 # A refused request may name a tag an operator deleted since.
-                needed = await self.store.call(planned_tags, self.store.db, supplier)
+                needed = await self.store.call(pending.planned_tags, self.store, supplier)
                 return bool(await ensure_tags(client, needed, self.config.cybertrace.tag_weight))
 
             await repair()
@@ -333,7 +335,7 @@ class Cycle:
 
     def _prune_retired(self, supplier: str, retention_seconds: float) -> None:
         with self.store.transaction() as db:
-            prune_retired(db, supplier, time.time() - retention_seconds)
+            prune_retired(db, supplier, self.clock.now() - retention_seconds)
 
     async def _contact(self, supplier: str, error: str | None) -> None:
         # What `feedsync status` shows as CyberTrace's state; a dry run sends nothing

@@ -1,5 +1,6 @@
 """The store's half of a feed's cycle: its fetched body applied to its snapshot,
-on the store's thread, inside the caller's transaction.
+on the store's thread, inside the caller's transaction (whose handle it only
+passes on to the store's functions).
 
 Whatever the parser raises fails the feed alone: its savepoint undoes what it
 wrote, and its run records the cause. The store's own failures are not the
@@ -9,7 +10,6 @@ feed's and end the transaction.
 from __future__ import annotations
 
 import itertools
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -25,7 +25,7 @@ from feedsync.safety.exclusions import EXCLUDED, Screen
 from feedsync.safety.warninglists import screen_for
 from feedsync.sources import CsvSource
 from feedsync.sources.csvfeed import OnReplaced
-from feedsync.store import Store, read_feed, record_run
+from feedsync.store import Connection, Store, read_feed, record_exclusions, record_run
 from feedsync.store.linediff import LineFeed, forget_lines, replace_lines
 from feedsync.store.snapshot import Change, expire, patch, replace
 from feedsync.sync.fetching import Fetched
@@ -36,7 +36,6 @@ log = logs.get("feedsync.sync")
 NORMALIZE_BATCH = 1000
 INVALID_SAMPLES = 3
 REPLACED_LOGGED = 5  # rows whose context had undecodable bytes, logged one by one
-PREVIEW = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,15 +47,15 @@ class Applier:
     force: bool = False
     progress: Progress = QUIET.progress
 
-    def apply(self, item: Fetched) -> FeedReport:
+    def apply(self, db: Connection, item: Fetched) -> FeedReport:
         """Apply the feed's fetched body (or its failure) to its snapshot and
-        record the run, inside the caller's transaction."""
+        record the run, inside the caller's transaction ``db``."""
         feed = item.feed
         assert item.row is not None
-        expired = expire(self.store.db, item.row, time.time())
+        expired = expire(db, item.row, self.store.clock.now())
         if expired:
             log.info("feed.expired", feed=feed.name, count=expired)
-            item.row = read_feed(self.store.db, item.row.id)
+            item.row = read_feed(db, item.row.id)
         if item.error is not None or item.body is None:
             if item.error is not None:
                 report = failed(item, item.error, "fetch")
@@ -64,7 +63,7 @@ class Applier:
                 # A 304 or the same body still took a round trip: its duration counts.
                 seconds = time.monotonic() - item.started
                 report = FeedReport(feed.name, feed.supplier, "unchanged", seconds=seconds)
-            record_run(self.store.db, run_of(report))
+            record_run(db, run_of(report, self.store.clock.now()))
             return report
         meter = Meter(self.progress, (feed.name,))
         meter.enter("parse")
@@ -86,8 +85,8 @@ class Applier:
                 )
 
         try:
-            with self.store.savepoint() as db:
-                change = self._snapshot(db, item, static, invalid.add, on_replaced, meter=meter)
+            with self.store.savepoint() as unit:
+                change = self._snapshot(unit, item, static, invalid.add, on_replaced, meter=meter)
                 if change.fetched == 0 and change.invalid > 0:
                     # Counted although the savepoint undoes the rows: a feed whose every
                     # row is invalid is the one its invalid counter must show.
@@ -103,7 +102,7 @@ class Applier:
                     )
         except SourceError as exc:
             report = failed(item, exc.message, "parse", rejected)
-        except (sqlite3.Error, StoreError):
+        except StoreError:
             raise  # the store's failure, not the feed's: its transaction is gone
         except Exception as exc:
             # A parser's bug or a hostile body (nesting past the recursion limit, a
@@ -121,12 +120,12 @@ class Applier:
                 time.monotonic() - item.started,
             )
         invalid.log(feed.name)
-        record_run(self.store.db, run_of(report))
+        record_run(db, run_of(report, self.store.clock.now()))
         return report
 
     def _snapshot(
         self,
-        db: sqlite3.Connection,
+        db: Connection,
         item: Fetched,
         static: tuple[str, ...],
         on_invalid: Callable[[Invalid], None],
@@ -158,14 +157,12 @@ class Applier:
         else:
             change = self._records(db, item, static, on_invalid, screen, meter=meter)
         if not change.held:
-            db.execute(
-                "UPDATE feeds SET exclusions = ? WHERE id = ?", (screen.fingerprint, item.row.id)
-            )
+            record_exclusions(db, item.row.id, screen.fingerprint)
         return change
 
     def _records(
         self,
-        db: sqlite3.Connection,
+        db: Connection,
         item: Fetched,
         static: tuple[str, ...],
         on_invalid: Callable[[Invalid], None],
@@ -236,22 +233,3 @@ class InvalidRows:
                 log.info("feed.excluded", feed=feed, reason=named, count=count, samples=samples)
             else:
                 log.warning("feed.invalid", feed=feed, reason=reason, count=count, samples=samples)
-
-
-def preview(db: sqlite3.Connection, supplier: str) -> tuple[str, ...]:
-    """The first ``PREVIEW`` pending operations of each kind; a list cut short
-    says by how much, so that 10 lines are not taken for the whole plan."""
-    lines: list[str] = []
-    for op in ("add", "update", "delete"):
-        rows = db.execute(
-            "SELECT value FROM pending WHERE supplier = ? AND op = ? ORDER BY id LIMIT ?",
-            (supplier, op, PREVIEW),
-        ).fetchall()
-        lines.extend(f"{op} {row[0]}" for row in rows)
-        if len(rows) == PREVIEW:
-            (count,) = db.execute(
-                "SELECT count(*) FROM pending WHERE supplier = ? AND op = ?", (supplier, op)
-            ).fetchone()
-            if count > PREVIEW:
-                lines.append(f"{op} ... and {count - PREVIEW} more")
-    return tuple(lines)

@@ -21,7 +21,6 @@ feed indicator in counts, metrics, plans or sweeps.
 from __future__ import annotations
 
 import secrets
-import time
 
 import orjson
 
@@ -48,7 +47,7 @@ def applies(config: CyberTraceConfig, supplier: str) -> bool:
 async def lost(client: CyberTrace, store: Store, supplier: str, info: SupplierInfo) -> str | None:
     """Why the supplier must be resynced (CyberTrace no longer matches its canary),
     or None: it does, it has none yet, or the answer does not tell."""
-    found = await store.call(_read, store, supplier)
+    found = await store.call(canaries.read, store, supplier)
     if found is None:
         return None
     if not info.enabled:
@@ -67,11 +66,11 @@ async def lost(client: CyberTrace, store: Store, supplier: str, info: SupplierIn
         # Restore detection does not work with this CyberTrace: someone should know.
         log.warning("canary.unchecked", supplier=supplier, reason="lookup did not tell")
         return None
-    await store.call(_checked, store, supplier, known)
+    await store.call(canaries.checked, store, supplier, known)
     if known:
         return None
     metrics.SUPPLIER_RESTORED.labels(supplier).inc()
-    if info.retention > 0 and found.placed_at + info.retention * 60 < time.time():
+    if info.retention > 0 and found.placed_at + info.retention * 60 < store.clock.now():
         return (
             "its canary outlived the supplier's retention (feedsync did not run for longer"
             " than it): every indicator is sent again"
@@ -96,11 +95,11 @@ async def renew(
     """Replace the supplier's canary when the supplier changed, it has none, or
     its retention is running out; then delete the one it replaced. A CyberTrace
     that refuses leaves the old canary in place (logged): the cycle goes on."""
-    found = await store.call(_read, store, supplier)
+    found = await store.call(canaries.read, store, supplier)
     due = (
         found is not None
         and info.retention > 0
-        and found.placed_at + info.retention * 60 * refresh_fraction <= time.time()
+        and found.placed_at + info.retention * 60 * refresh_fraction <= store.clock.now()
     )
     try:
         if found is not None and found.previous is not None:
@@ -114,7 +113,7 @@ async def renew(
                 log.warning("canary.refused", supplier=supplier, reason=why[:200])
                 return
             previous = found.value if found is not None else None
-            await store.call(_placed, store, supplier, value, previous)
+            await store.call(canaries.placed, store, supplier, value, previous)
             log.info("canary.placed", supplier=supplier, canary=value)
             await _delete_previous(client, store, supplier)
     except AuthError:
@@ -124,7 +123,7 @@ async def renew(
 
 
 async def _delete_previous(client: CyberTrace, store: Store, supplier: str) -> None:
-    found = await store.call(_read, store, supplier)
+    found = await store.call(canaries.read, store, supplier)
     if found is None or found.previous is None:
         return
     body = orjson.dumps([{"indicator": found.previous}])
@@ -132,23 +131,4 @@ async def _delete_previous(client: CyberTrace, store: Store, supplier: str) -> N
     if outcome.status == 202 and not all(absent(reason) for reason in outcome.errors.values()):
         return  # not confirmed: tried again after the next cycle
     if outcome.readable:
-        await store.call(_previous_deleted, store, supplier)
-
-
-def _read(store: Store, supplier: str) -> canaries.Canary | None:
-    return canaries.read(store.db, supplier)
-
-
-def _checked(store: Store, supplier: str, found: bool) -> None:
-    with store.transaction() as db:
-        canaries.checked(db, supplier, found=found)
-
-
-def _placed(store: Store, supplier: str, value: str, previous: str | None) -> None:
-    with store.transaction() as db:
-        canaries.placed(db, supplier, value, previous)
-
-
-def _previous_deleted(store: Store, supplier: str) -> None:
-    with store.transaction() as db:
-        canaries.previous_deleted(db, supplier)
+        await store.call(canaries.previous_deleted, store, supplier)

@@ -9,10 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from feedsync import logs, metrics
-from feedsync.cybertrace.upload import Sent
 from feedsync.redact import plain
 from feedsync.sources.fetch import redact_url
 from feedsync.store import FeedRow, Run
+from feedsync.store.pending import Sent
 from feedsync.store.reconcile import Plan
 from feedsync.store.snapshot import Change
 
@@ -52,9 +52,9 @@ class SupplierReport:
     refreshed: int = 0
 
 
-def run_of(report: FeedReport) -> Run:
-    """The history row of a feed's cycle; logs its summary line and sets its metrics."""
-    finished = time.time()
+def run_of(report: FeedReport, finished: float) -> Run:
+    """The history row of a feed's cycle, ``finished`` then (wall seconds); logs
+    its summary line and sets its metrics."""
     change = report.change
     run = Run(
         feed=report.feed,

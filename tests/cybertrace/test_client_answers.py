@@ -20,10 +20,10 @@ from test_sync import sync
 
 from feedsync.config import Config, CyberTraceConfig, RetryConfig, Secret
 from feedsync.cybertrace import CyberTrace, Outcome
-from feedsync.cybertrace.upload import Batch, Item
 from feedsync.cybertrace.verdict import absent, verdict
 from feedsync.errors import CyberTraceError, RequestError
 from feedsync.store import Store
+from feedsync.store.pending import Batch, Item
 from feedsync.sync.reports import SupplierReport
 
 Opener = Callable[[Config], Store]

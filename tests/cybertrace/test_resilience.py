@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import orjson
 import pytest
+from conftest import Clock as HandClock
 from conftest import ConfigFactory, FeedServer
 from test_sync import sync
 
@@ -178,35 +179,46 @@ async def test_resync_resends_everything_after_a_restore(
     assert emulator.indicators("Demo").keys() == {"a.example", "b.example"}
 
 
+@dataclass(frozen=True, slots=True)
+class Stepped:
+    """feedsync's Clock on the test's: wall time is ``clock.now``, moved by hand."""
+
+    clock: HandClock
+
+    def now(self) -> float:
+        return self.clock.now
+
+
 async def test_retention_refresh_keeps_indicators_alive(
-    emulator: Emulator,
-    feed_server: FeedServer,
-    make_config: ConfigFactory,
-    open_store: Opener,
-    monkeypatch: pytest.MonkeyPatch,
+    emu: Emulator, clock: HandClock, feed_server: FeedServer, make_config: ConfigFactory
 ) -> None:
-    now = [time.time()]
-    monkeypatch.setattr(time, "time", lambda: now[0])
-    emulator.clock = lambda: now[0]
+    # One clock for both sides: the emulator's (its retention) and the store's
+    # (acknowledgement stamps, refresh deadlines), moved by the test alone.
     values = [f"v{i:03d}.example" for i in range(200)]
     url = feed_server.set("l.txt", listing(values))
-    loaded = make_config(emulator.url, feed(url), "Demo: {confidence: 5, retention: 1}\n")
-    store = open_store(loaded)
-    await sync(loaded, store)
-    emulator.clear_log()
-    now[0] += 10
-    await sync(loaded, store)
-    assert emulator.indicator_requests() == [], "nothing is due a sixth of the retention in"
-    refreshed = []
-    for _ in range(6):
-        now[0] += 25
-        emulator.clear_log()
-        _, suppliers = await sync(loaded, store)
-        refreshed.append(suppliers[0].refreshed)
-        assert sum(len(r.json) for r in emulator.indicator_requests("PUT")) == refreshed[-1]  # type: ignore[arg-type]
-        assert emulator.indicators("Demo").keys() == set(values), "none ever expires"
-    assert sum(refreshed) >= 200 * 3
-    assert any(0 < count < 200 for count in refreshed), "deadlines are spread, not one burst"
+    loaded = make_config(emu.url, feed(url), "Demo: {confidence: 5, retention: 1}\n")
+    store = Store.open(loaded.state.path, clock=Stepped(clock))
+    try:
+        await sync(loaded, store)
+        emu.clear_log()
+        clock.now += 10
+        await sync(loaded, store)
+        assert emu.indicator_requests() == [], "nothing is due a sixth of the retention in"
+        refreshed = []
+        for _ in range(6):
+            clock.now += 25
+            emu.clear_log()
+            _, suppliers = await sync(loaded, store)
+            refreshed.append(suppliers[0].refreshed)
+            assert sum(len(r.json) for r in emu.indicator_requests("PUT")) == refreshed[-1]  # type: ignore[arg-type]
+            assert emu.indicators("Demo").keys() == set(values), "none ever expires"
+        assert sum(refreshed) >= 200 * 3
+        assert any(0 < count < 200 for count in refreshed), "deadlines are spread, not one burst"
+        # The emulator does read the moved clock: without a cycle, the retention runs out.
+        clock.now += 61
+        assert emu.indicators("Demo") == {}, "expired once nothing refreshes them"
+    finally:
+        store.close()
 
 
 async def test_concurrency_is_bounded(

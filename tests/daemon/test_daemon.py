@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
+import contextlib
+import fcntl
 import os
 import signal
 import socket
@@ -10,7 +13,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -337,6 +340,53 @@ async def test_endpoints_answer_while_the_store_thread_is_busy(
     finally:
         release.set()
         await blocked
+
+
+FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, FS_IMMUTABLE_FL = 0x80086601, 0x40086602, 0x10
+
+
+@contextlib.contextmanager
+def read_only(path: Path) -> Iterator[None]:
+    """``path`` made read-only for this process: its write bits off, or, for
+    root (whom file modes do not stop), the file system's immutable flag."""
+    if os.geteuid() != 0:
+        mode = path.stat().st_mode
+        path.chmod(0o444)
+        try:
+            yield
+        finally:
+            path.chmod(mode)
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        flags = array.array("l", [0])
+        try:
+            fcntl.ioctl(fd, FS_IOC_GETFLAGS, flags)
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, array.array("l", [flags[0] | FS_IMMUTABLE_FL]))
+        except OSError as exc:
+            pytest.skip(f"running as root and {path.parent} takes no immutable flag: {exc}")
+        try:
+            yield
+        finally:
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, flags)
+    finally:
+        os.close(fd)
+
+
+async def test_readyz_answers_503_while_the_state_database_is_read_only(
+    tmp_path: Path, emulator: Emulator, daemon_at: Callable[..., Any]
+) -> None:
+    daemon = await daemon_at(write_config(tmp_path, emulator.url))
+    await daemon.server.start("127.0.0.1", 0)
+    readyz = f"http://127.0.0.1:{daemon.server.port}/readyz"
+    status, body = await get(readyz)
+    assert b"state database" not in body, body
+    with read_only(Path(daemon.store.path)):
+        status, body = await get(readyz)
+        assert status == 503, body
+        assert b"state database not writable" in body and b"s.db" in body, body
+    status, body = await get(readyz)
+    assert b"state database" not in body, "ready again once it is writable"
 
 
 async def serving(problems: tuple[str, ...] = (), **options: Any) -> Server:

@@ -21,7 +21,7 @@ from feedsync.model import Indicator, Invalid, Record, Validators
 from feedsync.safety.exclusions import BUILTIN, EXCLUDED, TOO_WIDE, Screen, intervals
 from feedsync.safety.warninglists import available, chosen, entries, screen_for
 from feedsync.sources.csvfeed import CsvOptions
-from feedsync.store import Store
+from feedsync.store import Store, connection
 from feedsync.store.linediff import LineFeed, replace_lines
 from feedsync.store.snapshot import Change
 
@@ -291,7 +291,9 @@ def apply_lines(store: Store, path: Path, lines: list[str], names: tuple[str, ..
 
 
 def snapshot(store: Store) -> list[tuple[object, ...]]:
-    return [tuple(r) for r in store.db.execute("SELECT key, value FROM snapshot ORDER BY key")]
+    return [
+        tuple(r) for r in connection(store).execute("SELECT key, value FROM snapshot ORDER BY key")
+    ]
 
 
 def test_line_diff_and_full_read_agree_on_exclusions_and_ranges(tmp_path: Path) -> None:

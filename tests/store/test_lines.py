@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from feedsync.model import Validators
 from feedsync.sources.csvfeed import CsvOptions
-from feedsync.store import Store, lineindex
+from feedsync.store import Store, connection, lineindex
 from feedsync.store.linediff import LineFeed, replace_lines
 from feedsync.store.snapshot import Change
 
@@ -92,7 +92,7 @@ class Feed:
             return replace_lines(db, job)
 
     def state(self) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
-        db = self.store.db
+        db = connection(self.store)
         snapshot = db.execute(
             "SELECT key, value, kind, context, tags, digest, expires, line FROM snapshot"
             " ORDER BY key"
@@ -101,7 +101,7 @@ class Feed:
         return [tuple(r) for r in snapshot], [tuple(r) for r in kept]
 
     def dirty(self) -> set[str]:
-        return {r[0] for r in self.store.db.execute("SELECT value FROM dirty")}
+        return {r[0] for r in connection(self.store).execute("SELECT value FROM dirty")}
 
     def clear_dirty(self) -> None:
         with self.store.transaction() as db:
@@ -236,7 +236,7 @@ def test_buckets_split_and_merge_as_the_feed_grows_and_shrinks(
     check_same_as_full_read(feeds, big, small + rows(45, 40))
     feed = next(feeds)
     feed.apply(big)
-    bits = feed.store.db.execute("SELECT line_bits FROM feeds").fetchone()[0]
+    bits = connection(feed.store).execute("SELECT line_bits FROM feeds").fetchone()[0]
     assert 1 << bits >= 400 // bucket, "a bucket holds about BUCKET lines"
 
 
@@ -262,10 +262,10 @@ def test_a_new_layout_is_read_in_full(feeds: Iterator[Feed]) -> None:
 def test_a_held_shrink_keeps_the_index(feeds: Iterator[Feed]) -> None:
     feed = next(feeds)
     feed.apply(rows(100))
-    index = feed.store.db.execute("SELECT hashes FROM line_index").fetchall()
+    index = connection(feed.store).execute("SELECT hashes FROM line_index").fetchall()
     held = feed.apply(rows(10), ratio=0.5)
     assert held.held
-    assert feed.store.db.execute("SELECT hashes FROM line_index").fetchall() == index
+    assert connection(feed.store).execute("SELECT hashes FROM line_index").fetchall() == index
     again = feed.apply(rows(10), ratio=0.5)
     assert not again.held and again.removed == 90, "the same change a second time stands"
     fresh = next(feeds)

@@ -6,6 +6,7 @@ import functools
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -14,11 +15,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from feedsync.cybertrace import Outcome
-from feedsync.cybertrace.upload import Batch, acknowledge, batches
 from feedsync.cybertrace.verdict import verdict
 from feedsync.model import Indicator, Invalid, Kind, Removal, Validators
-from feedsync.store import Store, reconcile
+from feedsync.store import Store, connection, reconcile
 from feedsync.store.migrations import MIGRATIONS
+from feedsync.store.pending import Batch, batches, settle
 from feedsync.store.reconcile import Plan, Target, plan
 from feedsync.store.snapshot import Change, expire, patch, replace
 
@@ -72,16 +73,17 @@ def replan(store: Store, t: Target, **kw: bool) -> Plan:
 
 
 def pending(store: Store, supplier: str) -> dict[str, tuple[str, dict[str, object]]]:
-    rows = store.db.execute("SELECT value, op, body FROM pending WHERE supplier = ?", (supplier,))
+    rows = connection(store).execute(
+        "SELECT value, op, body FROM pending WHERE supplier = ?", (supplier,)
+    )
     return {r[0]: (r[1], orjson.loads(r[2])) for r in rows}
 
 
 def ack_all(store: Store, supplier: str, errors: dict[str, str] | None = None) -> None:
     for method in ("PUT", "DELETE"):
-        for batch in list(batches(store.db, supplier, method, 1 << 20, 1000)):
-            with store.transaction() as db:
-                outcome = Outcome(202 if errors else 201, errors or {})
-                acknowledge(db, supplier, batch, verdict(batch, outcome))
+        for batch in list(batches(store, supplier, method, 1 << 20, 1000)):
+            outcome = Outcome(202 if errors else 201, errors or {})
+            settle(store, supplier, batch, verdict(batch, outcome))
 
 
 def test_first_plan_adds_everything_with_context_and_tags(store: Store) -> None:
@@ -107,11 +109,11 @@ def test_unchanged_feed_rewrites_nothing_and_plans_nothing(store: Store) -> None
     t = target(store, "S", "f")
     replan(store, t)
     ack_all(store, "S")
-    before = store.db.total_changes
+    before = connection(store).total_changes
     change = load(store, "f", "S", items)
     assert (change.added, change.changed, change.removed) == (0, 0, 0)
     # The staging table (an insert and a delete per row) and the feed row; no snapshot row.
-    assert store.db.total_changes - before <= 2 * len(items) + 1
+    assert connection(store).total_changes - before <= 2 * len(items) + 1
     assert replan(store, t) == Plan()
 
 
@@ -161,7 +163,7 @@ def test_shrink_guard_holds_then_confirms_on_identical_refetch(store: Store) -> 
     first = load(store, "f", "S", smaller)
     assert first.held and first.removed == 7
     assert store.feed("f", "S").held_removals == 7
-    assert store.db.execute("SELECT count(*) FROM snapshot").fetchone()[0] == 10
+    assert connection(store).execute("SELECT count(*) FROM snapshot").fetchone()[0] == 10
     other = load(store, "f", "S", [ind(f"v{i}.example") for i in range(1, 4)])
     assert other.held, "a different shrink does not confirm the first"
     confirmed = load(store, "f", "S", [ind(f"v{i}.example") for i in range(1, 4)])
@@ -252,7 +254,7 @@ def test_resync_replans_every_desired_value_as_new(store: Store) -> None:
 def test_batches_respect_bytes_and_count(store: Store) -> None:
     load(store, "f", "S", [ind(f"value-{i:04d}.example") for i in range(50)])
     replan(store, target(store, "S", "f"))
-    cut = list(batches(store.db, "S", "PUT", 400, 7))
+    cut = list(batches(store, "S", "PUT", 400, 7))
     assert sum(len(b.items) for b in cut) == 50
     for batch in cut:
         assert len(batch.payload()) <= 400
@@ -267,24 +269,23 @@ def test_delete_of_absent_counts_as_done_and_other_refusals_stay_pending(store: 
     ack_all(store, "S")
     load(store, "f", "S", [ind("c.example")], ratio=1.0)
     replan(store, t)
-    items = list(batches(store.db, "S", "DELETE", 1 << 20, 100))
+    items = list(batches(store, "S", "DELETE", 1 << 20, 100))
     assert len(items) == 1
-    with store.transaction() as db:
-        acknowledge(
-            db,
-            "S",
+    settle(
+        store,
+        "S",
+        items[0],
+        verdict(
             items[0],
-            verdict(
-                items[0],
-                Outcome(
-                    202,
-                    {
-                        "a.example": "Indicator doesn't exist",
-                        "b.example": "Supplier doesn't exist",
-                    },
-                ),
+            Outcome(
+                202,
+                {
+                    "a.example": "Indicator doesn't exist",
+                    "b.example": "Supplier doesn't exist",
+                },
             ),
-        )
+        ),
+    )
     assert store.acked_values("S").keys() == {"b.example", "c.example"}
     assert store.rejected("S") == []
     assert store.counts("S")["delete"] == 1
@@ -296,7 +297,9 @@ def test_batch_type_is_public() -> None:
 
 def snapshot_values(store: Store, feed: str, supplier: str) -> dict[str, str]:
     feed_id = store.feed(feed, supplier).id
-    rows = store.db.execute("SELECT value, context FROM snapshot WHERE feed_id = ?", (feed_id,))
+    rows = connection(store).execute(
+        "SELECT value, context FROM snapshot WHERE feed_id = ?", (feed_id,)
+    )
     return {r[0]: r[1] for r in rows}
 
 
@@ -395,8 +398,8 @@ def test_schema_migrates_from_the_first_release(tmp_path: Path) -> None:
     old.close()
     upgraded = Store.open(str(path))
     try:
-        assert upgraded.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
-        rows = upgraded.db.execute("SELECT value, expires FROM snapshot").fetchall()
+        assert connection(upgraded).execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        rows = connection(upgraded).execute("SELECT value, expires FROM snapshot").fetchall()
         assert [tuple(row) for row in rows] == [("a.example", None)]
     finally:
         upgraded.close()
@@ -469,7 +472,7 @@ def test_an_old_spelling_of_a_listed_url_is_forgotten_not_deleted(store: Store) 
 
 
 def retired(store: Store, supplier: str) -> set[str]:
-    rows = store.db.execute("SELECT value FROM retired WHERE supplier = ?", (supplier,))
+    rows = connection(store).execute("SELECT value FROM retired WHERE supplier = ?", (supplier,))
     return {r[0] for r in rows}
 
 
@@ -497,7 +500,7 @@ def test_an_acknowledged_delete_is_remembered_and_a_resync_sweeps_it(store: Stor
 def test_a_sweep_spares_an_old_spelling_of_a_listed_value(store: Store) -> None:
     load(store, "f", "S", [ind("a.example")])
     t = target(store, "S", "f")
-    store.db.execute(
+    connection(store).execute(
         "INSERT INTO retired (supplier, value, retired_at) VALUES ('S', 'A.Example', 0)"
     )
     assert replan(store, t, resync=True) == Plan(add=1)
@@ -507,7 +510,7 @@ def test_a_sweep_spares_an_old_spelling_of_a_listed_value(store: Store) -> None:
 def test_a_supplier_created_empty_forgets_what_was_retired(store: Store) -> None:
     load(store, "f", "S", [ind("a.example")])
     t = target(store, "S", "f")
-    store.db.execute(
+    connection(store).execute(
         "INSERT INTO retired (supplier, value, retired_at) VALUES ('S', 'z.example', 0)"
     )
     assert replan(store, t, resync=True, sweep=False) == Plan(add=1)
@@ -516,10 +519,39 @@ def test_a_supplier_created_empty_forgets_what_was_retired(store: Store) -> None
 
 def test_retired_values_are_forgotten_after_the_retention(store: Store) -> None:
     now = time.time()
-    store.db.executemany(
+    connection(store).executemany(
         "INSERT INTO retired (supplier, value, retired_at) VALUES ('S', ?, ?)",
         [("old.example", now - 7200), ("recent.example", now - 60)],
     )
     with store.transaction() as db:
         reconcile.prune_retired(db, "S", now - 3600)
     assert retired(store, "S") == {"recent.example"}
+
+
+@dataclass(frozen=True, slots=True)
+class Fixed:
+    """A clock that says ``at``, whatever the machine's says."""
+
+    at: float
+
+    def now(self) -> float:
+        return self.at
+
+
+def test_every_stamp_comes_from_the_stores_clock(tmp_path: Path) -> None:
+    store = Store.open(str(tmp_path / "state.db"), clock=Fixed(1234.0))
+    try:
+        load(store, "f", "S", [ind("a.example"), ind("b.example")])
+        t = target(store, "S", "f")
+        replan(store, t)
+        db = connection(store)
+        assert {r[0] for r in db.execute("SELECT planned_at FROM pending")} == {1234.0}
+        ack_all(store, "S")
+        assert {r[0] for r in db.execute("SELECT acked_at FROM acked")} == {1234.0}
+        replan(store, t, resync=True)
+        assert {r[0] for r in db.execute("SELECT retired_at FROM retired")} == {1234.0}
+        load(store, "f", "S", [], ratio=0.5)  # held by the shrink guard
+        assert store.feed("f", "S").held_since == 1234.0
+        assert store.hold("f") and store.holds() == {"f": 1234.0}
+    finally:
+        store.close()

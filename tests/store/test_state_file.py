@@ -18,7 +18,7 @@ from conftest import PASSWORD, USER
 from feedsync import config as configuration
 from feedsync.emulator import Emulator
 from feedsync.errors import StoreCorrupt, StoreError
-from feedsync.store import Store, statefile
+from feedsync.store import Store, connection, history, statefile
 from feedsync.store.migrations import MIGRATIONS
 from feedsync.sync import clear_spool, spool_dir
 
@@ -56,7 +56,10 @@ def test_a_missing_path_starts_a_private_database(tmp_path: Path) -> None:
         assert own == tmp_path / "deep" / "state.db.d"
         assert stat.S_IMODE(own.stat().st_mode) == 0o700
         assert (own / "lock").exists() and not Path(f"{path}.lock").exists()
-        assert store.db.execute("PRAGMA application_id").fetchone()[0] == statefile.APPLICATION_ID
+        assert (
+            connection(store).execute("PRAGMA application_id").fetchone()[0]
+            == statefile.APPLICATION_ID
+        )
         for wal in path.parent.glob("state.db-*"):
             assert stat.S_IMODE(wal.stat().st_mode) == 0o600, wal
     finally:
@@ -114,8 +117,11 @@ def test_a_database_of_an_older_feedsync_is_stamped_and_tightened(tmp_path: Path
     path.chmod(0o644)
     store = Store.open(str(path))
     try:
-        assert store.db.execute("PRAGMA application_id").fetchone()[0] == statefile.APPLICATION_ID
-        assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert (
+            connection(store).execute("PRAGMA application_id").fetchone()[0]
+            == statefile.APPLICATION_ID
+        )
+        assert connection(store).execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     finally:
         store.close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -195,13 +201,13 @@ def damaged(tmp_path: Path) -> Path:
     store = Store.open(str(path))
     # The pages of an empty database (the schema among them) stay readable; the
     # feeds' rows, written after them, do not.
-    first = store.db.execute("PRAGMA page_count").fetchone()[0]
+    first = connection(store).execute("PRAGMA page_count").fetchone()[0]
     with store.transaction() as db:
         db.executemany(
             "INSERT INTO feeds (name, supplier) VALUES (?, ?)",
             [(f"feed-{i:05d}-" + "x" * 200, "Demo") for i in range(3000)],
         )
-    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    connection(store).execute("PRAGMA wal_checkpoint(TRUNCATE)")
     store.close()
     size = path.stat().st_size
     page = 4096
@@ -226,6 +232,25 @@ async def test_damaged_pages_are_reported_not_a_traceback(
     assert code == 1 and "damaged (SQLite quick_check)" in out, out
     code, out = await cli("run", "-c", str(config))
     assert code == 1 and "fails SQLite's quick_check" in out, out
+
+
+def test_reads_of_damaged_pages_are_store_errors_without_a_guard(tmp_path: Path) -> None:
+    """The store translates at its own boundary: a caller that reads without
+    ``Store.call`` or ``guarded`` still gets StoreCorrupt, never sqlite3's error."""
+    path = damaged(tmp_path)
+    loaded = configuration.parse(
+        "cybertrace: {url: 'https://20.0.0.1', username: u, password: p}\n"
+        f"state: {{path: {path}}}\n"
+        "feeds: [{name: a, type: csv, url: 'https://20.0.0.2/l.txt', supplier: Demo}]\n"
+    )
+    store = Store.open(str(path), readonly=True)
+    try:
+        with pytest.raises(StoreCorrupt, match="damaged"):
+            store.feeds()
+        with pytest.raises(StoreCorrupt, match="damaged"):
+            history.feeds_named(store, loaded, "a")
+    finally:
+        store.close()
 
 
 async def test_check_state_on_a_sound_and_on_a_missing_database(

@@ -55,7 +55,7 @@ def write(
 def canary_of(tmp_path: Path) -> str:
     store = Store.open(str(tmp_path / "state.db"), readonly=True)
     try:
-        return read_all(store.db)["Demo"].value
+        return read_all(store)["Demo"].value
     finally:
         store.close()
 

@@ -1,0 +1,219 @@
+"""The supplier's plan as it waits to be sent: pending operations cut into
+batches, CyberTrace's answers recorded (acknowledged, rejected, still
+pending), the tags the plan names and the dry run's preview of it.
+
+cybertrace/upload.py sends the batches; only this module reads and settles
+the ``pending`` table for it (invariant 1: what is not acknowledged stays).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from feedsync.store import Store, connection
+
+PREVIEW = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    id: int
+    value: str
+    op: str
+    digest: int | None
+    body: bytes
+
+    @property
+    def op_method(self) -> str:
+        return "DELETE" if self.op == "delete" else "PUT"
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    method: str
+    items: tuple[Item, ...]
+
+    def payload(self) -> bytes:
+        return b"[" + b",".join(item.body for item in self.items) + b"]"
+
+
+@dataclass(slots=True)
+class Sent:
+    """What CyberTrace acknowledged in one upload."""
+
+    add: int = 0
+    update: int = 0
+    delete: int = 0
+    rejected: int = 0
+    unconfirmed: int = 0
+    requests: int = 0
+    bytes: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Answer(Protocol):
+    """What an answer says of a batch's items (cybertrace.verdict.Verdict)."""
+
+    @property
+    def refused(self) -> Mapping[int, str]: ...
+
+    @property
+    def unconfirmed(self) -> frozenset[int]: ...
+
+
+def batches(
+    store: Store, supplier: str, method: str, limit: int, max_count: int
+) -> Iterator[Batch]:
+    """Cut the supplier's pending operations of one method into batches of at
+    most ``limit`` bytes and ``max_count`` items (run it on the store's thread)."""
+    db = connection(store)
+    ops = ("delete",) if method == "DELETE" else ("add", "update")
+    after = 0
+    items: list[Item] = []
+    size = 2
+    while True:
+        rows = db.execute(
+            f"SELECT id, value, op, digest, body FROM pending WHERE supplier = ?"
+            f" AND op IN ({','.join('?' * len(ops))}) AND id > ? ORDER BY id LIMIT 5000",
+            (supplier, *ops, after),
+        ).fetchall()
+        if not rows:
+            break
+        for row in rows:
+            item = Item(row[0], row[1], row[2], row[3], row[4].encode())
+            grown = size + len(item.body) + (1 if items else 0)
+            if items and (grown > limit or len(items) >= max_count):
+                yield Batch(method, tuple(items))
+                items, grown = [], 2 + len(item.body)
+            items.append(item)
+            size = grown
+        after = rows[-1][0]
+    if items:
+        yield Batch(method, tuple(items))
+
+
+def settle(store: Store, supplier: str, batch: Batch, decided: Answer) -> Sent:
+    """Record CyberTrace's answer to a batch in a transaction of its own."""
+    with store.transaction() as db:
+        return acknowledge(db, supplier, batch, decided, store.clock.now())
+
+
+def acknowledge(
+    db: sqlite3.Connection, supplier: str, batch: Batch, decided: Answer, stamp: float
+) -> Sent:
+    """Record CyberTrace's answer to a batch (inside the caller's transaction);
+    returns what it changed."""
+    sent = Sent()
+    gone: list[tuple[str, str]] = []  # deleted from CyberTrace: no longer acknowledged
+    acked: list[tuple[str, str, int | None, float]] = []
+    rejected: list[tuple[str, str, str, int | None, str, float]] = []
+    settled: list[tuple[int]] = []
+    for item in batch.items:
+        if item.id in decided.unconfirmed:
+            sent.unconfirmed += 1
+            continue
+        settled.append((item.id,))
+        reason = decided.refused.get(item.id)
+        if item.op == "delete":
+            gone.append((supplier, item.value))
+            sent.delete += 1
+        elif reason is None:
+            acked.append((supplier, item.value, item.digest, stamp))
+            setattr(sent, item.op, getattr(sent, item.op) + 1)
+        else:
+            rejected.append((supplier, item.value, item.op, item.digest, reason[:500], stamp))
+            sent.rejected += 1
+    _record(db, supplier, gone=gone, acked=acked, rejected=rejected, stamp=stamp)
+    db.executemany("DELETE FROM pending WHERE id = ?", settled)
+    return sent
+
+
+def _record(
+    db: sqlite3.Connection,
+    supplier: str,
+    *,
+    gone: list[tuple[str, str]],
+    acked: list[tuple[str, str, int | None, float]],
+    rejected: list[tuple[str, str, str, int | None, str, float]],
+    stamp: float,
+) -> None:
+    # One statement per kind of change, not three per item: an initial sync
+    # acknowledges a million values.
+    db.executemany("DELETE FROM acked WHERE supplier = ? AND value = ?", gone)
+    db.executemany(
+        "INSERT INTO acked (supplier, value, digest, acked_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (supplier, value) DO UPDATE SET digest = excluded.digest,"
+        " acked_at = excluded.acked_at",
+        acked,
+    )
+    db.executemany(
+        "INSERT INTO retired (supplier, value, retired_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (supplier, value) DO UPDATE SET retired_at = excluded.retired_at",
+        [(s, value, stamp) for s, value in gone],
+    )
+    if db.execute("SELECT 1 FROM retired WHERE supplier = ? LIMIT 1", (supplier,)).fetchone():
+        db.executemany(
+            "DELETE FROM retired WHERE supplier = ? AND value = ?",
+            [(s, value) for s, value, _digest, _at in acked],
+        )
+    if db.execute("SELECT 1 FROM rejected WHERE supplier = ? LIMIT 1", (supplier,)).fetchone():
+        db.executemany(
+            "DELETE FROM rejected WHERE supplier = ? AND value = ?",
+            [*gone, *((s, value) for s, value, _digest, _at in acked)],
+        )
+    db.executemany(
+        "INSERT OR REPLACE INTO rejected (supplier, value, op, digest, reason, rejected_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        rejected,
+    )
+
+
+def reject_oversize(store: Store, supplier: str, item: Item, limit: int) -> None:
+    """An indicator whose body alone exceeds the request limit can never be sent."""
+    with store.transaction() as db:
+        db.execute(
+            "INSERT OR REPLACE INTO rejected (supplier, value, op, digest, reason, rejected_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                supplier,
+                item.value,
+                item.op,
+                item.digest,
+                f"body over the {limit}-byte limit",
+                store.clock.now(),
+            ),
+        )
+        db.execute("DELETE FROM pending WHERE id = ?", (item.id,))
+
+
+def planned_tags(store: Store, supplier: str) -> set[str]:
+    """Every tag named by the supplier's pending PUTs."""
+    rows = connection(store).execute(
+        "SELECT DISTINCT j.value FROM pending p, json_each(p.body, '$.tags') j"
+        " WHERE p.supplier = ? AND p.op != 'delete'",
+        (supplier,),
+    )
+    return {str(row[0]) for row in rows}
+
+
+def preview(db: sqlite3.Connection, supplier: str) -> tuple[str, ...]:
+    """The first ``PREVIEW`` pending operations of each kind; a list cut short
+    says by how much, so that 10 lines are not taken for the whole plan. Inside
+    the dry run's transaction, before it is rolled back."""
+    lines: list[str] = []
+    for op in ("add", "update", "delete"):
+        rows = db.execute(
+            "SELECT value FROM pending WHERE supplier = ? AND op = ? ORDER BY id LIMIT ?",
+            (supplier, op, PREVIEW),
+        ).fetchall()
+        lines.extend(f"{op} {row[0]}" for row in rows)
+        if len(rows) == PREVIEW:
+            (count,) = db.execute(
+                "SELECT count(*) FROM pending WHERE supplier = ? AND op = ?", (supplier, op)
+            ).fetchone()
+            if count > PREVIEW:
+                lines.append(f"{op} ... and {count - PREVIEW} more")
+    return tuple(lines)
