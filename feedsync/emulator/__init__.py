@@ -143,7 +143,8 @@ class Emulator:
             missing_tag_status=missing_tag_status,
         )
         self.api = Api(tenants=tenants, clock=clock, sink=sink, readings=self.readings)
-        # The same dict: tests/cybertrace/test_cybertrace.py removes tags through it; prefer delete_tag().
+        # The same dict: tests/cybertrace/test_cybertrace.py removes tags through it;
+        # prefer delete_tag().
         self._tags = self.api.tags
         self.requests: list[LoggedRequest] = []
         self.log_limit = log_limit
