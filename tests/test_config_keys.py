@@ -260,12 +260,19 @@ FEED_OF_TYPE = {
 }
 
 
-def loaded_value(section: str, key: str, kind: str | None) -> object:
+def loaded_holder(section: str, key: str, kind: str | None) -> object:
+    """The loaded object that holds ``key`` (a feed type's own keys: its options)."""
     loaded = config.parse(minimal(FEED_OF_TYPE[kind or "taxii"]), env={})
     holder: object = loaded
     for part in section.replace("feeds[]", "feeds").split("."):
         holder = loaded.feeds[0] if part == "feeds" else getattr(holder, part)
-    return getattr(holder, key)
+    if isinstance(holder, config.FeedConfig) and not hasattr(holder, key):
+        return holder.options
+    return holder
+
+
+def loaded_value(section: str, key: str, kind: str | None) -> object:
+    return getattr(loaded_holder(section, key, kind), key)
 
 
 def as_loaded(default: object) -> object:
@@ -295,6 +302,12 @@ def test_registry_defaults_are_the_loader_s() -> None:
                 value = value.text
             expected = key.default if isinstance(value, str) else as_loaded(key.default)
             assert value == expected, (section, key.name, value)
+            # The settings' dataclasses repeat the defaults for objects built by hand.
+            holder = loaded_holder(section, key.name, kind)
+            built = type(holder).__dataclass_fields__[key.name].default  # type: ignore[attr-defined]
+            if isinstance(built, config.Schedule):
+                built = built.text
+            assert built == value, (section, key.name, built)
             checked += 1
     assert checked > 30
 
