@@ -1149,3 +1149,19 @@ def test_footer_is_a_comment_line_and_its_count_needs_it() -> None:
     expect(make(feed="footer: END\n"), "feeds[0].footer", "must start with the feed's comment")
     expect(make(feed="footer: '# END '\n"), "feeds[0].footer", "no blanks at either end")
     expect(make(feed="footer_count: true\n"), "feeds[0].footer_count", "needs footer")
+
+
+# Each feed type's own settings are in its options class
+
+
+def test_a_feed_holds_only_its_own_type_s_options() -> None:
+    csv = FeedConfig("a", "csv", "/a", "S")
+    assert csv.options == CsvConfig()  # the type's defaults when none are given
+    assert FeedConfig("t", "taxii", "/t", "S").options == TaxiiConfig()
+    assert not hasattr(csv, "comment") and not hasattr(csv, "api_key")
+    with pytest.raises(TypeError, match="a csv feed takes CsvConfig"):
+        FeedConfig("a", "csv", "/a", "S", options=MispConfig())
+    with pytest.raises(TypeError, match="feed a is a csv feed, not MispConfig"):
+        csv.options_as(MispConfig)
+    loaded = parse(make(feed_type="misp", feed="api_key: k\npage_size: 5\n"), env=ENV).feeds[0]
+    assert loaded.options_as(MispConfig).page_size == 5
