@@ -4,12 +4,12 @@ Every error names its key path (``feeds[2].schedule: ...``). ``${VAR}`` in a
 string value is read from the environment (``${VAR:-default}``, ``$$`` for a
 literal ``$``); ``password_file``/``api_key_file`` read a secret from a file
 (``feedsync.config.secretfile``: a small regular file, no link).
+Secrets are wrapped in ``Secret`` so no repr, log line or message shows them;
+``Config.warnings`` names those that others can read.
 
 This module holds the entry points (``load``, ``parse``) and re-exports the values
 callers import (``settings``); ``_yaml`` reads the YAML, ``_sections`` and ``_feeds``
 read each section through ``_reader`` against the declarations in ``keys``.
-Secrets are wrapped in ``Secret`` so no repr, log line or message shows them;
-``Config.warnings`` names those that others can read.
 """
 
 from __future__ import annotations
