@@ -400,7 +400,7 @@ def test_the_loader_and_the_schema_refuse_past_a_declared_range(
         assert validator.is_valid(data), path
 
 
-def test_a_reader_asking_for_an_undeclared_key_fails_loudly() -> None:
+def test_a_reader_asking_for_an_undeclared_or_other_kind_of_key_fails_loudly() -> None:
     # The reader takes defaults and ranges from the declarations: a key it reads
     # without one is a mistake in feedsync, not in the file.
     context = Context(Path("/"), "<test>", None, set())
@@ -408,3 +408,5 @@ def test_a_reader_asking_for_an_undeclared_key_fails_loudly() -> None:
     assert section.integer("concurrency") == 2
     with pytest.raises(KeyError, match=r"cybertrace\.bogus"):
         section.integer("bogus")
+    with pytest.raises(AssertionError, match="integer"):
+        section.integer("timeout")  # declared a number: reader and declaration disagree

@@ -150,7 +150,7 @@ def _schedule_of(m: Map) -> Schedule:
         override = m.flag(configrules.SCHEDULE_OVERRIDE)
         at = m.at("schedule")
         configrules.schedule_seconds(at, value, parsed.seconds, override=override)
-        within(at, parsed.seconds, m.range("schedule"), shown=value)
+        within(at, parsed.seconds, m.range("schedule", "schedule"), shown=value)
     return parsed
 
 

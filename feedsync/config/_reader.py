@@ -104,9 +104,12 @@ class Map:
         # "supplier_defaults.confidence": another key's value, which the reader passes.
         return None if value == registry.REQUIRED or registry.is_reference(value) else value
 
-    def range(self, key: str) -> str:
+    def range(self, key: str, kind: str) -> str:
+        """The declared range of ``key``, which must be declared as ``kind``: a reader and
+        its declaration that disagree are feedsync's mistake, caught by any load."""
         declared = self.declared(key)
         assert declared is not None and declared.range is not None, key
+        assert registry.kind_of(declared) == kind, (self.section, key, kind)
         return declared.range
 
     def get(self, key: str, kinds: tuple[type, ...], what: str, secret: bool = False) -> Any:
@@ -158,7 +161,7 @@ class Map:
         return str(value)
 
     def integer(self, key: str, default: int | None = None) -> int:
-        interval = self.range(key)
+        interval = self.range(key, "integer")
         value: int | None = self.get(key, (int,), "an integer")
         value = (self.default(key) if default is None else default) if value is None else value
         if value is None:
@@ -171,11 +174,14 @@ class Map:
         if value is not None and not math.isfinite(value):
             raise ConfigError(self.at(key), f"expected a finite number, got {show(value)}")
         value = self.default(key) if value is None else value
-        return float(within(self.at(key), value, interval or self.range(key)))
+        declared = self.range(key, "number")
+        return float(within(self.at(key), value, interval or declared))
 
     def flag(self, key: str) -> bool:
         value = self.maybe_flag(key)
-        default = self.default(key)
+        declared = self.declared(key)
+        assert declared is not None and registry.kind_of(declared) == "boolean", key
+        default = declared.default
         assert isinstance(default, bool), key
         return default if value is None else value
 
@@ -257,7 +263,7 @@ class Map:
             seconds = _schedule.parse_duration(value)
         except ValueError as exc:
             raise ConfigError(self.at(key), str(exc)) from None
-        return within(self.at(key), seconds, self.range(key), shown=value)
+        return within(self.at(key), seconds, self.range(key, "duration"), shown=value)
 
     def headers(self) -> tuple[tuple[str, Secret], ...]:
         entries = self.child("headers", None, optional=True)

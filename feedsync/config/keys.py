@@ -237,6 +237,16 @@ def declared(section: str, name: str) -> Key:
     raise KeyError(f"{section}.{name}")
 
 
+def kind_of(key: Key) -> str:
+    """What a key's value is, as the reader reads it: a JSON type, or duration/schedule."""
+    if key.schema is _DURATION:
+        return "duration"
+    if key.schema is _SCHEDULE:
+        return "schedule"
+    kind = key.schema.get("type")
+    return kind if isinstance(kind, str) else "any"
+
+
 def is_required(key: Key, feed_type: str | None = None) -> bool:
     return key.default == REQUIRED or (feed_type is not None and feed_type in key.required_for)
 
