@@ -16,13 +16,13 @@ from feedsync.config import rules as configrules
 from feedsync.config import schedule as _schedule
 from feedsync.config._reader import Context, Map, kind, resolve, show, within
 from feedsync.config._sections import SUPPLIER_NAME, exclude, proxy
+from feedsync.config.keys import FeedType
 from feedsync.config.schedule import Schedule
 from feedsync.config.settings import (
     HOURLY,
     CsvConfig,
     FeedConfig,
     FeedRetryConfig,
-    FeedType,
     MispConfig,
     MispFeedConfig,
     SourceOptions,

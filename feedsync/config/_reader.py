@@ -281,7 +281,6 @@ class Map:
         return tuple(found)
 
 
-
 def resolve(base: Path, path: str) -> str:
     if os.path.isabs(path):
         return path

@@ -55,7 +55,7 @@ _COLUMN: Mapping[str, Any] = {"anyOf": [_STRING, {"type": "integer", "minimum": 
 # Every number has a finite range, declared with its key: what the scheduler, asyncio,
 # datetime and CyberTrace take. Values past them used to pass `check` and crash at
 # start (APScheduler's OverflowError) or on SIGHUP (every feed unscheduled).
-SCHEDULE_RANGE = "[1s, 366d]"
+_SCHEDULE_RANGE = "[1s, 366d]"
 _PULL = "(0, 366d]"  # full_pull, expect_change_within
 _TIMEOUT = "(0, 86400]"  # seconds: timeouts are plain numbers
 _RETENTION = "[0, 2147483647]"  # minutes; CyberTrace's int32, year ~6100 from now
@@ -64,17 +64,19 @@ _INTERVAL = re.compile(r"([\[(])(.+), (.+)([\])])")
 
 @dataclass(frozen=True, slots=True)
 class Key:
-    """One key of one mapping. ``default`` is as a user would write it (REQUIRED, or
-    None for "not set"); ``types`` are the feed types that accept it (feeds only)."""
+    """One key of one mapping, e.g. ``Key("page_size", _INTEGER, 1000, ("misp",),
+    range="[1, 100000]")``. ``schema`` is its value's JSON Schema; ``default`` is as a
+    user would write it (REQUIRED, or None for "not set"); ``types`` are the feed types
+    that accept it (feeds only)."""
 
     name: str
     schema: Mapping[str, Any]
     default: object = None
-    types: tuple[str, ...] = FEED_TYPES
+    types: tuple[FeedType, ...] = FEED_TYPES
     # A number's or duration's allowed values, "[1, 8]" or "(0, 1d]" (bounds may be
     # durations); the loader refuses others and the schema carries the bounds.
     range: str | None = None
-    required_for: tuple[str, ...] = ()  # feed types that need it although others do not
+    required_for: tuple[FeedType, ...] = ()  # feed types that need it although others do not
 
 
 def _section(*keys: Key) -> tuple[Key, ...]:
@@ -166,7 +168,7 @@ SECTIONS: Mapping[str, tuple[Key, ...]] = MappingProxyType(
             Key("type", {"enum": list(FEED_TYPES)}, REQUIRED),
             Key("url", _STRING, REQUIRED),
             Key("supplier", {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}, REQUIRED),
-            Key("schedule", _SCHEDULE, "1h", range=SCHEDULE_RANGE),
+            Key("schedule", _SCHEDULE, "1h", range=_SCHEDULE_RANGE),
             Key("schedule_min_override", _BOOL, False),
             Key("enabled", _BOOL, True),
             Key("tags", {"type": "array", "items": _STRING}),
@@ -286,9 +288,7 @@ def _bound(text: str) -> float:
 
 def json_schema() -> dict[str, Any]:
     """The configuration's JSON Schema (draft 2020-12), for editors and linters."""
-    defs: dict[str, Any] = {
-        name: _object(SECTIONS[section]) for section, name in _DEFS.items()
-    }
+    defs: dict[str, Any] = {name: _object(SECTIONS[section]) for section, name in _DEFS.items()}
     defs["proxy"] = _object(_PROXY_KEYS)
     defs["feed"] = {"oneOf": [_feed(kind) for kind in FEED_TYPES]}
     schema = _object(SECTIONS[""])

@@ -17,12 +17,13 @@ from typing import Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from feedsync.config.exclude import ExcludeConfig
+from feedsync.config.keys import FeedType
 from feedsync.config.schedule import Schedule
 
 DEFAULT_MAX_BODY = 4 << 30
 HOURLY = Schedule("1h", 3600.0, None)
 BUILTIN_SUPPLIERS = frozenset({"FalsePositive", "InternalTI"})
-FeedType = Literal["csv", "misp", "misp_feed", "taxii"]
+
 
 @dataclass(frozen=True, slots=True)
 class Secret:
@@ -228,6 +229,7 @@ class FeedConfig:
         shown = {f.name: getattr(self, f.name) for f in fields(self)} | {"url": redact(self.url)}
         return f"FeedConfig({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
 
+
 @dataclass(frozen=True, slots=True)
 class Config:
     path: str
@@ -258,7 +260,6 @@ class Config:
 
     def feeds_of(self, supplier: str) -> tuple[FeedConfig, ...]:
         return tuple(f for f in self.feeds if f.enabled and f.supplier == supplier)
-
 
 
 def redact(url: str) -> str:
