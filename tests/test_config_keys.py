@@ -360,11 +360,11 @@ def with_value(section: str, key: configkeys.Key, value: object) -> tuple[dict[s
     }
     parts = section.replace("feeds[]", "feeds").replace("suppliers.*", "suppliers.S").split(".")
     holder: dict[str, object] = data
-    for part in parts:
+    for part in parts if section else ():
         holder = feed if part == "feeds" else holder.setdefault(part, {})  # type: ignore[assignment]
     holder[key.name] = value
     path = section.replace("feeds[]", "feeds[0]").replace("suppliers.*", "suppliers.S")
-    return data, f"{path}.{key.name}"
+    return data, f"{path}.{key.name}" if path else key.name
 
 
 def past_the_top(key: configkeys.Key) -> object:
@@ -410,3 +410,19 @@ def test_a_reader_asking_for_an_undeclared_or_other_kind_of_key_fails_loudly() -
         section.integer("bogus")
     with pytest.raises(AssertionError, match="integer"):
         section.integer("timeout")  # declared a number: reader and declaration disagree
+
+
+def every_key() -> list[tuple[str, configkeys.Key]]:
+    return [(s, k) for s, section_keys in configkeys.SECTIONS.items() for k in section_keys]
+
+
+@pytest.mark.parametrize(
+    ("section", "key"), every_key(), ids=[f"{s}.{k.name}" for s, k in every_key()]
+)
+def test_the_loader_reads_every_declared_key(section: str, key: configkeys.Key) -> None:
+    # A key declared (so accepted) but never read would be taken and silently ignored:
+    # a value no key takes must be refused at that key's path.
+    data, path = with_value(section, key, [{"x": 1}])
+    with pytest.raises(config.ConfigError) as info:
+        config.parse(yaml.safe_dump(data), env={})
+    assert info.value.path.startswith(path), (path, info.value)
