@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from feedsync.config.keys import keys
 from feedsync.errors import ConfigError
 from feedsync.safety.exclusions import BUILTIN
 from feedsync.safety.warninglists import check_selector
 
-KEYS = ("builtin", "builtin_off", "warninglists")
+KEYS = tuple(sorted(keys("exclude")))  # declared in keys.py
 
 
 @dataclass(frozen=True, slots=True)

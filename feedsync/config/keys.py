@@ -1,10 +1,12 @@
-"""Every configuration key: where it goes, its default, the feed types that read it,
-and the JSON Schema of its value.
+"""Every configuration key, declared once: where it goes, its type (as JSON Schema),
+its default, the allowed range of a number or duration, and the feed types that
+take it.
 
-``feedsync check --schema`` prints the schema built from this table. Tests hold the
-table, docs/configuration.md and config/example.yaml against the keys
-``feedsync.config`` really accepts (``config.accepted_keys``), so a key added to the
-loader without a row here, a line in the docs and one in the example fails them.
+The loader reads each mapping against these declarations (``feedsync.config._reader``:
+the known keys, "only for csv feeds", defaults, ranges, what a feed type requires),
+``feedsync check --schema`` prints the schema built from them, and tests hold
+docs/configuration.md and config/example.yaml against them. A new key is one ``Key``
+line in its section here, then the reader's use of it, a docs row and an example line.
 """
 
 from __future__ import annotations
@@ -13,20 +15,25 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal, get_args
 
-FEED_TYPES = ("csv", "misp", "misp_feed", "taxii")
+from feedsync.config.schedule import parse_duration
+
+FeedType = Literal["csv", "misp", "misp_feed", "taxii"]
+FEED_TYPES: tuple[FeedType, ...] = get_args(FeedType)
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 REQUIRED = "(required)"
 
 _STRING: Mapping[str, Any] = {"type": "string", "minLength": 1}
+_INTEGER: Mapping[str, Any] = {"type": "integer"}
+_NUMBER: Mapping[str, Any] = {"type": "number"}
 _BOOL: Mapping[str, Any] = {"type": "boolean"}
 # A duration with its unit(s) (30s, 15m, 1h30m, 1d); some keys also take plain seconds.
 _DURATION_TEXT = "^\\s*" + "".join(rf"(\d+(\.\d+)?\s*[{u}{u.upper()}]\s*)?" for u in "dhms") + "$"
 _DURATION: Mapping[str, Any] = {
     "anyOf": [
         {"type": "string", "minLength": 1, "pattern": _DURATION_TEXT},
-        {"type": "number", "exclusiveMinimum": 0},
+        {"type": "number"},
     ]
 }
 _SCHEDULE: Mapping[str, Any] = {
@@ -45,26 +52,31 @@ _PROXY: Mapping[str, Any] = {
 _COLUMN: Mapping[str, Any] = {"anyOf": [_STRING, {"type": "integer", "minimum": 1}]}
 
 
-def _int(low: int, high: int) -> Mapping[str, Any]:
-    return {"type": "integer", "minimum": low, "maximum": high}
-
-
-def _number(low: float, high: float, *, open_low: bool = False, open_high: bool = False) -> Any:
-    schema: dict[str, Any] = {"type": "number"}
-    schema["exclusiveMinimum" if open_low else "minimum"] = low
-    schema["exclusiveMaximum" if open_high else "maximum"] = high
-    return schema
+# Every number has a finite range, declared with its key: what the scheduler, asyncio,
+# datetime and CyberTrace take. Values past them used to pass `check` and crash at
+# start (APScheduler's OverflowError) or on SIGHUP (every feed unscheduled).
+_SCHEDULE_RANGE = "[1s, 366d]"
+_PULL = "(0, 366d]"  # full_pull, expect_change_within
+_TIMEOUT = "(0, 86400]"  # seconds: timeouts are plain numbers
+_RETENTION = "[0, 2147483647]"  # minutes; CyberTrace's int32, year ~6100 from now
+_INTERVAL = re.compile(r"([\[(])(.+), (.+)([\])])")
 
 
 @dataclass(frozen=True, slots=True)
 class Key:
-    """One key of one mapping. ``default`` is as a user would write it (REQUIRED, or
-    None for "not set"); ``types`` are the feed types that accept it (feeds only)."""
+    """One key of one mapping, e.g. ``Key("page_size", _INTEGER, 1000, ("misp",),
+    range="[1, 100000]")``. ``schema`` is its value's JSON Schema; ``default`` is as a
+    user would write it (REQUIRED, or None for "not set"); ``types`` are the feed types
+    that accept it (feeds only)."""
 
     name: str
     schema: Mapping[str, Any]
     default: object = None
-    types: tuple[str, ...] = FEED_TYPES
+    types: tuple[FeedType, ...] = FEED_TYPES
+    # A number's or duration's allowed values, "[1, 8]" or "(0, 1d]" (bounds may be
+    # durations); the loader refuses others and the schema carries the bounds.
+    range: str | None = None
+    required_for: tuple[FeedType, ...] = ()  # feed types that need it although others do not
 
 
 def _section(*keys: Key) -> tuple[Key, ...]:
@@ -118,37 +130,37 @@ SECTIONS: Mapping[str, tuple[Key, ...]] = MappingProxyType(
             Key("verify_tls", _TLS, True),
             Key("client_cert", _STRING),
             Key("client_key", _STRING),
-            Key("timeout", _number(0, 86400, open_low=True), 300),
-            Key("concurrency", _int(1, 8), 2),
-            Key("max_batch_bytes", _int(1024, 134217728), 16777216),
-            Key("max_batch_indicators", _int(1, 10000000), 20000),
-            Key("tag_weight", _int(0, 5), 0),
-            Key("refresh_fraction", _number(0, 1, open_low=True, open_high=True), 0.5),
+            Key("timeout", _NUMBER, 300, range=_TIMEOUT),
+            Key("concurrency", _INTEGER, 2, range="[1, 8]"),
+            Key("max_batch_bytes", _INTEGER, 16777216, range="[1024, 134217728]"),
+            Key("max_batch_indicators", _INTEGER, 20000, range="[1, 10000000]"),
+            Key("tag_weight", _INTEGER, 0, range="[0, 5]"),
+            Key("refresh_fraction", _NUMBER, 0.5, range="(0, 1)"),
             Key("retry", {"$ref": "#/$defs/cybertrace_retry"}),
             Key("proxy", _PROXY, "environment"),
             Key("canary", _BOOL, True),
             Key("canary_domain", _STRING, "canary.feedsync.invalid"),
         ),
         "cybertrace.retry": _section(
-            Key("attempts", _int(1, 100), 5),
-            Key("initial_delay", _number(0, 3600, open_low=True), 1),
-            Key("max_delay", _number(0, 86400, open_low=True), 60),
-            Key("initializing", _DURATION, "15m"),
+            Key("attempts", _INTEGER, 5, range="[1, 100]"),
+            Key("initial_delay", _NUMBER, 1, range="(0, 3600]"),
+            Key("max_delay", _NUMBER, 60, range=_TIMEOUT),
+            Key("initializing", _DURATION, "15m", range="(0, 1d]"),
         ),
         "cybertrace.proxy": _PROXY_KEYS,
         "state": _section(Key("path", _STRING, "/var/lib/feedsync/state.db")),
         "server": _section(
             Key("listen", _STRING, "127.0.0.1:9464"),
-            Key("shutdown_grace", _number(0, 86400), 30),
+            Key("shutdown_grace", _NUMBER, 30, range="[0, 86400]"),
         ),
         "supplier_defaults": _section(
-            Key("confidence", _int(0, 100), 50),
-            Key("retention", _int(0, 2147483647), 10080),
+            Key("confidence", _INTEGER, 50, range="[0, 100]"),
+            Key("retention", _INTEGER, 10080, range=_RETENTION),
             Key("vendor", {"type": ["string", "null"]}, "feedsync"),
         ),
         "suppliers.*": _section(
-            Key("confidence", _int(0, 100), "supplier_defaults.confidence"),
-            Key("retention", _int(0, 2147483647), "supplier_defaults.retention"),
+            Key("confidence", _INTEGER, "supplier_defaults.confidence", range="[0, 100]"),
+            Key("retention", _INTEGER, "supplier_defaults.retention", range=_RETENTION),
             Key("vendor", _STRING),
         ),
         "feeds[]": _section(
@@ -156,24 +168,24 @@ SECTIONS: Mapping[str, tuple[Key, ...]] = MappingProxyType(
             Key("type", {"enum": list(FEED_TYPES)}, REQUIRED),
             Key("url", _STRING, REQUIRED),
             Key("supplier", {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}, REQUIRED),
-            Key("schedule", _SCHEDULE, "1h"),
+            Key("schedule", _SCHEDULE, "1h", range=_SCHEDULE_RANGE),
             Key("schedule_min_override", _BOOL, False),
             Key("enabled", _BOOL, True),
             Key("tags", {"type": "array", "items": _STRING}),
-            Key("max_delete_ratio", _number(0, 1, open_low=True), 0.5),
+            Key("max_delete_ratio", _NUMBER, 0.5, range="(0, 1]"),
             Key("username", _STRING),
             Key("password", _STRING),
             Key("password_file", _SECRET_FILE),
             Key("headers", {"type": "object", "additionalProperties": {"type": "string"}}),
             Key("verify_tls", _TLS, True),
-            Key("timeout", _number(0, 86400, open_low=True), 300),
-            Key("max_body_bytes", _int(1, 1099511627776), 4 << 30),
+            Key("timeout", _NUMBER, 300, range=_TIMEOUT),
+            Key("max_body_bytes", _INTEGER, 4 << 30, range="[1, 1099511627776]"),
             Key("unmark_detections", _BOOL, False),
             Key("proxy", _PROXY, "environment"),
             Key("retry", {"$ref": "#/$defs/feed_retry"}),
             Key("exclude", {"$ref": "#/$defs/exclude"}),
-            Key("expand_cidr", _int(0, 32), 24),
-            Key("expect_change_within", _DURATION),
+            Key("expand_cidr", _INTEGER, 24, range="[0, 32]"),
+            Key("expect_change_within", _DURATION, range=_PULL),
             Key("indicator", _COLUMN, 1, ("csv",)),
             Key("context", {"type": "object", "additionalProperties": _COLUMN}, None, ("csv",)),
             Key("tags_field", _COLUMN, None, ("csv",)),
@@ -183,17 +195,17 @@ SECTIONS: Mapping[str, tuple[Key, ...]] = MappingProxyType(
             Key("encoding", _STRING, "utf-8", ("csv",)),
             Key("footer", _STRING, None, ("csv",)),
             Key("footer_count", _BOOL, True, ("csv",)),
-            Key("api_key", _STRING, None, ("misp", "taxii")),
+            Key("api_key", _STRING, None, ("misp", "taxii"), required_for=("misp",)),
             Key("api_key_file", _SECRET_FILE, None, ("misp", "taxii")),
-            Key("full_pull", _DURATION, "1d", ("misp", "taxii")),
+            Key("full_pull", _DURATION, "1d", ("misp", "taxii"), range=_PULL),
             Key("filters", {"type": "object"}, None, ("misp",)),
-            Key("page_size", _int(1, 100000), 1000, ("misp",)),
+            Key("page_size", _INTEGER, 1000, ("misp",), range="[1, 100000]"),
             Key("collection", _STRING, REQUIRED, ("taxii",)),
         ),
         "feeds[].retry": _section(
-            Key("attempts", _int(1, 20), 3),
-            Key("initial_delay", _DURATION, "1s"),
-            Key("max_delay", _DURATION, "30s"),
+            Key("attempts", _INTEGER, 3, range="[1, 20]"),
+            Key("initial_delay", _DURATION, "1s", range="(0, 1h]"),
+            Key("max_delay", _DURATION, "30s", range="(0, 1d]"),
         ),
         "feeds[].proxy": _PROXY_KEYS,
         "feeds[].exclude": _EXCLUDE_KEYS,
@@ -210,11 +222,6 @@ _DEFS = {
     "feeds[].retry": "feed_retry",
     "exclude": "exclude",
 }
-# One of each pair is required; the loader refuses both at once.
-_EITHER = {
-    "cybertrace": ("password", "password_file"),
-    "misp": ("api_key", "api_key_file"),
-}
 
 
 def keys(section: str, feed_type: str | None = None) -> frozenset[str]:
@@ -224,14 +231,67 @@ def keys(section: str, feed_type: str | None = None) -> frozenset[str]:
     )
 
 
+def declared(section: str, name: str) -> Key:
+    """The declaration of key ``name`` in ``section`` (KeyError: a reader's typo)."""
+    for key in SECTIONS[section]:
+        if key.name == name:
+            return key
+    raise KeyError(f"{section}.{name}")
+
+
+def kind_of(key: Key) -> str:
+    """What a key's value is, as the reader reads it: a JSON type, or duration/schedule."""
+    if key.schema is _DURATION:
+        return "duration"
+    if key.schema is _SCHEDULE:
+        return "schedule"
+    kind = key.schema.get("type")
+    return kind if isinstance(kind, str) else "any"
+
+
+def is_required(key: Key, feed_type: str | None = None) -> bool:
+    return key.default == REQUIRED or (feed_type is not None and feed_type in key.required_for)
+
+
+def only_for(name: str) -> tuple[str, ...]:
+    """The feed types a feed key is for, when not every type takes it; else ()."""
+    for key in SECTIONS["feeds[]"]:
+        if key.name == name and key.types != FEED_TYPES:
+            return key.types
+    return ()
+
+
+def own_keys(feed_type: str) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The keys a feed type adds to the common ones, and those of them it requires."""
+    own = [key for key in SECTIONS["feeds[]"] if key.types != FEED_TYPES and feed_type in key.types]
+    names = frozenset(key.name for key in own)
+    return names, tuple(key.name for key in own if is_required(key, feed_type))
+
+
+SOURCE_TYPES: Mapping[str, tuple[frozenset[str], tuple[str, ...]]] = MappingProxyType(
+    {kind: own_keys(kind) for kind in FEED_TYPES}
+)
+
+
+def bounds(interval: str) -> tuple[bool, float, float, bool]:
+    """``interval`` ("[1, 8]", "(0, 1d]") as (low closed, low, high, high closed)."""
+    match = _INTERVAL.fullmatch(interval)
+    if match is None:
+        raise ValueError(f"not an interval: {interval!r}")
+    opening, low, high, closing = match.groups()
+    return opening == "[", _bound(low), _bound(high), closing == "]"
+
+
+def _bound(text: str) -> float:
+    return parse_duration(text) if text[-1] in "smhd" else float(text)
+
+
 def json_schema() -> dict[str, Any]:
     """The configuration's JSON Schema (draft 2020-12), for editors and linters."""
-    defs: dict[str, Any] = {
-        name: _object(section, SECTIONS[section]) for section, name in _DEFS.items()
-    }
-    defs["proxy"] = _object("proxy", _PROXY_KEYS)
+    defs: dict[str, Any] = {name: _object(SECTIONS[section]) for section, name in _DEFS.items()}
+    defs["proxy"] = _object(_PROXY_KEYS)
     defs["feed"] = {"oneOf": [_feed(kind) for kind in FEED_TYPES]}
-    schema = _object("", SECTIONS[""])
+    schema = _object(SECTIONS[""])
     return {
         "$schema": DRAFT,
         "$id": "https://feedsync.invalid/schema/config.json",
@@ -241,44 +301,76 @@ def json_schema() -> dict[str, Any]:
     }
 
 
-def _object(name: str, section: tuple[Key, ...], feed_type: str | None = None) -> dict[str, Any]:
+def _object(section: tuple[Key, ...], feed_type: str | None = None) -> dict[str, Any]:
     properties = {}
     for key in section:
         if feed_type is not None and feed_type not in key.types:
             continue
-        prop = dict(key.schema)
+        prop = _bounded(key.schema, key.range)
         if key.default != REQUIRED:
             # The loader reads an optional key given as null as its default.
             prop = {"anyOf": [prop, {"type": "null"}]}
-            if key.default is not None and not _is_reference(key.default):
+            if key.default is not None and not is_reference(key.default):
                 prop["default"] = key.default
         properties[key.name] = prop
-    required = [
+    names = {key.name for key in section}
+    needed = [
         key.name
         for key in section
-        if key.default == REQUIRED
-        and (feed_type is None or feed_type in key.types)
-        and key.name not in _EITHER.get(feed_type or name, ())
+        if is_required(key, feed_type) and (feed_type is None or feed_type in key.types)
     ]
+    # A required secret is given as itself or as its file, never both.
+    pairs = [name for name in needed if f"{name}_file" in names]
     schema: dict[str, Any] = {"type": "object", "properties": properties}
     schema["additionalProperties"] = False
+    required = [name for name in needed if name not in pairs]
     if required:
         schema["required"] = required
-    pair = _EITHER.get(feed_type or name)
-    if pair is not None:
-        schema["oneOf"] = [
-            {"required": [pair[0]], "not": {"required": [pair[1]]}},
-            {"required": [pair[1]], "not": {"required": [pair[0]]}},
-        ]
+    either = [
+        {
+            "oneOf": [
+                {"required": [name], "not": {"required": [f"{name}_file"]}},
+                {"required": [f"{name}_file"], "not": {"required": [name]}},
+            ]
+        }
+        for name in pairs
+    ]
+    if len(either) == 1:
+        schema |= either[0]
+    elif either:
+        schema["allOf"] = either
     return schema
 
 
+def _bounded(schema: Mapping[str, Any], interval: str | None) -> dict[str, Any]:
+    """``schema`` with the bounds of ``interval`` on its numbers (a duration's too)."""
+    if interval is None:
+        return dict(schema)
+    closed_low, low, high, closed_high = bounds(interval)
+    limits = {
+        "minimum" if closed_low else "exclusiveMinimum": _plain(low),
+        "maximum" if closed_high else "exclusiveMaximum": _plain(high),
+    }
+    if schema.get("type") in ("integer", "number"):
+        return {**schema, **limits}
+    if "anyOf" in schema and any(s.get("type") == "number" for s in schema["anyOf"]):
+        alternatives = [
+            {**s, **limits} if s.get("type") == "number" else s for s in schema["anyOf"]
+        ]
+        return {**schema, "anyOf": alternatives}
+    return dict(schema)
+
+
+def _plain(number: float) -> int | float:
+    return int(number) if number.is_integer() else number
+
+
 def _feed(kind: str) -> dict[str, Any]:
-    schema = _object("feeds[]", SECTIONS["feeds[]"], kind)
+    schema = _object(SECTIONS["feeds[]"], kind)
     schema["properties"]["type"] = {"const": kind}
     return schema
 
 
-def _is_reference(default: object) -> bool:
+def is_reference(default: object) -> bool:
     # "supplier_defaults.confidence": the default is another key's value.
     return isinstance(default, str) and re.fullmatch(r"[a-z_]+\.[a-z_]+", default) is not None

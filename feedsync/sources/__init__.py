@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from feedsync.body import open_body
-from feedsync.config import FeedConfig
+from feedsync.config import CsvConfig, FeedConfig
 from feedsync.errors import ConfigError
 from feedsync.model import Body, Invalid, Record, Removal, Validators
 from feedsync.sources.csvfeed import CsvOptions, check_footer, parse_csv
@@ -37,19 +37,20 @@ class CsvSource:
 
     def __init__(self, feed: FeedConfig) -> None:
         self.feed = feed
+        self.csv = csv = feed.options_as(CsvConfig)
         self.options = CsvOptions(
-            indicator=feed.indicator,
-            context=feed.context,
-            tags_field=feed.tags_field,
-            comment=feed.comment,
-            delimiter=feed.delimiter,
-            header=feed.header,
-            encoding=feed.encoding,
+            indicator=csv.indicator,
+            context=csv.context,
+            tags_field=csv.tags_field,
+            comment=csv.comment,
+            delimiter=csv.delimiter,
+            header=csv.header,
+            encoding=csv.encoding,
         )
 
     async def fetch(self, previous: Validators, spool: Path) -> Body | None:
         body = await fetch(request_for(self.feed), previous, spool)
-        footer = self.feed.footer
+        footer = self.csv.footer
         if body is not None and footer is not None:
             try:
                 await asyncio.to_thread(
@@ -59,7 +60,7 @@ class CsvSource:
                     self.options,
                     self.feed.name,
                     footer=footer,
-                    count=self.feed.footer_count,
+                    count=self.csv.footer_count,
                 )
             except BaseException:
                 body.discard()

@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from feedsync import logs
 from feedsync._http import USER_AGENT, basic_auth
 from feedsync.body import inspect
-from feedsync.config import FeedConfig
+from feedsync.config import FeedConfig, MispConfig, TaxiiConfig
 from feedsync.errors import FetchError
 from feedsync.model import Body, Validators
 from feedsync.paths import component
@@ -174,7 +174,9 @@ def request_for(feed: FeedConfig, url: str | None = None) -> Request:
         headers["Authorization"] = basic_auth(feed.username, password)
     elif user is not None:
         headers["Authorization"] = basic_auth(user, password or "")
-    secrets = [s.reveal() for s in (feed.password, feed.api_key) if s is not None]
+    options = feed.options
+    api_key = options.api_key if isinstance(options, MispConfig | TaxiiConfig) else None
+    secrets = [s.reveal() for s in (feed.password, api_key) if s is not None]
     secrets += [*own.values(), *url_secrets(feed.url), *url_secrets(url or feed.url)]
     if feed.proxy.password is not None:
         secrets.append(feed.proxy.password.reveal())

@@ -24,7 +24,7 @@ import orjson
 
 from feedsync import proxy
 from feedsync._http import ssl_context
-from feedsync.config import FeedConfig
+from feedsync.config import FeedConfig, MispConfig
 from feedsync.errors import FetchError, ParseError
 from feedsync.metrics import feed_response
 from feedsync.model import Body, Invalid, Record, Removal, Validators, pulled
@@ -64,6 +64,7 @@ class MispSource:
 
     def __init__(self, feed: FeedConfig, clock: Any = time.time) -> None:
         self.feed = feed
+        self.misp = feed.options_as(MispConfig)
         self.clock = clock
         self.endpoint = feed.url.rstrip("/") + "/attributes/restSearch"
         self._route: Route = proxy.DIRECT
@@ -71,7 +72,7 @@ class MispSource:
         self._headers: dict[str, str] = {}
 
     def _filters(self, cursor: Cursor | None, full: bool) -> dict[str, object]:
-        filters: dict[str, object] = {"to_ids": True, **self.feed.filters}
+        filters: dict[str, object] = {"to_ids": True, **self.misp.filters}
         filters |= {"returnFormat": "json", "includeEventTags": True}
         if not full and cursor is not None:
             # to_ids flips and soft deletions must come back to be removed.
@@ -82,7 +83,7 @@ class MispSource:
     async def fetch(self, previous: Validators, spool: Path) -> Body | None:
         cursor = Cursor.parse(previous.cursor)
         now = self.clock()
-        full = cursor is None or now - cursor.full_at >= self.feed.full_pull
+        full = cursor is None or now - cursor.full_at >= self.misp.full_pull
         filters = self._filters(cursor, full)
         await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
         path = spool / f"{component(self.feed.name)}.misp.body"
@@ -93,10 +94,10 @@ class MispSource:
 
     async def _pull(self, filters: dict[str, object], path: Path) -> tuple[int, int]:
         request = request_for(self.feed, self.endpoint)
-        assert self.feed.api_key is not None
+        assert self.misp.api_key is not None
         headers = {
             **request.headers,
-            "Authorization": self.feed.api_key.reveal(),
+            "Authorization": self.misp.api_key.reveal(),
             "Accept": "application/json",
             "Content-Type": "application/json",
         }
@@ -106,7 +107,7 @@ class MispSource:
         warn_unverified(request)
         tls = await ssl_context(request.verify_tls)
         self._route = request.route(self.endpoint)
-        self._secrets = (*request.secrets, self.feed.api_key.reveal())
+        self._secrets = (*request.secrets, self.misp.api_key.reveal())
         count = newest = size = 0
         seen_first: set[str] = set()
         out = await asyncio.to_thread(path.open, "wb")
@@ -116,7 +117,7 @@ class MispSource:
             self._headers = headers
             async with aiohttp.ClientSession(timeout=timeout) as session:
                 for page in range(1, MAX_PAGES + 1):
-                    body = {**filters, "page": page, "limit": self.feed.page_size}
+                    body = {**filters, "page": page, "limit": self.misp.page_size}
                     attempt = partial(self._page, session, body, page, tls)
                     attributes = await retried(self.feed.name, self.feed.retry, attempt)
                     if attributes and str(attributes[0].get("uuid")) in seen_first:
@@ -136,7 +137,7 @@ class MispSource:
                         )
                     newest = max([newest, *(_int(a.get("timestamp")) for a in attributes)])
                     count += len(attributes)
-                    if len(attributes) < self.feed.page_size:
+                    if len(attributes) < self.misp.page_size:
                         return count, newest
         finally:
             await asyncio.to_thread(out.close)

@@ -32,7 +32,7 @@ import orjson
 
 from feedsync import logs, proxy
 from feedsync._http import ssl_context
-from feedsync.config import FeedConfig
+from feedsync.config import FeedConfig, TaxiiConfig
 from feedsync.errors import FetchError, ParseError
 from feedsync.metrics import feed_response
 from feedsync.model import Body, Invalid, Record, Removal, Validators, pulled
@@ -145,6 +145,7 @@ class TaxiiSource:
 
     def __init__(self, feed: FeedConfig) -> None:
         self.feed = feed
+        self.taxii = feed.options_as(TaxiiConfig)
         self._request: Request = request_for(feed)
         # Userinfo has left the request's URL for its Authorization header.
         self.url = Endpoint.of(self._request.url)
@@ -157,20 +158,20 @@ class TaxiiSource:
     async def fetch(self, previous: Validators, spool: Path) -> Body | None:
         cursor = Cursor.parse(previous.cursor)
         now = time.time()
-        source = (self.url.base, self.feed.collection or "")
+        source = (self.url.base, self.taxii.collection or "")
         if cursor is not None and cursor.source != source:
             # Another collection (or a cursor from before sources were kept): the
             # cached objects URL and added_after belong to the old one.
             log.info("taxii.source_changed", feed=self.feed.name, full_pull=True)
             cursor = None
-        full = cursor is None or now - cursor.full_at >= self.feed.full_pull
+        full = cursor is None or now - cursor.full_at >= self.taxii.full_pull
         await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
         path = spool / f"{component(self.feed.name)}.taxii.body"
         after = None if full or cursor is None else cursor.added_after
         request = self._request
         headers = {**request.headers, "Accept": MEDIA}
-        if self.feed.api_key is not None and "Authorization" not in headers:
-            headers["Authorization"] = f"Bearer {self.feed.api_key.reveal()}"
+        if self.taxii.api_key is not None and "Authorization" not in headers:
+            headers["Authorization"] = f"Bearer {self.taxii.api_key.reveal()}"
         timeout = aiohttp.ClientTimeout(
             total=None, connect=request.timeout, sock_read=request.timeout
         )
@@ -272,7 +273,7 @@ class TaxiiSource:
 
     async def _collection(self, root: Endpoint) -> str:
         data, _, _ = await self._get(root.join("collections/"))
-        wanted = self.feed.collection
+        wanted = self.taxii.collection
         found = data.get("collections", []) if isinstance(data, dict) else []
         for item in found:
             if isinstance(item, dict) and wanted in (item.get("id"), item.get("title")):

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from feedsync import logs
+from feedsync.config import CsvConfig
 from feedsync.errors import ParseError, SourceError, StoreError
 from feedsync.model import Invalid
 from feedsync.normalize import canonical_tags, normalized_batches
@@ -81,7 +82,7 @@ class Applier:
                     feed=feed.name,
                     line=line,
                     columns=list(columns),
-                    encoding=feed.encoding,
+                    encoding=feed.options_as(CsvConfig).encoding,  # only csv feeds replace
                 )
 
         try:

@@ -14,8 +14,10 @@ from feedsync.config import (
     BUILTIN_SUPPLIERS,
     SOURCE_TYPES,
     Config,
+    CsvConfig,
     CyberTraceConfig,
     FeedConfig,
+    MispConfig,
     RetryConfig,
     Schedule,
     Secret,
@@ -23,6 +25,7 @@ from feedsync.config import (
     StateConfig,
     SupplierConfig,
     SupplierDefaults,
+    TaxiiConfig,
     default_path,
     load,
     parse,
@@ -147,10 +150,12 @@ def test_design_example_loads_into_the_expected_objects() -> None:
                 url=URLHAUS,
                 supplier="URLhaus",
                 schedule=Schedule("15m", 900.0, None),
-                indicator="url",
-                context=(("threat", "threat"), ("status", "url_status")),
+                options=CsvConfig(
+                    indicator="url",
+                    context=(("threat", "threat"), ("status", "url_status")),
+                    tags_field="tags",
+                ),
                 tags=("abusech",),
-                tags_field="tags",
             ),
             FeedConfig("circl", "misp_feed", "https://www.circl.lu/doc/misp/feed-osint/", "CIRCL"),
             FeedConfig(
@@ -158,15 +163,17 @@ def test_design_example_loads_into_the_expected_objects() -> None:
                 "misp",
                 "https://misp.example",
                 "MISP",
-                api_key=Secret("misp-key"),
-                filters=MappingProxyType({"to_ids": True, "published": True}),
+                options=MispConfig(
+                    api_key=Secret("misp-key"),
+                    filters=MappingProxyType({"to_ids": True, "published": True}),
+                ),
             ),
             FeedConfig(
                 "partner-taxii",
                 "taxii",
                 "https://taxii.example/api1/",
                 "Partner",
-                collection="indicators",
+                options=TaxiiConfig(collection="indicators"),
                 username="reader",
                 password=Secret("tx-pw"),
             ),
@@ -281,14 +288,16 @@ def test_every_key_loads_into_the_expected_objects(tmp_path: Path) -> None:
         url=str(tmp_path / "lists" / "drop.txt"),
         supplier="Spamhaus",
         schedule=Schedule("0 */6 * * *", None, "0 */6 * * *"),
-        indicator=1,
-        context=(("asn", "ASN"), ("cidr", "1")),
+        options=CsvConfig(
+            indicator=1,
+            context=(("asn", "ASN"), ("cidr", "1")),
+            tags_field="labels",
+            comment=";",
+            delimiter="\t",
+            header=False,
+        ),
         tags=("spamhaus", "drop"),
-        tags_field="labels",
         max_delete_ratio=1.0,
-        comment=";",
-        delimiter="\t",
-        header=False,
         username="u",
         password=Secret("feed-pw"),
         headers=(("Auth-Key", Secret("abuse-key")), ("X-Trace", Secret("on-$HOST"))),
@@ -303,16 +312,17 @@ def test_every_key_loads_into_the_expected_objects(tmp_path: Path) -> None:
         "https://misp.example/",
         "MISP",
         schedule=Schedule("90s", 90.0, None),
-        api_key=Secret("misp-from-file"),
-        filters=MappingProxyType({"tags": ["tlp:white"], "last": "1d"}),
+        options=MispConfig(
+            api_key=Secret("misp-from-file"),
+            filters=MappingProxyType({"tags": ["tlp:white"], "last": "1d"}),
+        ),
     )
     assert fp == FeedConfig(
         "fp",
         "taxii",
         "file:///srv/taxii",
         "FalsePositive",
-        collection="fp",
-        api_key=Secret("tx-key"),
+        options=TaxiiConfig(collection="fp", api_key=Secret("tx-key")),
         unmark_detections=True,
     )
     assert circl == FeedConfig(
@@ -353,14 +363,17 @@ def test_defaults() -> None:
     assert loaded.server == ServerConfig("127.0.0.1", 9464)
     assert loaded.feeds == (FeedConfig("urlhaus", "csv", URLHAUS, "URLhaus"),)
     feed = loaded.feeds[0]
-    assert (feed.schedule, feed.max_delete_ratio, feed.comment, feed.delimiter) == (
+    csv = feed.options_as(CsvConfig)
+    assert (feed.schedule, feed.max_delete_ratio, csv.comment, csv.delimiter) == (
         Schedule("1h", 3600.0, None),
         0.5,
         "#",
         ",",
     )
-    assert (feed.header, feed.verify_tls, feed.timeout, feed.enabled) == (None, True, 300.0, True)
-    assert (feed.unmark_detections, dict(feed.filters), feed.max_body_bytes) == (False, {}, 4 << 30)
+    assert (csv.header, feed.verify_tls, feed.timeout, feed.enabled) == (None, True, 300.0, True)
+    assert (feed.unmark_detections, feed.max_body_bytes) == (False, 4 << 30)
+    misp = parse(make(feed="api_key: k\n", feed_type="misp"), env=ENV).feeds[0]
+    assert dict(misp.options_as(MispConfig).filters) == {}
 
 
 def test_null_values_take_the_default() -> None:
@@ -376,8 +389,9 @@ def test_objects_are_frozen_slotted_and_read_only() -> None:
     with pytest.raises(TypeError):
         loaded.suppliers["x"] = SupplierConfig("x", 1)  # type: ignore[index]
     with pytest.raises(TypeError):
-        loaded.feeds[0].filters["a"] = 2  # type: ignore[index]
+        loaded.feeds[0].options_as(MispConfig).filters["a"] = 2  # type: ignore[index]
     assert not hasattr(loaded.feeds[0], "__dict__")
+    assert not hasattr(loaded.feeds[0].options, "__dict__")
 
 
 def test_feed_lookup_and_feeds_of() -> None:
@@ -516,7 +530,8 @@ def test_secret_files(tmp_path: Path) -> None:
     expect(both, "cybertrace.password_file", "not both", base_dir=str(tmp_path))
     expect(make().replace("  password: ${CT_PASSWORD}\n", ""), "cybertrace.password", "required")
     misp = make(feed_type="misp", feed="api_key_file: pw\n")
-    assert parse(misp, env=ENV, base_dir=str(tmp_path)).feeds[0].api_key == Secret("from-file")
+    options = parse(misp, env=ENV, base_dir=str(tmp_path)).feeds[0].options_as(MispConfig)
+    assert options.api_key == Secret("from-file")
     both_keys = make(feed_type="misp", feed="api_key: k\napi_key_file: pw\n")
     expect(both_keys, "feeds[0].api_key_file", "not both", base_dir=str(tmp_path))
     feed_file = make(feed="username: u\npassword_file: pw\n")
@@ -564,7 +579,7 @@ def test_variables_need_no_quotes_in_flow_mappings() -> None:
 
 def test_keys_are_not_expanded() -> None:
     loaded = parse(make(feed="context: {'${FIELD}': threat}\n"), env={**ENV, "FIELD": "x"})
-    assert loaded.feeds[0].context == (("${FIELD}", "threat"),)
+    assert loaded.feeds[0].options_as(CsvConfig).context == (("${FIELD}", "threat"),)
 
 
 @pytest.mark.parametrize("value", ["${}", "${1X}", "${X", "${X-default}", "${X:default}"])
@@ -819,7 +834,7 @@ def test_source_type_requirements() -> None:
     expect(make(feed_type="taxii"), "feeds[0].collection", "required for a taxii feed")
     expect(make(feed_type="misp"), "feeds[0].api_key", "required for a misp feed")
     taxii = parse(make(feed_type="taxii", feed="collection: c\n"), env=ENV).feeds[0]
-    assert (taxii.collection, taxii.api_key) == ("c", None)
+    assert taxii.options == TaxiiConfig(collection="c", api_key=None)
 
 
 # Every other rule: the error starts with the key path
@@ -1008,7 +1023,8 @@ def test_listen(listen: str, host: str, port: int) -> None:
 
 @pytest.mark.parametrize(("line", "indicator"), [("3", 3), ("'3'", "3"), ("url", "url")])
 def test_indicator_is_an_index_or_a_name(line: str, indicator: str | int) -> None:
-    assert parse(make(feed=f"indicator: {line}\n"), env=ENV).feeds[0].indicator == indicator
+    feed = parse(make(feed=f"indicator: {line}\n"), env=ENV).feeds[0]
+    assert feed.options_as(CsvConfig).indicator == indicator
 
 
 def test_ints_are_accepted_as_floats_and_the_url_loses_its_slash() -> None:
@@ -1099,9 +1115,9 @@ feeds:
 
 
 def test_encoding_defaults_to_utf8_and_takes_any_ascii_compatible_codec() -> None:
-    assert parse(make(), env=ENV).feeds[0].encoding == "utf-8"
+    assert parse(make(), env=ENV).feeds[0].options_as(CsvConfig).encoding == "utf-8"
     for name, canonical in [("latin-1", "iso8859-1"), ("CP1252", "cp1252"), ("utf8", "utf-8")]:
-        feed = parse(make(feed=f"encoding: {name}\n"), env=ENV).feeds[0]
+        feed = parse(make(feed=f"encoding: {name}\n"), env=ENV).feeds[0].options_as(CsvConfig)
         # One name per codec: two spellings read a body alike, and the line index knows it.
         assert feed.encoding == canonical
 
@@ -1124,12 +1140,28 @@ def test_bad_encoding_is_refused_naming_the_key(value: str, fragment: str) -> No
 
 
 def test_footer_is_a_comment_line_and_its_count_needs_it() -> None:
-    feed = parse(make(feed="footer: '# END'\n"), env=ENV).feeds[0]
+    feed = parse(make(feed="footer: '# END'\n"), env=ENV).feeds[0].options_as(CsvConfig)
     assert (feed.footer, feed.footer_count) == ("# END", True)
-    feed = parse(make(feed="footer: '# END'\nfooter_count: false\n"), env=ENV).feeds[0]
-    assert feed.footer_count is False
-    assert parse(make(), env=ENV).feeds[0].footer is None
+    text = make(feed="footer: '# END'\nfooter_count: false\n")
+    assert parse(text, env=ENV).feeds[0].options_as(CsvConfig).footer_count is False
+    assert parse(make(), env=ENV).feeds[0].options_as(CsvConfig).footer is None
     # A footer that is no comment would also be read as a data row.
     expect(make(feed="footer: END\n"), "feeds[0].footer", "must start with the feed's comment")
     expect(make(feed="footer: '# END '\n"), "feeds[0].footer", "no blanks at either end")
     expect(make(feed="footer_count: true\n"), "feeds[0].footer_count", "needs footer")
+
+
+# Each feed type's own settings are in its options class
+
+
+def test_a_feed_holds_only_its_own_type_s_options() -> None:
+    csv = FeedConfig("a", "csv", "/a", "S")
+    assert csv.options == CsvConfig()  # the type's defaults when none are given
+    assert FeedConfig("t", "taxii", "/t", "S").options == TaxiiConfig()
+    assert not hasattr(csv, "comment") and not hasattr(csv, "api_key")
+    with pytest.raises(TypeError, match="a csv feed takes CsvConfig"):
+        FeedConfig("a", "csv", "/a", "S", options=MispConfig())
+    with pytest.raises(TypeError, match="feed a is a csv feed, not MispConfig"):
+        csv.options_as(MispConfig)
+    loaded = parse(make(feed_type="misp", feed="api_key: k\npage_size: 5\n"), env=ENV).feeds[0]
+    assert loaded.options_as(MispConfig).page_size == 5

@@ -3,8 +3,9 @@ docs/configuration.md and in config/example.yaml, and the JSON Schema built from
 registry takes the example (issue 15 items 9 and 11).
 
 The accepted keys come from the loader itself (``config.accepted_keys``: the key sets
-each of its mappings was checked against), so a key added to a dataclass or a
-section's key tuple without docs fails here."""
+each of its mappings was checked against), which reads every mapping against the
+registry's declarations (issue 14 rule 4): a key declared without docs or an example
+line fails here, and so does a reader whose default or range is not the declared one."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import yaml
 
 from feedsync import cli, config
 from feedsync.config import keys as configkeys
+from feedsync.config._reader import Context, Map
 from feedsync.config.keys import FEED_TYPES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -260,12 +262,19 @@ FEED_OF_TYPE = {
 }
 
 
-def loaded_value(section: str, key: str, kind: str | None) -> object:
+def loaded_holder(section: str, key: str, kind: str | None) -> object:
+    """The loaded object that holds ``key`` (a feed type's own keys: its options)."""
     loaded = config.parse(minimal(FEED_OF_TYPE[kind or "taxii"]), env={})
     holder: object = loaded
     for part in section.replace("feeds[]", "feeds").split("."):
         holder = loaded.feeds[0] if part == "feeds" else getattr(holder, part)
-    return getattr(holder, key)
+    if isinstance(holder, config.FeedConfig) and not hasattr(holder, key):
+        return holder.options
+    return holder
+
+
+def loaded_value(section: str, key: str, kind: str | None) -> object:
+    return getattr(loaded_holder(section, key, kind), key)
 
 
 def as_loaded(default: object) -> object:
@@ -295,6 +304,12 @@ def test_registry_defaults_are_the_loader_s() -> None:
                 value = value.text
             expected = key.default if isinstance(value, str) else as_loaded(key.default)
             assert value == expected, (section, key.name, value)
+            # The settings' dataclasses repeat the defaults for objects built by hand.
+            holder = loaded_holder(section, key.name, kind)
+            built = type(holder).__dataclass_fields__[key.name].default  # type: ignore[attr-defined]
+            if isinstance(built, config.Schedule):
+                built = built.text
+            assert built == value, (section, key.name, built)
             checked += 1
     assert checked > 30
 
@@ -320,3 +335,94 @@ def test_the_docs_examples_load() -> None:
         head = "cybertrace: {url: 'https://ct.example', username: u, password: p}\n"
         loaded = config.parse(f"{head}feeds:\n{feeds}\n", env=env)
         assert len(loaded.feeds) == 1, block
+
+
+# Ranges: declared once, and both the loader and the schema refuse past them
+
+
+def ranged_keys() -> list[tuple[str, configkeys.Key]]:
+    return [
+        (section, key)
+        for section, section_keys in configkeys.SECTIONS.items()
+        for key in section_keys
+        if key.range is not None
+    ]
+
+
+def with_value(section: str, key: configkeys.Key, value: object) -> tuple[dict[str, object], str]:
+    """A minimal configuration with ``key`` of ``section`` set to ``value``, and its path."""
+    kind = key.types[-1]
+    feed: dict[str, object] = {"name": "f", "url": "https://feed.example/", "supplier": "S"}
+    feed |= yaml.safe_load("{" + FEED_OF_TYPE[kind] + "}")
+    data: dict[str, object] = {
+        "cybertrace": {"url": "https://ct.example", "username": "u", "password": "p"},
+        "feeds": [feed],
+    }
+    parts = section.replace("feeds[]", "feeds").replace("suppliers.*", "suppliers.S").split(".")
+    holder: dict[str, object] = data
+    for part in parts if section else ():
+        holder = feed if part == "feeds" else holder.setdefault(part, {})  # type: ignore[assignment]
+    holder[key.name] = value
+    path = section.replace("feeds[]", "feeds[0]").replace("suppliers.*", "suppliers.S")
+    return data, f"{path}.{key.name}" if path else key.name
+
+
+def past_the_top(key: configkeys.Key) -> object:
+    assert key.range is not None
+    _closed_low, _low, high, _closed_high = configkeys.bounds(key.range)
+    if key.schema.get("type") == "integer":
+        return int(high) + 1
+    if key.schema.get("type") == "number":
+        return high + 1
+    return f"{int(high) + 1}s"  # a duration, in its unit
+
+
+@pytest.mark.parametrize(
+    ("section", "key"), ranged_keys(), ids=[f"{s}.{k.name}" for s, k in ranged_keys()]
+)
+def test_the_loader_and_the_schema_refuse_past_a_declared_range(
+    validator: jsonschema.Draft202012Validator, section: str, key: configkeys.Key
+) -> None:
+    value = past_the_top(key)
+    data, path = with_value(section, key, value)
+    with pytest.raises(config.ConfigError) as info:
+        config.parse(yaml.safe_dump(data), env={})
+    assert info.value.path == path
+    assert "out of range; allowed: " in info.value.message
+    if not isinstance(value, str):  # a duration's text has no bounds in JSON Schema
+        assert not validator.is_valid(data), path
+    _closed_low, _low, top, closed_top = configkeys.bounds(key.range or "")
+    if not isinstance(value, str) and closed_top:
+        data, _path = with_value(section, key, int(top) if isinstance(value, int) else top)
+        if key.name == "initial_delay":  # max_delay is at least initial_delay
+            data["cybertrace"]["retry"]["max_delay"] = top  # type: ignore[index]
+        assert config.parse(yaml.safe_dump(data), env={})
+        assert validator.is_valid(data), path
+
+
+def test_a_reader_asking_for_an_undeclared_or_other_kind_of_key_fails_loudly() -> None:
+    # The reader takes defaults and ranges from the declarations: a key it reads
+    # without one is a mistake in feedsync, not in the file.
+    context = Context(Path("/"), "<test>", None, set())
+    section = Map("cybertrace", {}, "cybertrace", context)
+    assert section.integer("concurrency") == 2
+    with pytest.raises(KeyError, match=r"cybertrace\.bogus"):
+        section.integer("bogus")
+    with pytest.raises(AssertionError, match="integer"):
+        section.integer("timeout")  # declared a number: reader and declaration disagree
+
+
+def every_key() -> list[tuple[str, configkeys.Key]]:
+    return [(s, k) for s, section_keys in configkeys.SECTIONS.items() for k in section_keys]
+
+
+@pytest.mark.parametrize(
+    ("section", "key"), every_key(), ids=[f"{s}.{k.name}" for s, k in every_key()]
+)
+def test_the_loader_reads_every_declared_key(section: str, key: configkeys.Key) -> None:
+    # A key declared (so accepted) but never read would be taken and silently ignored:
+    # a value no key takes must be refused at that key's path.
+    data, path = with_value(section, key, [{"x": 1}])
+    with pytest.raises(config.ConfigError) as info:
+        config.parse(yaml.safe_dump(data), env={})
+    assert info.value.path.startswith(path), (path, info.value)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from feedsync.config import load, parse
+from feedsync.config import CsvConfig, load, parse
 from feedsync.errors import ConfigError
 from feedsync.model import Record
 from feedsync.sources.csvfeed import CsvOptions, parse_csv
@@ -88,7 +88,7 @@ def test_context_takes_1_based_indices_as_indicator_does(tmp_path: Path) -> None
     body.write_text("1.2.3.0/24 ; SBL1\n5.6.7.0/24 ; SBL2\n")
     text = make(f"url: {body}\nindicator: 1\ndelimiter: ';'\ncontext: {{sbl: 2}}\n")
     feed = parse(text.replace("    url: https://urlhaus.abuse.ch/downloads/csv_recent/\n", ""),
-                 env=ENV).feeds[0]
+                 env=ENV).feeds[0].options_as(CsvConfig)
     assert feed.context == (("sbl", 2),)
     options = CsvOptions(indicator=feed.indicator, context=feed.context, delimiter=";")
     with body.open("rb") as stream:
@@ -105,7 +105,7 @@ def test_tags_field_takes_a_1_based_index_too(tmp_path: Path) -> None:
     body.write_text('# banner\n"2024-07-16", "1", "8.223.20.63:443", "ip:port", "CobaltStrike"\n')
     text = make(f"url: {body}\nheader: false\nindicator: 3\ntags_field: 5\n")
     feed = parse(text.replace("    url: https://urlhaus.abuse.ch/downloads/csv_recent/\n", ""),
-                 env=ENV).feeds[0]
+                 env=ENV).feeds[0].options_as(CsvConfig)
     assert feed.tags_field == 5
     options = CsvOptions(indicator=3, tags_field=5, header=False)
     with body.open("rb") as stream:

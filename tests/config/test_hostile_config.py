@@ -19,7 +19,7 @@ from conftest import TEST_CA_PEM, free_port, run_cli
 from structlog.testing import capture_logs
 
 from feedsync import daemon
-from feedsync.config import parse
+from feedsync.config import MispConfig, parse
 from feedsync.errors import ConfigError, FetchError
 from feedsync.model import Validators
 from feedsync.sources import source_for
@@ -214,7 +214,7 @@ def test_the_widest_accepted_retention_and_pull_are_representable() -> None:
     # What sync computes from it: a refresh span, and the deadline it implies.
     span = retention * 60 * loaded.cybertrace.refresh_fraction
     assert datetime.now(UTC) + timedelta(seconds=span) > datetime.now(UTC)
-    assert loaded.feeds[1].full_pull == 366 * 86400.0
+    assert loaded.feeds[1].options_as(MispConfig).full_pull == 366 * 86400.0
     assert loaded.cybertrace.retry.max_delay == loaded.cybertrace.timeout == 86400.0
 
 
@@ -300,8 +300,9 @@ def test_regular_secret_files_and_systemd_credentials_still_work(tmp_path: Path)
     env = {**ENV, "CREDENTIALS_DIRECTORY": str(credentials)}
     misp = (MISP % "api_key_file: '${CREDENTIALS_DIRECTORY}/misp-key'").replace("api_key: k, ", "")
     loaded = parse(make(more=misp), env=env)
-    assert loaded.feeds[1].api_key is not None
-    assert loaded.feeds[1].api_key.reveal() == "misp-secret"
+    api_key = loaded.feeds[1].options_as(MispConfig).api_key
+    assert api_key is not None
+    assert api_key.reveal() == "misp-secret"
     assert loaded.warnings == ()
     # A link in a directory above the file is the administrator's layout, not a swap.
     linked = tmp_path / "linked"

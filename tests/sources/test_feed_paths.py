@@ -14,7 +14,7 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
-from feedsync.config import FeedConfig, Secret, parse
+from feedsync.config import OPTIONS, FeedConfig, Secret, parse
 from feedsync.errors import ConfigError
 from feedsync.model import Validators
 from feedsync.paths import FEED_NAME, component
@@ -64,10 +64,12 @@ def test_distinct_names_never_share_a_component(a: str, b: str) -> None:
     assert FEED_NAME.fullmatch(part) or "%" in part
 
 
-def hand_built(tmp_path: Path, name: str, kind: str, url: str, **fields: object) -> FeedConfig:
-    """A feed the loader would refuse: built by hand, as a test or a tool might."""
+def hand_built(tmp_path: Path, name: str, kind: str, url: str, **options: object) -> FeedConfig:
+    """A feed the loader would refuse: built by hand, as a test or a tool might;
+    ``options`` are the type's own (``OPTIONS[kind]``)."""
     feed = parse(config("plain"), env=ENV, base_dir=str(tmp_path)).feeds[0]
-    return dataclasses.replace(feed, name=name, type=kind, url=url, **fields)
+    own = OPTIONS[kind](**options)  # type: ignore[arg-type]
+    return dataclasses.replace(feed, name=name, type=kind, url=url, options=own)
 
 
 async def test_a_misp_feed_named_dotdot_caches_inside_its_own_directory(tmp_path: Path) -> None:
