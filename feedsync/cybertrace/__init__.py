@@ -4,7 +4,8 @@ One ``aiohttp.ClientSession`` per CyberTrace with keep-alive, at most
 ``concurrency`` requests in flight, explicit timeouts, bodies always sent as
 bytes (so with ``Content-Length``). Transient failures (connection errors,
 timeouts, 425, 429, 5xx) are retried with exponential backoff and full jitter;
-401/403 stop at once. aiohttp's exceptions are translated here, once.
+401/403 stop at once. A request that fails is translated once, by
+feedsync._http.translate, into this client's branch of the error tree.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -22,7 +24,7 @@ import aiohttp
 import orjson
 
 from feedsync import logs, proxy
-from feedsync._http import USER_AGENT, basic_auth, ssl_context
+from feedsync._http import USER_AGENT, Failure, basic_auth, ssl_context, translate
 from feedsync.config import CyberTraceConfig, SupplierConfig
 from feedsync.errors import (
     AuthError,
@@ -32,7 +34,6 @@ from feedsync.errors import (
     TLSError,
     TransportError,
 )
-from feedsync.redact import plain
 
 PUT_LIMIT = 134217728
 DELETE_LIMIT = 67108864
@@ -371,33 +372,22 @@ class CyberTrace:
         started = time.monotonic()
         async with self._gate:
             try:
-                async with self._session.request(
-                    method,
-                    url,
-                    data=body,
-                    headers={**headers, **self._route.forward(url)},
-                    proxy=self._route.proxy,
-                    proxy_headers=self._route.tunnel(url),
-                ) as response:
-                    raw = await response.read()
-                    status = response.status
-                    retry_after = _retry_after(response.headers.get("Retry-After"))
-            except aiohttp.ClientSSLError as exc:
-                self._observe(method, supplier, "error", time.monotonic() - started, 0)
-                raise TLSError(
-                    f"{method} {path}: TLS verification failed ({plain(str(exc))}); set"
-                    " cybertrace.verify_tls"
-                    " to the CA bundle that signed the server's certificate"
-                ) from exc
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                self._observe(
-                    method, supplier, "error", time.monotonic() - started, len(body or b"")
-                )
-                refused = proxy.refusal(self._route, exc)
-                if refused is not None and getattr(exc, "status", None) == 407:
-                    raise AuthError(407, f"{method} {path}: {refused}") from exc
-                reason = refused or f"{plain(str(exc)) or type(exc).__name__}{self._route.via}"
-                raise TransportError(f"{method} {path}: {reason}") from exc
+                with translate(partial(self._failed, method, path)):
+                    async with self._session.request(
+                        method,
+                        url,
+                        data=body,
+                        headers={**headers, **self._route.forward(url)},
+                        proxy=self._route.proxy,
+                        proxy_headers=self._route.tunnel(url),
+                    ) as response:
+                        raw = await response.read()
+                        status = response.status
+                        retry_after = _retry_after(response.headers.get("Retry-After"))
+            except CyberTraceError as exc:
+                sent = 0 if isinstance(exc, TLSError) else len(body or b"")
+                self._observe(method, supplier, "error", time.monotonic() - started, sent)
+                raise
         self._observe(method, supplier, str(status), time.monotonic() - started, len(body or b""))
         refused = proxy.answered(self._route, status)
         if refused is not None:
@@ -407,6 +397,21 @@ class CyberTrace:
         except orjson.JSONDecodeError:
             parsed = None
         return Answer(status, parsed), retry_after
+
+    def _failed(self, method: str, path: str, failure: Failure) -> CyberTraceError:
+        """A request that did not complete: the outcome is unknown (TransportError)
+        unless the certificate or the proxy's credentials are wrong, which no retry mends."""
+        if failure.kind == "tls":
+            return TLSError(
+                f"{method} {path}: TLS verification failed ({failure.reason}); set"
+                " cybertrace.verify_tls to the CA bundle that signed the server's certificate"
+            )
+        if failure.kind == "proxy_refused" and failure.status == 407:
+            return AuthError(407, f"{method} {path}: {failure.said(self._route)}")
+        if failure.kind in ("proxy_refused", "proxy_unreachable"):
+            return TransportError(f"{method} {path}: {failure.said(self._route)}")
+        reason = failure.reason or "no answer in time"
+        return TransportError(f"{method} {path}: {reason}{self._route.via}")
 
 
 def _supplier_body(supplier: SupplierConfig) -> dict[str, object]:

@@ -16,12 +16,13 @@ import dataclasses
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from feedsync import logs
-from feedsync._http import USER_AGENT, basic_auth
+from feedsync._http import USER_AGENT, Failure, basic_auth
 from feedsync.body import inspect
 from feedsync.config import FeedConfig
 from feedsync.errors import FetchError
@@ -120,7 +121,7 @@ async def _get(
 
 
 async def _spool(request: Request, response: Response, spool: Path) -> Body:
-    await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread(ensure_directory, spool, request.feed)
     handle, path = await asyncio.to_thread(_temporary, spool, request.feed)
     digest = hashlib.sha256()
     size = 0
@@ -150,6 +151,23 @@ def warn_unverified(request: Request) -> None:
     """Every fetch of an https feed with ``verify_tls: false`` says so, whatever its type."""
     if request.verify_tls is False and request.url.startswith("https://"):
         log.warning("feed.tls_unverified", feed=request.feed, url=redact_url(request.url))
+
+
+def ensure_directory(path: Path, feed: str, what: str = "spools downloads") -> None:
+    """Create the directory ``path`` (the spool, a cache) if missing; FetchError
+    naming it where it cannot be: mkdir's own "File exists" would not say that a
+    regular file stands where the directory should be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise FetchError(feed, f"{path} is not a directory; feedsync {what} there") from None
+    except OSError as exc:
+        raise FetchError(feed, f"cannot create {path}: {exc.strerror or exc}") from exc
+
+
+def on_disk(feed: str, doing: str) -> Callable[[Failure], FetchError]:
+    """``translate``'s ``errors`` for a feed's local file work: ``cannot DOING: PATH: why``."""
+    return lambda failure: FetchError(feed, f"cannot {doing}: {failure.reason}")
 
 
 def _temporary(spool: Path, feed: str) -> tuple[BinaryIO, Path]:

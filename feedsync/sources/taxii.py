@@ -31,18 +31,23 @@ import aiohttp
 import orjson
 
 from feedsync import logs, proxy
-from feedsync._http import ssl_context
+from feedsync._http import client_timeout, ssl_context, translate
 from feedsync.config import FeedConfig
 from feedsync.errors import FetchError, ParseError
 from feedsync.metrics import feed_response
 from feedsync.model import Body, Invalid, Record, Removal, Validators, pulled
 from feedsync.paths import component
-from feedsync.redact import Redacted
 from feedsync.sources import taxii_paging as paging
-from feedsync.sources.fetch import Request, redact_url, request_for, warn_unverified
+from feedsync.sources import transport
+from feedsync.sources.fetch import (
+    Request,
+    ensure_directory,
+    redact_url,
+    request_for,
+    warn_unverified,
+)
 from feedsync.sources.retry import retried, status_error
 from feedsync.sources.stix import indicator_records
-from feedsync.sources.transport import failure
 
 log = logs.get("feedsync.taxii")
 
@@ -164,16 +169,14 @@ class TaxiiSource:
             log.info("taxii.source_changed", feed=self.feed.name, full_pull=True)
             cursor = None
         full = cursor is None or now - cursor.full_at >= self.feed.full_pull
-        await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(ensure_directory, spool, self.feed.name)
         path = spool / f"{component(self.feed.name)}.taxii.body"
         after = None if full or cursor is None else cursor.added_after
         request = self._request
         headers = {**request.headers, "Accept": MEDIA}
         if self.feed.api_key is not None and "Authorization" not in headers:
             headers["Authorization"] = f"Bearer {self.feed.api_key.reveal()}"
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=request.timeout, sock_read=request.timeout
-        )
+        timeout = client_timeout(request.timeout)
         warn_unverified(request)
         tls = await ssl_context(request.verify_tls)
         self._request = request
@@ -216,7 +219,9 @@ class TaxiiSource:
         assert self._session is not None
         route = self._request.route(url.base)
         accept = {"Accept": MEDIA if self.version == "2.1" else MEDIA_20, **(headers or {})}
-        try:
+        failed = transport.failed(self.feed.name, where, route, self.feed.timeout)
+        # aiohttp's text can hold the URL with its query: the token.
+        with translate(failed, (*self._secrets, *route.secrets)):
             async with self._session.get(
                 url.base,
                 params=url.params(params),
@@ -246,12 +251,6 @@ class TaxiiSource:
                     message = f"HTTP {response.status} from {where}{route.via}"
                     raise status_error(self.feed.name, response.status, message, response.headers)
                 raw, headers, status = await response.read(), response.headers, response.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            # aiohttp's text can hold the URL with its query: the token.
-            secrets = self._secrets
-            raise failure(self.feed.name, where, route, exc, secrets) from Redacted.of(
-                exc, (*secrets, *route.secrets)
-            )
         try:
             return orjson.loads(raw) if raw.strip() else {}, headers, status
         except orjson.JSONDecodeError as exc:
