@@ -34,7 +34,6 @@ from feedsync.cybertrace import CyberTrace
 from feedsync.daemon.control import ControlServer, Reply, runnable
 from feedsync.daemon.server import Server
 from feedsync.daemon.systemd import Notifier
-from feedsync.daemon.timing import first_run, interval_seconds, same_schedule, trigger
 from feedsync.errors import (
     AuthError,
     ConfigError,
@@ -49,6 +48,7 @@ from feedsync.store.readiness import store_problem
 from feedsync.store.statefile import ADVICE
 from feedsync.sync import Cycle, clear_spool, connect
 from feedsync.sync.reports import feed_state_metrics, supplier_state_metrics
+from feedsync.timing import first_run, interval_seconds, same_schedule, trigger
 
 log = logs.get("feedsync.daemon")
 

@@ -26,14 +26,14 @@ import hashlib
 import ipaddress
 import itertools
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from feedsync.body import MAX_LINE, Raw, numbered, open_body, physical_lines, selected
 from feedsync.errors import FetchError, ParseError
-from feedsync.model import Context, Invalid, Record
+from feedsync.model import Context, Invalid, OnReplaced, Record
 
 PREVIEW = 200
 HEAD_LIMIT = 1000
@@ -57,7 +57,6 @@ _Row = tuple[int, str, list[str], int]  # line number, text, fields, hash
 _NUMBER = re.compile(r"\d+")
 _SHOWN_FOOTER = 80
 # Told of a row kept with undecodable bytes in these context columns ("tags" for tags_field).
-OnReplaced = Callable[[int, tuple[str, ...]], None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from feedsync._http import client_timeout, ssl_context, translate
 from feedsync.config import FeedConfig
 from feedsync.errors import FetchError, ParseError
 from feedsync.metrics import feed_response
-from feedsync.model import Body, Invalid, Record, Removal, Validators, pulled
+from feedsync.model import Body, Invalid, LineParser, Record, Removal, Validators, pulled
 from feedsync.paths import component
 from feedsync.proxy import Route
 from feedsync.sources import transport
@@ -60,6 +60,8 @@ class Cursor:
 
 class MispSource:
     """Attributes of a MISP instance."""
+
+    lines: LineParser | None = None  # records are attributes, not lines
 
     def __init__(self, feed: FeedConfig, clock: Any = time.time) -> None:
         self.feed = feed

@@ -22,7 +22,7 @@ from feedsync._http import translate
 from feedsync.body import open_body
 from feedsync.config import FeedConfig
 from feedsync.errors import FetchError, ParseError
-from feedsync.model import Body, Invalid, Record, Validators
+from feedsync.model import Body, Invalid, LineParser, Record, Validators
 from feedsync.paths import component
 from feedsync.sources.fetch import ensure_directory, fetch, is_remote, on_disk, request_for
 from feedsync.sources.misp import event_records
@@ -34,6 +34,8 @@ _CACHED = re.compile(r"[^/\\.\0]+\.-?[0-9]+\.json")
 
 class MispFeedSource:
     """A MISP feed directory."""
+
+    lines: LineParser | None = None  # records are event attributes, not lines
 
     def __init__(self, feed: FeedConfig) -> None:
         self.feed = feed

@@ -35,7 +35,7 @@ from feedsync._http import client_timeout, ssl_context, translate
 from feedsync.config import FeedConfig
 from feedsync.errors import FetchError, ParseError
 from feedsync.metrics import feed_response
-from feedsync.model import Body, Invalid, Record, Removal, Validators, pulled
+from feedsync.model import Body, Invalid, LineParser, Record, Removal, Validators, pulled
 from feedsync.paths import component
 from feedsync.sources import taxii_paging as paging
 from feedsync.sources import transport
@@ -147,6 +147,8 @@ class Cursor:
 
 class TaxiiSource:
     """Indicators of one TAXII 2.1 collection."""
+
+    lines: LineParser | None = None  # records are STIX objects, not lines
 
     def __init__(self, feed: FeedConfig) -> None:
         self.feed = feed

@@ -6,9 +6,9 @@ import asyncio
 import os
 from pathlib import Path
 
+from feedsync.redact import cause
 from feedsync.store import Store
 from feedsync.store.statefile import write_probe
-from feedsync.sync.reports import cause
 
 MIN_FREE_BYTES = 1 << 20  # below this a commit (WAL frames, a checkpoint) may fail
 

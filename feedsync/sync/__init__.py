@@ -27,6 +27,7 @@ from feedsync.cybertrace.upload import Sent, upload
 from feedsync.errors import AuthError, CyberTraceError, StoreError, SupplierGone
 from feedsync.phases import Phases
 from feedsync.progress import QUIET, Meter, Progress
+from feedsync.redact import cause
 from feedsync.sources import source_for
 from feedsync.store import Store, record_run, statefile
 from feedsync.store.membership import members
@@ -34,7 +35,7 @@ from feedsync.store.reconcile import Plan, Refresh, Target, plan, prune_retired
 from feedsync.sync import canary
 from feedsync.sync.applying import Applier, failed, preview
 from feedsync.sync.fetching import Fetched, Fetcher, SourceFactory, cycle_deadline
-from feedsync.sync.reports import FeedReport, SupplierReport, cause, run_of
+from feedsync.sync.reports import FeedReport, SupplierReport, run_of
 
 log = logs.get("feedsync.sync")
 

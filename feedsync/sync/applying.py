@@ -17,19 +17,18 @@ from dataclasses import dataclass, field
 
 from feedsync import logs
 from feedsync.errors import ParseError, SourceError, StoreError
-from feedsync.model import Invalid
+from feedsync.model import Invalid, OnReplaced
 from feedsync.normalize import canonical_tags, normalized_batches
 from feedsync.phases import Phases
 from feedsync.progress import QUIET, Meter, Progress
+from feedsync.redact import cause
 from feedsync.safety.exclusions import EXCLUDED, Screen
 from feedsync.safety.warninglists import screen_for
-from feedsync.sources import CsvSource
-from feedsync.sources.csvfeed import OnReplaced
 from feedsync.store import Store, read_feed, record_run
 from feedsync.store.linediff import LineFeed, forget_lines, replace_lines
 from feedsync.store.snapshot import Change, expire, patch, replace
 from feedsync.sync.fetching import Fetched
-from feedsync.sync.reports import FeedReport, cause, run_of
+from feedsync.sync.reports import FeedReport, run_of
 
 log = logs.get("feedsync.sync")
 
@@ -139,11 +138,12 @@ class Applier:
         feed, body = item.feed, item.body
         assert body is not None and item.row is not None and item.source is not None
         screen = screen_for(feed.exclude.builtin, feed.exclude.warninglists, feed.expand_cidr)
-        if isinstance(item.source, CsvSource) and body.mode == "replace":
+        lines = item.source.lines
+        if lines is not None and body.mode == "replace":
             job = LineFeed(
                 feed=item.row,
                 path=body.path,
-                options=item.source.options,
+                lines=lines,
                 static_tags=static,
                 validators=body.validators,
                 max_delete_ratio=feed.max_delete_ratio,

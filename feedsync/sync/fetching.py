@@ -24,12 +24,11 @@ from feedsync.model import Body, Validators
 from feedsync.paths import component
 from feedsync.phases import Phases
 from feedsync.progress import DOWNLOAD, QUIET, Meter, Progress
+from feedsync.redact import cause, redact_url
 from feedsync.safety.warninglists import fingerprint
 from feedsync.sources import Source, source_for
-from feedsync.sources.fetch import redact_url
 from feedsync.sources.retry import DEADLINE
 from feedsync.store import FeedRow, Store
-from feedsync.sync.reports import cause
 
 log = logs.get("feedsync.sync")
 

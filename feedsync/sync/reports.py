@@ -3,15 +3,12 @@ its run history row, its ``feed.synced`` summary line and its metrics."""
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from feedsync import logs, metrics
 from feedsync.cybertrace.upload import Sent
-from feedsync.redact import plain
-from feedsync.sources.fetch import redact_url
 from feedsync.store import FeedRow, Run
 from feedsync.store.reconcile import Plan
 from feedsync.store.snapshot import Change
@@ -20,8 +17,6 @@ log = logs.get("feedsync.sync")
 
 STAGES = ("fetch", "parse", "store", "cybertrace")
 RESULTS = ("ok", "unchanged", "held", "failed")
-CAUSE_LIMIT = 300
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,13 +155,3 @@ def supplier_state_metrics(supplier: str, counts: Mapping[str, int]) -> None:
     metrics.BYTES_SENT.labels(supplier)
     for op in ("add", "update", "delete"):
         metrics.CHANGES.labels(supplier, op)
-
-
-def cause(exc: BaseException) -> str:
-    """What an exception that is not feedsync's says, fit for a log line and the
-    run history: its type and message, URLs redacted (a query or userinfo may hold
-    a key), cut short (an over-long uuid or path would otherwise fill the row)."""
-    message = plain(_URL.sub(lambda m: redact_url(m.group(0)), str(exc)))
-    if len(message) > CAUSE_LIMIT:
-        message = message[:CAUSE_LIMIT] + "..."
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
