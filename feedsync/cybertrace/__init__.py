@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import aiohttp
@@ -43,6 +43,8 @@ RETRY_STATUSES = frozenset({425, 429, 500, 502, 503, 504})
 log = logs.get("feedsync.cybertrace")
 
 Observer = Callable[[str, str, str, float, int], None]
+Method = Literal["GET", "POST", "PUT", "DELETE"]  # what the documented API takes
+IndicatorMethod = Literal["PUT", "DELETE"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +227,7 @@ class CyberTrace:
     async def delete_indicators(self, supplier: str, body: bytes) -> Outcome:
         return await self._indicators("DELETE", supplier, body)
 
-    async def _indicators(self, method: str, supplier: str, body: bytes) -> Outcome:
+    async def _indicators(self, method: IndicatorMethod, supplier: str, body: bytes) -> Outcome:
         path = self._path(f"suppliers/{_segment(supplier)}/indicators")
         answer = await self._request(method, path, supplier, body=body, retry=True)
         if answer.status == 202:
@@ -266,7 +268,7 @@ class CyberTrace:
             return f"/api/1.3/{_segment(self.config.tenant)}/{tail}"
         return f"/api/{self.version}/{tail}"
 
-    def check(self, answer: Answer, method: str, what: str) -> None:
+    def check(self, answer: Answer, method: Method, what: str) -> None:
         """Raise the error an answer that is no success stands for."""
         if answer.status in (200, 201):
             return
@@ -289,12 +291,12 @@ class CyberTrace:
             f"{self._route.via}",
         )
 
-    async def _send(self, method: str, path: str, supplier: str, body: object) -> Answer:
+    async def _send(self, method: Method, path: str, supplier: str, body: object) -> Answer:
         return await self._request(method, path, supplier, body=orjson.dumps(body), retry=True)
 
     async def _request(
         self,
-        method: str,
+        method: Method,
         path: str,
         supplier: str,
         *,
@@ -361,7 +363,7 @@ class CyberTrace:
         return delay
 
     async def _once(
-        self, method: str, path: str, supplier: str, body: bytes | None
+        self, method: Method, path: str, supplier: str, body: bytes | None
     ) -> tuple[Answer, float | None]:
         if self._session is None:
             raise CyberTraceError("the CyberTrace client is not open")
@@ -398,7 +400,7 @@ class CyberTrace:
             parsed = None
         return Answer(status, parsed), retry_after
 
-    def _failed(self, method: str, path: str, failure: Failure) -> CyberTraceError:
+    def _failed(self, method: Method, path: str, failure: Failure) -> CyberTraceError:
         """A request that did not complete: the outcome is unknown (TransportError)
         unless the certificate or the proxy's credentials are wrong, which no retry mends."""
         if failure.kind == "tls":

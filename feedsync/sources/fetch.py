@@ -79,12 +79,12 @@ async def fetch(request: Request, previous: Validators, spool: Path) -> Body | N
 
 def _local(request: Request) -> Body:
     path = local_path(request.url)
-    digest = hashlib.sha256()
+    sha256 = hashlib.sha256()
     size = 0
     try:
         with path.open("rb") as handle:
             while chunk := handle.read(CHUNK):
-                digest.update(chunk)
+                sha256.update(chunk)
                 size += len(chunk)
                 if size > request.max_bytes:
                     raise FetchError(
@@ -92,7 +92,7 @@ def _local(request: Request) -> Body:
                     )
     except OSError as exc:
         raise FetchError(request.feed, f"cannot read {path}: {exc.strerror or exc}") from exc
-    return Body(path, size, Validators(sha256=digest.hexdigest()), temporary=False)
+    return Body(path, size, Validators(sha256=sha256.hexdigest()), temporary=False)
 
 
 async def _download(request: Request, previous: Validators, spool: Path) -> Body | None:
@@ -123,7 +123,7 @@ async def _get(
 async def _spool(request: Request, response: Response, spool: Path) -> Body:
     await asyncio.to_thread(ensure_directory, spool, request.feed)
     handle, path = await asyncio.to_thread(_temporary, spool, request.feed)
-    digest = hashlib.sha256()
+    sha256 = hashlib.sha256()
     size = 0
     meter = DOWNLOAD.get()
     # Content-Length counts the bytes on the wire, not those a gzip body inflates to.
@@ -133,7 +133,7 @@ async def _spool(request: Request, response: Response, spool: Path) -> Body:
         async for chunk in response.chunks():
             size += len(chunk)
             meter(len(chunk))
-            digest.update(chunk)
+            sha256.update(chunk)
             await asyncio.to_thread(handle.write, chunk)
         await asyncio.to_thread(handle.close)
     except BaseException:
@@ -142,7 +142,7 @@ async def _spool(request: Request, response: Response, spool: Path) -> Body:
     validators = Validators(
         etag=response.headers.get("ETag"),
         last_modified=response.headers.get("Last-Modified"),
-        sha256=digest.hexdigest(),
+        sha256=sha256.hexdigest(),
     )
     return Body(path, size, validators, temporary=True, framed=response.framed)
 

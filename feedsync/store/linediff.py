@@ -160,11 +160,11 @@ def _read_changed(db: sqlite3.Connection, job: LineFeed, items: Iterable[Record 
 def _parsed_row(
     item: Indicator | Invalid, on_invalid: Callable[[Invalid], None]
 ) -> tuple[object, ...]:
-    digest = to_sql(item.line_hash or 0)
+    hashed = to_sql(item.line_hash or 0)
     if isinstance(item, Invalid):
         on_invalid(item)
-        return (digest, item.line, None, None, None, None, None, None, None, item.reason)
-    return (digest, item.line, *encode(item)[:7], None)
+        return (hashed, item.line, None, None, None, None, None, None, None, item.reason)
+    return (hashed, item.line, *encode(item)[:7], None)
 
 
 def _read_all(

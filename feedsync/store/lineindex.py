@@ -40,8 +40,8 @@ def scan(db: sqlite3.Connection, path: Path, feed: str, bits: int) -> int:
             if bits == 0:
                 parts[0].extend(map(line_hash, batch))
             else:
-                for digest in map(line_hash, batch):
-                    routes[digest >> shift](digest)
+                for hashed in map(line_hash, batch):
+                    routes[hashed >> shift](hashed)
             held += len(batch)
             if held >= SPILL:
                 _spill(db, parts)
@@ -89,7 +89,7 @@ def diff(db: sqlite3.Connection, feed: FeedRow, bits: int) -> Delta | None:
             )
         del scanned
         old = _bucket(db, "line_index", "feed_id = ? AND bucket = ?", (feed.id, bucket))
-        gone = [to_sql(digest) for digest in old if digest not in new]
+        gone = [to_sql(hashed) for hashed in old if hashed not in new]
         db.executemany("INSERT OR IGNORE INTO gone_lines VALUES (?)", ((g,) for g in gone))
         removed += len(gone)
         new.difference_update(old)
@@ -113,8 +113,8 @@ def keep(
         shift = 64 - wanted_bits
         for old in range(1 << bits):
             split: dict[int, array[int]] = {}
-            for digest in _bucket(db, "scan", "bucket = ?", (old,)):
-                split.setdefault(digest >> shift, array("Q")).append(digest)
+            for hashed in _bucket(db, "scan", "bucket = ?", (old,)):
+                split.setdefault(hashed >> shift, array("Q")).append(hashed)
             for bucket, hashes in split.items():
                 _store_bucket(db, feed, bucket, hashes)
     db.execute(

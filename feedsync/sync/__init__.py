@@ -104,7 +104,7 @@ class Cycle:
             async with contextlib.AsyncExitStack() as stack:
                 client = self.client
                 if client is None:
-                    client = await stack.enter_async_context(connect(self.config))
+                    client = await stack.enter_async_context(metered_client(self.config))
                 outcomes = await asyncio.gather(
                     *(
                         self._supplier_when_fetched(
@@ -375,8 +375,9 @@ class Cycle:
         return dataclasses.replace(report, pending=pending, rejected=counts["rejected"])
 
 
-def connect(config: Config) -> CyberTrace:
-    """A CyberTrace client reporting to the metrics (open it with ``async with``)."""
+def metered_client(config: Config) -> CyberTrace:
+    """A CyberTrace client reporting to the metrics, not yet connected: ``async with``
+    opens it (its session, TLS context and client certificate)."""
     return CyberTrace(
         config.cybertrace, observe=metrics.observe_request, on_retry=metrics.count_retry
     )

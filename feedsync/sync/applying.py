@@ -28,7 +28,7 @@ from feedsync.store import Store, read_feed, record_run
 from feedsync.store.linediff import LineFeed, forget_lines, replace_lines
 from feedsync.store.snapshot import Change, expire, patch, replace
 from feedsync.sync.fetching import Fetched
-from feedsync.sync.reports import FeedReport, run_of
+from feedsync.sync.reports import FeedReport, FeedResult, Stage, run_of
 
 log = logs.get("feedsync.sync")
 
@@ -110,7 +110,7 @@ class Applier:
             report = failed(item, cause(exc), "parse")
             log.error("feed.parse_failed", feed=feed.name, error=report.error, exc_info=exc)
         else:
-            result = "held" if change.held else "ok"
+            result: FeedResult = "held" if change.held else "ok"
             report = FeedReport(
                 feed.name,
                 feed.supplier,
@@ -200,7 +200,7 @@ class Applier:
         return change
 
 
-def failed(item: Fetched, error: str, stage: str, change: Change | None = None) -> FeedReport:
+def failed(item: Fetched, error: str, stage: Stage, change: Change | None = None) -> FeedReport:
     return FeedReport(
         item.feed.name,
         item.feed.supplier,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from feedsync import logs, metrics
 from feedsync.cybertrace.upload import Sent
@@ -15,8 +16,10 @@ from feedsync.store.snapshot import Change
 
 log = logs.get("feedsync.sync")
 
-STAGES = ("fetch", "parse", "store", "cybertrace")
-RESULTS = ("ok", "unchanged", "held", "failed")
+FeedResult = Literal["ok", "unchanged", "held", "failed"]  # the feedsync_feed_fetch_total label
+Stage = Literal["fetch", "parse", "store", "cybertrace"]  # where a failed cycle failed
+STAGES: tuple[Stage, ...] = ("fetch", "parse", "store", "cybertrace")
+RESULTS: tuple[FeedResult, ...] = ("ok", "unchanged", "held", "failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,11 +28,11 @@ class FeedReport:
 
     feed: str
     supplier: str
-    result: str  # ok | unchanged | held | failed
+    result: FeedResult
     change: Change = field(default_factory=Change)
     error: str | None = None
     seconds: float = 0.0
-    stage: str | None = None  # where a failed cycle failed: fetch, parse, store, cybertrace
+    stage: Stage | None = None  # where a failed cycle failed
 
 
 @dataclass(frozen=True, slots=True)
