@@ -1,7 +1,8 @@
-"""A downloaded body as bytes and lines: gzip, bzip2 and zip bodies opened by
-their magic bytes, their inflated size bounded, decompression errors turned into
-ParseError, and the body's physical lines, read a chunk at a time, each with its
-number and hash."""
+"""Downloaded bodies as bytes and lines: decompression, its size bound, line hashes.
+
+gzip, bzip2 and zip bodies are opened by their magic bytes, their inflated size
+bounded, decompression errors turned into ParseError; the body's physical lines
+are read a chunk at a time, each with its number and hash."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ``feedsync`` command line."""
+"""The ``feedsync`` command line: its commands, options and exit codes."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Keeping secrets out of messages: URLs without userinfo and query, and the
-text of third-party exceptions with every URL and every known secret taken out.
+"""Secrets kept out of messages: redacted URLs, exception texts and causes.
+
+URLs lose their userinfo and query; the text of third-party exceptions loses
+every URL and every known secret.
 
 A feed URL's query (``?key=...``) and userinfo (``user:pass@``) often carry its
 credentials, and client libraries put the whole URL, and sometimes header

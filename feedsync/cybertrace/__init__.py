@@ -1,4 +1,4 @@
-"""The CyberTrace REST API client.
+"""The CyberTrace REST API client: its session, requests, retries and answers.
 
 One ``aiohttp.ClientSession`` per CyberTrace with keep-alive, at most
 ``concurrency`` requests in flight, explicit timeouts, bodies always sent as

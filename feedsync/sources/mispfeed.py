@@ -1,5 +1,7 @@
-"""The ``misp_feed`` source: a MISP feed directory (``manifest.json`` plus one
-``<uuid>.json`` per event), over http(s), file:// or a path.
+"""The ``misp_feed`` source: a MISP feed directory, its manifest and its event cache.
+
+A directory holds ``manifest.json`` plus one ``<uuid>.json`` per event, over
+http(s), file:// or a path.
 
 The manifest is fetched conditionally; an event is downloaded again only when
 its manifest ``timestamp`` grew, otherwise its cached copy (under the state

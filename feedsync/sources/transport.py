@@ -1,4 +1,4 @@
-"""HTTP for the sources: the one place where a feed's requests are made.
+"""A feed's download over HTTP: redirects, bounded decoding, framing, per-hop proxies.
 
 Here redirects are followed by hand (credentials and custom headers stay with
 the feed's own origin, and https never falls back to http), Content-Encoding is

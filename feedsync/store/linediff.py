@@ -1,5 +1,8 @@
-"""Line-level diffs of line-based feeds: a body that changed by 1% costs about
-one read of it, not a parse and normalization of every row.
+"""Line-level diffs: a line-based feed's new body applied by reading only what changed.
+
+A body that changed by 1% costs about one read of it, not a parse and
+normalization of every row. The lines are read by the source's line parser
+(feedsync.model.LineParser), so the store needs no source.
 
 Each applied CSV body leaves its line index: the 64-bit hash of every
 physical line, in buckets by the hash's top bits (a blob per bucket), and the

@@ -1,5 +1,7 @@
-"""The line index of a line-based feed: the hash of every line of the body
-last applied, in buckets by the hash's top bits, one blob per bucket.
+"""The line index: the line hashes of a feed's last applied body, and their diff.
+
+The hash of every line of the body last applied is kept in buckets by the
+hash's top bits, one blob per bucket.
 
 A new body is hashed line by line into the same buckets (``scan``) and
 compared with the index bucket by bucket (``diff``): the sets compared are at

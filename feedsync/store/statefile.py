@@ -1,5 +1,6 @@
-"""The state database as files: which file is feedsync's, who may write it, and
-whether it can take a write now.
+"""The state database as files: recognising feedsync's, its lock, its private directory.
+
+Which file is feedsync's, who may write it, and whether it can take a write now.
 
 Only a path that does not exist starts a new database: an existing file that
 is empty, is not SQLite, or is another application's database is refused with

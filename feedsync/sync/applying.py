@@ -1,5 +1,6 @@
-"""The store's half of a feed's cycle: its fetched body applied to its snapshot,
-on the store's thread, inside the caller's transaction.
+"""Applying a fetched body to its feed's snapshot: the store's half of a feed's cycle.
+
+It runs on the store's thread, inside the caller's transaction.
 
 Whatever the parser raises fails the feed alone: its savepoint undoes what it
 wrote, and its run records the cause. The store's own failures are not the

@@ -1,5 +1,7 @@
-"""What a cycle tells of each feed and supplier: the reports, and for a feed
-its run history row, its ``feed.synced`` summary line and its metrics."""
+"""A cycle's reports of each feed and supplier, and what each feed's report records.
+
+For a feed that is its run history row, its ``feed.synced`` summary line and
+its metrics."""
 
 from __future__ import annotations
 
