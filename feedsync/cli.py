@@ -49,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The command line's grammar. Over 50 lines on purpose: one declaration per
+    command, read top to bottom in the order ``--help`` lists them; split up, a
+    command's options would sit away from its name and help."""
     parser = argparse.ArgumentParser(
         prog="feedsync",
         description="Mirror threat-intelligence feeds into Kaspersky CyberTrace suppliers.",

@@ -58,45 +58,22 @@ class Applier:
             log.info("feed.expired", feed=feed.name, count=expired)
             item.row = read_feed(self.store.db, item.row.id)
         if item.error is not None or item.body is None:
-            if item.error is not None:
-                report = failed(item, item.error, "fetch")
-            else:
-                # A 304 or the same body still took a round trip: its duration counts.
-                seconds = time.monotonic() - item.started
-                report = FeedReport(feed.name, feed.supplier, "unchanged", seconds=seconds)
+            report = _unapplied(item)
             record_run(self.store.db, run_of(report))
             return report
         meter = Meter(self.progress, (feed.name,))
         meter.enter("parse")
         static = canonical_tags(feed.tags)
         invalid = InvalidRows()
+        replaced = ReplacedRows(feed.name, feed.encoding)
         rejected = Change()
-        replaced = [0]
-
-        def on_replaced(line: int, columns: tuple[str, ...]) -> None:
-            # The indicator is kept: a warning, not an invalid row.
-            replaced[0] += 1
-            if replaced[0] <= REPLACED_LOGGED:
-                log.warning(
-                    "feed.context_undecodable",
-                    feed=feed.name,
-                    line=line,
-                    columns=list(columns),
-                    encoding=feed.encoding,
-                )
-
         try:
             with self.store.savepoint() as db:
-                change = self._snapshot(db, item, static, invalid.add, on_replaced, meter=meter)
+                change = self._snapshot(db, item, static, invalid.add, replaced, meter=meter)
                 if change.fetched == 0 and change.invalid > 0:
                     # Counted although the savepoint undoes the rows: a feed whose every
                     # row is invalid is the one its invalid counter must show.
-                    rejected = Change(
-                        invalid=change.invalid,
-                        invalid_reasons=change.invalid_reasons,
-                        excluded=change.excluded,
-                        excluded_reasons=change.excluded_reasons,
-                    )
+                    rejected = _rejected(change)
                     reasons = ", ".join(f"{r} {n}" for r, n in change.invalid_reasons.items())
                     raise ParseError(
                         feed.name, f"no valid indicator in {change.invalid} rows ({reasons})"
@@ -112,13 +89,9 @@ class Applier:
             log.error("feed.parse_failed", feed=feed.name, error=report.error, exc_info=exc)
         else:
             result: FeedResult = "held" if change.held else "ok"
+            seconds = time.monotonic() - item.started
             report = FeedReport(
-                feed.name,
-                feed.supplier,
-                result,
-                change,
-                change.held_reason,
-                time.monotonic() - item.started,
+                feed.name, feed.supplier, result, change, change.held_reason, seconds
             )
         invalid.log(feed.name)
         record_run(self.store.db, run_of(report))
@@ -201,6 +174,26 @@ class Applier:
         return change
 
 
+def _unapplied(item: Fetched) -> FeedReport:
+    """The report of a feed whose fetch failed or brought nothing new."""
+    if item.error is not None:
+        return failed(item, item.error, "fetch")
+    # A 304 or the same body still took a round trip: its duration counts.
+    seconds = time.monotonic() - item.started
+    return FeedReport(item.feed.name, item.feed.supplier, "unchanged", seconds=seconds)
+
+
+def _rejected(change: Change) -> Change:
+    """What a change whose every row was invalid still counts: its invalid and
+    excluded rows."""
+    return Change(
+        invalid=change.invalid,
+        invalid_reasons=change.invalid_reasons,
+        excluded=change.excluded,
+        excluded_reasons=change.excluded_reasons,
+    )
+
+
 def failed(item: Fetched, error: str, stage: Stage, change: Change | None = None) -> FeedReport:
     return FeedReport(
         item.feed.name,
@@ -211,6 +204,28 @@ def failed(item: Fetched, error: str, stage: Stage, change: Change | None = None
         stage=stage,
         seconds=time.monotonic() - item.started,
     )
+
+
+@dataclass(slots=True)
+class ReplacedRows:
+    """A feed's rows kept although their context had undecodable bytes (an
+    ``OnReplaced``): a warning each, the first ``REPLACED_LOGGED`` of them only."""
+
+    feed: str
+    encoding: str
+    count: int = 0
+
+    def __call__(self, line: int, columns: tuple[str, ...]) -> None:
+        # The indicator is kept: a warning, not an invalid row.
+        self.count += 1
+        if self.count <= REPLACED_LOGGED:
+            log.warning(
+                "feed.context_undecodable",
+                feed=self.feed,
+                line=line,
+                columns=list(columns),
+                encoding=self.encoding,
+            )
 
 
 @dataclass(slots=True)
