@@ -14,7 +14,9 @@ from test_cli import write_config
 from feedsync._http import Failure, failure_of, translate
 from feedsync.emulator import Emulator
 from feedsync.errors import FetchError, TransientFetchError
+from feedsync.model import Validators
 from feedsync.proxy import DIRECT, Route
+from feedsync.sources.fetch import Request, fetch
 from feedsync.sources.transport import fetch_failure
 
 CASES: list[tuple[BaseException, str, bool]] = [
@@ -67,6 +69,18 @@ def test_translate_raises_the_callers_error_redacted_and_lets_its_own_pass() -> 
     with pytest.raises(FetchError) as passed, translate(errors):
         raise own
     assert passed.value is own
+
+
+async def test_a_local_feed_that_cannot_be_read_names_its_path(tmp_path: Path) -> None:
+    missing = tmp_path / "gone.txt"
+    request = Request(
+        feed="f", url=str(missing), headers={}, verify_tls=True, timeout=5, max_bytes=100
+    )
+    with pytest.raises(FetchError) as caught:
+        await fetch(request, Validators(), tmp_path / "spool")
+    assert (
+        str(caught.value) == f"feed f: cannot read the feed: {missing}: No such file or directory"
+    )
 
 
 async def test_a_file_where_the_spool_should_be_fails_that_feed_alone(

@@ -22,7 +22,7 @@ from typing import BinaryIO
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from feedsync import logs
-from feedsync._http import USER_AGENT, Failure, basic_auth
+from feedsync._http import USER_AGENT, Failure, basic_auth, translate
 from feedsync.body import inspect
 from feedsync.config import FeedConfig
 from feedsync.errors import FetchError
@@ -81,17 +81,14 @@ def _local(request: Request) -> Body:
     path = local_path(request.url)
     sha256 = hashlib.sha256()
     size = 0
-    try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(CHUNK):
-                sha256.update(chunk)
-                size += len(chunk)
-                if size > request.max_bytes:
-                    raise FetchError(
-                        request.feed, f"{path} is over the limit of {request.max_bytes} bytes"
-                    )
-    except OSError as exc:
-        raise FetchError(request.feed, f"cannot read {path}: {exc.strerror or exc}") from exc
+    with translate(on_disk(request.feed, "read the feed")), path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            sha256.update(chunk)
+            size += len(chunk)
+            if size > request.max_bytes:
+                raise FetchError(
+                    request.feed, f"{path} is over the limit of {request.max_bytes} bytes"
+                )
     return Body(path, size, Validators(sha256=sha256.hexdigest()), temporary=False)
 
 
