@@ -62,6 +62,10 @@ _KINDS: dict[type[BaseException], FailureKind] = {
     # Without raise_for_status a ClientResponseError is aiohttp's parser, not the
     # server: it reports a broken status line, header or chunk as if a 400 had come.
     aiohttp.ClientResponseError: "framing",
+    # Its subclasses are not the parser: a session that follows redirects gave up,
+    # or a body was not the type asked for.
+    aiohttp.TooManyRedirects: "request",
+    aiohttp.ContentTypeError: "request",
     aiohttp.ClientSSLError: "tls",
     aiohttp.ClientHttpProxyError: "proxy_refused",
     aiohttp.ClientProxyConnectionError: "proxy_unreachable",
@@ -129,7 +133,7 @@ def failure_of(exc: BaseException, secrets: tuple[str, ...] = ()) -> Failure:
         return Failure(kind, f"HTTP {exc.status}{said}{hint}", exc.status)
     if isinstance(exc, aiohttp.ClientProxyConnectionError):
         return Failure(kind, exc.os_error.strerror or type(exc.os_error).__name__)
-    if isinstance(exc, aiohttp.ClientResponseError):
+    if kind == "framing" and isinstance(exc, aiohttp.ClientResponseError):
         return Failure(kind, redact_text(exc.message.partition("\n")[0].rstrip(":"), secrets))
     if kind == "file" and isinstance(exc, OSError):
         return Failure(kind, f"{exc.filename}: {exc.strerror or type(exc).__name__}")

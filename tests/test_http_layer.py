@@ -9,7 +9,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from conftest import PASSWORD, FeedServer, run_cli
+from multidict import CIMultiDict, CIMultiDictProxy
 from test_cli import write_config
+from yarl import URL
 
 from feedsync._http import Failure, failure_of, translate
 from feedsync.emulator import Emulator
@@ -19,6 +21,7 @@ from feedsync.proxy import DIRECT, Route
 from feedsync.sources.fetch import Request, fetch
 from feedsync.sources.transport import fetch_failure
 
+INFO = aiohttp.RequestInfo(URL("http://20.0.0.1/"), "GET", CIMultiDictProxy(CIMultiDict()))
 CASES: list[tuple[BaseException, str, bool]] = [
     (TimeoutError(), "timeout", True),
     (aiohttp.ServerTimeoutError("read"), "timeout", True),  # a ClientError and a TimeoutError
@@ -28,6 +31,9 @@ CASES: list[tuple[BaseException, str, bool]] = [
     (aiohttp.ClientPayloadError("Response payload is not completed"), "cut_short", True),
     (FileExistsError(17, "File exists", "/var/lib/feedsync/state.db.d/spool"), "file", False),
     (aiohttp.InvalidURL("nowhere"), "request", False),
+    # A ClientResponseError is the parser's, but for the subclasses that are not.
+    (aiohttp.ClientResponseError(INFO, (), message="Invalid header"), "framing", False),
+    (aiohttp.TooManyRedirects(INFO, ()), "request", False),
 ]
 
 

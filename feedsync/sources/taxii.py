@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urljoin, urlsplit, urlunsplit
 
 import aiohttp
@@ -51,6 +51,8 @@ from feedsync.sources.stix import indicator_records
 
 log = logs.get("feedsync.taxii")
 
+TaxiiVersion = Literal["2.0", "2.1"]
+VERSIONS: tuple[TaxiiVersion, ...] = ("2.0", "2.1")
 MEDIA = "application/taxii+json;version=2.1"
 # TAXII 2.0: its own media types; objects come as a STIX bundle paged with Range.
 MEDIA_20 = "application/vnd.oasis.taxii+json; version=2.0"
@@ -111,7 +113,7 @@ class Cursor:
     # Where the objects are and which TAXII version: an incremental pull goes
     # straight there, one round trip when nothing was added.
     objects: str | None = None
-    version: str = "2.1"
+    version: TaxiiVersion = "2.1"
     # The configured API root and collection the objects were found from: when
     # either changes, ``objects`` points at the old collection.
     source: tuple[str, str] | None = None
@@ -123,11 +125,14 @@ class Cursor:
             if not data:
                 return None
             source = data.get("source")
+            version = data.get("version", "2.1")
+            if version not in VERSIONS:
+                return None  # not a cursor this feedsync wrote: start with a full pull
             return cls(
                 data.get("added_after"),
                 float(data["full_at"]),
                 data.get("objects"),
-                data.get("version", "2.1"),
+                version,
                 (str(source[0]), str(source[1])) if source and len(source) == 2 else None,
             )
         except (ValueError, KeyError, TypeError, AttributeError):
@@ -159,7 +164,7 @@ class TaxiiSource:
         self._tls: Any = None
         self._secrets: tuple[str, ...] = ()
         self._headers: dict[str, str] = {}
-        self.version = "2.1"
+        self.version: TaxiiVersion = "2.1"
 
     async def fetch(self, previous: Validators, spool: Path) -> Body | None:
         cursor = Cursor.parse(previous.cursor)
