@@ -1,7 +1,8 @@
-"""A downloaded body as bytes and lines: gzip, bzip2 and zip bodies opened by
-their magic bytes, their inflated size bounded, decompression errors turned into
-ParseError, and the body's physical lines, read a chunk at a time, each with its
-number and hash."""
+"""Downloaded bodies as bytes and lines: decompression, its size bound, line hashes.
+
+gzip, bzip2 and zip bodies are opened by their magic bytes, their inflated size
+bounded, decompression errors turned into ParseError; the body's physical lines
+are read a chunk at a time, each with its number and hash."""
 
 from __future__ import annotations
 
@@ -199,9 +200,9 @@ line_hash = xxh3_64_intdigest
 _SIGNED = 1 << 63  # SQLite integers are signed; line hashes are not
 
 
-def to_sql(digest: int) -> int:
+def to_sql(hashed: int) -> int:
     """A line hash as SQLite stores it."""
-    return digest - _SIGNED
+    return hashed - _SIGNED
 
 
 def from_sql(value: int) -> int:
@@ -239,16 +240,16 @@ def numbered(stream: BinaryIO, feed: str) -> Iterator[Raw]:
     """Every line with its number and hash."""
     number = 0
     for batch in physical_lines(stream, feed):
-        for raw, digest in zip(batch, map(line_hash, batch), strict=True):
+        for raw, hashed in zip(batch, map(line_hash, batch), strict=True):
             number += 1
-            yield number, raw, digest
+            yield number, raw, hashed
 
 
 def selected(stream: BinaryIO, wanted: set[int], feed: str) -> Iterator[Raw]:
     number = 0
     for batch in physical_lines(stream, feed):
-        digests = list(map(line_hash, batch))
-        if not wanted.isdisjoint(digests):
-            for at in [at for at, digest in enumerate(digests) if digest in wanted]:
-                yield number + at + 1, batch[at], digests[at]
+        hashes = list(map(line_hash, batch))
+        if not wanted.isdisjoint(hashes):
+            for at in [at for at, hashed in enumerate(hashes) if hashed in wanted]:
+                yield number + at + 1, batch[at], hashes[at]
         number += len(batch)

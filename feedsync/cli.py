@@ -1,4 +1,4 @@
-"""The ``feedsync`` command line."""
+"""The ``feedsync`` command line: its commands, options and exit codes."""
 
 from __future__ import annotations
 
@@ -51,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The command line's grammar. Over 50 lines on purpose: one declaration per
+    command, read top to bottom in the order ``--help`` lists them; split up, a
+    command's options would sit away from its name and help."""
     parser = argparse.ArgumentParser(
         prog="feedsync",
         description="Mirror threat-intelligence feeds into Kaspersky CyberTrace suppliers.",

@@ -1,6 +1,7 @@
-"""The one wall clock feedsync reads for what it stores and compares across
-runs: acknowledgement, plan and hold stamps, retention, refresh deadlines, the
-run history, status's ages.
+"""The one wall clock feedsync reads for what it stores and compares across runs.
+
+It stamps acknowledgements, plans and holds, and times retention, refresh
+deadlines, the run history and status's ages.
 
 Passed to the store, whose cycle and connection read it (a ``Clock`` seam), so
 that a test moves time by moving a fake clock, not by patching ``time.time``

@@ -1,4 +1,4 @@
-"""The exceptions feedsync raises.
+"""The exception tree: every error feedsync raises, under FeedsyncError.
 
 Every error that leaves a feedsync module is one of these; third-party
 exceptions (aiohttp, sqlite3, yaml, ...) are translated once, where they enter,

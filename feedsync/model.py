@@ -1,11 +1,12 @@
-"""Values that flow between the steps: raw records, normalized indicators."""
+"""Values that flow between the steps: raw records, normalized indicators, bodies, line parsers."""
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal, Protocol
 
 
 class Kind(enum.StrEnum):
@@ -140,3 +141,37 @@ def pulled(path: Path, count: int, cursor: str, *, full: bool) -> Body | None:
     return Body(path, count, Validators(cursor=cursor), temporary=True, mode=mode)
 
 
+# A row kept although its context had undecodable bytes: its line and the columns.
+OnReplaced = Callable[[int, tuple[str, ...]], None]
+
+
+class LineLayout(Protocol):
+    """How a body's lines map onto records; two bodies with the same ``signature``
+    read every identical line identically."""
+
+    @property
+    def signature(self) -> str: ...
+
+
+class LineParser(Protocol):
+    """What a source offers whose records are one physical line each: the store's
+    line diff (feedsync.store.linediff) reads only the lines that changed with it.
+    It lives here, not with the CSV source, so that the store needs no source."""
+
+    def layout(self, stream: BinaryIO) -> LineLayout | None:
+        """The layout of a body, from its head; None for a body with no data row."""
+
+    def parse(
+        self, stream: BinaryIO, on_replaced: OnReplaced | None = None
+    ) -> Iterator[Record | Invalid]:
+        """Every record of a body, in line order."""
+
+    def parse_selected(
+        self,
+        stream: BinaryIO,
+        layout: LineLayout,
+        wanted: set[int],
+        on_replaced: OnReplaced | None = None,
+    ) -> Iterator[Record | Invalid]:
+        """The records of only the lines whose hash is in ``wanted``, read as
+        ``parse`` would read them under ``layout``."""

@@ -22,7 +22,7 @@ _LONGEST = 100
 def component(name: str) -> str:
     """``name`` as one file-name component that no other name maps to: itself
     when plain; else percent-encoded (every byte but A-Z a-z 0-9 _), or ``%h``
-    and a digest when that is long. A plain name has no ``%``; every other form
+    and a SHA-256 when that is long. A plain name has no ``%``; every other form
     has one, so the two never meet."""
     if FEED_NAME.fullmatch(name):
         return name

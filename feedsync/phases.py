@@ -14,8 +14,10 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
-NAMES = ("fetch", "normalize", "store", "upload")
+PhaseName = Literal["fetch", "normalize", "store", "upload"]
+NAMES: tuple[PhaseName, ...] = ("fetch", "normalize", "store", "upload")
 
 
 @dataclass(slots=True)
@@ -28,7 +30,7 @@ class Phases:
     _open: threading.local = field(default_factory=threading.local)
 
     @contextlib.contextmanager
-    def timed(self, phase: str) -> Iterator[None]:
+    def timed(self, phase: PhaseName) -> Iterator[None]:
         """Count the time inside as ``phase``; a nested phase counts only once,
         in the innermost one."""
         outer = getattr(self._open, "phase", None)
@@ -46,7 +48,7 @@ class Phases:
                     self.wall[outer] -= wall
                     self.cpu[outer] -= cpu
 
-    def add(self, phase: str, wall: float, cpu: float) -> None:
+    def add(self, phase: PhaseName, wall: float, cpu: float) -> None:
         """Count time measured by hand (on the event loop, where work interleaves)."""
         with self._lock:
             self.wall[phase] += wall

@@ -10,7 +10,9 @@ configuration never named, and would not tell which proxy failed.
 
 The proxy's credentials go in the ``CONNECT`` of an https target (aiohttp's
 ``proxy_headers``) and in a plain http request, which goes to the proxy
-itself; never on a direct hop, so never to an origin server.
+itself; never on a direct hop, so never to an origin server. What a proxy's
+failure means (a refused tunnel, an unreachable proxy) is read from aiohttp's
+exceptions by feedsync._http.translate, the one module that reads them.
 """
 
 from __future__ import annotations
@@ -21,13 +23,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-import aiohttp
 from yarl import URL
 
 from feedsync.config import ProxyConfig
 from feedsync.redact import redact_url
 
-__all__ = ["DIRECT", "ProxyUnusable", "Route", "answered", "refusal", "route"]
+__all__ = ["DIRECT", "ProxyUnusable", "Route", "answered", "route"]
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -151,21 +152,6 @@ def _host_port(entry: str) -> tuple[str, int | None]:
     if not port:
         return name, None
     return (name, int(port)) if port.isdigit() else ("", None)
-
-
-def refusal(route: Route, exc: BaseException) -> str | None:
-    """What went wrong at the proxy, if ``exc`` is the proxy's failure: it refused
-    the tunnel (``CONNECT`` answered other than 200) or could not be reached."""
-    if route.proxy is None:
-        return None
-    if isinstance(exc, aiohttp.ClientHttpProxyError):
-        reason = f" {exc.message}" if exc.message else ""
-        hint = " (check the proxy's username and password)" if exc.status == 407 else ""
-        return f"proxy {route.shown} refused the tunnel: HTTP {exc.status}{reason}{hint}"
-    if isinstance(exc, aiohttp.ClientProxyConnectionError):
-        why = exc.os_error.strerror or type(exc.os_error).__name__
-        return f"cannot reach proxy {route.shown}: {why}"
-    return None
 
 
 def answered(route: Route, status: int) -> str | None:

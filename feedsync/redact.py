@@ -1,5 +1,7 @@
-"""Keeping secrets out of messages: URLs without userinfo and query, and the
-text of third-party exceptions with every URL and every known secret taken out.
+"""Secrets kept out of messages: redacted URLs, exception texts and causes.
+
+URLs lose their userinfo and query; the text of third-party exceptions loses
+every URL and every known secret.
 
 A feed URL's query (``?key=...``) and userinfo (``user:pass@``) often carry its
 credentials, and client libraries put the whole URL, and sometimes header
@@ -14,6 +16,7 @@ from collections.abc import Iterable
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 HIDDEN = "***"
+CAUSE_LIMIT = 300  # characters of an exception's text in a log line or the history
 # Any scheme://... run up to whitespace or a quote: exception texts quote URLs in
 # several ways (url='...', <URL ...>, bare).
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
@@ -60,6 +63,16 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     for secret in sorted({s for s in secrets if len(s) >= _SHORTEST_SECRET}, key=len, reverse=True):
         text = text.replace(secret, HIDDEN)
     return text
+
+
+def cause(exc: BaseException) -> str:
+    """What an exception that is not feedsync's says, fit for a log line and the
+    run history: its type and message, URLs redacted (a query or userinfo may hold
+    a key), cut short (an over-long uuid or path would otherwise fill the row)."""
+    message = redact_text(str(exc))
+    if len(message) > CAUSE_LIMIT:
+        message = message[:CAUSE_LIMIT] + "..."
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def plain(text: str) -> str:

@@ -37,7 +37,7 @@ STALE_INTERVALS = 2
 def snapshot(config: Config, store: Store) -> dict[str, Any]:
     """Per feed and supplier: freshness, counts, holds, failures, judged."""
     # apscheduler only for the commands that read schedules: a cron `sync` starts faster.
-    from feedsync.daemon.timing import interval_seconds  # noqa: PLC0415
+    from feedsync.timing import interval_seconds  # noqa: PLC0415
 
     rows = {row.name: row for row in store.feeds()}
     holds = store.holds()

@@ -1,5 +1,6 @@
-"""Reading ``feeds:``: the settings every feed has, then its source type's own
-(one reader per type, into that type's options class)."""
+"""Reading ``feeds:``: every feed's settings, then its source type's own.
+
+One reader per type, into that type's options class."""
 
 from __future__ import annotations
 

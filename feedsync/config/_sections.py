@@ -1,6 +1,7 @@
-"""One reader per section of the configuration (feeds in ``_feeds``), and the
-values more than one section holds (``proxy``, ``exclude``): each takes its
-mapping as a ``Map`` and returns the frozen value."""
+"""One reader per section of the configuration, and the values several share.
+
+Feeds are read in ``_feeds``; ``proxy`` and ``exclude`` appear in more than one
+section. Each reader takes its mapping as a ``Map`` and returns the frozen value."""
 
 from __future__ import annotations
 

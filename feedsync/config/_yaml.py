@@ -1,6 +1,8 @@
-"""The configuration file as YAML: one mapping, no anchors or aliases, no key given
-twice, and ``${VAR}`` (``${VAR:-default}``, ``$$`` for a literal ``$``) in string
-values read from the environment."""
+"""The configuration file as YAML, and ``${VAR}`` expansion in its strings.
+
+One mapping, no anchors or aliases, no key given twice, and ``${VAR}``
+(``${VAR:-default}``, ``$$`` for a literal ``$``) in string values read from
+the environment."""
 
 from __future__ import annotations
 

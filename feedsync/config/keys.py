@@ -1,5 +1,7 @@
-"""Every configuration key, declared once: where it goes, its type (as JSON Schema),
-its default, the allowed range of a number or duration, and the feed types that
+"""Every configuration key, declared once, with its type, default and range.
+
+Each declaration says where the key goes, its type (as JSON Schema), its
+default, the allowed range of a number or duration, and the feed types that
 take it.
 
 The loader reads each mapping against these declarations (``feedsync.config._reader``:

@@ -1,10 +1,11 @@
-"""The CyberTrace REST API client.
+"""The CyberTrace REST API client: its session, requests, retries and answers.
 
 One ``aiohttp.ClientSession`` per CyberTrace with keep-alive, at most
 ``concurrency`` requests in flight, explicit timeouts, bodies always sent as
 bytes (so with ``Content-Length``). Transient failures (connection errors,
 timeouts, 425, 429, 5xx) are retried with exponential backoff and full jitter;
-401/403 stop at once. aiohttp's exceptions are translated here, once.
+401/403 stop at once. A request that fails is translated once, by
+feedsync._http.translate, into this client's branch of the error tree.
 """
 
 from __future__ import annotations
@@ -13,17 +14,28 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import aiohttp
 import orjson
 
 from feedsync import logs, proxy
-from feedsync._http import USER_AGENT, basic_auth, ssl_context
+from feedsync._http import USER_AGENT, basic_auth, ssl_context, translate
 from feedsync.config import CyberTraceConfig, SupplierConfig
+from feedsync.cybertrace.answers import (
+    Answer,
+    Outcome,
+    answer_error,
+    error_indicators,
+    failure_error,
+    named,
+    retry_after_seconds,
+    status_text,
+)
 from feedsync.errors import (
     AuthError,
     ConfigError,
@@ -32,7 +44,6 @@ from feedsync.errors import (
     TLSError,
     TransportError,
 )
-from feedsync.redact import plain
 
 PUT_LIMIT = 134217728
 DELETE_LIMIT = 67108864
@@ -41,29 +52,20 @@ RETRY_STATUSES = frozenset({425, 429, 500, 502, 503, 504})
 
 log = logs.get("feedsync.cybertrace")
 
+__all__ = ["DELETE_LIMIT", "PUT_LIMIT", "Answer", "CyberTrace", "Outcome"]
+
 Observer = Callable[[str, str, str, float, int], None]
+Method = Literal["GET", "POST", "PUT", "DELETE"]  # what the documented API takes
+IndicatorMethod = Literal["PUT", "DELETE"]
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A CyberTrace answer: status and parsed JSON body (None if not JSON)."""
+@dataclass(slots=True)
+class _Startup:
+    """A request's run of 425 answers (CyberTrace starting): when the first came and
+    how many waits followed. Mutable: one request's retry loop counts in it."""
 
-    status: int
-    body: Any
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The result of an indicator request: the indicators CyberTrace refused.
-
-    ``readable`` is False for a 202 whose body does not say which indicators it
-    refused: nothing of such a request counts as confirmed (invariant 1).
-    """
-
-    status: int
-    errors: dict[str, str] = field(default_factory=dict)
-    readable: bool = True
-    text: str = ""
+    since: float | None = None
+    waits: int = 0
 
 
 def _ignore(method: str, supplier: str, code: str, seconds: float, sent: int) -> None:
@@ -208,7 +210,7 @@ class CyberTrace:
         self.check(answer, "GET", "tags")
         if not isinstance(answer.body, list):
             raise RequestError(answer.status, "GET tags: the answer is not a JSON array")
-        return {str(item["name"]).upper() for item in answer.body if _named(item)}
+        return {str(item["name"]).upper() for item in answer.body if named(item)}
 
     async def create_tag(self, name: str, weight: int) -> Answer:
         """``POST tags`` with one tag object, as the documentation requires; the
@@ -224,13 +226,13 @@ class CyberTrace:
     async def delete_indicators(self, supplier: str, body: bytes) -> Outcome:
         return await self._indicators("DELETE", supplier, body)
 
-    async def _indicators(self, method: str, supplier: str, body: bytes) -> Outcome:
+    async def _indicators(self, method: IndicatorMethod, supplier: str, body: bytes) -> Outcome:
         path = self._path(f"suppliers/{_segment(supplier)}/indicators")
         answer = await self._request(method, path, supplier, body=body, retry=True)
         if answer.status == 202:
-            errors = _error_indicators(answer.body)
+            errors = error_indicators(answer.body)
             if errors is None:
-                return Outcome(202, readable=False, text=_status_text(answer.body))
+                return Outcome(202, readable=False, text=status_text(answer.body))
             return Outcome(202, errors)
         self.check(answer, method, f"suppliers/{supplier}/indicators")
         return Outcome(answer.status)
@@ -265,45 +267,27 @@ class CyberTrace:
             return f"/api/1.3/{_segment(self.config.tenant)}/{tail}"
         return f"/api/{self.version}/{tail}"
 
-    def check(self, answer: Answer, method: str, what: str) -> None:
+    def check(self, answer: Answer, method: Method, what: str) -> None:
         """Raise the error an answer that is no success stands for."""
-        if answer.status in (200, 201):
-            return
-        user = self.config.username
-        if answer.status == 401:
-            raise AuthError(
-                401,
-                f"CyberTrace refused the credentials of user {user!r} (401): check"
-                " cybertrace.username and the password",
-            )
-        if answer.status == 403:
-            raise AuthError(
-                403,
-                f"CyberTrace user {user!r} may not {method} {what} (403): the account's role"
-                " lacks the rights (an Analyst cannot change suppliers or indicators)",
-            )
-        raise RequestError(
-            answer.status,
-            f"{method} {what}: CyberTrace answered {answer.status}{_status_text(answer.body)}"
-            f"{self._route.via}",
-        )
+        error = answer_error(answer, method, what, self.config.username, self._route)
+        if error is not None:
+            raise error
 
-    async def _send(self, method: str, path: str, supplier: str, body: object) -> Answer:
+    async def _send(self, method: Method, path: str, supplier: str, body: object) -> Answer:
         return await self._request(method, path, supplier, body=orjson.dumps(body), retry=True)
 
     async def _request(
         self,
-        method: str,
+        method: Method,
         path: str,
         supplier: str,
         *,
         body: bytes | None = None,
         retry: bool = True,
     ) -> Answer:
-        policy = self.config.retry
-        attempts = policy.attempts if retry else 1
-        attempt = waits = 0
-        initializing_since: float | None = None
+        attempts = self.config.retry.attempts if retry else 1
+        attempt = 0
+        startup = _Startup()
         while True:
             try:
                 answer, retry_after = await self._once(method, path, supplier, body)
@@ -315,38 +299,48 @@ class CyberTrace:
                 why = str(exc)
             else:
                 if answer.status == 425 and retry:
-                    # Not a failure of this request: CyberTrace is starting, which takes
-                    # minutes. It has a budget of its own, in time, not attempts.
-                    now = self._clock()
-                    initializing_since = now if initializing_since is None else initializing_since
-                    waited = now - initializing_since
-                    if waited >= policy.initializing:
-                        log.error(
-                            "cybertrace.initializing_too_long", path=path, seconds=round(waited)
-                        )
-                        return answer
-                    if waited == 0:
-                        log.warning("cybertrace.initializing", path=path)
-                    waits += 1
-                    delay = self._delay(waits, retry_after, jitter=0.5)
-                    await self._sleep(min(delay, policy.initializing - waited))
-                    continue
+                    if await self._await_startup(startup, path, retry_after):
+                        continue
+                    return answer
                 attempt += 1
                 if answer.status not in RETRY_STATUSES or attempt >= attempts:
                     return answer
                 why = f"HTTP {answer.status}"
-            delay = self._delay(attempt, retry_after)
-            # Warning, not debug: a run of them is how an ailing CyberTrace first shows.
-            log.warning(
-                "cybertrace.retry",
-                method=method,
-                path=path,
-                attempt=attempt,
-                delay=round(delay, 3),
-                error=why,
-            )
-            self._on_retry(method)
-            await self._sleep(delay)
+            await self._backoff(method, path, attempt, retry_after, why)
+
+    async def _await_startup(self, startup: _Startup, path: str, retry_after: float | None) -> bool:
+        """Wait out a 425, or False once ``retry.initializing`` has passed (the 425 is
+        then the answer). Not a failure of the request: CyberTrace is starting, which
+        takes minutes, so it has a budget of its own, in time, not attempts."""
+        policy = self.config.retry
+        now = self._clock()
+        startup.since = now if startup.since is None else startup.since
+        waited = now - startup.since
+        if waited >= policy.initializing:
+            log.error("cybertrace.initializing_too_long", path=path, seconds=round(waited))
+            return False
+        if waited == 0:
+            log.warning("cybertrace.initializing", path=path)
+        startup.waits += 1
+        delay = self._delay(startup.waits, retry_after, jitter=0.5)
+        await self._sleep(min(delay, policy.initializing - waited))
+        return True
+
+    async def _backoff(
+        self, method: Method, path: str, attempt: int, retry_after: float | None, why: str
+    ) -> None:
+        delay = self._delay(attempt, retry_after)
+        # Warning, not debug: a run of them is how an ailing CyberTrace first shows.
+        log.warning(
+            "cybertrace.retry",
+            method=method,
+            path=path,
+            attempt=attempt,
+            delay=round(delay, 3),
+            error=why,
+        )
+        self._on_retry(method)
+        await self._sleep(delay)
 
     def _delay(self, attempt: int, retry_after: float | None, jitter: float = 1.0) -> float:
         """Exponential backoff with ``jitter`` of the ceiling drawn at random (1: full
@@ -360,7 +354,7 @@ class CyberTrace:
         return delay
 
     async def _once(
-        self, method: str, path: str, supplier: str, body: bytes | None
+        self, method: Method, path: str, supplier: str, body: bytes | None
     ) -> tuple[Answer, float | None]:
         if self._session is None:
             raise CyberTraceError("the CyberTrace client is not open")
@@ -371,33 +365,22 @@ class CyberTrace:
         started = time.monotonic()
         async with self._gate:
             try:
-                async with self._session.request(
-                    method,
-                    url,
-                    data=body,
-                    headers={**headers, **self._route.forward(url)},
-                    proxy=self._route.proxy,
-                    proxy_headers=self._route.tunnel(url),
-                ) as response:
-                    raw = await response.read()
-                    status = response.status
-                    retry_after = _retry_after(response.headers.get("Retry-After"))
-            except aiohttp.ClientSSLError as exc:
-                self._observe(method, supplier, "error", time.monotonic() - started, 0)
-                raise TLSError(
-                    f"{method} {path}: TLS verification failed ({plain(str(exc))}); set"
-                    " cybertrace.verify_tls"
-                    " to the CA bundle that signed the server's certificate"
-                ) from exc
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                self._observe(
-                    method, supplier, "error", time.monotonic() - started, len(body or b"")
-                )
-                refused = proxy.refusal(self._route, exc)
-                if refused is not None and getattr(exc, "status", None) == 407:
-                    raise AuthError(407, f"{method} {path}: {refused}") from exc
-                reason = refused or f"{plain(str(exc)) or type(exc).__name__}{self._route.via}"
-                raise TransportError(f"{method} {path}: {reason}") from exc
+                with translate(partial(failure_error, method, path, self._route)):
+                    async with self._session.request(
+                        method,
+                        url,
+                        data=body,
+                        headers={**headers, **self._route.forward(url)},
+                        proxy=self._route.proxy,
+                        proxy_headers=self._route.tunnel(url),
+                    ) as response:
+                        raw = await response.read()
+                        status = response.status
+                        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            except CyberTraceError as exc:
+                sent = 0 if isinstance(exc, TLSError) else len(body or b"")
+                self._observe(method, supplier, "error", time.monotonic() - started, sent)
+                raise
         self._observe(method, supplier, str(status), time.monotonic() - started, len(body or b""))
         refused = proxy.answered(self._route, status)
         if refused is not None:
@@ -407,7 +390,6 @@ class CyberTrace:
         except orjson.JSONDecodeError:
             parsed = None
         return Answer(status, parsed), retry_after
-
 
 def _supplier_body(supplier: SupplierConfig) -> dict[str, object]:
     body: dict[str, object] = {
@@ -420,55 +402,9 @@ def _supplier_body(supplier: SupplierConfig) -> dict[str, object]:
     return body
 
 
-def _error_indicators(body: Any) -> dict[str, str] | None:
-    """The refused indicators of a 202 answer, or None where the body does not
-    say which they are (not a JSON array of objects, no ``error_indicators``
-    list, an entry without an ``indicator`` string, or no entry at all: a
-    partial success that names no failure contradicts itself)."""
-    if not isinstance(body, list) or not body:
-        return None
-    errors: dict[str, str] = {}
-    for item in body:
-        if not isinstance(item, dict):
-            return None
-        entries = item.get("error_indicators")
-        if not isinstance(entries, list):
-            return None
-        for error in entries:
-            if not isinstance(error, dict) or not isinstance(error.get("indicator"), str):
-                return None
-            reason = error.get("reason")
-            errors[error["indicator"]] = (
-                reason if isinstance(reason, str) and reason else "refused (no reason given)"
-            )
-    return errors or None
-
-
-def _status_text(body: Any) -> str:
-    """``: status (reason)`` of the first error object of an answer, as documented."""
-    first = body[0] if isinstance(body, list) and body else body
-    if not isinstance(first, dict):
-        return ""
-    status, reason = first.get("status"), first.get("reason")
-    parts = [str(part)[:200] for part in (status, reason) if isinstance(part, str) and part]
-    if not parts:
-        return ""
-    return ": " + (f"{parts[0]} ({parts[1]})" if len(parts) == 2 else parts[0])
-
-
 def _segment(name: str) -> str:
     """A name as one path segment: ``/``, ``?``, ``#`` and ``%`` escaped too."""
     return quote(name, safe="")
 
 
-def _named(item: object) -> bool:
-    return isinstance(item, dict) and isinstance(item.get("name"), str)
 
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None

@@ -34,7 +34,6 @@ from feedsync.cybertrace import CyberTrace
 from feedsync.daemon.control import ControlServer, Reply, runnable
 from feedsync.daemon.server import Server
 from feedsync.daemon.systemd import Notifier
-from feedsync.daemon.timing import first_run, interval_seconds, same_schedule, trigger
 from feedsync.errors import (
     AuthError,
     ConfigError,
@@ -47,8 +46,9 @@ from feedsync.progress import Board
 from feedsync.store import Store
 from feedsync.store.readiness import store_problem
 from feedsync.store.statefile import ADVICE
-from feedsync.sync import Cycle, clear_spool, connect
+from feedsync.sync import Cycle, clear_spool, metered_client
 from feedsync.sync.reports import feed_state_metrics, supplier_state_metrics
+from feedsync.timing import first_run, interval_seconds, same_schedule, trigger
 
 log = logs.get("feedsync.daemon")
 
@@ -419,7 +419,7 @@ def _forget_schedule(name: str) -> None:
 
 async def open_client(config: Config) -> CyberTrace:
     """An open CyberTrace client; TLS files that do not load are a ConfigError."""
-    client = connect(config)
+    client = metered_client(config)
     try:
         return await client.__aenter__()
     except OSError as exc:  # ssl.SSLError among them: not PEM, a wrong key, unreadable

@@ -1,5 +1,7 @@
-"""The daemon's control channel: how ``feedsync sync``, ``status``, ``hold``,
-``release`` and ``reload`` steer a running ``feedsync run``.
+"""The daemon's control channel: its socket, its commands and the CLI's client of it.
+
+How ``feedsync sync``, ``status``, ``hold``, ``release`` and ``reload`` steer a
+running ``feedsync run``.
 
 While the daemon runs it holds the state database's writers' lock, so the CLI
 cannot do the work itself; it asks the daemon instead, over a unix socket in

@@ -1,4 +1,6 @@
-"""Values that never reach CyberTrace: built-in exclusions, MISP warninglists and
+"""The exclusion screen: built-in excluded ranges and names, and ranges too wide to expand.
+
+Values that never reach CyberTrace: built-in exclusions, MISP warninglists and
 network ranges too wide to expand.
 
 A feed that lists 127.0.0.1, 10.0.0.1 or its own documentation example would have

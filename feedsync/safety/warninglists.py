@@ -1,5 +1,6 @@
-"""MISP warninglists (the lists ``pymispwarninglists`` ships in its wheel) as
-exclusions, and the screen of a feed's exclusion settings.
+"""MISP warninglists as exclusions, and the screen a feed's exclusion settings make.
+
+The lists are those ``pymispwarninglists`` ships in its wheel.
 
 The package's own loader keeps every list as Python objects (about 290 MB for
 the full set); feedsync reads the lists' JSON itself, only the lists a

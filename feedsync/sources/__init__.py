@@ -10,19 +10,40 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from feedsync.body import open_body
 from feedsync.config import CsvConfig, FeedConfig
 from feedsync.errors import ConfigError
-from feedsync.model import Body, Invalid, Record, Removal, Validators
-from feedsync.sources.csvfeed import CsvOptions, check_footer, parse_csv
+from feedsync.model import (
+    Body,
+    Invalid,
+    LineLayout,
+    LineParser,
+    OnReplaced,
+    Record,
+    Removal,
+    Validators,
+)
+from feedsync.sources.csvfeed import (
+    CsvOptions,
+    Layout,
+    check_footer,
+    parse_csv,
+    parse_selected,
+    read_layout,
+)
 from feedsync.sources.fetch import fetch, request_for
 
 
 class Source(Protocol):
-    """One feed's way in."""
+    """One feed's way in. ``lines`` is its line parser where each record is one
+    physical line of the body (a CSV list): the store then diffs a replacing body
+    line by line; None where records are not lines (MISP, TAXII)."""
+
+    lines: LineParser | None
 
     async def fetch(self, previous: Validators, spool: Path) -> Body | None:
         """Download the feed; None when it has not changed since ``previous``."""
@@ -30,6 +51,33 @@ class Source(Protocol):
     def records(self, body: Body) -> Iterator[Record | Invalid | Removal]:
         """Stream the records of a downloaded body (blocking: run it off the loop);
         ``Removal``s only in a patch (``body.mode == "patch"``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CsvLines:
+    """The CSV source's line parser (feedsync.model.LineParser)."""
+
+    options: CsvOptions
+    feed: str
+
+    def layout(self, stream: BinaryIO) -> Layout | None:
+        return read_layout(stream, self.options, self.feed)
+
+    def parse(
+        self, stream: BinaryIO, on_replaced: OnReplaced | None = None
+    ) -> Iterator[Record | Invalid]:
+        return parse_csv(stream, self.options, self.feed, on_replaced)
+
+    def parse_selected(
+        self,
+        stream: BinaryIO,
+        layout: LineLayout,
+        wanted: set[int],
+        on_replaced: OnReplaced | None = None,
+    ) -> Iterator[Record | Invalid]:
+        # Only this parser's layout() made it: the line diff hands back what it got.
+        assert isinstance(layout, Layout)
+        return parse_selected(stream, layout, wanted, self.feed, on_replaced)
 
 
 class CsvSource:
@@ -47,6 +95,7 @@ class CsvSource:
             header=csv.header,
             encoding=csv.encoding,
         )
+        self.lines: LineParser | None = CsvLines(self.options, feed.name)
 
     async def fetch(self, previous: Validators, spool: Path) -> Body | None:
         body = await fetch(request_for(self.feed), previous, spool)

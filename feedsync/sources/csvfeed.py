@@ -26,14 +26,14 @@ import hashlib
 import ipaddress
 import itertools
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from feedsync.body import MAX_LINE, Raw, numbered, open_body, physical_lines, selected
 from feedsync.errors import FetchError, ParseError
-from feedsync.model import Context, Invalid, Record
+from feedsync.model import Context, Invalid, OnReplaced, Record
 
 PREVIEW = 200
 HEAD_LIMIT = 1000
@@ -57,7 +57,6 @@ _Row = tuple[int, str, list[str], int]  # line number, text, fields, hash
 _NUMBER = re.compile(r"\d+")
 _SHOWN_FOOTER = 80
 # Told of a row kept with undecodable bytes in these context columns ("tags" for tags_field).
-OnReplaced = Callable[[int, tuple[str, ...]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,11 +226,11 @@ class _Lines:
                 for fields in reader:
                     current, self.current = self.current, None
                     if isinstance(current, tuple):
-                        number, text, digest, undecoded = current
+                        number, text, hashed, undecoded = current
                         if undecoded:
-                            yield self._damaged(number, text, fields, digest)
+                            yield self._damaged(number, text, fields, hashed)
                         else:
-                            yield number, text, fields, digest
+                            yield number, text, fields, hashed
                     elif current is not None:
                         yield current
                 return
@@ -239,15 +238,15 @@ class _Lines:
                 # A field over csv.field_size_limit(), or a lone CR inside the line.
                 current, self.current = self.current, None
                 if isinstance(current, tuple):
-                    number, text, digest, _undecoded = current
+                    number, text, hashed, _undecoded = current
                     reason = "too_long" if len(text) > csv.field_size_limit() else "malformed"
-                    yield Invalid(number, _shown(text)[:PREVIEW], reason, digest)
+                    yield Invalid(number, _shown(text)[:PREVIEW], reason, hashed)
 
-    def _damaged(self, number: int, text: str, fields: list[str], digest: int) -> _Row:
+    def _damaged(self, number: int, text: str, fields: list[str], hashed: int) -> _Row:
         bad = frozenset(at for at, field in enumerate(fields) if _UNDECODED.search(field))
         if bad:
             self.damaged[number] = bad
-        return number, _shown(text), [_shown(field) for field in fields], digest
+        return number, _shown(text), [_shown(field) for field in fields], hashed
 
     def _texts(self) -> Iterator[str]:
         """Data lines for the csv reader; ``current`` says which line it is.
@@ -257,9 +256,9 @@ class _Lines:
         """
         comment = self.comment
         encoding = self.encoding
-        for number, raw, digest in self.raws:
+        for number, raw, hashed in self.raws:
             if len(raw) > MAX_LINE:
-                self.current = Invalid(number, _preview(raw, encoding), "too_long", digest)
+                self.current = Invalid(number, _preview(raw, encoding), "too_long", hashed)
                 yield ""
                 continue
             try:
@@ -277,7 +276,7 @@ class _Lines:
             if comment and start.startswith(comment):
                 self._note_comment(number, _shown(start) if undecoded else start)
                 continue
-            self.current = (number, text, digest, undecoded)
+            self.current = (number, text, hashed, undecoded)
             yield text
             while self.current is not None:
                 # The line ended inside a quoted field and the reader asks for the
@@ -485,21 +484,21 @@ def _records(
         if isinstance(item, Invalid):
             yield item
             continue
-        number, text, fields, digest = item
+        number, text, fields, hashed = item
         count = len(fields)
         bad = damaged.pop(number, None) if damaged else None
         if bad is not None and (at in bad or count <= at):
             # A short row with undecodable bytes is more likely garbage than short.
-            yield Invalid(number, text[:PREVIEW], "encoding", digest)
+            yield Invalid(number, text[:PREVIEW], "encoding", hashed)
             continue
         if count <= at:
-            yield Invalid(number, text[:PREVIEW], "missing_column", digest)
+            yield Invalid(number, text[:PREVIEW], "missing_column", hashed)
             continue
         value = fields[at].strip()
         if value == header_value and _names(fields) == header:
             continue  # the header again, in a feed that repeats it
         if value in absent:
-            yield Invalid(number, text[:PREVIEW], "empty", digest)
+            yield Invalid(number, text[:PREVIEW], "empty", hashed)
             continue
         found: Context = ()
         if context:
@@ -511,7 +510,7 @@ def _records(
             replaced = _replaced(bad, columns)
             if replaced:
                 on_replaced(number, replaced)
-        yield Record(line=number, value=value, context=found, tags=tags, line_hash=digest)
+        yield Record(line=number, value=value, context=found, tags=tags, line_hash=hashed)
 
 
 def _replaced(bad: frozenset[int], columns: _Columns) -> tuple[str, ...]:

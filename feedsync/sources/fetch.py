@@ -16,12 +16,13 @@ import dataclasses
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from feedsync import logs
-from feedsync._http import USER_AGENT, basic_auth
+from feedsync._http import USER_AGENT, Failure, basic_auth, translate
 from feedsync.body import inspect
 from feedsync.config import FeedConfig, MispConfig, TaxiiConfig
 from feedsync.errors import FetchError
@@ -78,20 +79,17 @@ async def fetch(request: Request, previous: Validators, spool: Path) -> Body | N
 
 def _local(request: Request) -> Body:
     path = local_path(request.url)
-    digest = hashlib.sha256()
+    sha256 = hashlib.sha256()
     size = 0
-    try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-                if size > request.max_bytes:
-                    raise FetchError(
-                        request.feed, f"{path} is over the limit of {request.max_bytes} bytes"
-                    )
-    except OSError as exc:
-        raise FetchError(request.feed, f"cannot read {path}: {exc.strerror or exc}") from exc
-    return Body(path, size, Validators(sha256=digest.hexdigest()), temporary=False)
+    with translate(on_disk(request.feed, "read the feed")), path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            sha256.update(chunk)
+            size += len(chunk)
+            if size > request.max_bytes:
+                raise FetchError(
+                    request.feed, f"{path} is over the limit of {request.max_bytes} bytes"
+                )
+    return Body(path, size, Validators(sha256=sha256.hexdigest()), temporary=False)
 
 
 async def _download(request: Request, previous: Validators, spool: Path) -> Body | None:
@@ -120,9 +118,9 @@ async def _get(
 
 
 async def _spool(request: Request, response: Response, spool: Path) -> Body:
-    await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread(ensure_directory, spool, request.feed)
     handle, path = await asyncio.to_thread(_temporary, spool, request.feed)
-    digest = hashlib.sha256()
+    sha256 = hashlib.sha256()
     size = 0
     meter = DOWNLOAD.get()
     # Content-Length counts the bytes on the wire, not those a gzip body inflates to.
@@ -132,7 +130,7 @@ async def _spool(request: Request, response: Response, spool: Path) -> Body:
         async for chunk in response.chunks():
             size += len(chunk)
             meter(len(chunk))
-            digest.update(chunk)
+            sha256.update(chunk)
             await asyncio.to_thread(handle.write, chunk)
         await asyncio.to_thread(handle.close)
     except BaseException:
@@ -141,7 +139,7 @@ async def _spool(request: Request, response: Response, spool: Path) -> Body:
     validators = Validators(
         etag=response.headers.get("ETag"),
         last_modified=response.headers.get("Last-Modified"),
-        sha256=digest.hexdigest(),
+        sha256=sha256.hexdigest(),
     )
     return Body(path, size, validators, temporary=True, framed=response.framed)
 
@@ -150,6 +148,23 @@ def warn_unverified(request: Request) -> None:
     """Every fetch of an https feed with ``verify_tls: false`` says so, whatever its type."""
     if request.verify_tls is False and request.url.startswith("https://"):
         log.warning("feed.tls_unverified", feed=request.feed, url=redact_url(request.url))
+
+
+def ensure_directory(path: Path, feed: str, what: str = "spools downloads") -> None:
+    """Create the directory ``path`` (the spool, a cache) if missing; FetchError
+    naming it where it cannot be: mkdir's own "File exists" would not say that a
+    regular file stands where the directory should be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise FetchError(feed, f"{path} is not a directory; feedsync {what} there") from None
+    except OSError as exc:
+        raise FetchError(feed, f"cannot create {path}: {exc.strerror or exc}") from exc
+
+
+def on_disk(feed: str, doing: str) -> Callable[[Failure], FetchError]:
+    """``translate``'s ``errors`` for a feed's local file work: ``cannot DOING: PATH: why``."""
+    return lambda failure: FetchError(feed, f"cannot {doing}: {failure.reason}")
 
 
 def _temporary(spool: Path, feed: str) -> tuple[BinaryIO, Path]:

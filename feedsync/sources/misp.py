@@ -1,5 +1,7 @@
-"""MISP attributes to records: the type mapping and default context shared by
-the ``misp`` and ``misp_feed`` sources."""
+"""MISP attributes to records: the type mapping and context both MISP sources share.
+
+The ``misp`` (REST API) and ``misp_feed`` (feed directory) sources read the same
+attributes."""
 
 from __future__ import annotations
 

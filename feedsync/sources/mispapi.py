@@ -23,18 +23,17 @@ import aiohttp
 import orjson
 
 from feedsync import proxy
-from feedsync._http import ssl_context
+from feedsync._http import client_timeout, ssl_context, translate
 from feedsync.config import FeedConfig, MispConfig
 from feedsync.errors import FetchError, ParseError
 from feedsync.metrics import feed_response
-from feedsync.model import Body, Invalid, Record, Removal, Validators, pulled
+from feedsync.model import Body, Invalid, LineParser, Record, Removal, Validators, pulled
 from feedsync.paths import component
 from feedsync.proxy import Route
-from feedsync.redact import Redacted
-from feedsync.sources.fetch import redact_url, request_for, warn_unverified
+from feedsync.sources import transport
+from feedsync.sources.fetch import ensure_directory, redact_url, request_for, warn_unverified
 from feedsync.sources.misp import attribute_record
 from feedsync.sources.retry import retried, status_error
-from feedsync.sources.transport import failure
 
 OVERLAP = 300
 MAX_PAGES = 100_000
@@ -62,6 +61,8 @@ class Cursor:
 class MispSource:
     """Attributes of a MISP instance."""
 
+    lines: LineParser | None = None  # records are attributes, not lines
+
     def __init__(self, feed: FeedConfig, clock: Any = time.time) -> None:
         self.feed = feed
         self.misp = feed.options_as(MispConfig)
@@ -85,7 +86,7 @@ class MispSource:
         now = self.clock()
         full = cursor is None or now - cursor.full_at >= self.misp.full_pull
         filters = self._filters(cursor, full)
-        await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(ensure_directory, spool, self.feed.name)
         path = spool / f"{component(self.feed.name)}.misp.body"
         count, newest = await self._pull(filters, path)
         since = max(newest, cursor.since if cursor else 0)
@@ -101,9 +102,7 @@ class MispSource:
             "Accept": "application/json",
             "Content-Type": "application/json",
         }
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=request.timeout, sock_read=request.timeout
-        )
+        timeout = client_timeout(request.timeout)
         warn_unverified(request)
         tls = await ssl_context(request.verify_tls)
         self._route = request.route(self.endpoint)
@@ -151,7 +150,8 @@ class MispSource:
         tls: Any,
     ) -> list[Mapping[str, Any]]:
         where, route, secrets = redact_url(self.endpoint), self._route, self._secrets
-        try:
+        failed = transport.failed(self.feed.name, where, route, self.feed.timeout)
+        with translate(failed, (*secrets, *route.secrets)):
             async with session.post(
                 self.endpoint,
                 data=orjson.dumps(body),
@@ -170,8 +170,6 @@ class MispSource:
                     message = f"HTTP {response.status} from {where}{route.via} (page {page})"
                     raise status_error(self.feed.name, response.status, message, response.headers)
                 raw = await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise failure(self.feed.name, where, route, exc, secrets) from Redacted.of(exc, secrets)
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

@@ -1,5 +1,7 @@
-"""The ``misp_feed`` source: a MISP feed directory (``manifest.json`` plus one
-``<uuid>.json`` per event), over http(s), file:// or a path.
+"""The ``misp_feed`` source: a MISP feed directory, its manifest and its event cache.
+
+A directory holds ``manifest.json`` plus one ``<uuid>.json`` per event, over
+http(s), file:// or a path.
 
 The manifest is fetched conditionally; an event is downloaded again only when
 its manifest ``timestamp`` grew, otherwise its cached copy (under the state
@@ -18,12 +20,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from feedsync._http import translate
 from feedsync.body import open_body
 from feedsync.config import FeedConfig
 from feedsync.errors import FetchError, ParseError
-from feedsync.model import Body, Invalid, Record, Validators
+from feedsync.model import Body, Invalid, LineParser, Record, Validators
 from feedsync.paths import component
-from feedsync.sources.fetch import fetch, is_remote, request_for
+from feedsync.sources.fetch import ensure_directory, fetch, is_remote, on_disk, request_for
 from feedsync.sources.misp import event_records
 
 DOWNLOADS = 4
@@ -33,6 +36,8 @@ _CACHED = re.compile(r"[^/\\.\0]+\.-?[0-9]+\.json")
 
 class MispFeedSource:
     """A MISP feed directory."""
+
+    lines: LineParser | None = None  # records are event attributes, not lines
 
     def __init__(self, feed: FeedConfig) -> None:
         self.feed = feed
@@ -67,7 +72,8 @@ class MispFeedSource:
         await asyncio.to_thread(_prune, cache, set(wanted.values()))
         listing = spool / f"{component(self.feed.name)}.events.body"
         text = "".join(f"{path}\n" for _uuid, path in sorted(wanted.items()))
-        await asyncio.to_thread(listing.write_text, text)
+        with translate(on_disk(self.feed.name, "list the cached events")):
+            await asyncio.to_thread(listing.write_text, text)
         return Body(listing, len(text), manifest_body.validators, temporary=True)
 
     async def _download(
@@ -78,10 +84,11 @@ class MispFeedSource:
             body = await fetch(request, Validators(), spool)
             if body is None:
                 raise FetchError(self.feed.name, f"event {uuid}: no body")
-            if body.temporary:
-                await asyncio.to_thread(os.replace, body.path, target)
-            else:
-                await asyncio.to_thread(_copy, body.path, target)
+            with translate(on_disk(self.feed.name, f"keep event {uuid} in the cache")):
+                if body.temporary:
+                    await asyncio.to_thread(os.replace, body.path, target)
+                else:
+                    await asyncio.to_thread(_copy, body.path, target)
 
     def records(self, body: Body) -> Iterator[Record | Invalid]:
         for number, line in enumerate(body.path.read_text().splitlines(), start=1):
@@ -123,12 +130,9 @@ def _safe(uuid: str, feed: str) -> str:
     return uuid
 
 
-def _directories(feed: str, *paths: Path) -> None:
-    for path in paths:
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise FetchError(feed, f"cannot create {path}: {exc.strerror or exc}") from exc
+def _directories(feed: str, cache: Path, spool: Path) -> None:
+    ensure_directory(cache, feed, "caches MISP events")
+    ensure_directory(spool, feed)
 
 
 def _prune(cache: Path, keep: set[Path]) -> None:

@@ -1,5 +1,6 @@
-"""Retrying a feed's requests within its cycle: one connection reset must not
-cost a daily feed its day.
+"""Retries of a feed's requests within its cycle: backoff, Retry-After, the feed's deadline.
+
+One connection reset must not cost a daily feed its day.
 
 A request that failed in a way that may pass (a TransientFetchError: the
 connection, a timeout, 408, 425, 429, a 5xx) is tried again after an

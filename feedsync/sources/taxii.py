@@ -24,28 +24,35 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urljoin, urlsplit, urlunsplit
 
 import aiohttp
 import orjson
 
 from feedsync import logs, proxy
-from feedsync._http import ssl_context
+from feedsync._http import client_timeout, ssl_context, translate
 from feedsync.config import FeedConfig, TaxiiConfig
 from feedsync.errors import FetchError, ParseError
 from feedsync.metrics import feed_response
-from feedsync.model import Body, Invalid, Record, Removal, Validators, pulled
+from feedsync.model import Body, Invalid, LineParser, Record, Removal, Validators, pulled
 from feedsync.paths import component
-from feedsync.redact import Redacted
 from feedsync.sources import taxii_paging as paging
-from feedsync.sources.fetch import Request, redact_url, request_for, warn_unverified
+from feedsync.sources import transport
+from feedsync.sources.fetch import (
+    Request,
+    ensure_directory,
+    redact_url,
+    request_for,
+    warn_unverified,
+)
 from feedsync.sources.retry import retried, status_error
 from feedsync.sources.stix import indicator_records
-from feedsync.sources.transport import failure
 
 log = logs.get("feedsync.taxii")
 
+TaxiiVersion = Literal["2.0", "2.1"]
+VERSIONS: tuple[TaxiiVersion, ...] = ("2.0", "2.1")
 MEDIA = "application/taxii+json;version=2.1"
 # TAXII 2.0: its own media types; objects come as a STIX bundle paged with Range.
 MEDIA_20 = "application/vnd.oasis.taxii+json; version=2.0"
@@ -106,7 +113,7 @@ class Cursor:
     # Where the objects are and which TAXII version: an incremental pull goes
     # straight there, one round trip when nothing was added.
     objects: str | None = None
-    version: str = "2.1"
+    version: TaxiiVersion = "2.1"
     # The configured API root and collection the objects were found from: when
     # either changes, ``objects`` points at the old collection.
     source: tuple[str, str] | None = None
@@ -118,11 +125,14 @@ class Cursor:
             if not data:
                 return None
             source = data.get("source")
+            version = data.get("version", "2.1")
+            if version not in VERSIONS:
+                return None  # not a cursor this feedsync wrote: start with a full pull
             return cls(
                 data.get("added_after"),
                 float(data["full_at"]),
                 data.get("objects"),
-                data.get("version", "2.1"),
+                version,
                 (str(source[0]), str(source[1])) if source and len(source) == 2 else None,
             )
         except (ValueError, KeyError, TypeError, AttributeError):
@@ -143,6 +153,8 @@ class Cursor:
 class TaxiiSource:
     """Indicators of one TAXII 2.1 collection."""
 
+    lines: LineParser | None = None  # records are STIX objects, not lines
+
     def __init__(self, feed: FeedConfig) -> None:
         self.feed = feed
         self.taxii = feed.options_as(TaxiiConfig)
@@ -153,7 +165,7 @@ class TaxiiSource:
         self._tls: Any = None
         self._secrets: tuple[str, ...] = ()
         self._headers: dict[str, str] = {}
-        self.version = "2.1"
+        self.version: TaxiiVersion = "2.1"
 
     async def fetch(self, previous: Validators, spool: Path) -> Body | None:
         cursor = Cursor.parse(previous.cursor)
@@ -165,16 +177,14 @@ class TaxiiSource:
             log.info("taxii.source_changed", feed=self.feed.name, full_pull=True)
             cursor = None
         full = cursor is None or now - cursor.full_at >= self.taxii.full_pull
-        await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(ensure_directory, spool, self.feed.name)
         path = spool / f"{component(self.feed.name)}.taxii.body"
         after = None if full or cursor is None else cursor.added_after
         request = self._request
         headers = {**request.headers, "Accept": MEDIA}
         if self.taxii.api_key is not None and "Authorization" not in headers:
             headers["Authorization"] = f"Bearer {self.taxii.api_key.reveal()}"
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=request.timeout, sock_read=request.timeout
-        )
+        timeout = client_timeout(request.timeout)
         warn_unverified(request)
         tls = await ssl_context(request.verify_tls)
         self._request = request
@@ -217,7 +227,9 @@ class TaxiiSource:
         assert self._session is not None
         route = self._request.route(url.base)
         accept = {"Accept": MEDIA if self.version == "2.1" else MEDIA_20, **(headers or {})}
-        try:
+        failed = transport.failed(self.feed.name, where, route, self.feed.timeout)
+        # aiohttp's text can hold the URL with its query: the token.
+        with translate(failed, (*self._secrets, *route.secrets)):
             async with self._session.get(
                 url.base,
                 params=url.params(params),
@@ -247,12 +259,6 @@ class TaxiiSource:
                     message = f"HTTP {response.status} from {where}{route.via}"
                     raise status_error(self.feed.name, response.status, message, response.headers)
                 raw, headers, status = await response.read(), response.headers, response.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            # aiohttp's text can hold the URL with its query: the token.
-            secrets = self._secrets
-            raise failure(self.feed.name, where, route, exc, secrets) from Redacted.of(
-                exc, (*secrets, *route.secrets)
-            )
         try:
             return orjson.loads(raw) if raw.strip() else {}, headers, status
         except orjson.JSONDecodeError as exc:

@@ -1,14 +1,14 @@
-"""HTTP for the sources: the one place where a feed's requests are made.
+"""A feed's download over HTTP: redirects, bounded decoding, framing, per-hop proxies.
 
 Here redirects are followed by hand (credentials and custom headers stay with
 the feed's own origin, and https never falls back to http), Content-Encoding is
 decoded with the decoded size bounded by ``max_body_bytes`` (aiohttp neither
 bounds an inflating body nor notices a gzip stream without its end), a body's
 framing is judged (did the server say where it ends?), each hop goes through
-the proxy its URL calls for (feedsync.proxy), and aiohttp's exceptions become
-FetchError with every URL and secret redacted: their text holds the full URL,
-query included. A failure that may pass is a TransientFetchError, which
-feedsync.sources.retry tries again.
+the proxy its URL calls for (feedsync.proxy), and a request that fails becomes
+FetchError through feedsync._http.translate, with every URL and secret redacted
+(aiohttp's text holds the full URL, query included). A failure that may pass is
+a TransientFetchError, which feedsync.sources.retry tries again.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import ssl
 import zlib
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -24,7 +24,7 @@ import aiohttp
 from yarl import URL
 
 from feedsync import proxy
-from feedsync._http import ssl_context
+from feedsync._http import Failure, client_timeout, ssl_context, translate
 from feedsync.config import FeedRetryConfig, ProxyConfig
 from feedsync.errors import FetchError, TransientFetchError
 from feedsync.metrics import feed_response
@@ -91,7 +91,7 @@ class Client:
         timeout = self.request.timeout
         self._tls = await ssl_context(self.request.verify_tls)
         self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout),
+            timeout=client_timeout(timeout),
             auto_decompress=False,
         )
         return self
@@ -112,43 +112,12 @@ class Client:
     ) -> AsyncIterator[Response]:
         """The answer to ``url`` after its redirects; reading it inside the block
         is covered too: a body cut short is a FetchError."""
-        where = redact_url(url)
-        try:
+        with translate(self._failed(redact_url(url)), lambda: self._secrets):
             response = await self._follow(method, url, params, headers or {}, data)
             try:
                 yield Response(self.request, response, self._hop)
             finally:
                 response.release()
-        except aiohttp.ClientResponseError as exc:
-            # Without raise_for_status this is aiohttp's parser, not the server: it
-            # reports a broken status line, header or chunk as if a 400 had come.
-            why = self._hide(exc.message.partition("\n")[0].rstrip(":"))
-            raise self._error(
-                f"body from {where}{self._hop.via} was cut short: the answer breaks HTTP"
-                f" framing ({why})"
-            ) from self._hidden(exc)
-        except aiohttp.ClientPayloadError as exc:
-            # The connection ended mid-body (a reset, a restart): the next try may not.
-            raise self._transient(
-                f"body from {where}{self._hop.via} was cut short: {self._why(exc)}"
-            ) from self._hidden(exc)
-        except aiohttp.ClientSSLError as exc:  # a certificate fails the same way each time
-            raise self._error(
-                f"cannot fetch {where}{self._hop.via}: {self._why(exc)}"
-            ) from self._hidden(exc)
-        except aiohttp.ClientConnectionError as exc:
-            raise self._transient(
-                f"cannot fetch {where}{self._hop.via}: {self._why(exc)}"
-            ) from self._hidden(exc)
-        except aiohttp.ClientError as exc:
-            raise self._error(
-                f"cannot fetch {where}{self._hop.via}: {self._why(exc)}"
-            ) from self._hidden(exc)
-        except TimeoutError as exc:
-            limit = f"{self.request.timeout:g} s"
-            raise self._transient(
-                f"cannot fetch {where}{self._hop.via}: no answer within {limit}"
-            ) from self._hidden(exc)
 
     async def _follow(
         self,
@@ -184,13 +153,6 @@ class Client:
                 )
             except ValueError as exc:  # a header value or URL aiohttp will not send
                 raise self._error(f"cannot fetch {where}: {self._why(exc)}") from self._hidden(exc)
-            except aiohttp.ClientError as exc:
-                refused = proxy.refusal(hop, exc)
-                if refused is None:
-                    raise
-                status = getattr(exc, "status", None)
-                fail = self._error if status == 407 else self._transient
-                raise fail(f"cannot fetch {where}: {refused}") from self._hidden(exc)
             refused = proxy.answered(hop, response.status)
             if refused is not None:
                 response.release()
@@ -250,30 +212,35 @@ class Client:
     def _error(self, message: str) -> FetchError:
         return FetchError(self.request.feed, message)
 
-    def _transient(self, message: str) -> TransientFetchError:
-        return TransientFetchError(self.request.feed, message)
+    def _failed(self, where: str) -> Callable[[Failure], FetchError]:
+        # The route is read at the failure: the hop that failed may be a redirect's.
+        return lambda failure: fetch_failure(
+            self.request.feed, where, self._hop, self.request.timeout, failure
+        )
 
 
-def failure(
-    feed: str, where: str, route: Route, exc: BaseException, secrets: tuple[str, ...]
+def fetch_failure(
+    feed: str, where: str, route: Route, timeout: float, failure: Failure
 ) -> FetchError:
-    """An aiohttp exception (or a timeout) of a request to ``where`` as the error it
-    stands for, redacted: the proxy's refusal, transient, or final."""
-    refused = proxy.refusal(route, exc)
-    secrets = (*secrets, *route.secrets)
-    if refused is not None:
-        final = getattr(exc, "status", None) == 407
-        kind = FetchError if final else TransientFetchError
-        return kind(feed, f"cannot fetch {where}{route.via}: {refused}")
-    if isinstance(exc, TimeoutError):
-        return TransientFetchError(feed, f"cannot fetch {where}{route.via}: no answer in time")
-    why = redact_text(plain(str(exc)) or type(exc).__name__, secrets)
-    message = f"cannot fetch {where}{route.via}: {why}"
-    if isinstance(exc, aiohttp.ClientSSLError) or not isinstance(
-        exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError
-    ):
-        return FetchError(feed, message)
-    return TransientFetchError(feed, message)
+    """A feed's request to ``where`` that did not complete, as the FetchError it
+    stands for: a TransientFetchError where trying again may help."""
+    kind = TransientFetchError if failure.transient else FetchError
+    via = route.via
+    if failure.kind == "framing":
+        why = f"the answer breaks HTTP framing ({failure.reason})"
+        return kind(feed, f"body from {where}{via} was cut short: {why}")
+    if failure.kind == "cut_short":
+        return kind(feed, f"body from {where}{via} was cut short: {failure.reason}")
+    if failure.kind == "timeout":
+        return kind(feed, f"cannot fetch {where}{via}: no answer within {timeout:g} s")
+    if failure.kind == "file":
+        return kind(feed, f"cannot spool the body of {where}: {failure.reason}")
+    return kind(feed, f"cannot fetch {where}{via}: {failure.said(route)}")
+
+
+def failed(feed: str, where: str, route: Route, timeout: float) -> Callable[[Failure], FetchError]:
+    """``translate``'s ``errors`` for a feed's request to ``where`` through ``route``."""
+    return lambda failure: fetch_failure(feed, where, route, timeout, failure)
 
 
 class Response:

@@ -1,5 +1,6 @@
-"""``feedsync history``: the run history the store keeps (``runs``, the last
-``store.RUNS_KEPT_PER_FEED`` cycles of each feed), newest first.
+"""The run history the store keeps, read for ``feedsync history`` and shown newest first.
+
+The ``runs`` table keeps the last ``store.RUNS_KEPT_PER_FEED`` cycles of each feed.
 
 Read from the state database alone, read-only like ``status``: it works while
 the daemon runs, without CyberTrace's secret or the network.

@@ -1,5 +1,8 @@
-"""Line-level diffs of line-based feeds: a body that changed by 1% costs about
-one read of it, not a parse and normalization of every row.
+"""Line-level diffs: a line-based feed's new body applied by reading only what changed.
+
+A body that changed by 1% costs about one read of it, not a parse and
+normalization of every row. The lines are read by the source's line parser
+(feedsync.model.LineParser), so the store needs no source.
 
 Each applied CSV body leaves its line index: the 64-bit hash of every
 physical line, in buckets by the hash's top bits (a blob per bucket), and the
@@ -27,18 +30,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from feedsync.body import from_sql, open_body, to_sql
-from feedsync.model import Indicator, Invalid, Record, Validators
+from feedsync.model import (
+    Indicator,
+    Invalid,
+    LineLayout,
+    LineParser,
+    OnReplaced,
+    Record,
+    Validators,
+)
 from feedsync.normalize import VERSION, RowMeter, Screener, normalized_batches
 from feedsync.phases import Phases
 from feedsync.safety.exclusions import Screen
-from feedsync.sources.csvfeed import (
-    CsvOptions,
-    Layout,
-    OnReplaced,
-    parse_csv,
-    parse_selected,
-    read_layout,
-)
 from feedsync.store import FeedRow, lineindex
 from feedsync.store.snapshot import (
     Change,
@@ -60,7 +63,7 @@ class LineFeed:
 
     feed: FeedRow
     path: Path
-    options: CsvOptions
+    lines: LineParser  # the source's (feedsync.sources.CsvSource.lines)
     static_tags: tuple[str, ...]
     validators: Validators
     max_delete_ratio: float
@@ -94,7 +97,7 @@ def replace_lines(db: sqlite3.Connection, job: LineFeed) -> Change:
 
     job = dataclasses.replace(job, on_replaced=count_replaced, expanded=[False])
     with job.phases.timed("fetch"), open_body(job.path, job.feed.name) as stream:
-        layout = read_layout(stream, job.options, job.feed.name)
+        layout = job.lines.layout(stream)
     signature = _signature(layout, job.static_tags, job.screen)
     bits = job.feed.line_bits
     if bits is None:
@@ -160,11 +163,11 @@ def _read_changed(db: sqlite3.Connection, job: LineFeed, items: Iterable[Record 
 def _parsed_row(
     item: Indicator | Invalid, on_invalid: Callable[[Invalid], None]
 ) -> tuple[object, ...]:
-    digest = to_sql(item.line_hash or 0)
+    hashed = to_sql(item.line_hash or 0)
     if isinstance(item, Invalid):
         on_invalid(item)
-        return (digest, item.line, None, None, None, None, None, None, None, item.reason)
-    return (digest, item.line, *encode(item)[:7], None)
+        return (hashed, item.line, None, None, None, None, None, None, None, item.reason)
+    return (hashed, item.line, *encode(item)[:7], None)
 
 
 def _read_all(
@@ -206,7 +209,7 @@ def _note_duplicates(db: sqlite3.Connection, rows: list[Row]) -> None:
 
 
 def _apply_delta(
-    db: sqlite3.Connection, job: LineFeed, layout: Layout, delta: lineindex.Delta
+    db: sqlite3.Connection, job: LineFeed, layout: LineLayout, delta: lineindex.Delta
 ) -> tuple[Change, int]:
     feed = job.feed
     params = {"feed": feed.id}
@@ -245,9 +248,9 @@ def _apply_delta(
     return change, len(reread) + len(rivals)
 
 
-def _reread(db: sqlite3.Connection, job: LineFeed, layout: Layout, wanted: set[int]) -> None:
+def _reread(db: sqlite3.Connection, job: LineFeed, layout: LineLayout, wanted: set[int]) -> None:
     with open_body(job.path, job.feed.name) as stream:
-        items = parse_selected(stream, layout, wanted, job.feed.name, job.on_replaced)
+        items = job.lines.parse_selected(stream, layout, wanted, job.on_replaced)
         _read_changed(db, job, items)
 
 
@@ -276,7 +279,7 @@ def _apply_full(db: sqlite3.Connection, job: LineFeed) -> Change:
     """Read every line, as for any source, and rebuild the ``lines`` table."""
     reasons: Counter[str] = Counter()
     with open_body(job.path, job.feed.name) as stream:
-        items = parse_csv(stream, job.options, job.feed.name, job.on_replaced)
+        items = job.lines.parse(stream, job.on_replaced)
         valid = _read_all(db, job, items, reasons)
     feed = job.feed
     with job.phases.timed("store"):
@@ -309,7 +312,7 @@ def forget_lines(db: sqlite3.Connection, feed: FeedRow) -> None:
 
 
 def _signature(
-    layout: Layout | None, static_tags: tuple[str, ...], screen: Screen | None
+    layout: LineLayout | None, static_tags: tuple[str, ...], screen: Screen | None
 ) -> str | None:
     # What a line became depends on the exclusions too: others read the body in full.
     if layout is None:

@@ -1,5 +1,7 @@
-"""The line index of a line-based feed: the hash of every line of the body
-last applied, in buckets by the hash's top bits, one blob per bucket.
+"""The line index: the line hashes of a feed's last applied body, and their diff.
+
+The hash of every line of the body last applied is kept in buckets by the
+hash's top bits, one blob per bucket.
 
 A new body is hashed line by line into the same buckets (``scan``) and
 compared with the index bucket by bucket (``diff``): the sets compared are at
@@ -40,8 +42,8 @@ def scan(db: sqlite3.Connection, path: Path, feed: str, bits: int) -> int:
             if bits == 0:
                 parts[0].extend(map(line_hash, batch))
             else:
-                for digest in map(line_hash, batch):
-                    routes[digest >> shift](digest)
+                for hashed in map(line_hash, batch):
+                    routes[hashed >> shift](hashed)
             held += len(batch)
             if held >= SPILL:
                 _spill(db, parts)
@@ -89,7 +91,7 @@ def diff(db: sqlite3.Connection, feed: FeedRow, bits: int) -> Delta | None:
             )
         del scanned
         old = _bucket(db, "line_index", "feed_id = ? AND bucket = ?", (feed.id, bucket))
-        gone = [to_sql(digest) for digest in old if digest not in new]
+        gone = [to_sql(hashed) for hashed in old if hashed not in new]
         db.executemany("INSERT OR IGNORE INTO gone_lines VALUES (?)", ((g,) for g in gone))
         removed += len(gone)
         new.difference_update(old)
@@ -113,8 +115,8 @@ def keep(
         shift = 64 - wanted_bits
         for old in range(1 << bits):
             split: dict[int, array[int]] = {}
-            for digest in _bucket(db, "scan", "bucket = ?", (old,)):
-                split.setdefault(digest >> shift, array("Q")).append(digest)
+            for hashed in _bucket(db, "scan", "bucket = ?", (old,)):
+                split.setdefault(hashed >> shift, array("Q")).append(hashed)
             for bucket, hashes in split.items():
                 _store_bucket(db, feed, bucket, hashes)
     db.execute(

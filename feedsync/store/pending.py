@@ -1,6 +1,8 @@
-"""The supplier's plan as it waits to be sent: pending operations cut into
-batches, CyberTrace's answers recorded (acknowledged, rejected, still
-pending), the tags the plan names and the dry run's preview of it.
+"""A supplier's plan as it waits to be sent, and CyberTrace's answers to it.
+
+Pending operations are cut into batches; answers are recorded (acknowledged,
+rejected, still pending); the tags the plan names and the dry run's preview
+are read here too.
 
 cybertrace/upload.py sends the batches; only this module reads and settles
 the ``pending`` table for it (invariant 1: what is not acknowledged stays).

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import Literal
 
 import orjson
 
@@ -68,11 +69,19 @@ def counted(
 
 
 def digest64(data: bytes) -> int:
-    """A signed 64-bit content hash: what SQLite stores as an INTEGER."""
+    """A signed 64-bit content hash: what SQLite stores as an INTEGER.
+
+    "Digest" names this hash only: a snapshot row's content (value, context,
+    tags), as pending, acked and rejected keep it. A physical line's xxh3 is its
+    *line hash* (feedsync.body), a body's SHA-256 its ``sha256`` (Validators), and
+    the keys of a held fetch hash to ``held_digest`` (``_key_set_hash``)."""
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big", signed=True)
 
 
 Row = tuple[str, str, str, str, str, int, float | None, int | None]
+# Which snapshot rows a staged change replaces: all of a feed's ("replace"), those of
+# the keys a line diff touched ("delta"), or those a patch names ("patch").
+Outgoing = Literal["replace", "delta", "patch"]
 
 
 def encode(indicator: Indicator) -> Row:
@@ -224,7 +233,7 @@ class Guard:
     ratio: float
     force: bool
     keys: str
-    mode: str
+    mode: Outgoing
 
 
 def guarded(
@@ -239,10 +248,10 @@ def guarded(
     """Hold a change that shrinks the feed too much, or apply it."""
     shrink = _shrink(change.before, total, change.removed, guard.ratio)
     if shrink is not None and not guard.force:
-        digest = _digest(db, guard.keys, feed)
+        keys = _key_set_hash(db, guard.keys, feed)
         # A shrink stands once a second fetch yields the very same set; an empty one never does.
-        if total == 0 or digest != feed.held_digest:
-            _hold(db, feed, change.removed, total, digest)
+        if total == 0 or keys != feed.held_digest:
+            _hold(db, feed, change.removed, total, keys)
             return dataclasses.replace(change, held=True, held_reason=shrink)
     added, changed = _apply(db, feed, total, change, validators, mode=guard.mode)
     return dataclasses.replace(change, added=added, changed=changed)
@@ -304,19 +313,21 @@ def _shrink(before: int, total: int, removed: int, ratio: float) -> str | None:
     return None
 
 
-def _digest(db: sqlite3.Connection, query: str, feed: FeedRow) -> str:
-    digest = hashlib.sha256()
+def _key_set_hash(db: sqlite3.Connection, query: str, feed: FeedRow) -> str:
+    """The SHA-256 of the keys a held fetch would leave (kept as ``held_digest``,
+    the column's name since migration 1): what tells a repeated shrink."""
+    keys = hashlib.sha256()
     for (key,) in db.execute(query, {"feed": feed.id}):
-        digest.update(key.encode())
-        digest.update(b"\x00")
-    return digest.hexdigest()
+        keys.update(key.encode())
+        keys.update(b"\x00")
+    return keys.hexdigest()
 
 
-def _hold(db: sqlite3.Connection, feed: FeedRow, removed: int, total: int, digest: str) -> None:
+def _hold(db: sqlite3.Connection, feed: FeedRow, removed: int, total: int, keys: str) -> None:
     db.execute(
         "UPDATE feeds SET held_removals = ?, held_total = ?, held_digest = ?,"
         " held_since = coalesce(held_since, ?) WHERE id = ?",
-        (removed, total, digest, now(db), feed.id),
+        (removed, total, keys, now(db), feed.id),
     )
 
 
@@ -333,7 +344,7 @@ FULL_KEYS = (
 # row the new fetch does not repeat verbatim; under a patch the removed rows and
 # those the patch rewrites; under a delta (a replacement staged only for the keys
 # its changed lines touch) the touched rows not repeated verbatim.
-_OUTGOING = {
+_OUTGOING: dict[Outgoing, str] = {
     "replace": "NOT EXISTS (SELECT 1 FROM stage t WHERE t.key = s.key AND t.digest = s.digest)",
     "delta": "s.key IN (SELECT key FROM touched) AND NOT EXISTS"
     " (SELECT 1 FROM stage t WHERE t.key = s.key AND t.digest = s.digest)",
@@ -356,7 +367,7 @@ def _apply(
     change: Change,
     validators: Validators,
     *,
-    mode: str = "replace",
+    mode: Outgoing = "replace",
 ) -> tuple[int, int]:
     params = {"feed": feed.id, "supplier": feed.supplier}
     outgoing = _OUTGOING[mode]

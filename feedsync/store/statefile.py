@@ -1,6 +1,10 @@
-"""The state database as files: which file is feedsync's, who may write it,
-whether it can take a write now, and SQLite's errors as feedsync's (``translate``,
-``translated``: the store's one boundary for them).
+"""The state database as files, and SQLite's errors as feedsync's.
+
+Recognising feedsync's file, its lock, its private directory.
+
+Which file is feedsync's, who may write it, and whether it can take a write
+now; ``translate`` and ``translated`` are the store's one boundary for SQLite's
+errors.
 
 Only a path that does not exist starts a new database: an existing file that
 is empty, is not SQLite, or is another application's database is refused with

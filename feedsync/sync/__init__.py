@@ -1,7 +1,7 @@
 """One sync cycle: fetch feeds, update snapshots, plan and upload per supplier.
 
 Feeds are fetched concurrently under a bound, each within its timeout
-(cycle_fetch.py). Each supplier goes on as soon as its own feeds are fetched,
+(sync/fetching.py). Each supplier goes on as soon as its own feeds are fetched,
 whatever the others' are doing: each feed's snapshot is written in a
 transaction of its own (a feed that fails, however, leaves only itself
 untouched), then the plan in another, so other feeds' store work gets the
@@ -17,27 +17,37 @@ import dataclasses
 import functools
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from feedsync import logs, metrics
 from feedsync.config import Config
 from feedsync.cybertrace import CyberTrace
-from feedsync.cybertrace.bootstrap import SupplierState, ensure_supplier, ensure_tags
+from feedsync.cybertrace.bootstrap import SupplierInfo, SupplierState, ensure_supplier, ensure_tags
 from feedsync.cybertrace.upload import upload
 from feedsync.errors import AuthError, CyberTraceError, StoreError, SupplierGone
 from feedsync.phases import Phases
 from feedsync.progress import QUIET, Meter, Progress
+from feedsync.redact import cause
 from feedsync.sources import source_for
-from feedsync.store import Store, pending, record_run, statefile
+from feedsync.store import Store, pending, record_run
 from feedsync.store.membership import members
 from feedsync.store.pending import Sent
 from feedsync.store.reconcile import Plan, Refresh, Target, plan, prune_retired
 from feedsync.sync import canary
 from feedsync.sync.applying import Applier, failed
-from feedsync.sync.fetching import Fetched, Fetcher, SourceFactory, cycle_deadline
-from feedsync.sync.reports import FeedReport, SupplierReport, cause, run_of
+from feedsync.sync.fetching import (
+    Fetched,
+    Fetcher,
+    SourceFactory,
+    clear_spool,
+    cycle_deadline,
+    settle,
+    spool_dir,
+)
+from feedsync.sync.reports import FeedReport, SupplierReport, run_of
 
 log = logs.get("feedsync.sync")
+
+__all__ = ["Cycle", "clear_spool", "metered_client", "spool_dir"]
 
 
 class Cycle:
@@ -105,7 +115,7 @@ class Cycle:
             async with contextlib.AsyncExitStack() as stack:
                 client = self.client
                 if client is None:
-                    client = await stack.enter_async_context(connect(self.config))
+                    client = await stack.enter_async_context(metered_client(self.config))
                 outcomes = await asyncio.gather(
                     *(
                         self._supplier_when_fetched(
@@ -116,7 +126,7 @@ class Cycle:
                     return_exceptions=True,
                 )
         finally:
-            await _settle(list(fetches.values()))
+            await settle(list(fetches.values()))
             self.progress.leave([f.name for f in feeds])
         return _collect(outcomes)
 
@@ -273,26 +283,8 @@ class Cycle:
         supplier = target.supplier
         info = await ensure_supplier(client, self.config.supplier_settings(supplier))
         watched = canary.applies(self.config.cybertrace, supplier)
-        if info.state is SupplierState.CREATED:
-            acked = (await self.store.call(self.store.counts, supplier))["acked"]
-            if acked:
-                # It was deleted by hand: CyberTrace holds none of what we recorded.
-                log.warning("supplier.vanished", supplier=supplier, acked=acked)
-                await self.store.call(self._replan, target, None, True, False)
-        elif watched:
-            why = await canary.lost(client, self.store, supplier, info)
-            if why is not None:
-                log.warning("supplier.restored", supplier=supplier, reason=why)
-                await self.store.call(self._replan, target, None, True, True)
-        refreshed = 0
-        if info.retention > 0:
-            await self.store.call(self._prune_retired, supplier, info.retention * 60)
-            span = info.retention * 60 * self.config.cybertrace.refresh_fraction
-            replanned = await self.store.call(self._replan, target, Refresh(span, self.clock.now()))
-            refreshed = replanned.refresh
-            metrics.REFRESH_DUE.labels(supplier).set(refreshed)
-            if refreshed:
-                log.info("supplier.refresh", supplier=supplier, due=refreshed)
+        await self._recover(client, target, info, watched)
+        refreshed = await self._refresh(target, info) if info.retention > 0 else 0
         repair = None
         if target.send_tags:
 
@@ -326,6 +318,35 @@ class Cycle:
             raise
         await renew()
         return sent, refreshed
+
+    async def _recover(
+        self, client: CyberTrace, target: Target, info: SupplierInfo, watched: bool
+    ) -> None:
+        """Plan a resync where CyberTrace lost what was sent: the supplier was deleted
+        (made afresh now) or restored from a backup (its canary says so)."""
+        supplier = target.supplier
+        if info.state is SupplierState.CREATED:
+            acked = (await self.store.call(self.store.counts, supplier))["acked"]
+            if acked:
+                # It was deleted by hand: CyberTrace holds none of what we recorded.
+                log.warning("supplier.vanished", supplier=supplier, acked=acked)
+                await self.store.call(self._replan, target, None, True, False)
+        elif watched:
+            why = await canary.lost(client, self.store, supplier, info)
+            if why is not None:
+                log.warning("supplier.restored", supplier=supplier, reason=why)
+                await self.store.call(self._replan, target, None, True, True)
+
+    async def _refresh(self, target: Target, info: SupplierInfo) -> int:
+        """Plan the refresh of what the supplier's retention would soon expire; how many."""
+        supplier = target.supplier
+        await self.store.call(self._prune_retired, supplier, info.retention * 60)
+        span = info.retention * 60 * self.config.cybertrace.refresh_fraction
+        replanned = await self.store.call(self._replan, target, Refresh(span, self.clock.now()))
+        metrics.REFRESH_DUE.labels(supplier).set(replanned.refresh)
+        if replanned.refresh:
+            log.info("supplier.refresh", supplier=supplier, due=replanned.refresh)
+        return replanned.refresh
 
     def _replan(
         self, target: Target, refresh: Refresh | None, resync: bool = False, sweep: bool = True
@@ -376,35 +397,12 @@ class Cycle:
         return dataclasses.replace(report, pending=pending, rejected=counts["rejected"])
 
 
-def connect(config: Config) -> CyberTrace:
-    """A CyberTrace client reporting to the metrics (open it with ``async with``)."""
+def metered_client(config: Config) -> CyberTrace:
+    """A CyberTrace client reporting to the metrics, not yet connected: ``async with``
+    opens it (its session, TLS context and client certificate)."""
     return CyberTrace(
         config.cybertrace, observe=metrics.observe_request, on_retry=metrics.count_retry
     )
-
-
-def clear_spool(config: Config) -> None:
-    """Delete bodies a killed process left behind. Call once at process start:
-    the store lock means no other feedsync spools here, and no cycle runs yet."""
-    for stale in spool_dir(config).glob("*.body"):
-        stale.unlink(missing_ok=True)
-
-
-def spool_dir(config: Config) -> Path:
-    """Downloads in flight, in the state database's own directory: another
-    instance's state beside it has its own."""
-    return statefile.private_dir(config.state.path) / "spool"
-
-
-async def _settle(fetches: list[asyncio.Task[Fetched]]) -> None:
-    """Fetches no supplier waited for (the cycle failed) stop; every body goes."""
-    for task in fetches:
-        task.cancel()
-    for task in fetches:
-        with contextlib.suppress(asyncio.CancelledError):
-            item = await task
-            if item.body is not None:
-                item.body.discard()
 
 
 def _collect(

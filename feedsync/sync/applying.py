@@ -1,6 +1,7 @@
-"""The store's half of a feed's cycle: its fetched body applied to its snapshot,
-on the store's thread, inside the caller's transaction (whose handle it only
-passes on to the store's functions).
+"""Applying a fetched body to its feed's snapshot: the store's half of a feed's cycle.
+
+It runs on the store's thread, inside the caller's transaction (whose handle it
+only passes on to the store's functions).
 
 Whatever the parser raises fails the feed alone: its savepoint undoes what it
 wrote, and its run records the cause. The store's own failures are not the
@@ -18,19 +19,18 @@ from dataclasses import dataclass, field
 from feedsync import logs
 from feedsync.config import CsvConfig
 from feedsync.errors import ParseError, SourceError, StoreError
-from feedsync.model import Invalid
+from feedsync.model import Invalid, OnReplaced
 from feedsync.normalize import canonical_tags, normalized_batches
 from feedsync.phases import Phases
 from feedsync.progress import QUIET, Meter, Progress
+from feedsync.redact import cause
 from feedsync.safety.exclusions import EXCLUDED, Screen
 from feedsync.safety.warninglists import screen_for
-from feedsync.sources import CsvSource
-from feedsync.sources.csvfeed import OnReplaced
 from feedsync.store import Connection, Store, read_feed, record_exclusions, record_run
 from feedsync.store.linediff import LineFeed, forget_lines, replace_lines
 from feedsync.store.snapshot import Change, expire, patch, replace
 from feedsync.sync.fetching import Fetched
-from feedsync.sync.reports import FeedReport, cause, run_of
+from feedsync.sync.reports import FeedReport, FeedResult, Stage, run_of
 
 log = logs.get("feedsync.sync")
 
@@ -58,45 +58,24 @@ class Applier:
             log.info("feed.expired", feed=feed.name, count=expired)
             item.row = read_feed(db, item.row.id)
         if item.error is not None or item.body is None:
-            if item.error is not None:
-                report = failed(item, item.error, "fetch")
-            else:
-                # A 304 or the same body still took a round trip: its duration counts.
-                seconds = time.monotonic() - item.started
-                report = FeedReport(feed.name, feed.supplier, "unchanged", seconds=seconds)
+            report = _unapplied(item)
             record_run(db, run_of(report, self.store.clock.now()))
             return report
         meter = Meter(self.progress, (feed.name,))
         meter.enter("parse")
         static = canonical_tags(feed.tags)
         invalid = InvalidRows()
+        # Only csv feeds decode bytes themselves, and so only they replace any.
+        csv = feed.options if isinstance(feed.options, CsvConfig) else None
+        replaced = ReplacedRows(feed.name, csv.encoding if csv else "")
         rejected = Change()
-        replaced = [0]
-
-        def on_replaced(line: int, columns: tuple[str, ...]) -> None:
-            # The indicator is kept: a warning, not an invalid row.
-            replaced[0] += 1
-            if replaced[0] <= REPLACED_LOGGED:
-                log.warning(
-                    "feed.context_undecodable",
-                    feed=feed.name,
-                    line=line,
-                    columns=list(columns),
-                    encoding=feed.options_as(CsvConfig).encoding,  # only csv feeds replace
-                )
-
         try:
             with self.store.savepoint() as unit:
-                change = self._snapshot(unit, item, static, invalid.add, on_replaced, meter=meter)
+                change = self._snapshot(unit, item, static, invalid.add, replaced, meter=meter)
                 if change.fetched == 0 and change.invalid > 0:
                     # Counted although the savepoint undoes the rows: a feed whose every
                     # row is invalid is the one its invalid counter must show.
-                    rejected = Change(
-                        invalid=change.invalid,
-                        invalid_reasons=change.invalid_reasons,
-                        excluded=change.excluded,
-                        excluded_reasons=change.excluded_reasons,
-                    )
+                    rejected = _rejected(change)
                     reasons = ", ".join(f"{r} {n}" for r, n in change.invalid_reasons.items())
                     raise ParseError(
                         feed.name, f"no valid indicator in {change.invalid} rows ({reasons})"
@@ -111,14 +90,10 @@ class Applier:
             report = failed(item, cause(exc), "parse")
             log.error("feed.parse_failed", feed=feed.name, error=report.error, exc_info=exc)
         else:
-            result = "held" if change.held else "ok"
+            result: FeedResult = "held" if change.held else "ok"
+            seconds = time.monotonic() - item.started
             report = FeedReport(
-                feed.name,
-                feed.supplier,
-                result,
-                change,
-                change.held_reason,
-                time.monotonic() - item.started,
+                feed.name, feed.supplier, result, change, change.held_reason, seconds
             )
         invalid.log(feed.name)
         record_run(db, run_of(report, self.store.clock.now()))
@@ -139,11 +114,12 @@ class Applier:
         feed, body = item.feed, item.body
         assert body is not None and item.row is not None and item.source is not None
         screen = screen_for(feed.exclude.builtin, feed.exclude.warninglists, feed.expand_cidr)
-        if isinstance(item.source, CsvSource) and body.mode == "replace":
+        lines = item.source.lines
+        if lines is not None and body.mode == "replace":
             job = LineFeed(
                 feed=item.row,
                 path=body.path,
-                options=item.source.options,
+                lines=lines,
                 static_tags=static,
                 validators=body.validators,
                 max_delete_ratio=feed.max_delete_ratio,
@@ -198,7 +174,27 @@ class Applier:
         return change
 
 
-def failed(item: Fetched, error: str, stage: str, change: Change | None = None) -> FeedReport:
+def _unapplied(item: Fetched) -> FeedReport:
+    """The report of a feed whose fetch failed or brought nothing new."""
+    if item.error is not None:
+        return failed(item, item.error, "fetch")
+    # A 304 or the same body still took a round trip: its duration counts.
+    seconds = time.monotonic() - item.started
+    return FeedReport(item.feed.name, item.feed.supplier, "unchanged", seconds=seconds)
+
+
+def _rejected(change: Change) -> Change:
+    """What a change whose every row was invalid still counts: its invalid and
+    excluded rows."""
+    return Change(
+        invalid=change.invalid,
+        invalid_reasons=change.invalid_reasons,
+        excluded=change.excluded,
+        excluded_reasons=change.excluded_reasons,
+    )
+
+
+def failed(item: Fetched, error: str, stage: Stage, change: Change | None = None) -> FeedReport:
     return FeedReport(
         item.feed.name,
         item.feed.supplier,
@@ -208,6 +204,28 @@ def failed(item: Fetched, error: str, stage: str, change: Change | None = None) 
         stage=stage,
         seconds=time.monotonic() - item.started,
     )
+
+
+@dataclass(slots=True)
+class ReplacedRows:
+    """A feed's rows kept although their context had undecodable bytes (an
+    ``OnReplaced``): a warning each, the first ``REPLACED_LOGGED`` of them only."""
+
+    feed: str
+    encoding: str
+    count: int = 0
+
+    def __call__(self, line: int, columns: tuple[str, ...]) -> None:
+        # The indicator is kept: a warning, not an invalid row.
+        self.count += 1
+        if self.count <= REPLACED_LOGGED:
+            log.warning(
+                "feed.context_undecodable",
+                feed=self.feed,
+                line=line,
+                columns=list(columns),
+                encoding=self.encoding,
+            )
 
 
 @dataclass(slots=True)

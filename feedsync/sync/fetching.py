@@ -10,6 +10,7 @@ others go on, and the failure is in the feed's report and run history.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import re
 import time
@@ -18,18 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from feedsync import logs
-from feedsync.config import FeedConfig
+from feedsync.config import Config, FeedConfig
 from feedsync.errors import SourceError, StoreError
 from feedsync.model import Body, Validators
 from feedsync.paths import component
 from feedsync.phases import Phases
 from feedsync.progress import DOWNLOAD, QUIET, Meter, Progress
+from feedsync.redact import cause, redact_url
 from feedsync.safety.warninglists import fingerprint
 from feedsync.sources import Source, source_for
-from feedsync.sources.fetch import redact_url
 from feedsync.sources.retry import DEADLINE
-from feedsync.store import FeedRow, Store
-from feedsync.sync.reports import cause
+from feedsync.store import FeedRow, Store, statefile
 
 log = logs.get("feedsync.sync")
 
@@ -162,6 +162,30 @@ class Fetcher:
             item.body.discard()
             item.body = None
         await asyncio.to_thread(discard_spooled, self.spool, item.feed.name)
+
+
+def clear_spool(config: Config) -> None:
+    """Delete bodies a killed process left behind. Call once at process start:
+    the store lock means no other feedsync spools here, and no cycle runs yet."""
+    for stale in spool_dir(config).glob("*.body"):
+        stale.unlink(missing_ok=True)
+
+
+def spool_dir(config: Config) -> Path:
+    """Downloads in flight, in the state database's own directory: another
+    instance's state beside it has its own."""
+    return statefile.private_dir(config.state.path) / "spool"
+
+
+async def settle(fetches: list[asyncio.Task[Fetched]]) -> None:
+    """Fetches no supplier waited for (the cycle failed) stop; every body goes."""
+    for task in fetches:
+        task.cancel()
+    for task in fetches:
+        with contextlib.suppress(asyncio.CancelledError):
+            item = await task
+            if item.body is not None:
+                item.body.discard()
 
 
 def discard_spooled(spool: Path, feed: str) -> None:

@@ -1,16 +1,16 @@
-"""What a cycle tells of each feed and supplier: the reports, and for a feed
-its run history row, its ``feed.synced`` summary line and its metrics."""
+"""A cycle's reports of each feed and supplier, and what each feed's report records.
+
+For a feed that is its run history row, its ``feed.synced`` summary line and
+its metrics."""
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from feedsync import logs, metrics
-from feedsync.redact import plain
-from feedsync.sources.fetch import redact_url
 from feedsync.store import FeedRow, Run
 from feedsync.store.pending import Sent
 from feedsync.store.reconcile import Plan
@@ -18,10 +18,10 @@ from feedsync.store.snapshot import Change
 
 log = logs.get("feedsync.sync")
 
-STAGES = ("fetch", "parse", "store", "cybertrace")
-RESULTS = ("ok", "unchanged", "held", "failed")
-CAUSE_LIMIT = 300
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+FeedResult = Literal["ok", "unchanged", "held", "failed"]  # the feedsync_feed_fetch_total label
+Stage = Literal["fetch", "parse", "store", "cybertrace"]  # where a failed cycle failed
+STAGES: tuple[Stage, ...] = ("fetch", "parse", "store", "cybertrace")
+RESULTS: tuple[FeedResult, ...] = ("ok", "unchanged", "held", "failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,11 +30,11 @@ class FeedReport:
 
     feed: str
     supplier: str
-    result: str  # ok | unchanged | held | failed
+    result: FeedResult
     change: Change = field(default_factory=Change)
     error: str | None = None
     seconds: float = 0.0
-    stage: str | None = None  # where a failed cycle failed: fetch, parse, store, cybertrace
+    stage: Stage | None = None  # where a failed cycle failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,13 +160,3 @@ def supplier_state_metrics(supplier: str, counts: Mapping[str, int]) -> None:
     metrics.BYTES_SENT.labels(supplier)
     for op in ("add", "update", "delete"):
         metrics.CHANGES.labels(supplier, op)
-
-
-def cause(exc: BaseException) -> str:
-    """What an exception that is not feedsync's says, fit for a log line and the
-    run history: its type and message, URLs redacted (a query or userinfo may hold
-    a key), cut short (an over-long uuid or path would otherwise fill the row)."""
-    message = plain(_URL.sub(lambda m: redact_url(m.group(0)), str(exc)))
-    if len(message) > CAUSE_LIMIT:
-        message = message[:CAUSE_LIMIT] + "..."
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

@@ -20,6 +20,7 @@ from feedsync.errors import ConfigError
 from feedsync.model import Indicator, Invalid, Record, Validators
 from feedsync.safety.exclusions import BUILTIN, EXCLUDED, TOO_WIDE, Screen, intervals
 from feedsync.safety.warninglists import available, chosen, entries, screen_for
+from feedsync.sources import CsvLines
 from feedsync.sources.csvfeed import CsvOptions
 from feedsync.store import Store, connection
 from feedsync.store.linediff import LineFeed, replace_lines
@@ -278,7 +279,7 @@ def apply_lines(store: Store, path: Path, lines: list[str], names: tuple[str, ..
     job = LineFeed(
         feed=store.feed("f", "S"),
         path=path,
-        options=OPTIONS,
+        lines=CsvLines(OPTIONS, "f"),
         static_tags=(),
         validators=Validators(sha256=str(len(lines))),
         max_delete_ratio=1.0,

@@ -166,6 +166,8 @@ TWO_SUPPLIERS = "Demo: {confidence: 50}\nOther: {confidence: 50}\n"
 class Raising:
     """A source whose fetch or records raise what no feedsync code translated."""
 
+    lines = None  # read record by record, so that records() is what raises
+
     def __init__(self, feed: FeedConfig, fetch: BaseException | None, parse: Exception | None):
         self.inner = CsvSource(feed)
         self.fetch_error = fetch

@@ -461,3 +461,11 @@ async def test_taxii_2_0_server_with_range_paging(
     assert (
         emulator.indicators("VX")["old0.example"].context["indicator_types"] == "malicious-activity"
     )
+
+
+def test_a_cursor_naming_a_taxii_version_feedsync_does_not_speak_is_no_cursor() -> None:
+    from feedsync.sources.taxii import Cursor  # noqa: PLC0415
+
+    kept = Cursor.parse('{"full_at": 1.0, "version": "2.0"}')
+    assert kept is not None and kept.version == "2.0"
+    assert Cursor.parse('{"full_at": 1.0, "version": "3.0"}') is None, "a full pull instead"

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feedsync.model import Validators
+from feedsync.sources import CsvLines
 from feedsync.sources.csvfeed import CsvOptions
 from feedsync.store import Store, connection, lineindex
 from feedsync.store.linediff import LineFeed, replace_lines
@@ -81,7 +82,7 @@ class Feed:
         job = LineFeed(
             feed=row,
             path=self.body,
-            options=options,
+            lines=CsvLines(options, self.name),
             static_tags=tags,
             validators=Validators(sha256="x"),
             max_delete_ratio=ratio,

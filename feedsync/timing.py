@@ -1,5 +1,8 @@
-"""When a scheduled feed runs: its APScheduler trigger, its first run after a
-start, and how far apart its runs are (what staleness is judged by)."""
+"""When a scheduled feed runs: its trigger, its first run after a start, its interval.
+
+Its APScheduler trigger, its first run after a start, and how far apart its
+runs are (what staleness is judged by). Below the daemon: ``status`` reads the
+interval too."""
 
 from __future__ import annotations
 
