@@ -80,16 +80,13 @@ def test_indicator_records_revoked_expired_and_context() -> None:
         and dict(record.context)["stix_id"] == "indicator--1"
     )
     assert list(indicator_records({**base, "revoked": True}, line=1, now=NOW, patch=True)) == [
-        Removal("indicator--1", 1, family=True)
+        Removal("indicator--1", 1, family=True, reason="revoked")
     ]
-    assert (
-        list(
-            indicator_records(
-                {**base, "valid_until": "2020-01-01T00:00:00Z"}, line=1, now=NOW, patch=False
-            )
+    assert list(
+        indicator_records(
+            {**base, "valid_until": "2020-01-01T00:00:00Z"}, line=1, now=NOW, patch=False
         )
-        == []
-    )
+    ) == [Removal("indicator--1", 1, family=True, reason="expired (its valid_until passed)")]
     [invalid] = indicator_records({**base, "pattern_type": "sigma"}, line=1, now=NOW, patch=False)
     assert isinstance(invalid, Invalid) and invalid.reason == "pattern_type"
 

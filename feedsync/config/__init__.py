@@ -170,6 +170,20 @@ class CyberTraceConfig:
 @dataclass(frozen=True, slots=True)
 class StateConfig:
     path: str = "/var/lib/feedsync/state.db"
+    # The change journal's bounds (store/journal.py): entries older go, then the oldest
+    # past the count; an entry is at most ~600 bytes, so rows bound the size too.
+    journal_max_age: float = 90 * 86400.0
+    journal_max_rows: int = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ProvenanceConfig:
+    """Context fields feedsync adds to every indicator it sends (None: not sent):
+    the feeds that list it, and when feedsync first and last sent it."""
+
+    feeds: str | None = None
+    first_seen: str | None = None
+    last_seen: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +272,7 @@ class Config:
     feeds: tuple[FeedConfig, ...]
     warnings: tuple[str, ...] = ()  # valid but unsafe (secrets others can read): log them
     supplier_defaults: SupplierDefaults = SupplierDefaults()
+    provenance: ProvenanceConfig = ProvenanceConfig()
 
     def supplier_settings(self, name: str) -> SupplierConfig:
         """The settings feedsync creates supplier ``name`` with: its ``suppliers:``
@@ -348,8 +363,9 @@ def _parse(
 
 def _sections(data: dict[Any, Any], source: str, context: _Context) -> Config:
     sections = (
-        "cybertrace", "state", "server", "supplier_defaults", "suppliers", "feeds", "exclude"
-    )
+        "cybertrace", "state", "server", "supplier_defaults", "suppliers", "feeds", "exclude",
+        "provenance",
+    )  # fmt: skip
     top = _Map("", data, sections, context)
     context.exclude = _exclude(context, "exclude", data.get("exclude"), ExcludeConfig())
     cybertrace = _cybertrace(top.child("cybertrace", _keys(CyberTraceConfig, "password_file")))
@@ -363,13 +379,31 @@ def _sections(data: dict[Any, Any], source: str, context: _Context) -> Config:
     return Config(
         path=source,
         cybertrace=cybertrace,
-        state=StateConfig(_resolve(context.base, state.text("path", StateConfig().path))),
+        state=_state(state, context),
         server=server,
         suppliers=MappingProxyType(_suppliers(top, {feed.supplier for feed in feeds}, defaults)),
         feeds=feeds,
         warnings=tuple(context.warnings),
         supplier_defaults=defaults,
+        provenance=_provenance(top.child("provenance", _keys(ProvenanceConfig), optional=True)),
     )
+
+
+def _state(m: _Map, context: _Context) -> StateConfig:
+    base = StateConfig()
+    return StateConfig(
+        _resolve(context.base, m.text("path", base.path)),
+        journal_max_age=m.duration("journal_max_age", base.journal_max_age, "[1h, 36500d]"),
+        journal_max_rows=m.integer("journal_max_rows", base.journal_max_rows, "[1000, 1000000000]"),
+    )
+
+
+def _provenance(m: _Map) -> ProvenanceConfig:
+    names = {key: m.maybe_text(key) for key in ("feeds", "first_seen", "last_seen")}
+    chosen = [name for name in names.values() if name is not None]
+    if len(set(chosen)) != len(chosen):
+        raise ConfigError(m.path, "the provenance field names must differ from each other")
+    return ProvenanceConfig(**names)
 
 
 # YAML and the environment

@@ -106,8 +106,14 @@ SECTIONS: Mapping[str, tuple[Key, ...]] = MappingProxyType(
                 REQUIRED,
             ),
             Key("exclude", {"$ref": "#/$defs/exclude"}),
+            Key("provenance", {"$ref": "#/$defs/provenance"}),
         ),
         "exclude": _EXCLUDE_KEYS,
+        "provenance": _section(
+            Key("feeds", _STRING),
+            Key("first_seen", _STRING),
+            Key("last_seen", _STRING),
+        ),
         "cybertrace": _section(
             Key("url", {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"}, REQUIRED),
             Key("username", _STRING, REQUIRED),
@@ -136,7 +142,11 @@ SECTIONS: Mapping[str, tuple[Key, ...]] = MappingProxyType(
             Key("initializing", _DURATION, "15m"),
         ),
         "cybertrace.proxy": _PROXY_KEYS,
-        "state": _section(Key("path", _STRING, "/var/lib/feedsync/state.db")),
+        "state": _section(
+            Key("path", _STRING, "/var/lib/feedsync/state.db"),
+            Key("journal_max_age", _DURATION, "90d"),
+            Key("journal_max_rows", _int(1000, 1000000000), 1000000),
+        ),
         "server": _section(
             Key("listen", _STRING, "127.0.0.1:9464"),
             Key("shutdown_grace", _number(0, 86400), 30),
@@ -209,6 +219,7 @@ _DEFS = {
     "suppliers.*": "supplier",
     "feeds[].retry": "feed_retry",
     "exclude": "exclude",
+    "provenance": "provenance",
 }
 # One of each pair is required; the loader refuses both at once.
 _EITHER = {

@@ -1,5 +1,5 @@
 """The daemon's control channel: how ``feedsync sync``, ``status``, ``hold``,
-``release`` and ``reload`` steer a running ``feedsync run``.
+``release``, ``reload`` and ``forget`` steer a running ``feedsync run``.
 
 While the daemon runs it holds the state database's writers' lock, so the CLI
 cannot do the work itself; it asks the daemon instead, over a unix socket in
@@ -37,7 +37,7 @@ CONNECT_TIMEOUT = 5.0
 # the other commands are answered from memory or one short store call.
 ANSWER_TIMEOUT = 60.0
 
-Command = Literal["sync", "status", "hold", "release", "reload"]
+Command = Literal["sync", "status", "hold", "release", "reload", "forget"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +61,8 @@ class Steered(Protocol):
     async def steer_hold(self, name: str, *, hold: bool) -> Reply: ...
 
     async def steer_reload(self) -> Reply: ...
+
+    async def steer_forget(self, name: str) -> Reply: ...
 
 
 def runnable(
@@ -88,6 +90,7 @@ class ControlServer:
         self.app.router.add_post("/hold", self._hold)
         self.app.router.add_post("/release", self._release)
         self.app.router.add_post("/reload", self._reload)
+        self.app.router.add_post("/forget", self._forget)
         self.runner = web.AppRunner(self.app, access_log=None)
         self.path: Path | None = None
         self._inode = 0
@@ -159,6 +162,13 @@ class ControlServer:
 
     async def _reload(self, _request: web.Request) -> web.Response:
         return _answer(await self.daemon.steer_reload())
+
+    async def _forget(self, request: web.Request) -> web.Response:
+        name = (await _body(request)).get("feed")
+        if not isinstance(name, str):
+            return _refused("feed: expected a feed name")
+        # Shielded like a sync: the deletions it started are seen through.
+        return _answer(await asyncio.shield(self.daemon.steer_forget(name)))
 
 
 async def _body(request: web.Request) -> dict[str, Any]:

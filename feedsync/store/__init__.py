@@ -27,7 +27,7 @@ import orjson
 
 from feedsync.errors import StoreCorrupt, StoreError
 from feedsync.model import Validators
-from feedsync.store import statefile
+from feedsync.store import journal, statefile
 from feedsync.store.migrations import MIGRATIONS
 
 T = TypeVar("T")
@@ -345,9 +345,11 @@ def now() -> float:
     return time.time()
 
 
-def forget_feed(db: sqlite3.Connection, feed_id: int, supplier: str) -> None:
+def forget_feed(db: sqlite3.Connection, feed_id: int, supplier: str, why: str) -> None:
     """Drop a feed's snapshot and row; its values are compared again, so that the
-    supplier's next plan deletes those no other feed lists. Its runs stay."""
+    supplier's next plan deletes those no other feed lists. Its runs stay; the
+    journal says ``why`` of each value."""
+    journal.feed_rows(db, now(), feed_id, "unlisted", detail=why)
     _mark_feed_dirty(db, feed_id, supplier)
     for table in ("snapshot", "lines", "line_index"):
         db.execute(f"DELETE FROM {table} WHERE feed_id = ?", (feed_id,))

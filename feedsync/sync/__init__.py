@@ -28,8 +28,9 @@ from feedsync.errors import AuthError, CyberTraceError, StoreError, SupplierGone
 from feedsync.phases import Phases
 from feedsync.progress import QUIET, Meter, Progress
 from feedsync.sources import source_for
-from feedsync.store import Store, record_run, statefile
+from feedsync.store import FeedRow, Store, forget_feed, journal, record_run, statefile
 from feedsync.store.membership import members
+from feedsync.store.provenance import Provenance
 from feedsync.store.reconcile import Plan, Refresh, Target, plan, prune_retired
 from feedsync.sync import canary
 from feedsync.sync.applying import Applier, failed, preview
@@ -195,6 +196,22 @@ class Cycle:
         )
         return reports, await self._finish(report)
 
+    async def forget(self, row: FeedRow, why: str) -> SupplierReport:
+        """Drop a feed's snapshot on an operator's word, then plan and send its
+        supplier: what only that feed listed is deleted, the rest stays."""
+        async with contextlib.AsyncExitStack() as stack:
+            client = self.client
+            if client is None:
+                client = await stack.enter_async_context(connect(self.config))
+            async with self.locks.setdefault(row.supplier, asyncio.Lock()):
+                await self.store.call(self._forget, row, why)
+                _, report = await self._supplier(client, row.supplier, [], Meter(self.progress, ()))
+        return report
+
+    def _forget(self, row: FeedRow, why: str) -> None:
+        with self.store.transaction() as db:
+            forget_feed(db, row.id, row.supplier, why)
+
     def _record(self, reports: list[FeedReport]) -> None:
         """Runs that never reached their snapshot still belong in the history."""
         with self.store.transaction() as db:
@@ -215,6 +232,7 @@ class Cycle:
             send_context=supplier != "FalsePositive",
             send_tags=version != "1.0",
             unmark_detections=unmark,
+            provenance=_provenance(self.config) if supplier != "FalsePositive" else None,
         )
 
     async def _apply(
@@ -228,6 +246,7 @@ class Cycle:
         meter.enter("plan")
         planned = await self.store.call(self._replan, target, None, self.resync)
         meter(planned.total)
+        await self.store.call(self._prune_journal)
         return reports, planned, ()
 
     def _apply_all(
@@ -255,9 +274,7 @@ class Cycle:
         if item.row is None:
             item.row = self.store.feed(item.feed.name, item.feed.supplier)
 
-    async def _upload(
-        self, client: CyberTrace, target: Target, meter: Meter
-    ) -> tuple[Sent, int]:
+    async def _upload(self, client: CyberTrace, target: Target, meter: Meter) -> tuple[Sent, int]:
         try:
             return await self._send_plan(client, target, meter)
         except SupplierGone as exc:
@@ -331,6 +348,11 @@ class Cycle:
         with self.store.transaction() as db:
             return plan(db, target, resync=resync, sweep=sweep, refresh=refresh)
 
+    def _prune_journal(self) -> None:
+        state = self.config.state
+        with self.store.transaction() as db:
+            journal.prune(db, time.time(), state.journal_max_age, state.journal_max_rows)
+
     def _prune_retired(self, supplier: str, retention_seconds: float) -> None:
         with self.store.transaction() as db:
             prune_retired(db, supplier, time.time() - retention_seconds)
@@ -372,6 +394,13 @@ class Cycle:
             dry_run=self.dry_run,
         )
         return dataclasses.replace(report, pending=pending, rejected=counts["rejected"])
+
+
+def _provenance(config: Config) -> Provenance | None:
+    fields = config.provenance
+    if fields.feeds is None and fields.first_seen is None and fields.last_seen is None:
+        return None
+    return Provenance(fields.feeds, fields.first_seen, fields.last_seen)
 
 
 def connect(config: Config) -> CyberTrace:
