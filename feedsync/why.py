@@ -62,6 +62,8 @@ def entry_text(entry: dict[str, Any]) -> str:
         "detail": entry["detail"] or "",
     }
     text = _TEXT.get(entry["event"], "{detail}").format(**fields)
+    if entry["feed"] is None:
+        text = text.replace(" (listed by feed ?)", "")
     if entry["event"] == "delete" and entry["feed"]:
         text += f" (the last feed that listed it: {entry['feed']})"
     elif entry["event"] in ("add", "update", "refresh") and entry["detail"]:

@@ -882,7 +882,7 @@ CASES = [
     case("cybertrace.retry.jitter", make("retry: {jitter: 1}\n"), "unknown key; known keys: att"),
     case("state", make(more="state: /x.db\n"), "expected a mapping, got a string"),
     case("state.path", make(more="state: {path: 5}\n"), "expected a string, got 5"),
-    case("state.file", make(more="state: {file: x}\n"), "unknown key; known keys: journal_max_age, journal_max_rows, path"),
+    case("state.file", make(more="state: {file: x}\n"), "unknown key; known keys: journal_max_age"),
     case("server.listen", make(more="server: {listen: 9464}\n"), "expected a string, got 9464"),
     case("server.listen", make(more="server: {listen: '9464'}\n"), "is not HOST:PORT"),
     case("server.listen", make(more="server: {listen: 'h:65536'}\n"), "is not HOST:PORT"),
