@@ -384,6 +384,15 @@ def rejected(
     )
 
 
+def last_changed(db: sqlite3.Connection) -> str | None:
+    """The value whose content changed last (the demo tells its story)."""
+    row = db.execute(
+        "SELECT value FROM journal WHERE event = 'changed' AND value IS NOT NULL"
+        " ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
 def prune(db: sqlite3.Connection, now: float, max_age: float, max_rows: int) -> int:
     """Drop entries older than ``max_age`` seconds, then the oldest past ``max_rows``;
     returns how many went. Ids only grow and entries only go from the oldest end, so
