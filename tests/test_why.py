@@ -194,7 +194,8 @@ async def test_removed_feed_held_then_forced_and_a_disabled_feed_forgotten(
     shared = await why(config, "shared.example", capsys)
     assert shared["cybertrace"][0]["state"] == "present"
     assert texts(shared)[:2] == [
-        "sent to Demo as updated (listed by feed b)",
+        "sent to Demo as updated (listed by feed b); re-planned: the supplier's feeds or"
+        " its indicators' shape changed",
         "feed a no longer lists it: forgotten by operator (feedsync forget)",
     ]
 

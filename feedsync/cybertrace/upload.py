@@ -19,7 +19,7 @@ from feedsync.cybertrace import DELETE_LIMIT, PUT_LIMIT, CyberTrace, Outcome
 from feedsync.cybertrace.verdict import Verdict, verdict
 from feedsync.errors import AuthError, CyberTraceError, RequestError, StoreError, SupplierGone
 from feedsync.progress import QUIET, Meter
-from feedsync.store import Store, journal, now
+from feedsync.store import Store, now, planlog
 
 log = logs.get("feedsync.upload")
 
@@ -152,7 +152,7 @@ def acknowledge(db: sqlite3.Connection, supplier: str, batch: Batch, decided: Ve
         " VALUES (?, ?, ?, ?, ?, ?)",
         rejected,
     )
-    journal.rejected(db, stamp, supplier, [(row[1], row[4]) for row in rejected])
+    planlog.rejected(db, stamp, supplier, [(row[1], row[4]) for row in rejected])
     db.executemany("DELETE FROM pending WHERE id = ?", settled)
     return sent
 
@@ -164,7 +164,7 @@ def reject_oversize(db: sqlite3.Connection, supplier: str, item: Item, limit: in
         " VALUES (?, ?, ?, ?, ?, ?)",
         (supplier, item.value, item.op, item.digest, f"body over the {limit}-byte limit", now()),
     )
-    journal.rejected(db, now(), supplier, [(item.value, f"body over the {limit}-byte limit")])
+    planlog.rejected(db, now(), supplier, [(item.value, f"body over the {limit}-byte limit")])
     db.execute("DELETE FROM pending WHERE id = ?", (item.id,))
 
 

@@ -3,8 +3,9 @@
 Every change feedsync applies to a feed's snapshot or plans for a supplier, and
 every one it refuses or CyberTrace refuses, is a row with its reason. Two levels,
 as the facts arise: a feed's snapshot (``listed``, ``changed``, ``unlisted``,
-``excluded``, ``held``) and a supplier's plan and answer (``add``, ``update``,
-``delete``, ``refresh``, ``rejected``). ``feedsync why`` reads them back.
+``excluded``, ``held``: here) and a supplier's plan and answer (``add``,
+``update``, ``delete``, ``refresh``, ``rejected``: planlog.py). ``feedsync why``
+reads them back (story.py).
 
 Cheap by construction: rows are written set against set (``INSERT ... SELECT``
 from the tables the change is staged in) or one ``executemany`` per batch; never
@@ -17,8 +18,7 @@ Retention is bounded by age and by rows (``prune``, state.journal_max_*).
 from __future__ import annotations
 
 import sqlite3
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -41,17 +41,10 @@ Event = Literal[
 ]
 PER_VALUE_MAX = 50_000
 BATCH = 5000
-DEFAULT_MAX_AGE = 90 * 86400.0
-DEFAULT_MAX_ROWS = 1_000_000
 SHOWN = 50  # journal entries `why` shows by default
 DETAIL_MAX = 500  # characters of a reason kept: the journal's size is rows x this at most
 
 INSERT = "INSERT INTO journal (at, supplier, value, event, feed, detail, count)"
-# For a delete: the feed that listed the value last, from its own entries.
-_LAST_FEED = (
-    "(SELECT j.feed FROM journal j WHERE j.value = ?3 AND j.event = 'unlisted'"
-    " ORDER BY j.id DESC LIMIT 1)"
-)
 
 
 def temp_tables(db: sqlite3.Connection) -> None:
@@ -335,53 +328,6 @@ REMOVED_HELD = (
     "the feed was removed from the configuration: its deletions wait for"
     " `feedsync sync --force` or `feedsync forget`"
 )
-
-
-@dataclass(slots=True)
-class Planned:
-    """A supplier's plan being journaled: a row per operation, a batch at a time, or
-    (``bulk``: a plan of more than PER_VALUE_MAX values) one row per kind."""
-
-    db: sqlite3.Connection
-    supplier: str
-    at: float
-    bulk: bool
-    why: str = ""  # what caused the plan, when not the feeds (a resync)
-    rows: list[tuple[float, str, str, str, str | None, str]] = field(default_factory=list)
-    counts: Counter[Event] = field(default_factory=Counter)
-
-    def note(self, event: Event, value: str, feed: str | None, detail: str = "") -> None:
-        if self.bulk:
-            self.counts[event] += 1
-            return
-        shown = "; ".join(filter(None, [detail, self.why]))
-        self.rows.append((self.at, self.supplier, value, event, feed, shown))
-        if len(self.rows) >= BATCH:
-            self.flush()
-
-    def flush(self) -> None:
-        self.db.executemany(
-            f"{INSERT} VALUES (?1, ?2, ?3, ?4, coalesce(?5, CASE WHEN ?4 = 'delete'"
-            f" THEN {_LAST_FEED} END), ?6, 1)",
-            self.rows,
-        )
-        self.rows.clear()
-
-    def close(self) -> None:
-        self.flush()
-        for event, count in sorted(self.counts.items()):
-            bulk(self.db, self.at, self.supplier, event, feed=None, detail=self.why, count=count)
-        self.counts.clear()
-
-
-def rejected(
-    db: sqlite3.Connection, at: float, supplier: str, rows: Iterable[tuple[str, str]]
-) -> None:
-    """(value, reason) CyberTrace refused."""
-    db.executemany(
-        f"{INSERT} VALUES (?, ?, ?, 'rejected', NULL, ?, 1)",
-        [(at, supplier, value, reason[:DETAIL_MAX]) for value, reason in rows],
-    )
 
 
 def last_changed(db: sqlite3.Connection) -> str | None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import orjson
 
 from feedsync.normalize import InvalidValue, canonicalize
-from feedsync.store import journal, now
+from feedsync.store import journal, now, planlog
 from feedsync.store.provenance import Provenance, stamp
 from feedsync.store.snapshot import digest64
 
@@ -139,7 +139,8 @@ def plan(
         # As if CyberTrace held nothing and had refused nothing: rejections are re-sent too.
         db.execute("DELETE FROM acked WHERE supplier = ?", (target.supplier,))
         db.execute("DELETE FROM rejected WHERE supplier = ?", (target.supplier,))
-    if resync or _signature_changed(db, target):
+    reshaped = _signature_changed(db, target)
+    if resync or reshaped is not False:  # None: a supplier never planned
         mark_all_dirty(db, target)
     if refresh is not None:
         db.execute(
@@ -153,7 +154,10 @@ def plan(
     drops: list[tuple[str, str]] = []
     forget: list[tuple[str, str]] = []
     respelled: list[tuple[str, str]] = []
-    noted = _journal(db, target, cause if resync else "")
+    shape = _RESHAPED if reshaped is True and not resync else ""
+    noted = planlog.start(
+        db, target.supplier, now(), why=cause if resync else "", reshaped=shape
+    )
     for current, rows in _dirty(db, target, refresh):
         if not rows and current.rejected is not None:
             forget.append((target.supplier, current.value))
@@ -171,7 +175,8 @@ def plan(
         refreshed = current.due and kind == "update" and current.acked == digest
         counts["refresh" if refreshed else kind] += 1
         event = "refresh" if refreshed else _EVENTS[kind]
-        _note(noted, target, position, current.value, rows, event=event)
+        feeds = [target.feed_names[i] for i in sorted(position[row[0]] for row in rows)]
+        noted.op(event, current.value, feeds)
         writes.append((kind, current.value, digest, body))
         if len(writes) >= BATCH:
             _write(db, target, writes)
@@ -194,37 +199,11 @@ def plan(
     return Plan(**counts)
 
 
+_RESHAPED = "re-planned: the supplier's feeds or its indicators' shape changed"
 _EVENTS: dict[str, journal.Event] = {"add": "add", "update": "update", "delete": "delete"}
 
 
-def _journal(db: sqlite3.Connection, target: Target, why: str) -> journal.Planned:
-    """The plan's journal: a row per operation, unless the plan is too big for that."""
-    (dirty,) = db.execute(
-        "SELECT count(*) FROM dirty WHERE supplier = ?", (target.supplier,)
-    ).fetchone()
-    return journal.Planned(db, target.supplier, now(), dirty > journal.PER_VALUE_MAX, why)
-
-
-def _note(
-    noted: journal.Planned,
-    target: Target,
-    position: dict[int, int],
-    value: str,
-    rows: Sequence[tuple[int, str, str]],
-    *,
-    event: journal.Event,
-) -> None:
-    if event == "delete":
-        noted.note(event, value, None, "no feed lists it any more")
-        return
-    names = [target.feed_names[i] for i in sorted(position[row[0]] for row in rows)]
-    detail = "re-sent for retention" if event == "refresh" else ""
-    if len(names) > 1:
-        detail = "; ".join(filter(None, [detail, "listed by " + ", ".join(names)]))
-    noted.note(event, value, names[0], detail)
-
-
-def _sweep_retired(db: sqlite3.Connection, target: Target, noted: journal.Planned) -> int:
+def _sweep_retired(db: sqlite3.Connection, target: Target, noted: planlog.Planned) -> int:
     """Plan a DELETE of each value feedsync once sent to the supplier that no feed
     lists now (deleting one CyberTrace does not hold is done all the same). An
     old spelling of a listed value is not deleted: CyberTrace would read it as
@@ -287,11 +266,13 @@ def mark_all_dirty(db: sqlite3.Connection, target: Target) -> None:
         db.execute(f"INSERT OR IGNORE INTO dirty (supplier, value) {select}", (supplier, supplier))
 
 
-def _signature_changed(db: sqlite3.Connection, target: Target) -> bool:
+def _signature_changed(db: sqlite3.Connection, target: Target) -> bool | None:
+    """Whether the merge or body shape changed since the last plan; None for a
+    supplier never planned."""
     row = db.execute(
         "SELECT signature FROM suppliers WHERE name = ?", (target.supplier,)
     ).fetchone()
-    return row is None or row[0] != target.signature()
+    return None if row is None else row[0] != target.signature()
 
 
 def _dirty(

@@ -244,7 +244,9 @@ class Cycle:
             return await self.store.call(self._apply_all, target, fetched, meter)
         reports = [await self.store.call(self._apply_one, item) for item in fetched]
         meter.enter("plan")
-        planned = await self.store.call(self._replan, target, None, self.resync)
+        planned = await self.store.call(
+            self._replan, target, None, self.resync, True, "resync (sync --resync)"
+        )
         meter(planned.total)
         await self.store.call(self._prune_journal)
         return reports, planned, ()
@@ -293,12 +295,14 @@ class Cycle:
             if acked:
                 # It was deleted by hand: CyberTrace holds none of what we recorded.
                 log.warning("supplier.vanished", supplier=supplier, acked=acked)
-                await self.store.call(self._replan, target, None, True, False)
+                cause = "resync: the supplier was deleted by hand and created again"
+                await self.store.call(self._replan, target, None, True, False, cause)
         elif watched:
             why = await canary.lost(client, self.store, supplier, info)
             if why is not None:
                 log.warning("supplier.restored", supplier=supplier, reason=why)
-                await self.store.call(self._replan, target, None, True, True)
+                cause = f"resync: CyberTrace lost the supplier's canary ({why})"
+                await self.store.call(self._replan, target, None, True, True, cause)
         refreshed = 0
         if info.retention > 0:
             await self.store.call(self._prune_retired, supplier, info.retention * 60)
@@ -343,10 +347,15 @@ class Cycle:
         return sent, refreshed
 
     def _replan(
-        self, target: Target, refresh: Refresh | None, resync: bool = False, sweep: bool = True
+        self,
+        target: Target,
+        refresh: Refresh | None,
+        resync: bool = False,
+        sweep: bool = True,
+        cause: str = "resync",
     ) -> Plan:
         with self.store.transaction() as db:
-            return plan(db, target, resync=resync, sweep=sweep, refresh=refresh)
+            return plan(db, target, resync=resync, sweep=sweep, refresh=refresh, cause=cause)
 
     def _prune_journal(self) -> None:
         state = self.config.state
