@@ -47,9 +47,8 @@ class Target:
 
     def signature(self) -> str:
         """Changes whenever the merge or the body shape changes, forcing a full replan."""
-        shape: tuple[object, ...] = (
-            self.send_context, self.send_tags, self.unmark_detections, BODY_VERSION
-        )
+        shape: tuple[object, ...] = (self.send_context, self.send_tags, self.unmark_detections)
+        shape += (BODY_VERSION,)
         if self.provenance is not None:
             shape += (self.provenance,)
         text = repr((self.feed_ids, self.feed_names, *shape))
@@ -155,9 +154,7 @@ def plan(
     forget: list[tuple[str, str]] = []
     respelled: list[tuple[str, str]] = []
     shape = _RESHAPED if reshaped is True and not resync else ""
-    noted = planlog.start(
-        db, target.supplier, now(), why=cause if resync else "", reshaped=shape
-    )
+    noted = planlog.start(db, target.supplier, now(), why=cause if resync else "", reshaped=shape)
     for current, rows in _dirty(db, target, refresh):
         if not rows and current.rejected is not None:
             forget.append((target.supplier, current.value))
@@ -175,8 +172,7 @@ def plan(
         refreshed = current.due and kind == "update" and current.acked == digest
         counts["refresh" if refreshed else kind] += 1
         event = "refresh" if refreshed else _EVENTS[kind]
-        feeds = [target.feed_names[i] for i in sorted(position[row[0]] for row in rows)]
-        noted.op(event, current.value, feeds)
+        _journal_op(noted, target, position, (event, current.value), rows)
         writes.append((kind, current.value, digest, body))
         if len(writes) >= BATCH:
             _write(db, target, writes)
@@ -201,6 +197,20 @@ def plan(
 
 _RESHAPED = "re-planned: the supplier's feeds or its indicators' shape changed"
 _EVENTS: dict[str, journal.Event] = {"add": "add", "update": "update", "delete": "delete"}
+
+
+def _journal_op(
+    noted: planlog.Planned,
+    target: Target,
+    position: dict[int, int],
+    op: tuple[journal.Event, str],
+    rows: Sequence[tuple[int, str, str]],
+) -> None:
+    if noted.bulk:  # a million values: counted, not named (the hot loop)
+        noted.counts[op[0]] += 1
+    else:
+        feeds = [target.feed_names[i] for i in sorted(position[row[0]] for row in rows)]
+        noted.op(op[0], op[1], feeds)
 
 
 def _sweep_retired(db: sqlite3.Connection, target: Target, noted: planlog.Planned) -> int:
