@@ -18,7 +18,7 @@ Retention is bounded by age and by rows (``prune``, state.journal_max_*).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -77,7 +77,7 @@ class Screened:
     a batch at a time, for ``applied``; call ``flush`` before applying."""
 
     db: sqlite3.Connection
-    forward: Any  # Callable[[Invalid], None]
+    forward: Callable[[Invalid], None]
     rows: list[tuple[str, str]] = field(default_factory=list)
 
     def __call__(self, invalid: Invalid) -> None:
