@@ -29,7 +29,7 @@ _TEXT = {
     "add": "sent to {supplier} as new (listed by feed {feed})",
     "update": "sent to {supplier} as updated (listed by feed {feed})",
     "delete": "deleted from {supplier}: {detail}",
-    "refresh": "re-sent to {supplier} (listed by feed {feed})",
+    "refresh": "re-sent to {supplier} for retention",
     "rejected": "rejected by CyberTrace ({supplier}): {detail}",
 }
 
@@ -66,10 +66,11 @@ def entry_text(entry: dict[str, Any]) -> str:
         text = text.replace(" (listed by feed ?)", "")
     if entry["event"] == "delete" and entry["feed"]:
         text += f" (the last feed that listed it: {entry['feed']})"
-    elif entry["event"] in ("add", "update", "refresh") and entry["detail"]:
+    elif entry["event"] in ("add", "update") and entry["detail"]:
         text += f"; {entry['detail']}"
     if entry["many"]:
-        text = f"[one entry for {entry['count']} values] {text}"
+        plural = "" if entry["count"] == 1 else "s"
+        text = f"[one entry for {entry['count']} value{plural}] {text}"
     return text
 
 

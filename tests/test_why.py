@@ -224,4 +224,5 @@ async def test_rejected_by_cybertrace_and_re_sent_for_retention(
     assert story["cybertrace"][0]["state"] == "rejected"
     assert texts(story)[0].startswith("rejected by CyberTrace (Demo): ")
     story = await why(config, "keep.example", capsys)
-    assert texts(story)[0] == "re-sent to Demo (listed by feed a); re-sent for retention"
+    assert texts(story)[0] == "[one entry for 1 value] re-sent to Demo for retention"
+    assert texts(story)[1] == "sent to Demo as new (listed by feed a)"

@@ -42,13 +42,15 @@ class Planned:
 
     def op(self, event: Event, value: str, feeds: Sequence[str]) -> None:
         """A planned operation on ``value``, which ``feeds`` list (merge order)."""
-        if event == "delete":
+        if event == "refresh":
+            # One entry per plan: a supplier of a million values re-sends them all
+            # within each retention, which would be most of the journal otherwise.
+            self.counts[event] += 1
+        elif event == "delete":
             self.note(event, value, None, "no feed lists it any more")
-            return
-        detail = "re-sent for retention" if event == "refresh" else ""
-        if len(feeds) > 1:
-            detail = "; ".join(filter(None, [detail, "listed by " + ", ".join(feeds)]))
-        self.note(event, value, feeds[0], "; ".join(filter(None, [detail, self.reshaped])))
+        else:
+            detail = "listed by " + ", ".join(feeds) if len(feeds) > 1 else ""
+            self.note(event, value, feeds[0], "; ".join(filter(None, [detail, self.reshaped])))
 
     def note(self, event: Event, value: str, feed: str | None, detail: str = "") -> None:
         if self.bulk:
@@ -70,7 +72,8 @@ class Planned:
     def close(self) -> None:
         self.flush()
         for event, count in sorted(self.counts.items()):
-            bulk(self.db, self.at, self.supplier, event, feed=None, detail=self.why, count=count)
+            detail = "re-sent for retention" if event == "refresh" else self.why
+            bulk(self.db, self.at, self.supplier, event, feed=None, detail=detail, count=count)
         self.counts.clear()
 
 

@@ -206,7 +206,7 @@ def _journal_op(
     op: tuple[journal.Event, str],
     rows: Sequence[tuple[int, str, str]],
 ) -> None:
-    if noted.bulk:  # a million values: counted, not named (the hot loop)
+    if noted.bulk or op[0] == "refresh":  # counted, not named (the hot loop)
         noted.counts[op[0]] += 1
     else:
         feeds = [target.feed_names[i] for i in sorted(position[row[0]] for row in rows)]

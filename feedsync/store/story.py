@@ -30,6 +30,7 @@ def story(db: sqlite3.Connection, value: str, limit: int = SHOWN) -> dict[str, A
     suppliers = {f["supplier"] for f in feeds} | {t["supplier"] for t in told}
     suppliers |= {e["supplier"] for e in own}
     many = _bulk(db, sorted(names), sorted(suppliers), limit)
+    many += _refreshed(db, told, own)
     entries = sorted([*own, *many], key=lambda e: e["id"], reverse=True)[:limit]
     return {"value": value, "feeds": feeds, "cybertrace": told, "journal": entries}
 
@@ -131,8 +132,39 @@ def _bulk(
     return _entries(
         db,
         f"SELECT * FROM journal WHERE value IS NULL AND (feed IN ({by_feed})"
-        f" OR (feed IS NULL AND supplier IN ({by_supplier}))) ORDER BY id DESC LIMIT ?",
+        f" OR (feed IS NULL AND supplier IN ({by_supplier}))) AND event != 'refresh'"
+        " ORDER BY id DESC LIMIT ?",
         *feeds,
         *suppliers,
         limit,
     )
+
+
+def _refreshed(
+    db: sqlite3.Connection, told: list[dict[str, Any]], own: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Re-sends for retention are one entry per plan (planlog.Planned.op): for each
+    supplier holding the value, the newest one its last acknowledgement came after,
+    unless a change of its own was sent since."""
+    out = []
+    for state in told:
+        acked = state.get("acknowledged_at")
+        if acked is None:
+            continue
+        since = max(
+            (
+                e["at"]
+                for e in own
+                if e["supplier"] == state["supplier"] and e["event"] in ("add", "update")
+            ),
+            default=0.0,
+        )
+        out += _entries(
+            db,
+            "SELECT * FROM journal WHERE value IS NULL AND feed IS NULL AND supplier = ?"
+            " AND event = 'refresh' AND at <= ? AND at > ? ORDER BY id DESC LIMIT 1",
+            state["supplier"],
+            acked,
+            since,
+        )
+    return out
