@@ -268,3 +268,25 @@ async def test_daemon_serves_why_and_forgets_through_its_control_socket(
     assert await run_cli("forget", "-c", str(path), "second") == 0
     assert "forgot feed second and the 2 indicators it listed" in capsys.readouterr().out
     assert set(emulator.indicators("Demo")) == {"a.example"}, "feed first still lists it"
+
+
+async def test_forget_a_feed_removed_from_the_configuration(
+    config: Path, emulator: Emulator, feed_server: FeedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = feed_server.set("a.txt", "a.example\nshared.example\n")
+    b = feed_server.set("b.txt", "b.example\nshared.example\n")
+    only_a = f"  - {{name: a, type: csv, url: {a}, supplier: Demo}}\n"
+    path = write(
+        config, emulator.url, only_a + f"  - {{name: b, type: csv, url: {b}, supplier: Demo}}\n"
+    )
+    assert await run_cli("sync", "-c", path) == 0
+    write(config, emulator.url, only_a)
+    assert await run_cli("sync", "-c", path) == 0
+    assert "b.example" in emulator.indicators("Demo"), "held: an edit alone deletes nothing"
+    capsys.readouterr()
+    assert await run_cli("forget", "-c", path, "b") == 0
+    assert "forgot feed b and the 2 indicators it listed" in capsys.readouterr().out
+    assert set(emulator.indicators("Demo")) == {"a.example", "shared.example"}
+    story = await why(config, "b.example", capsys)
+    assert texts(story)[1] == "feed b no longer lists it: forgotten by operator (feedsync forget)"
+    assert await run_cli("forget", "-c", path, "b") == 2, "b is known no more"
