@@ -215,10 +215,8 @@ async def test_rejected_by_cybertrace_and_re_sent_for_retention(
             " VALUES ('Demo', 'refused.example', 'add', 1, ?, 0)",
             ('{"indicator":"refused.example","context":{"nested":{"a":1}}}',),
         )
-    # A retention of a minute, refreshed after a thousandth of it: the next cycle re-sends.
-    write(config, emulator, A_CSV.format(url=a), extra)
-    text = config.read_text().replace("  timeout: 5\n", "  timeout: 5\n  refresh_fraction: 0.001\n")
-    config.write_text(text)
+        # Acknowledged an hour ago: with a retention of a minute, the next cycle re-sends it.
+        db.execute("UPDATE acked SET acked_at = acked_at - 3600 WHERE value = 'keep.example'")
     assert await run_cli("sync", "-c", path) == 0
     story = await why(config, "refused.example", capsys)
     assert story["cybertrace"][0]["state"] == "rejected"
