@@ -290,3 +290,14 @@ async def test_forget_a_feed_removed_from_the_configuration(
     story = await why(config, "b.example", capsys)
     assert texts(story)[1] == "feed b no longer lists it: forgotten by operator (feedsync forget)"
     assert await run_cli("forget", "-c", path, "b") == 2, "b is known no more"
+
+
+async def test_a_dry_run_journals_nothing(
+    config: Path, emulator: Emulator, feed_server: FeedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = feed_server.set("l.txt", "a.example\n")
+    path = write(config, emulator.url, f"  - {{name: l, type: csv, url: {url}, supplier: Demo}}\n")
+    assert await run_cli("sync", "-c", path, "--dry-run") == 0
+    assert emulator.indicators("Demo") == {}
+    story = await why(config, "a.example", capsys, expect=1)
+    assert story["error"].startswith("feedsync has no record of it")

@@ -24,6 +24,7 @@ from feedsync.model import Invalid, Record, Removal
 from feedsync.normalize import canonicalize
 from feedsync.sources.stix import Unsupported, indicator_records, pattern_values
 from feedsync.store import Store
+from feedsync.store.story import story
 
 VXVAULT = "a5707c2d-3d27-5a65-bcfd-d837aad4af61"
 MEDIA = "application/taxii+json;version=2.1"
@@ -344,6 +345,10 @@ async def test_indicator_leaves_when_its_valid_until_passes_between_pulls(
     feeds, _ = await sync(loaded, store)
     assert feeds[0].result == "unchanged"
     assert "short-lived.example" not in emulator.indicators("VX")
+    told = story(store.db, "short-lived.example")
+    assert told is not None
+    unlisted = [e for e in told["journal"] if e["event"] == "unlisted"]
+    assert [e["detail"] for e in unlisted] == ["expired (its valid_until passed)"]
 
 
 async def test_expired_next_restarts_the_pull_once(
