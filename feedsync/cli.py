@@ -11,14 +11,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from feedsync import __version__, config, logs, status, terminal
+from feedsync import __version__, config, logs, status, terminal, why
 from feedsync import render as report
 from feedsync.daemon import control
 from feedsync.errors import AuthError, ConfigError, FeedsyncError, StoreBusy
 from feedsync.progress import Board, Relayed
 from feedsync.sources import source_for
 from feedsync.store import Store, history
-from feedsync.sync import Cycle, clear_spool
+from feedsync.store.journal import SHOWN
+from feedsync.sync import Cycle, clear_spool, forgetting
 from feedsync.terminal import Terminal
 
 log = logs.get("feedsync.cli")
@@ -124,6 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     past.add_argument("--json", action="store_true", help="machine-readable output")
     past.set_defaults(handler=_history)
 
+    _story_commands(commands)
+
     for name, verb, hold in (
         ("hold", "stop the feed's schedule from running it, until released", True),
         ("release", "let the schedule run a held feed again", False),
@@ -147,6 +150,28 @@ def _parser() -> argparse.ArgumentParser:
         # option before the command (or its default) stands.
         _log_options(command, argparse.SUPPRESS, argparse.SUPPRESS)
     return parser
+
+
+def _story_commands(commands: Any) -> None:
+    """``why`` and ``forget``: an indicator's story, and a feed's end on purpose."""
+    story = commands.add_parser(
+        "why", help="an indicator's story: the feeds listing it, what CyberTrace was told, its"
+        " journal; exit 0 known, 1 unknown to feedsync, 2 not an indicator"
+    )
+    _config_option(story)
+    story.add_argument("value", metavar="VALUE", help="any spelling: it is canonicalized first")
+    story.add_argument(
+        "--limit", type=_positive, default=SHOWN, help=f"journal entries (default {SHOWN})"
+    )
+    story.add_argument("--json", action="store_true", help="machine-readable output")
+    story.set_defaults(handler=_why)
+
+    forget = commands.add_parser(
+        "forget", help="delete what only a disabled or removed feed listed, and forget the feed"
+    )
+    _config_option(forget)
+    forget.add_argument("feed", metavar="FEED")
+    forget.set_defaults(handler=_forget)
 
 
 def _log_options(parser: argparse.ArgumentParser, level: str | None, form: str) -> None:
@@ -292,6 +317,38 @@ def _hold(args: argparse.Namespace) -> int:
         store.close()
     print(report.hold_message(args.feed, hold=args.hold, changed=changed))
     return EXIT_OK
+
+
+def _why(args: argparse.Namespace) -> int:
+    loaded = _load(args, secrets=False)
+    if not Path(loaded.state.path).exists():
+        print(f"{loaded.state.path}: no state database yet (the first sync creates it)")
+        return why.UNKNOWN
+    # Read-only, beside a running daemon too: its answer is the same (/why).
+    store = Store.open(loaded.state.path, readonly=True)
+    try:
+        code, answer = store.guarded(why.read, store, args.value, args.limit)
+    finally:
+        store.close()
+    print(why.as_json(answer) if args.json else why.as_text(answer))
+    return code
+
+
+def _forget(args: argparse.Namespace) -> int:
+    loaded = _load(args, secrets=False)
+    try:
+        store = Store.open(loaded.state.path)
+    except StoreBusy:
+        return _by_daemon(loaded, "forget", {"feed": args.feed})
+    try:
+        done = asyncio.run(forgetting.forget(_load(args), store, args.feed))
+    finally:
+        store.close()
+    if done.output:
+        print(done.output)
+    if done.error:
+        print(f"feedsync: {done.error}", file=sys.stderr)
+    return done.exit
 
 
 def _reload(args: argparse.Namespace) -> int:

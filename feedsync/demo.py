@@ -2,23 +2,27 @@
 
 ``python -m feedsync.demo [CONFIG]`` starts the CyberTrace emulator on a free
 port, runs one cycle of ``config/demo.yaml`` (shows what was sent), shows what
-the emulator now holds, runs a second cycle (shows that an unchanged feed
-sends nothing) and prints ``feedsync status``. State lives in a temporary
-directory, so every run starts from an empty CyberTrace.
+the emulator now holds, has one URL of the first local CSV feed go offline
+upstream (a copy of the file, in the temporary directory), runs a second cycle
+(shows that only that change is sent: the unchanged feeds send nothing), prints
+``feedsync status`` and ends with ``feedsync why`` of the changed indicator.
+State lives in a temporary directory, so every run starts from an empty CyberTrace.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
 import tempfile
 from pathlib import Path
 
-from feedsync import config, logs, status
+from feedsync import config, logs, status, why
 from feedsync import render as report
 from feedsync.emulator import Emulator
-from feedsync.store import Store
+from feedsync.store import Store, journal
+from feedsync.store.story import last_changed
 from feedsync.sync import Cycle
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
@@ -47,18 +51,44 @@ async def demo(config_path: Path) -> int:
                     item = held[value]
                     tags = sorted(item.tags)
                     print(f"  {item.type:<6} {value}  context={item.context}  tags={tags}")
-            print("\n== Second sync: the feeds did not change, so nothing is sent")
+            changed = _go_offline(loaded, Path(state_dir))
+            if changed is None:
+                print("\n== Second sync: the feeds did not change, so nothing is sent")
+            else:
+                loaded = changed
+                print("\n== Second sync: one URL went offline upstream; only that is sent")
             emulator.clear_log()
             feeds, suppliers = await Cycle(loaded, store).run()
             print(report.cycle(feeds, suppliers, dry_run=False))
             print(f"indicator requests sent: {len(emulator.indicator_requests())}")
             print("\n== feedsync status")
             print(status.as_text(status.snapshot(loaded, store)))
+            changed_value = last_changed(store)
+            if changed_value is not None:
+                print(f"\n== feedsync why {changed_value}")
+                print(why.as_text(why.read(store, changed_value, journal.SHOWN)[1]))
         finally:
             store.close()
             await emulator.stop()
     failed = any(f.result == "failed" for f in feeds) or any(s.error for s in suppliers)
     return 1 if failed else 0
+
+
+def _go_offline(loaded: config.Config, directory: Path) -> config.Config | None:
+    """The configuration with its first local CSV feed read from a copy in which
+    the first URL that was online is offline; None when no feed has one."""
+    for feed in loaded.feeds:
+        path = Path(feed.url)
+        if feed.type != "csv" or not path.is_file():
+            continue
+        text = path.read_text()
+        if '"online"' not in text:
+            continue
+        copy = directory / path.name
+        copy.write_text(text.replace('"online"', '"offline"', 1))
+        moved = [dataclasses.replace(f, url=str(copy)) if f is feed else f for f in loaded.feeds]
+        return dataclasses.replace(loaded, feeds=tuple(moved))
+    return None
 
 
 def main() -> int:

@@ -94,6 +94,7 @@ class Removal:
     line: int = 0
     # Also every key "<key>|..." (the several values of one STIX indicator).
     family: bool = False
+    reason: str | None = None  # why, for the change journal (revoked, soft-deleted in MISP)
 
 
 BodyMode = Literal["replace", "patch"]

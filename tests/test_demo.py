@@ -21,7 +21,20 @@ async def test_demo_syncs_the_bundled_feeds(capsys: pytest.CaptureFixture[str]) 
     out = capsys.readouterr().out
     assert "supplier URLhaus: 9 indicators" in out
     assert "supplier Botnet_C2: 8 indicators" in out
-    assert "indicator requests sent: 0" in out
+    # One URL goes offline upstream between the two syncs: only it is sent again...
+    assert "indicator requests sent: 1" in out
+    assert "supplier Botnet_C2        sent       added      0  updated      0" in out
+    # ... and the demo ends with its story.
+    story = out[out.index("== feedsync why 198.51.100.23/i") :]
+    assert "  urlhaus (supplier URLhaus): context reference=" in story
+    assert "status=offline" in story
+    journal = story[story.index("Journal (newest first):") :].splitlines()[1:]
+    assert [line.split("UTC  ")[1] for line in journal] == [
+        "sent to URLhaus as updated (listed by feed urlhaus)",
+        "updated by feed urlhaus: context.status",
+        "sent to URLhaus as new (listed by feed urlhaus)",
+        "added by feed urlhaus",
+    ]
 
 
 async def test_emulator_command_serves_until_sigterm() -> None:

@@ -34,7 +34,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"proxy", "_http", "timing"}),
     frozenset({"sources", "store", "cybertrace"}),
     frozenset({"sync"}),
-    frozenset({"status", "render", "terminal"}),  # what the command line and daemon show
+    frozenset({"status", "why", "render", "terminal"}),  # what the command line and daemon show
     frozenset({"daemon", "demo"}),
     frozenset({"cli", "__main__"}),
 )

@@ -16,6 +16,7 @@ from feedsync.config.settings import (
     BUILTIN_SUPPLIERS,
     PROXY_FORMS,
     CyberTraceConfig,
+    ProvenanceConfig,
     ProxyConfig,
     RetryConfig,
     ServerConfig,
@@ -117,6 +118,14 @@ def server(m: Map) -> ServerConfig:
         raise ConfigError(m.at("listen"), message)
     grace = m.number("shutdown_grace")
     return ServerConfig(match.group(1) or match.group(3), port, grace)
+
+
+def provenance(m: Map) -> ProvenanceConfig:
+    names = {key: m.maybe_text(key) for key in ("feeds", "first_seen", "last_seen")}
+    chosen = [name for name in names.values() if name is not None]
+    if len(set(chosen)) != len(chosen):
+        raise ConfigError(m.path, "the provenance field names must differ from each other")
+    return ProvenanceConfig(**names)
 
 
 def supplier_defaults(top: Map) -> SupplierDefaults:

@@ -120,8 +120,14 @@ SECTIONS: Mapping[str, tuple[Key, ...]] = MappingProxyType(
                 REQUIRED,
             ),
             Key("exclude", {"$ref": "#/$defs/exclude"}),
+            Key("provenance", {"$ref": "#/$defs/provenance"}),
         ),
         "exclude": _EXCLUDE_KEYS,
+        "provenance": _section(
+            Key("feeds", _STRING),
+            Key("first_seen", _STRING),
+            Key("last_seen", _STRING),
+        ),
         "cybertrace": _section(
             Key("url", {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"}, REQUIRED),
             Key("username", _STRING, REQUIRED),
@@ -150,7 +156,11 @@ SECTIONS: Mapping[str, tuple[Key, ...]] = MappingProxyType(
             Key("initializing", _DURATION, "15m", range="(0, 1d]"),
         ),
         "cybertrace.proxy": _PROXY_KEYS,
-        "state": _section(Key("path", _STRING, "/var/lib/feedsync/state.db")),
+        "state": _section(
+            Key("path", _STRING, "/var/lib/feedsync/state.db"),
+            Key("journal_max_age", _DURATION, "90d", range="[1h, 36500d]"),
+            Key("journal_max_rows", _INTEGER, 1000000, range="[1000, 1000000000]"),
+        ),
         "server": _section(
             Key("listen", _STRING, "127.0.0.1:9464"),
             Key("shutdown_grace", _NUMBER, 30, range="[0, 86400]"),
@@ -223,6 +233,7 @@ _DEFS = {
     "suppliers.*": "supplier",
     "feeds[].retry": "feed_retry",
     "exclude": "exclude",
+    "provenance": "provenance",
 }
 
 

@@ -103,6 +103,20 @@ class CyberTraceConfig:
 @dataclass(frozen=True, slots=True)
 class StateConfig:
     path: str = "/var/lib/feedsync/state.db"
+    # The change journal's bounds (store/journal.py): entries older go, then the oldest
+    # past the count; an entry is at most ~600 bytes, so rows bound the size too.
+    journal_max_age: float = 90 * 86400.0
+    journal_max_rows: int = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ProvenanceConfig:
+    """Context fields feedsync adds to every indicator it sends (None: not sent):
+    the feeds that list it, and when feedsync first and last sent it."""
+
+    feeds: str | None = None
+    first_seen: str | None = None
+    last_seen: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +254,7 @@ class Config:
     feeds: tuple[FeedConfig, ...]
     warnings: tuple[str, ...] = ()  # valid but unsafe (secrets others can read): log them
     supplier_defaults: SupplierDefaults = SupplierDefaults()
+    provenance: ProvenanceConfig = ProvenanceConfig()
 
     def supplier_settings(self, name: str) -> SupplierConfig:
         """The settings feedsync creates supplier ``name`` with: its ``suppliers:``

@@ -27,7 +27,7 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from feedsync import config as configuration
-from feedsync import logs, metrics, status
+from feedsync import logs, metrics, status, why
 from feedsync import render as report
 from feedsync.config import Config
 from feedsync.cybertrace import CyberTrace
@@ -44,9 +44,10 @@ from feedsync.errors import (
 )
 from feedsync.progress import Board
 from feedsync.store import Store
+from feedsync.store.journal import SHOWN
 from feedsync.store.readiness import store_problem
 from feedsync.store.statefile import ADVICE
-from feedsync.sync import Cycle, clear_spool, metered_client
+from feedsync.sync import Cycle, clear_spool, forgetting, metered_client
 from feedsync.sync.reports import feed_state_metrics, supplier_state_metrics
 from feedsync.timing import first_run, interval_seconds, same_schedule, trigger
 
@@ -69,7 +70,7 @@ class Daemon:
         self._reloads: set[asyncio.Task[Any]] = set()
         self.client: CyberTrace | None = None
         self.reader: Store | None = None
-        self.server = Server(status=self.status, ready=self.ready)
+        self.server = Server(status=self.status, ready=self.ready, why=self.why)
         self.control = ControlServer(self)
         self.held: dict[str, float] = {}  # feeds on hold, and since when (the store's copy)
         self.notifier = Notifier()
@@ -122,6 +123,13 @@ class Daemon:
             raise StoreError("the daemon is not serving yet")
         snapshot = await reader.call(status.snapshot, self.config, reader)
         return status.with_schedule(snapshot, self.next_runs(), self.progress.by_feed())
+
+    async def why(self, value: str) -> tuple[int, dict[str, Any]]:
+        """What /why shows: ``feedsync why``'s exit code and answer, read like /status."""
+        reader = self.reader
+        if reader is None:
+            raise StoreError("the daemon is not serving yet")
+        return await reader.call(why.read, reader, value, SHOWN)
 
     def next_runs(self) -> dict[str, float]:
         return {
@@ -227,6 +235,13 @@ class Daemon:
         if problem:
             return Reply(error=f"reload failed, the running configuration stays: {problem}", exit=1)
         return Reply(output=f"configuration reloaded ({len(self.config.feeds)} feeds)")
+
+    async def steer_forget(self, name: str) -> Reply:
+        """A CLI's ``forget``, under the supplier's lock (after a cycle of it running)."""
+        done = await forgetting.forget(
+            self.config, self.store, name, client=self.client, locks=self.locks
+        )
+        return Reply(done.output, done.error, done.exit)
 
     def _unknown(self, names: Sequence[str]) -> str:
         known = {feed.name for feed in self.config.feeds}

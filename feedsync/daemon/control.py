@@ -1,7 +1,7 @@
 """The daemon's control channel: its socket, its commands and the CLI's client of it.
 
-How ``feedsync sync``, ``status``, ``hold``, ``release`` and ``reload`` steer a
-running ``feedsync run``.
+How ``feedsync sync``, ``status``, ``hold``, ``release``, ``reload`` and
+``forget`` steer a running ``feedsync run``.
 
 While the daemon runs it holds the state database's writers' lock, so the CLI
 cannot do the work itself; it asks the daemon instead, over a unix socket in
@@ -39,7 +39,7 @@ CONNECT_TIMEOUT = 5.0
 # the other commands are answered from memory or one short store call.
 ANSWER_TIMEOUT = 60.0
 
-Command = Literal["sync", "status", "hold", "release", "reload"]
+Command = Literal["sync", "status", "hold", "release", "reload", "forget"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +63,8 @@ class Steered(Protocol):
     async def steer_hold(self, name: str, *, hold: bool) -> Reply: ...
 
     async def steer_reload(self) -> Reply: ...
+
+    async def steer_forget(self, name: str) -> Reply: ...
 
 
 def runnable(
@@ -90,6 +92,7 @@ class ControlServer:
         self.app.router.add_post("/hold", self._hold)
         self.app.router.add_post("/release", self._release)
         self.app.router.add_post("/reload", self._reload)
+        self.app.router.add_post("/forget", self._forget)
         self.runner = web.AppRunner(self.app, access_log=None)
         self.path: Path | None = None
         self._inode = 0
@@ -161,6 +164,13 @@ class ControlServer:
 
     async def _reload(self, _request: web.Request) -> web.Response:
         return _answer(await self.daemon.steer_reload())
+
+    async def _forget(self, request: web.Request) -> web.Response:
+        name = (await _body(request)).get("feed")
+        if not isinstance(name, str):
+            return _refused("feed: expected a feed name")
+        # Shielded like a sync: the deletions it started are seen through.
+        return _answer(await asyncio.shield(self.daemon.steer_forget(name)))
 
 
 async def _body(request: web.Request) -> dict[str, Any]:

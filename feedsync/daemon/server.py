@@ -1,4 +1,4 @@
-"""The daemon's HTTP server: /metrics, /healthz, /readyz, /status.
+"""The daemon's HTTP server: /metrics, /healthz, /readyz, /status, /why.
 
 It answers from what the daemon hands it as coroutines (``status``, ``ready``),
 never from the store's worker thread, so no cycle's work can queue a probe;
@@ -36,6 +36,9 @@ REFUSED = (
 
 Status = Callable[[], Awaitable[dict[str, Any]]]
 Ready = Callable[[], Awaitable[list[str]]]
+Why = Callable[[str], Awaitable[tuple[int, dict[str, Any]]]]
+# `feedsync why`'s exit codes as HTTP statuses: found, unknown, not an indicator.
+_WHY_STATUS = {0: 200, 1: 404, 2: 400}
 
 
 class Server:
@@ -46,12 +49,14 @@ class Server:
         *,
         status: Status,
         ready: Ready,
+        why: Why | None = None,
         max_connections: int = MAX_CONNECTIONS,
         idle_timeout: float = IDLE_TIMEOUT,
         answer_timeout: float = ANSWER_TIMEOUT,
     ) -> None:
         self._status = status
         self._ready = ready
+        self._why = why
         self.max_connections = max_connections
         self.answer_timeout = answer_timeout
         self.app = web.Application()
@@ -59,6 +64,8 @@ class Server:
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/readyz", self.readyz)
         self.app.router.add_get("/status", self.status)
+        if why is not None:
+            self.app.router.add_get("/why", self.why)
         # aiohttp starts the keep-alive timer on connect: one that never sends a request
         # is closed after idle_timeout as well.
         self.runner = web.AppRunner(self.app, access_log=None, keepalive_timeout=idle_timeout)
@@ -124,6 +131,28 @@ class Server:
             body=orjson.dumps(snapshot, option=orjson.OPT_INDENT_2),
             content_type="application/json",
         )
+
+    async def why(self, request: web.Request) -> web.Response:
+        """``feedsync why`` as JSON: 200 its story, 404 a value feedsync has no record
+        of, 400 a missing ``value`` or one that is no indicator."""
+        value = request.query.get("value", "")
+        if not value.strip() or self._why is None:
+            return _json(400, {"error": "missing query parameter: /why?value=INDICATOR"})
+        try:
+            async with asyncio.timeout(self.answer_timeout):
+                code, answer = await self._why(value)
+        except TimeoutError:
+            log.warning("server.why_slow", seconds=self.answer_timeout)
+            return _json(503, {"error": f"no answer within {self.answer_timeout:g} s"})
+        return _json(_WHY_STATUS.get(code, 500), answer)
+
+
+def _json(status: int, body: dict[str, Any]) -> web.Response:
+    return web.Response(
+        status=status,
+        body=orjson.dumps(body, option=orjson.OPT_INDENT_2),
+        content_type="application/json",
+    )
 
 
 class _BoundedSite(web.BaseSite):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from feedsync.model import Invalid, Record
+from feedsync.model import Invalid, Record, Removal
 
 # Which part of a MISP value is the indicator: 0 for plain types, the index of
 # the part for composites ("filename|md5" -> the hash, "ip-dst|port" -> the IP).
@@ -31,12 +31,16 @@ PARTS: Mapping[str, int] = {
 }
 
 
-def event_records(event: Mapping[str, Any], *, line: int = 0) -> Iterator[Record | Invalid]:
+def event_records(
+    event: Mapping[str, Any], *, line: int = 0
+) -> Iterator[Record | Invalid | Removal]:
     """The records of one MISP event (``{"Event": {...}}`` or the bare event).
 
     Takes ``to_ids`` attributes that are not deleted, including those inside
     objects; a ``to_ids`` attribute of a type feedsync cannot map is Invalid
-    ("unsupported_type"). Keys are attribute uuids: MISP can reuse a value.
+    ("unsupported_type"). Keys are attribute uuids: MISP can reuse a value. An
+    attribute not for detection is a Removal saying why (soft-deleted, ``to_ids``
+    off): in a full snapshot only the change journal reads it.
     """
     body = event.get("Event", event)
     if not isinstance(body, Mapping):
@@ -62,6 +66,17 @@ def event_records(event: Mapping[str, Any], *, line: int = 0) -> Iterator[Record
             record = attribute_record(attribute, context, event_tags, line)
             if record is not None:
                 yield record
+            elif (why := not_for_detection(attribute)) and attribute.get("uuid"):
+                yield Removal(str(attribute["uuid"]), line, reason=why)
+
+
+def not_for_detection(attribute: Mapping[str, Any]) -> str | None:
+    """Why MISP says an attribute is not for detection, or None."""
+    if _true(attribute.get("deleted")):
+        return "soft-deleted in MISP"
+    if not _true(attribute.get("to_ids")):
+        return "to_ids is off in MISP"
+    return None
 
 
 def attribute_record(

@@ -32,7 +32,7 @@ from feedsync.paths import component
 from feedsync.proxy import Route
 from feedsync.sources import transport
 from feedsync.sources.fetch import ensure_directory, redact_url, request_for, warn_unverified
-from feedsync.sources.misp import attribute_record
+from feedsync.sources.misp import attribute_record, not_for_detection
 from feedsync.sources.retry import retried, status_error
 
 OVERLAP = 300
@@ -199,7 +199,8 @@ class MispSource:
                 record = attribute_record(attribute, context, (), number)
                 if record is None:
                     if patch:
-                        yield Removal(str(attribute.get("uuid")), number)
+                        why = not_for_detection(attribute)
+                        yield Removal(str(attribute.get("uuid")), number, reason=why)
                     continue
                 yield record
 

@@ -24,7 +24,7 @@ from feedsync._http import translate
 from feedsync.body import open_body
 from feedsync.config import FeedConfig
 from feedsync.errors import FetchError, ParseError
-from feedsync.model import Body, Invalid, LineParser, Record, Validators
+from feedsync.model import Body, Invalid, LineParser, Record, Removal, Validators
 from feedsync.paths import component
 from feedsync.sources.fetch import ensure_directory, fetch, is_remote, on_disk, request_for
 from feedsync.sources.misp import event_records
@@ -90,7 +90,7 @@ class MispFeedSource:
                 else:
                     await asyncio.to_thread(_copy, body.path, target)
 
-    def records(self, body: Body) -> Iterator[Record | Invalid]:
+    def records(self, body: Body) -> Iterator[Record | Invalid | Removal]:
         for number, line in enumerate(body.path.read_text().splitlines(), start=1):
             path = Path(line)
             try:

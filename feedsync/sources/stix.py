@@ -75,9 +75,15 @@ def indicator_records(
     """The records of one STIX indicator; in a patch, a Removal of its previous
     values comes first, so a new version replaces them."""
     stix_id = str(obj.get("id", ""))
-    if patch:
-        yield Removal(stix_id, line, family=True)
-    if obj.get("revoked") is True or _expired(obj.get("valid_until"), now):
+    gone = None
+    if obj.get("revoked") is True:
+        gone = "revoked"
+    elif _expired(obj.get("valid_until"), now):
+        gone = "expired (its valid_until passed)"
+    if patch or gone:
+        # In a full snapshot a Removal only tells the change journal why a row went.
+        yield Removal(stix_id, line, family=True, reason=gone)
+    if gone:
         return
     if obj.get("pattern_type", "stix") != "stix":
         yield Invalid(line, stix_id, "pattern_type")

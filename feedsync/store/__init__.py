@@ -26,7 +26,7 @@ import orjson
 from feedsync.clock import SYSTEM, Clock
 from feedsync.errors import StoreError
 from feedsync.model import Validators
-from feedsync.store import statefile
+from feedsync.store import journal, statefile
 from feedsync.store.migrations import MIGRATIONS
 from feedsync.store.statefile import translate, translated
 
@@ -389,9 +389,11 @@ def now(db: sqlite3.Connection) -> float:
     return db.clock.now() if isinstance(db, statefile.Clocked) else SYSTEM.now()
 
 
-def forget_feed(db: sqlite3.Connection, feed_id: int, supplier: str) -> None:
+def forget_feed(db: sqlite3.Connection, feed_id: int, supplier: str, why: str) -> None:
     """Drop a feed's snapshot and row; its values are compared again, so that the
-    supplier's next plan deletes those no other feed lists. Its runs stay."""
+    supplier's next plan deletes those no other feed lists. Its runs stay; the
+    journal says ``why`` of each value."""
+    journal.feed_rows(db, now(db), feed_id, "unlisted", detail=why)
     _mark_feed_dirty(db, feed_id, supplier)
     for table in ("snapshot", "lines", "line_index"):
         db.execute(f"DELETE FROM {table} WHERE feed_id = ?", (feed_id,))

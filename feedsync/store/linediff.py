@@ -42,7 +42,7 @@ from feedsync.model import (
 from feedsync.normalize import VERSION, RowMeter, Screener, normalized_batches
 from feedsync.phases import Phases
 from feedsync.safety.exclusions import Screen
-from feedsync.store import FeedRow, lineindex
+from feedsync.store import FeedRow, journal, lineindex
 from feedsync.store.snapshot import (
     Change,
     Guard,
@@ -95,7 +95,10 @@ def replace_lines(db: sqlite3.Connection, job: LineFeed) -> Change:
         if told is not None:
             told(line, columns)
 
-    job = dataclasses.replace(job, on_replaced=count_replaced, expanded=[False])
+    screened = journal.Screened(db, job.on_invalid)
+    job = dataclasses.replace(
+        job, on_replaced=count_replaced, expanded=[False], on_invalid=screened
+    )
     with job.phases.timed("fetch"), open_body(job.path, job.feed.name) as stream:
         layout = job.lines.layout(stream)
     signature = _signature(layout, job.static_tags, job.screen)
@@ -236,7 +239,7 @@ def _apply_delta(
         db.execute("INSERT OR IGNORE INTO touched SELECT key FROM parsed WHERE key IS NOT NULL")
         db.execute(_WINNERS)
         counts = _delta_counts(db, feed)
-        guard = Guard(job.max_delete_ratio, job.force, _DELTA_KEYS, "delta")
+        guard = Guard(job.max_delete_ratio, job.force, _DELTA_KEYS, "delta", _screened(job))
         change = guarded(db, feed, counts, counts.fetched, guard, validators=job.validators)
         if not change.held:
             _keep_lines(
@@ -291,10 +294,15 @@ def _apply_full(db: sqlite3.Connection, job: LineFeed) -> Change:
             max_delete_ratio=job.max_delete_ratio,
             force=job.force,
             validators=job.validators,
+            screened=_screened(job),
         )
         if not change.held:
             _keep_lines(db, feed, "DELETE FROM lines WHERE feed_id = :feed")
     return change
+
+
+def _screened(job: LineFeed) -> journal.Screened | None:
+    return job.on_invalid if isinstance(job.on_invalid, journal.Screened) else None
 
 
 def _keep_lines(db: sqlite3.Connection, feed: FeedRow, clear: str) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from feedsync import logs
 from feedsync.config import Config
-from feedsync.store import FeedRow, Store, forget_feed
+from feedsync.store import FeedRow, Store, forget_feed, journal, now
 
 log = logs.get("feedsync.sync")
 
@@ -39,6 +39,8 @@ async def members(
             )
             continue
         if row.indicators:
+            if not dry_run:
+                await store.call(_note_held, store, row)
             log.warning(
                 "feed.removed_held",
                 feed=row.name,
@@ -51,6 +53,14 @@ async def members(
     return rows
 
 
+FORCED = "the feed was removed from the configuration; forced by operator (sync --force)"
+
+
+def _note_held(store: Store, row: FeedRow) -> None:
+    with store.transaction() as db:
+        journal.removed_held(db, now(db), row.name, row.supplier, row.indicators)
+
+
 def _forget(store: Store, row: FeedRow) -> None:
     with store.transaction() as db:
-        forget_feed(db, row.id, row.supplier)
+        forget_feed(db, row.id, row.supplier, FORCED)

@@ -177,4 +177,27 @@ MIGRATIONS: tuple[str, ...] = (
             AND r.added + r.changed + r.removed + r.held > 0),
         (SELECT min(started) FROM runs r WHERE r.feed = feeds.name));
     """,
+    # 10: the change journal (journal.py): every change feedsync applied or refused, with
+    # its reason, newest last; ``value`` NULL for one entry standing for ``count`` values
+    # (a first fetch of a big feed). Bounded by state.journal_max_age / journal_max_rows.
+    # ``seen``: when feedsync first sent each value to a supplier (provenance fields).
+    """
+    CREATE TABLE journal (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        supplier TEXT NOT NULL,
+        value TEXT,
+        event TEXT NOT NULL,
+        feed TEXT,
+        detail TEXT NOT NULL DEFAULT '',
+        count INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE INDEX journal_value ON journal (value, id);
+    CREATE TABLE seen (
+        supplier TEXT NOT NULL,
+        value TEXT NOT NULL,
+        first_seen REAL NOT NULL,
+        PRIMARY KEY (supplier, value)
+    ) WITHOUT ROWID;
+    """,
 )

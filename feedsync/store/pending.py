@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from feedsync.store import Store, connection
+from feedsync.store import Store, connection, planlog
 
 PREVIEW = 10
 
@@ -171,6 +171,7 @@ def _record(
         " VALUES (?, ?, ?, ?, ?, ?)",
         rejected,
     )
+    planlog.rejected(db, stamp, supplier, [(row[1], row[4]) for row in rejected])
 
 
 def reject_oversize(store: Store, supplier: str, item: Item, limit: int) -> None:
@@ -188,6 +189,8 @@ def reject_oversize(store: Store, supplier: str, item: Item, limit: int) -> None
                 store.clock.now(),
             ),
         )
+        reason = f"body over the {limit}-byte limit"
+        planlog.rejected(db, store.clock.now(), supplier, [(item.value, reason)])
         db.execute("DELETE FROM pending WHERE id = ?", (item.id,))
 
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import orjson
 
 from feedsync.normalize import InvalidValue, canonicalize
-from feedsync.store import now
+from feedsync.store import journal, now, planlog
+from feedsync.store.provenance import Provenance, stamp
 from feedsync.store.snapshot import digest64
 
 BATCH = 5000
@@ -42,10 +43,14 @@ class Target:
     send_context: bool = True
     send_tags: bool = True
     unmark_detections: bool | None = None
+    provenance: Provenance | None = None  # context fields naming feeds and dates (off: None)
 
     def signature(self) -> str:
         """Changes whenever the merge or the body shape changes, forcing a full replan."""
-        shape = (self.send_context, self.send_tags, self.unmark_detections, BODY_VERSION)
+        shape: tuple[object, ...] = (self.send_context, self.send_tags, self.unmark_detections)
+        shape += (BODY_VERSION,)
+        if self.provenance is not None:
+            shape += (self.provenance,)
         text = repr((self.feed_ids, self.feed_names, *shape))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -109,6 +114,7 @@ def plan(
     resync: bool = False,
     sweep: bool = True,
     refresh: Refresh | None = None,
+    cause: str = "resync",
 ) -> Plan:
     """Turn the supplier's dirty values into pending operations.
 
@@ -117,7 +123,8 @@ def plan(
     lists now (a CyberTrace restored from an older backup holds them again);
     without ``sweep`` (a supplier just created empty) it forgets them.
     ``refresh`` re-PUTs acknowledged values before their retention runs out.
-    Runs inside the caller's transaction.
+    Each operation is journaled (with ``cause`` for a resync's). Runs inside the
+    caller's transaction.
     """
     if resync:
         if sweep:
@@ -131,7 +138,8 @@ def plan(
         # As if CyberTrace held nothing and had refused nothing: rejections are re-sent too.
         db.execute("DELETE FROM acked WHERE supplier = ?", (target.supplier,))
         db.execute("DELETE FROM rejected WHERE supplier = ?", (target.supplier,))
-    if resync or _signature_changed(db, target):
+    reshaped = _signature_changed(db, target)
+    if resync or reshaped is not False:  # None: a supplier never planned
         mark_all_dirty(db, target)
     if refresh is not None:
         db.execute(
@@ -145,6 +153,8 @@ def plan(
     drops: list[tuple[str, str]] = []
     forget: list[tuple[str, str]] = []
     respelled: list[tuple[str, str]] = []
+    shape = _RESHAPED if reshaped is True and not resync else ""
+    noted = planlog.start(db, target.supplier, now(db), why=cause if resync else "", reshaped=shape)
     for current, rows in _dirty(db, target, refresh):
         if not rows and current.rejected is not None:
             forget.append((target.supplier, current.value))
@@ -161,13 +171,16 @@ def plan(
         kind, digest, body = op
         refreshed = current.due and kind == "update" and current.acked == digest
         counts["refresh" if refreshed else kind] += 1
+        event = "refresh" if refreshed else _EVENTS[kind]
+        _journal_op(noted, target, position, (event, current.value), rows)
         writes.append((kind, current.value, digest, body))
         if len(writes) >= BATCH:
-            _write(db, target.supplier, writes)
+            _write(db, target, writes)
             writes.clear()
-    _write(db, target.supplier, writes)
+    _write(db, target, writes)
     if resync and sweep:
-        counts["delete"] += _sweep_retired(db, target)
+        counts["delete"] += _sweep_retired(db, target, noted)
+    noted.close()
     db.executemany("DELETE FROM pending WHERE supplier = ? AND value = ?", [*drops, *respelled])
     db.executemany("DELETE FROM acked WHERE supplier = ? AND value = ?", respelled)
     db.executemany(
@@ -182,7 +195,25 @@ def plan(
     return Plan(**counts)
 
 
-def _sweep_retired(db: sqlite3.Connection, target: Target) -> int:
+_RESHAPED = "re-planned: the supplier's feeds or its indicators' shape changed"
+_EVENTS: dict[str, journal.Event] = {"add": "add", "update": "update", "delete": "delete"}
+
+
+def _journal_op(
+    noted: planlog.Planned,
+    target: Target,
+    position: dict[int, int],
+    op: tuple[journal.Event, str],
+    rows: Sequence[tuple[int, str, str]],
+) -> None:
+    if noted.bulk or op[0] == "refresh":  # counted, not named (the hot loop)
+        noted.counts[op[0]] += 1
+    else:
+        feeds = [target.feed_names[i] for i in sorted(position[row[0]] for row in rows)]
+        noted.op(op[0], op[1], feeds)
+
+
+def _sweep_retired(db: sqlite3.Connection, target: Target, noted: planlog.Planned) -> int:
     """Plan a DELETE of each value feedsync once sent to the supplier that no feed
     lists now (deleting one CyberTrace does not hold is done all the same). An
     old spelling of a listed value is not deleted: CyberTrace would read it as
@@ -201,7 +232,9 @@ def _sweep_retired(db: sqlite3.Connection, target: Target) -> int:
         for (value,) in rows
         if not _respelled_desired(db, target, value)
     ]
-    _write(db, target.supplier, writes)
+    _write(db, target, writes)
+    for _op, value, _digest, _body in writes:
+        noted.note("delete", value, None, "feedsync once sent it and no feed lists it now")
     return len(writes)
 
 
@@ -243,11 +276,13 @@ def mark_all_dirty(db: sqlite3.Connection, target: Target) -> None:
         db.execute(f"INSERT OR IGNORE INTO dirty (supplier, value) {select}", (supplier, supplier))
 
 
-def _signature_changed(db: sqlite3.Connection, target: Target) -> bool:
+def _signature_changed(db: sqlite3.Connection, target: Target) -> bool | None:
+    """Whether the merge or body shape changed since the last plan; None for a
+    supplier never planned."""
     row = db.execute(
         "SELECT signature FROM suppliers WHERE name = ?", (target.supplier,)
     ).fetchone()
-    return row is None or row[0] != target.signature()
+    return None if row is None else row[0] != target.signature()
 
 
 def _dirty(
@@ -323,15 +358,17 @@ def _decide(
 def _put_body(
     value: str, rows: Sequence[tuple[int, str, str]], target: Target, position: dict[int, int]
 ) -> str:
-    if len(rows) == 1:
+    if len(rows) == 1 and target.provenance is None:
         return _single_put_body(value, rows[0], target)
     ordered = sorted(rows, key=lambda row: position[row[0]])
     body: dict[str, object] = {"indicator": value}
     if target.send_context:
         first = ordered[0]
-        body["context"] = orjson.loads(
-            first[1] if first[1] != "{}" else target.source_context(first[0])
-        )
+        context = orjson.loads(first[1] if first[1] != "{}" else target.source_context(first[0]))
+        if target.provenance is not None and target.provenance.feeds is not None:
+            names = [target.feed_names[position[row[0]]] for row in ordered]
+            context[target.provenance.feeds] = ",".join(dict.fromkeys(names))
+        body["context"] = context
     if target.send_tags:
         tags: set[str] = set()
         for row in ordered:
@@ -364,9 +401,12 @@ def _delete_body(value: str, target: Target) -> str:
 
 
 def _write(
-    db: sqlite3.Connection, supplier: str, writes: list[tuple[str, str, int | None, str]]
+    db: sqlite3.Connection, target: Target, writes: list[tuple[str, str, int | None, str]]
 ) -> None:
     planned = now(db)
+    supplier = target.supplier
+    if target.provenance is not None:
+        writes = stamp(db, supplier, writes, fields=target.provenance, at=planned)
     db.executemany(
         "INSERT INTO pending (supplier, value, op, digest, body, planned_at)"
         " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (supplier, value) DO UPDATE SET"

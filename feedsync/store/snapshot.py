@@ -23,7 +23,7 @@ import orjson
 from feedsync.body import to_sql
 from feedsync.model import Indicator, Invalid, Removal, Validators
 from feedsync.safety.exclusions import split_reasons
-from feedsync.store import FeedRow, now
+from feedsync.store import FeedRow, journal, now
 
 BATCH = 5000
 
@@ -117,7 +117,8 @@ def replace(
     shrink guard holds the change. Runs inside the caller's transaction."""
     stage_tables(db)
     reasons: Counter[str] = Counter()
-    valid = _stage(db, items, reasons, on_invalid)
+    screened = journal.Screened(db, on_invalid)
+    valid = _stage(db, items, reasons, screened)
     return replace_staged(
         db,
         feed,
@@ -126,6 +127,7 @@ def replace(
         max_delete_ratio=max_delete_ratio,
         force=force,
         validators=validators,
+        screened=screened,
     )
 
 
@@ -138,6 +140,7 @@ def replace_staged(
     max_delete_ratio: float,
     force: bool,
     validators: Validators,
+    screened: journal.Screened | None = None,
 ) -> Change:
     """Apply the whole new snapshot in ``stage`` (``valid`` rows were read into
     it, so duplicates are the difference), unless the shrink guard holds it."""
@@ -150,7 +153,7 @@ def replace_staged(
     change = counted(
         reasons, fetched=total, duplicates=valid - total, removed=removed, before=feed.indicators
     )
-    guard = Guard(max_delete_ratio, force, FULL_KEYS, "replace")
+    guard = Guard(max_delete_ratio, force, FULL_KEYS, "replace", screened)
     return guarded(db, feed, change, total, guard, validators=validators)
 
 
@@ -159,6 +162,14 @@ def expire(db: sqlite3.Connection, feed: FeedRow, now: float) -> int:
     The source said when they end, so the shrink guard does not hold this."""
     params = {"feed": feed.id, "supplier": feed.supplier, "now": now}
     where = "feed_id = :feed AND expires IS NOT NULL AND expires <= :now"
+    journal.feed_rows(
+        db,
+        now,
+        feed.id,
+        "unlisted",
+        detail="expired (its valid_until passed)",
+        where="expires IS NOT NULL AND expires <= :now",
+    )
     db.execute(
         f"INSERT OR IGNORE INTO dirty (supplier, value) SELECT :supplier, value FROM snapshot"
         f" WHERE {where}",
@@ -179,6 +190,7 @@ def stage_tables(db: sqlite3.Connection) -> None:
     db.execute("CREATE TEMP TABLE IF NOT EXISTS gone (key TEXT PRIMARY KEY) WITHOUT ROWID")
     db.execute("DELETE FROM stage")
     db.execute("DELETE FROM gone")
+    journal.temp_tables(db)
 
 
 def patch(
@@ -195,12 +207,13 @@ def patch(
     (a later item about a key wins). The shrink guard counts the removals."""
     stage_tables(db)
     reasons: Counter[str] = Counter()
+    screened = journal.Screened(db, on_invalid)
     for item in items:
         if isinstance(item, Removal):
             _remove(db, feed, item)
         elif isinstance(item, Invalid):
             reasons[item.reason] += 1
-            on_invalid(item)
+            screened(item)
             if item.key is not None:
                 # An upsert whose new value is excluded: the value it had goes.
                 _remove(db, feed, Removal(item.key, item.line, family=True))
@@ -221,7 +234,7 @@ def patch(
     total = feed.indicators - removed + new
     staged = db.execute("SELECT count(*) FROM stage").fetchone()[0]
     change = counted(reasons, fetched=staged, removed=removed, before=feed.indicators)
-    guard = Guard(max_delete_ratio, force, "SELECT key FROM gone ORDER BY key", "patch")
+    guard = Guard(max_delete_ratio, force, "SELECT key FROM gone ORDER BY key", "patch", screened)
     return guarded(db, feed, change, total, guard, validators=validators)
 
 
@@ -234,6 +247,7 @@ class Guard:
     force: bool
     keys: str
     mode: Outgoing
+    screened: journal.Screened | None = None  # flushed before the change is journaled
 
 
 def guarded(
@@ -246,18 +260,48 @@ def guarded(
     validators: Validators,
 ) -> Change:
     """Hold a change that shrinks the feed too much, or apply it."""
+    if guard.screened is not None:
+        guard.screened.flush()
     shrink = _shrink(change.before, total, change.removed, guard.ratio)
+    journaled = _journaled(db, feed, change, guard, shrink)
     if shrink is not None and not guard.force:
         keys = _key_set_hash(db, guard.keys, feed)
         # A shrink stands once a second fetch yields the very same set; an empty one never does.
         if total == 0 or keys != feed.held_digest:
+            if keys != feed.held_digest:  # journaled once per held change, not per fetch
+                journal.held(db, journaled, f"held by the shrink guard: {shrink}")
             _hold(db, feed, change.removed, total, keys)
             return dataclasses.replace(change, held=True, held_reason=shrink)
-    added, changed = _apply(db, feed, total, change, validators, mode=guard.mode)
+    added, changed = _apply(db, feed, total, change, validators, mode=guard.mode, log=journaled)
     return dataclasses.replace(change, added=added, changed=changed)
 
 
+def _journaled(
+    db: sqlite3.Connection, feed: FeedRow, change: Change, guard: Guard, shrink: str | None
+) -> journal.FeedChange:
+    suffix = ""
+    if shrink is not None:
+        suffix = (
+            f"; forced by operator over the shrink guard ({shrink})"
+            if guard.force
+            else "; held by the shrink guard, then confirmed by an identical fetch"
+        )
+    return journal.FeedChange(
+        feed_id=feed.id,
+        feed=feed.name,
+        supplier=feed.supplier,
+        at=now(db),
+        gone=_GONE[guard.mode],
+        added=0,
+        changed=0,
+        removed=change.removed,
+        suffix=suffix,
+    )
+
+
 def _remove(db: sqlite3.Connection, feed: FeedRow, item: Removal) -> None:
+    if item.reason:
+        journal.note_gone(db, [(item.key, item.reason)])
     db.execute("DELETE FROM stage WHERE key = ?", (item.key,))
     db.execute("INSERT OR IGNORE INTO gone VALUES (?)", (item.key,))
     if item.family:
@@ -278,11 +322,15 @@ def _stage(
     on_invalid: Callable[[Invalid], None],
 ) -> int:
     valid = 0
-    rows = _rows(items, reasons, on_invalid)
+    hints: list[tuple[str, str]] = []
+    rows = _rows(items, reasons, on_invalid, hints)
     while batch := list(islice(rows, BATCH)):
         valid += len(batch)
         # First occurrence wins: a feed listing a value twice keeps its first row's content.
         db.executemany("INSERT OR IGNORE INTO stage VALUES (?,?,?,?,?,?,?,?)", batch)
+        journal.note_gone(db, hints)
+        hints.clear()
+    journal.note_gone(db, hints)
     return valid
 
 
@@ -290,14 +338,17 @@ def _rows(
     items: Iterable[Indicator | Invalid | Removal],
     reasons: Counter[str],
     on_invalid: Callable[[Invalid], None],
+    hints: list[tuple[str, str]],
 ) -> Iterator[Row]:
     for item in items:
         if isinstance(item, Invalid):
             reasons[item.reason] += 1
             on_invalid(item)
         elif isinstance(item, Indicator):
-            # A Removal means nothing here: in a full snapshot, absent is removed.
             yield encode(item)
+        elif item.reason:
+            # In a full snapshot absent is removed; a source's word says why (journal).
+            hints.append((item.key, item.reason))
 
 
 def _shrink(before: int, total: int, removed: int, ratio: float) -> str | None:
@@ -368,6 +419,7 @@ def _apply(
     validators: Validators,
     *,
     mode: Outgoing = "replace",
+    log: journal.FeedChange | None = None,
 ) -> tuple[int, int]:
     params = {"feed": feed.id, "supplier": feed.supplier}
     outgoing = _OUTGOING[mode]
@@ -381,6 +433,8 @@ def _apply(
         " WHERE s.digest != t.digest",
         params,
     ).fetchone()[0]
+    if log is not None:
+        journal.applied(db, dataclasses.replace(log, added=added, changed=changed))
     db.execute(
         "INSERT OR IGNORE INTO dirty (supplier, value) SELECT :supplier, s.value FROM snapshot s"
         f" WHERE s.feed_id = :feed AND {outgoing}",

@@ -28,9 +28,10 @@ from feedsync.phases import Phases
 from feedsync.progress import QUIET, Meter, Progress
 from feedsync.redact import cause
 from feedsync.sources import source_for
-from feedsync.store import Store, pending, record_run
+from feedsync.store import FeedRow, Store, forget_feed, journal, pending, record_run
 from feedsync.store.membership import members
 from feedsync.store.pending import Sent
+from feedsync.store.provenance import Provenance
 from feedsync.store.reconcile import Plan, Refresh, Target, plan, prune_retired
 from feedsync.sync import canary
 from feedsync.sync.applying import Applier, failed
@@ -207,6 +208,22 @@ class Cycle:
         )
         return reports, await self._finish(report)
 
+    async def forget(self, row: FeedRow, why: str) -> SupplierReport:
+        """Drop a feed's snapshot on an operator's word, then plan and send its
+        supplier: what only that feed listed is deleted, the rest stays."""
+        async with contextlib.AsyncExitStack() as stack:
+            client = self.client
+            if client is None:
+                client = await stack.enter_async_context(metered_client(self.config))
+            async with self.locks.setdefault(row.supplier, asyncio.Lock()):
+                await self.store.call(self._forget, row, why)
+                _, report = await self._supplier(client, row.supplier, [], Meter(self.progress, ()))
+        return report
+
+    def _forget(self, row: FeedRow, why: str) -> None:
+        with self.store.transaction() as db:
+            forget_feed(db, row.id, row.supplier, why)
+
     def _record(self, reports: list[FeedReport]) -> None:
         """Runs that never reached their snapshot still belong in the history."""
         with self.store.transaction() as db:
@@ -227,6 +244,7 @@ class Cycle:
             send_context=supplier != "FalsePositive",
             send_tags=version != "1.0",
             unmark_detections=unmark,
+            provenance=_provenance(self.config) if supplier != "FalsePositive" else None,
         )
 
     async def _apply(
@@ -238,8 +256,11 @@ class Cycle:
             return await self.store.call(self._apply_all, target, fetched, meter)
         reports = [await self.store.call(self._apply_one, item) for item in fetched]
         meter.enter("plan")
-        planned = await self.store.call(self._replan, target, None, self.resync)
+        planned = await self.store.call(
+            self._replan, target, None, self.resync, True, "resync (sync --resync)"
+        )
         meter(planned.total)
+        await self.store.call(self._prune_journal)
         return reports, planned, ()
 
     def _apply_all(
@@ -267,9 +288,7 @@ class Cycle:
         if item.row is None:
             item.row = self.store.feed(item.feed.name, item.feed.supplier)
 
-    async def _upload(
-        self, client: CyberTrace, target: Target, meter: Meter
-    ) -> tuple[Sent, int]:
+    async def _upload(self, client: CyberTrace, target: Target, meter: Meter) -> tuple[Sent, int]:
         try:
             return await self._send_plan(client, target, meter)
         except SupplierGone as exc:
@@ -330,12 +349,14 @@ class Cycle:
             if acked:
                 # It was deleted by hand: CyberTrace holds none of what we recorded.
                 log.warning("supplier.vanished", supplier=supplier, acked=acked)
-                await self.store.call(self._replan, target, None, True, False)
+                cause = "resync: the supplier was deleted by hand and created again"
+                await self.store.call(self._replan, target, None, True, False, cause)
         elif watched:
             why = await canary.lost(client, self.store, supplier, info)
             if why is not None:
                 log.warning("supplier.restored", supplier=supplier, reason=why)
-                await self.store.call(self._replan, target, None, True, True)
+                cause = f"resync: CyberTrace lost the supplier's canary ({why})"
+                await self.store.call(self._replan, target, None, True, True, cause)
 
     async def _refresh(self, target: Target, info: SupplierInfo) -> int:
         """Plan the refresh of what the supplier's retention would soon expire; how many."""
@@ -349,10 +370,20 @@ class Cycle:
         return replanned.refresh
 
     def _replan(
-        self, target: Target, refresh: Refresh | None, resync: bool = False, sweep: bool = True
+        self,
+        target: Target,
+        refresh: Refresh | None,
+        resync: bool = False,
+        sweep: bool = True,
+        cause: str = "resync",
     ) -> Plan:
         with self.store.transaction() as db:
-            return plan(db, target, resync=resync, sweep=sweep, refresh=refresh)
+            return plan(db, target, resync=resync, sweep=sweep, refresh=refresh, cause=cause)
+
+    def _prune_journal(self) -> None:
+        state = self.config.state
+        with self.store.transaction() as db:
+            journal.prune(db, self.clock.now(), state.journal_max_age, state.journal_max_rows)
 
     def _prune_retired(self, supplier: str, retention_seconds: float) -> None:
         with self.store.transaction() as db:
@@ -395,6 +426,13 @@ class Cycle:
             dry_run=self.dry_run,
         )
         return dataclasses.replace(report, pending=pending, rejected=counts["rejected"])
+
+
+def _provenance(config: Config) -> Provenance | None:
+    fields = config.provenance
+    if fields.feeds is None and fields.first_seen is None and fields.last_seen is None:
+        return None
+    return Provenance(fields.feeds, fields.first_seen, fields.last_seen)
 
 
 def metered_client(config: Config) -> CyberTrace:

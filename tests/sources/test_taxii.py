@@ -24,6 +24,7 @@ from feedsync.model import Invalid, Record, Removal
 from feedsync.normalize import canonicalize
 from feedsync.sources.stix import Unsupported, indicator_records, pattern_values
 from feedsync.store import Store
+from feedsync.store.story import story
 
 VXVAULT = "a5707c2d-3d27-5a65-bcfd-d837aad4af61"
 MEDIA = "application/taxii+json;version=2.1"
@@ -80,16 +81,13 @@ def test_indicator_records_revoked_expired_and_context() -> None:
         and dict(record.context)["stix_id"] == "indicator--1"
     )
     assert list(indicator_records({**base, "revoked": True}, line=1, now=NOW, patch=True)) == [
-        Removal("indicator--1", 1, family=True)
+        Removal("indicator--1", 1, family=True, reason="revoked")
     ]
-    assert (
-        list(
-            indicator_records(
-                {**base, "valid_until": "2020-01-01T00:00:00Z"}, line=1, now=NOW, patch=False
-            )
+    assert list(
+        indicator_records(
+            {**base, "valid_until": "2020-01-01T00:00:00Z"}, line=1, now=NOW, patch=False
         )
-        == []
-    )
+    ) == [Removal("indicator--1", 1, family=True, reason="expired (its valid_until passed)")]
     [invalid] = indicator_records({**base, "pattern_type": "sigma"}, line=1, now=NOW, patch=False)
     assert isinstance(invalid, Invalid) and invalid.reason == "pattern_type"
 
@@ -347,6 +345,10 @@ async def test_indicator_leaves_when_its_valid_until_passes_between_pulls(
     feeds, _ = await sync(loaded, store)
     assert feeds[0].result == "unchanged"
     assert "short-lived.example" not in emulator.indicators("VX")
+    told = story(store.db, "short-lived.example")
+    assert told is not None
+    unlisted = [e for e in told["journal"] if e["event"] == "unlisted"]
+    assert [e["detail"] for e in unlisted] == ["expired (its valid_until passed)"]
 
 
 async def test_expired_next_restarts_the_pull_once(
