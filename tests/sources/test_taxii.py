@@ -345,7 +345,7 @@ async def test_indicator_leaves_when_its_valid_until_passes_between_pulls(
     feeds, _ = await sync(loaded, store)
     assert feeds[0].result == "unchanged"
     assert "short-lived.example" not in emulator.indicators("VX")
-    told = story(store.db, "short-lived.example")
+    told = story(store, "short-lived.example")
     assert told is not None
     unlisted = [e for e in told["journal"] if e["event"] == "unlisted"]
     assert [e["detail"] for e in unlisted] == ["expired (its valid_until passed)"]
