@@ -41,6 +41,13 @@ def test_the_unit_runs_what_the_readme_installs() -> None:
     assert not directives("Documentation"), "no page nothing installs"
 
 
+def test_reload_needs_no_binary_a_minimal_debian_lacks() -> None:
+    # Seen under systemd 252 in a debootstrap minbase Debian 12: ExecReload=/bin/kill
+    # failed with 203/EXEC (procps is not installed), so `systemctl reload` failed.
+    [reload] = directives("ExecReload")
+    assert reload == """/bin/sh -c 'kill -HUP "$MAINPID"'""", "the shell's kill, $MAINPID from systemd"
+
+
 def test_every_credential_the_unit_loads_is_a_file_the_readme_creates() -> None:
     loads = directives("LoadCredential")
     assert loads
