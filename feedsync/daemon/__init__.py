@@ -195,6 +195,9 @@ class Daemon:
         for name in names:
             if self.running.get(name) is task:
                 del self.running[name]
+        # Told here, not at the cycle's end: there the cycle still counts as
+        # running, and systemd kept "1 running" for hours after the last one.
+        self.notifier.status(self.summary())
 
     async def steer_sync(
         self, names: Sequence[str], *, force: bool, resync: bool, dry_run: bool
@@ -262,7 +265,6 @@ class Daemon:
             reply = Reply(error="the cycle crashed; the daemon's log has the traceback", exit=1)
         self.cycles += 1
         self.failures += failed
-        self.notifier.status(self.summary())
         await self._feed_metrics(names)
         return reply
 
