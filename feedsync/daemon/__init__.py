@@ -83,6 +83,12 @@ class Daemon:
         self.client = await open_client(self.config)
         self.reader = await asyncio.to_thread(Store.open, self.store.path, readonly=True)
         self.held = await self.store.call(self.store.holds)
+        # Until this process's first request, CyberTrace is as the last exchange left
+        # it: at the gauge's 0, a restart whose feeds run hours later paged
+        # FeedsyncCyberTraceDown and failed /readyz with CyberTrace answering.
+        answered = await self.reader.call(self.reader.last_contact_ok)
+        if answered is not None:
+            metrics.CYBERTRACE_UP.set(1 if answered else 0)
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
