@@ -34,7 +34,7 @@ def blocks(kind: str) -> list[str]:
 
 def rooted(text: str, root: Path) -> str:
     text = text.replace("/opt/feedsync/bin/feedsync", str(FEEDSYNC))
-    return re.sub(r"(?<![\w.])/etc/", f"{root}/etc/", text)
+    return re.sub(r"(?<![\w.])/(etc|usr/local)/", rf"{root}/\1/", text)
 
 
 def without_feed(config: str, name: str) -> str:
@@ -57,13 +57,15 @@ def test_every_secret_the_example_names_is_one_the_readme_mentions() -> None:
 def test_the_readme_install_and_check_work_as_written(tmp_path: Path) -> None:
     assert FEEDSYNC.exists(), f"{FEEDSYNC}: pip install -e . makes it"
     (tmp_path / "etc" / "systemd" / "system").mkdir(parents=True)
+    (tmp_path / "usr" / "local" / "bin").mkdir(parents=True)
     [install, *_] = blocks("sh")
     script = "\n".join(
         rooted(line, tmp_path) for line in install.splitlines() if not line.startswith(SKIPPED)
     )
     # CI runs as root: nothing may reach the machine's own directories.
     outside = re.findall(
-        r"(?<![\w.])/(?:etc|usr|var|opt|lib|run)/\S*", script.replace(f"{tmp_path}/", "ROOT/")
+        r"(?<![\w.])/(?:etc|usr|var|opt|lib|run)/\S*",
+        script.replace(f"{tmp_path}/", "ROOT/").replace(str(FEEDSYNC), "FEEDSYNC"),
     )
     assert not outside and "systemctl" not in script, outside
     done = subprocess.run(
@@ -82,6 +84,9 @@ def test_the_readme_install_and_check_work_as_written(tmp_path: Path) -> None:
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
     assert stat.S_IMODE((etc / "credentials").stat().st_mode) == 0o700
     assert stat.S_IMODE((etc / "feedsync.env").stat().st_mode) == 0o600
+    # The README's other commands say plain `feedsync`: root's PATH has /usr/local/bin.
+    on_path = tmp_path / "usr" / "local" / "bin" / "feedsync"
+    assert subprocess.run([on_path, "--version"], capture_output=True, check=False).returncode == 0
 
     # The edits the README asks for: the feeds that want secrets go, with the
     # supplier only they used; the password becomes the credential it shows.
