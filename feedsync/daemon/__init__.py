@@ -84,6 +84,12 @@ class Daemon:
         self.client = await open_client(self.config)
         self.reader = await asyncio.to_thread(Store.open, self.store.path, readonly=True)
         self.held = await self.store.call(self.store.holds)
+        # Until this process's first request, CyberTrace is as the last exchange left
+        # it: at the gauge's 0, a restart whose feeds run hours later paged
+        # FeedsyncCyberTraceDown and failed /readyz with CyberTrace answering.
+        answered = await self.reader.call(self.reader.last_contact_ok)
+        if answered is not None:
+            metrics.CYBERTRACE_UP.set(1 if answered else 0)
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -203,6 +209,9 @@ class Daemon:
         for name in names:
             if self.running.get(name) is task:
                 del self.running[name]
+        # Told here, not at the cycle's end: there the cycle still counts as
+        # running, and systemd kept "1 running" for hours after the last one.
+        self.notifier.status(self.summary())
 
     async def steer_sync(
         self, names: Sequence[str], *, force: bool, resync: bool, dry_run: bool
@@ -277,7 +286,6 @@ class Daemon:
             reply = Reply(error="the cycle crashed; the daemon's log has the traceback", exit=1)
         self.cycles += 1
         self.failures += failed
-        self.notifier.status(self.summary())
         await self._feed_metrics(names)
         return reply
 

@@ -276,6 +276,15 @@ class Store:
     # Reading for status and metrics
 
     @translated
+    def last_contact_ok(self) -> bool | None:
+        """Whether the newest exchange with CyberTrace, of any supplier, ended well
+        (None: there was none yet)."""
+        row = self._db.execute(
+            "SELECT last_error IS NULL FROM contact ORDER BY last_attempt DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else bool(row[0])
+
+    @translated
     def counts(self, supplier: str, *, acked: bool = True) -> dict[str, int]:
         """Acknowledged (unless ``acked`` is false: it costs a scan of them),
         pending (by op) and rejected counts of a supplier."""

@@ -126,12 +126,34 @@ async def test_supplier_series_exist_from_the_daemon_start(
     assert feedsync("sync", "-c", str(path), "ops_backlog").returncode == 1
     assert sample("feedsync_pending_operations", supplier="OpsBacklog") is None
 
+    metrics.CYBERTRACE_UP.set(1)  # what an earlier test's requests left in this process
     daemon = await daemon_at(path)
+    assert sample("feedsync_cybertrace_up") == 0, "the last exchange, in the store, failed"
     await daemon._schedule()
     assert sample("feedsync_pending_operations", supplier="OpsBacklog") == 3
     assert sample("feedsync_rejected_indicators", supplier="OpsBacklog") == 0
     assert sample("feedsync_refresh_due_indicators", supplier="OpsBacklog") == 0
     assert sample("feedsync_changes_total", supplier="OpsBacklog", op="add") == 0
+
+
+async def test_cybertrace_up_is_as_the_store_left_it_from_the_daemon_start(
+    tmp_path: Path,
+    emulator: Emulator,
+    daemon_at: Callable[..., Any],  # noqa: F811 -- the fixture imported above
+) -> None:
+    # Seen under systemd: restarted, with no feed due for hours, the gauge stayed at
+    # 0, and FeedsyncCyberTraceDown would page while CyberTrace answered.
+    path = write_config(tmp_path, emulator.url)
+    # Another process syncs (asynchronously: the emulator answers on this loop).
+    sync = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "feedsync.cli", "sync", "-c", str(path),
+        env={**os.environ, "CT_PASSWORD": PASSWORD},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert await asyncio.wait_for(sync.wait(), 60) == 0
+    metrics.CYBERTRACE_UP.set(0)  # a new process's gauge
+    await daemon_at(path)
+    assert sample("feedsync_cybertrace_up") == 1
 
 
 async def test_reload_outcome_is_a_gauge(

@@ -41,6 +41,13 @@ def test_the_unit_runs_what_the_readme_installs() -> None:
     assert not directives("Documentation"), "no page nothing installs"
 
 
+def test_reload_needs_no_binary_a_minimal_debian_lacks() -> None:
+    # Seen under systemd 252 in a debootstrap minbase Debian 12: ExecReload=/bin/kill
+    # failed with 203/EXEC (procps is not installed), so `systemctl reload` failed.
+    [reload] = directives("ExecReload")
+    assert reload == """/bin/sh -c 'kill -HUP "$MAINPID"'""", "the shell's own kill"
+
+
 def test_every_credential_the_unit_loads_is_a_file_the_readme_creates() -> None:
     loads = directives("LoadCredential")
     assert loads
@@ -160,3 +167,20 @@ async def test_a_reload_is_reloading_then_ready_for_systemd(
         assert reloading["RELOADING"] == "1"
         assert before <= int(reloading["MONOTONIC_USEC"]) <= after
         assert ready["READY"] == "1" and "feeds" in ready["STATUS"], "refused or not: ready"
+
+
+async def test_systemd_status_counts_no_cycle_once_the_last_has_ended(
+    tmp_path: Path,
+    emulator: Emulator,
+    notify_socket: socket.socket,
+    daemon_at: Callable[..., Any],  # noqa: F811 -- the fixture imported above
+) -> None:
+    # Seen under systemd: STATUS= was sent while the ending cycle still counted,
+    # and `systemctl status` said "1 running" until the next cycle.
+    daemon = await daemon_at(write_config(tmp_path, emulator.url))
+    await daemon.launch("first")
+    await asyncio.wait(list(daemon.running.values()))
+    await asyncio.sleep(0)
+    *_, last = received(notify_socket)
+    assert last["STATUS"].startswith("1 feeds, 0 running, 1 cycles, 0 failed"), last
+
