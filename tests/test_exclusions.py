@@ -19,6 +19,7 @@ from feedsync.emulator import Emulator
 from feedsync.errors import ConfigError
 from feedsync.model import Indicator, Invalid, Record, Validators
 from feedsync.safety.exclusions import BUILTIN, EXCLUDED, TOO_WIDE, Screen, intervals
+from feedsync.safety.tables import HOST, SUFFIX, names_table, substrings
 from feedsync.safety.warninglists import available, chosen, entries, screen_for
 from feedsync.sources.csvfeed import CsvOptions
 from feedsync.store import Store
@@ -393,3 +394,26 @@ async def test_warninglists_per_feed_over_the_top_level(
     assert set(emulator.indicators("A")) == {"1.2.3.4", "bit.ly"}
     assert feeds[1].change.excluded_reasons == {"warninglist:url-shortener": 1}
     assert set(emulator.indicators("B")) == {"8.8.8.8", "9.9.9.9", "1.2.3.4"}
+
+
+def test_name_table_flags_and_first_given() -> None:
+    table = names_table(
+        [("exact", 0, ["a.com"]), ("host", HOST, ["a.com", "b.com"]), ("under", SUFFIX, ["b.com"])]
+    )
+    assert table.get("a.com") == "exact" and table.get("a.com", HOST | SUFFIX) == "host"
+    assert table.get("b.com", SUFFIX) == "under" and table.get("c.com") is None
+    # Thousands of entries: each is found, and no other value.
+    many = names_table([("n", SUFFIX, (f"h{i}.net" for i in range(5000)))])
+    assert all(many.get(f"h{i}.net") == "n" for i in range(5000))
+    assert not any(many.get(f"h{i}.org") for i in range(5000))
+
+
+def test_substring_trie_matches_words_that_prefix_others() -> None:
+    listed = substrings("r", ["ab", "abcd", "b.c", "xyz"])
+    assert listed.pattern is not None
+    for value in ("zab", "abc", "a.b.c", "qxyzq", "abcd"):
+        assert listed.found(value), value
+    for value in ("a", "bc", "xy", "b-c"):
+        assert not listed.found(value), value
+    # An entry no IPv4 address can hold is left out of that kind's list.
+    assert substrings("r", ["1.2.3.4", "evil.com"], "0123456789.").entries == {"1.2.3.4"}
