@@ -31,7 +31,10 @@ from feedsync.config import schedule as _schedule
 from feedsync.config import secretfile
 from feedsync.config.exclude import KEYS as EXCLUDE_KEYS
 from feedsync.config.exclude import ExcludeConfig, parse_exclude
+from feedsync.config.safevalues import ALLOWLIST_KEYS, parse_allowlist, parse_canaries
 from feedsync.errors import ConfigError
+from feedsync.safety.allowlist import Allowlist
+from feedsync.safety.poison import DEFAULT_CANARIES
 
 Schedule = _schedule.Schedule
 parse_duration = _schedule.parse_duration
@@ -241,6 +244,9 @@ class FeedConfig:
     # Networks up to this IPv4 prefix length (its count of addresses for IPv6) become
     # their addresses; wider ones are refused, 0 refuses every network.
     expand_cidr: int = 24
+    allowlist: Allowlist = field(default_factory=Allowlist)  # top level + feed (safevalues)
+    canaries: tuple[str, ...] = DEFAULT_CANARIES  # the poison guard's (safety/poison.py)
+    max_growth_ratio: float = 3.0  # the poison guard: more added than this times the feed
 
     def __repr__(self) -> str:
         # A URL's query or user part often holds a key: show neither.
@@ -348,10 +354,13 @@ def _parse(
 
 def _sections(data: dict[Any, Any], source: str, context: _Context) -> Config:
     sections = (
-        "cybertrace", "state", "server", "supplier_defaults", "suppliers", "feeds", "exclude"
+        "cybertrace", "state", "server", "supplier_defaults", "suppliers", "feeds", "exclude",
+        "allowlist", "canaries",
     )
     top = _Map("", data, sections, context)
     context.exclude = _exclude(context, "exclude", data.get("exclude"), ExcludeConfig())
+    context.allowlist = _allowlist(context, "allowlist", data.get("allowlist"), Allowlist())
+    context.canaries = parse_canaries("canaries", data.get("canaries"), DEFAULT_CANARIES)
     cybertrace = _cybertrace(top.child("cybertrace", _keys(CyberTraceConfig, "password_file")))
     state = top.child("state", _keys(StateConfig), optional=True)
     server = _server(top.child("server", ("listen", "shutdown_grace"), optional=True))
@@ -685,7 +694,25 @@ def _feed(path: str, raw: object, context: _Context) -> FeedConfig:
         schedule_min_override=m.flag(configrules.SCHEDULE_OVERRIDE, False),
         exclude=_exclude(context, m.at("exclude"), m.data.get("exclude"), context.exclude),
         expand_cidr=m.integer("expand_cidr", 24, "[0, 32]"),
+        allowlist=_allowlist(
+            context, m.at("allowlist"), m.data.get("allowlist"), context.allowlist
+        ),
+        canaries=parse_canaries(m.at("canaries"), m.data.get("canaries"), context.canaries),
+        max_growth_ratio=_growth(m),
     )
+
+
+def _allowlist(context: _Context, path: str, raw: object, inherited: Allowlist) -> Allowlist:
+    if isinstance(raw, dict):
+        context.accepted[path] = frozenset(ALLOWLIST_KEYS)
+    return parse_allowlist(path, raw, inherited, context.base)
+
+
+def _growth(m: _Map) -> float:
+    ratio = m.number("max_growth_ratio", 3.0, "[0, 1000000]")
+    if 0 < ratio <= 1:
+        raise ConfigError(m.at("max_growth_ratio"), f"{ratio:g} is no growth: above 1, or 0 (off)")
+    return ratio
 
 
 def _exclude(context: _Context, path: str, raw: object, inherited: ExcludeConfig) -> ExcludeConfig:
@@ -804,6 +831,8 @@ class _Context:
     accepted: dict[str, frozenset[str]] = field(default_factory=dict)  # see accepted_keys
     # The top-level exclude:, what each feed's inherits.
     exclude: ExcludeConfig = field(default_factory=ExcludeConfig)
+    allowlist: Allowlist = field(default_factory=Allowlist)  # each feed adds to it
+    canaries: tuple[str, ...] = DEFAULT_CANARIES
 
     def check_inline(self, path: str, instead: str) -> None:
         if path in self.literal and self.mode is not None:

@@ -83,6 +83,10 @@ _EXCLUDE_KEYS = _section(
     Key("builtin_off", _NAMES, "[]"),
     Key("warninglists", _NAMES, "[]"),
 )
+_ALLOWLIST_KEYS = _section(
+    Key("files", _NAMES, "[]"),
+    Key("values", _NAMES, "[]"),
+)
 # Key paths as ConfigError names them, with "feeds[]" for any feed and "suppliers.*"
 # for any supplier's entry.
 SECTIONS: Mapping[str, tuple[Key, ...]] = MappingProxyType(
@@ -106,8 +110,11 @@ SECTIONS: Mapping[str, tuple[Key, ...]] = MappingProxyType(
                 REQUIRED,
             ),
             Key("exclude", {"$ref": "#/$defs/exclude"}),
+            Key("allowlist", {"$ref": "#/$defs/allowlist"}),
+            Key("canaries", _NAMES, "[public_resolvers]"),
         ),
         "exclude": _EXCLUDE_KEYS,
+        "allowlist": _ALLOWLIST_KEYS,
         "cybertrace": _section(
             Key("url", {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"}, REQUIRED),
             Key("username", _STRING, REQUIRED),
@@ -173,6 +180,9 @@ SECTIONS: Mapping[str, tuple[Key, ...]] = MappingProxyType(
             Key("retry", {"$ref": "#/$defs/feed_retry"}),
             Key("exclude", {"$ref": "#/$defs/exclude"}),
             Key("expand_cidr", _int(0, 32), 24),
+            Key("allowlist", {"$ref": "#/$defs/allowlist"}),
+            Key("canaries", _NAMES, "the top-level canaries"),
+            Key("max_growth_ratio", _number(0, 1000000), 3),
             Key("expect_change_within", _DURATION),
             Key("indicator", _COLUMN, 1, ("csv",)),
             Key("context", {"type": "object", "additionalProperties": _COLUMN}, None, ("csv",)),
@@ -197,6 +207,7 @@ SECTIONS: Mapping[str, tuple[Key, ...]] = MappingProxyType(
         ),
         "feeds[].proxy": _PROXY_KEYS,
         "feeds[].exclude": _EXCLUDE_KEYS,
+        "feeds[].allowlist": _ALLOWLIST_KEYS,
     }
 )
 # $defs names: a JSON pointer in a URI fragment takes no "[]" or "*".
@@ -209,6 +220,7 @@ _DEFS = {
     "suppliers.*": "supplier",
     "feeds[].retry": "feed_retry",
     "exclude": "exclude",
+    "allowlist": "allowlist",
 }
 # One of each pair is required; the loader refuses both at once.
 _EITHER = {

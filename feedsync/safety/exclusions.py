@@ -130,6 +130,9 @@ class Screen:
     # The checks of each kind, built from the tables above (see _checks): a dict, the
     # fastest to ask, never changed once built.
     checks: dict[Kind, Check] = field(default_factory=dict, compare=False, repr=False)
+    # A screen whose reasons come first (an allowlist, allowlist.py): its checks are
+    # chained into ``checks``; here for the ranges it covers whole.
+    before: Screen | None = field(default=None, compare=False, repr=False)
 
     def reason(self, kind: Kind, value: str) -> str | None:
         """Why ``value`` (canonical, of ``kind``) is excluded, or None."""
@@ -166,10 +169,13 @@ class Screen:
         # CyberTrace matches addresses, not ranges: a range becomes its addresses,
         # up to expand_cidr's count; a wider one is refused, never cut or widened.
         text = record.value[:200]
-        table = self.v4 if network.version == 4 else self.v6
         first = int(network.network_address)
         last = first + network.num_addresses - 1
-        whole = table.covering(first, last)
+        whole = None
+        for screen in (self.before, self):  # the allowlist's reason first
+            if whole is None and screen is not None:
+                table = screen.v4 if network.version == 4 else screen.v6
+                whole = table.covering(first, last)
         if whole is not None:
             yield Invalid(record.line, text, EXCLUDED + whole, record.line_hash, record.key)
             return

@@ -21,6 +21,7 @@ from feedsync.model import Invalid
 from feedsync.normalize import canonical_tags, normalized_batches
 from feedsync.phases import Phases
 from feedsync.progress import QUIET, Meter, Progress
+from feedsync.safety.allowlist import with_allowlist
 from feedsync.safety.exclusions import EXCLUDED, Screen
 from feedsync.safety.warninglists import screen_for
 from feedsync.sources import CsvSource
@@ -139,6 +140,7 @@ class Applier:
         feed, body = item.feed, item.body
         assert body is not None and item.row is not None and item.source is not None
         screen = screen_for(feed.exclude.builtin, feed.exclude.warninglists, feed.expand_cidr)
+        screen = with_allowlist(screen, feed.allowlist)
         if isinstance(item.source, CsvSource) and body.mode == "replace":
             job = LineFeed(
                 feed=item.row,
