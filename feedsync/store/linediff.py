@@ -40,6 +40,7 @@ from feedsync.sources.csvfeed import (
     read_layout,
 )
 from feedsync.store import FeedRow, lineindex
+from feedsync.store.poison import Poison
 from feedsync.store.snapshot import (
     Change,
     Guard,
@@ -70,6 +71,7 @@ class LineFeed:
     on_replaced: OnReplaced | None = None  # a row kept with undecodable context (csvfeed)
     meter: RowMeter | None = None  # told of the rows read (feedsync.progress)
     screen: Screen | None = None  # the feed's exclusions and range expansion
+    poison: Poison = field(default_factory=Poison)  # the poison guard (poison.py)
     # Set when a line became several rows (an expanded range): the line index keeps
     # one outcome per line, so such a body is read in full, and leaves no index.
     expanded: list[bool] = field(default_factory=lambda: [False])
@@ -233,7 +235,7 @@ def _apply_delta(
         db.execute("INSERT OR IGNORE INTO touched SELECT key FROM parsed WHERE key IS NOT NULL")
         db.execute(_WINNERS)
         counts = _delta_counts(db, feed)
-        guard = Guard(job.max_delete_ratio, job.force, _DELTA_KEYS, "delta")
+        guard = Guard(job.max_delete_ratio, job.force, _DELTA_KEYS, "delta", job.poison)
         change = guarded(db, feed, counts, counts.fetched, guard, validators=job.validators)
         if not change.held:
             _keep_lines(
@@ -288,6 +290,7 @@ def _apply_full(db: sqlite3.Connection, job: LineFeed) -> Change:
             max_delete_ratio=job.max_delete_ratio,
             force=job.force,
             validators=job.validators,
+            poison=job.poison,
         )
         if not change.held:
             _keep_lines(db, feed, "DELETE FROM lines WHERE feed_id = :feed")

@@ -23,6 +23,7 @@ from feedsync.body import to_sql
 from feedsync.model import Indicator, Invalid, Removal, Validators
 from feedsync.safety.exclusions import split_reasons
 from feedsync.store import FeedRow, now
+from feedsync.store.poison import NO_POISON, Poison, added_digest, poisoned
 
 BATCH = 5000
 
@@ -103,6 +104,7 @@ def replace(
     force: bool,
     validators: Validators,
     on_invalid: Callable[[Invalid], None],
+    poison: Poison = NO_POISON,
 ) -> Change:
     """Stage ``items`` and apply them as the feed's new snapshot, unless the
     shrink guard holds the change. Runs inside the caller's transaction."""
@@ -117,6 +119,7 @@ def replace(
         max_delete_ratio=max_delete_ratio,
         force=force,
         validators=validators,
+        poison=poison,
     )
 
 
@@ -129,6 +132,7 @@ def replace_staged(
     max_delete_ratio: float,
     force: bool,
     validators: Validators,
+    poison: Poison = NO_POISON,
 ) -> Change:
     """Apply the whole new snapshot in ``stage`` (``valid`` rows were read into
     it, so duplicates are the difference), unless the shrink guard holds it."""
@@ -141,7 +145,7 @@ def replace_staged(
     change = counted(
         reasons, fetched=total, duplicates=valid - total, removed=removed, before=feed.indicators
     )
-    guard = Guard(max_delete_ratio, force, FULL_KEYS, "replace")
+    guard = Guard(max_delete_ratio, force, FULL_KEYS, "replace", poison)
     return guarded(db, feed, change, total, guard, validators=validators)
 
 
@@ -181,6 +185,7 @@ def patch(
     force: bool,
     validators: Validators,
     on_invalid: Callable[[Invalid], None],
+    poison: Poison = NO_POISON,
 ) -> Change:
     """Apply an incremental fetch: upserts by key and ``Removal``s, in order
     (a later item about a key wins). The shrink guard counts the removals."""
@@ -212,7 +217,7 @@ def patch(
     total = feed.indicators - removed + new
     staged = db.execute("SELECT count(*) FROM stage").fetchone()[0]
     change = counted(reasons, fetched=staged, removed=removed, before=feed.indicators)
-    guard = Guard(max_delete_ratio, force, "SELECT key FROM gone ORDER BY key", "patch")
+    guard = Guard(max_delete_ratio, force, "SELECT key FROM gone ORDER BY key", "patch", poison)
     return guarded(db, feed, change, total, guard, validators=validators)
 
 
@@ -225,6 +230,7 @@ class Guard:
     force: bool
     keys: str
     mode: str
+    poison: Poison = NO_POISON  # the poison guard beside it (poison.py)
 
 
 def guarded(
@@ -236,9 +242,18 @@ def guarded(
     *,
     validators: Validators,
 ) -> Change:
-    """Hold a change that shrinks the feed too much, or apply it."""
+    """Hold a change that shrinks the feed too much, or that the poison guard
+    finds poisoned, or apply it."""
     shrink = _shrink(change.before, total, change.removed, guard.ratio)
-    if shrink is not None and not guard.force:
+    poison = None if guard.force else poisoned(db, feed, change.before, guard.poison)
+    if poison is not None:
+        digest = hashlib.sha256(
+            (_digest(db, guard.keys, feed) + added_digest(db, feed)).encode()
+        ).hexdigest()
+        if digest != feed.held_digest:
+            _hold(db, feed, change.removed, total, digest)
+            return dataclasses.replace(change, held=True, held_reason=shrink or poison)
+    elif shrink is not None and not guard.force:
         digest = _digest(db, guard.keys, feed)
         # A shrink stands once a second fetch yields the very same set; an empty one never does.
         if total == 0 or digest != feed.held_digest:

@@ -23,11 +23,13 @@ from feedsync.phases import Phases
 from feedsync.progress import QUIET, Meter, Progress
 from feedsync.safety.allowlist import with_allowlist
 from feedsync.safety.exclusions import EXCLUDED, Screen
+from feedsync.safety.poison import canaries
 from feedsync.safety.warninglists import screen_for
 from feedsync.sources import CsvSource
 from feedsync.sources.csvfeed import OnReplaced
 from feedsync.store import Store, read_feed, record_run
 from feedsync.store.linediff import LineFeed, forget_lines, replace_lines
+from feedsync.store.poison import Poison
 from feedsync.store.snapshot import Change, expire, patch, replace
 from feedsync.sync.fetching import Fetched
 from feedsync.sync.reports import FeedReport, cause, run_of
@@ -141,6 +143,7 @@ class Applier:
         assert body is not None and item.row is not None and item.source is not None
         screen = screen_for(feed.exclude.builtin, feed.exclude.warninglists, feed.expand_cidr)
         screen = with_allowlist(screen, feed.allowlist)
+        poison = Poison(feed.max_growth_ratio, canaries(feed.canaries))
         if isinstance(item.source, CsvSource) and body.mode == "replace":
             job = LineFeed(
                 feed=item.row,
@@ -155,10 +158,11 @@ class Applier:
                 on_replaced=on_replaced,
                 screen=screen,
                 meter=meter,
+                poison=poison,
             )
             change = replace_lines(db, job)
         else:
-            change = self._records(db, item, static, on_invalid, screen, meter=meter)
+            change = self._records(db, item, static, on_invalid, screen, poison=poison, meter=meter)
         if not change.held:
             db.execute(
                 "UPDATE feeds SET exclusions = ? WHERE id = ?", (screen.fingerprint, item.row.id)
@@ -173,6 +177,7 @@ class Applier:
         on_invalid: Callable[[Invalid], None],
         screen: Screen,
         *,
+        poison: Poison,
         meter: Meter,
     ) -> Change:
         feed, body = item.feed, item.body
@@ -196,6 +201,7 @@ class Applier:
             force=self.force,
             validators=body.validators,
             on_invalid=on_invalid,
+            poison=poison,
         )
         if not change.held:
             forget_lines(db, item.row)
