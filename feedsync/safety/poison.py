@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from feedsync.model import Kind
 from feedsync.safety.allowlist import allow_screen
 
 REASON = "canary"
@@ -48,9 +47,10 @@ def canaries(entries: tuple[str, ...]) -> Canaries | None:
     values = tuple(v for entry in entries for v in CANARY_SETS.get(entry, (entry,)))
     if not values:
         return None
-    screen = allow_screen(values, REASON)
+    checks = {str(kind): check for kind, check in allow_screen(values, REASON).checks.items()}
 
     def canary(kind: str, value: str) -> str | None:
-        return screen.reason(Kind(kind), value)
+        check = checks.get(kind)
+        return None if check is None else check(value)
 
     return canary

@@ -47,10 +47,13 @@ def poisoned(db: sqlite3.Connection, feed: FeedRow, before: int, poison: Poison)
         return None
     added, canaries = 0, []
     canary = poison.canary
-    for _key, kind, value in db.execute(_ADDED, {"feed": feed.id}):
-        added += 1
-        if canary is not None and canary(kind, value) is not None and not _listed(db, feed, value):
-            canaries.append(value)
+    if canary is None:
+        added = db.execute(f"SELECT count(*) FROM ({_ADDED})", {"feed": feed.id}).fetchone()[0]
+    else:
+        for _key, kind, value in db.execute(_ADDED, {"feed": feed.id}):
+            added += 1
+            if canary(kind, value) is not None and not _listed(db, feed, value):
+                canaries.append(value)
     if canaries:
         shown = ", ".join(canaries[:SHOWN]) + (
             f" and {len(canaries) - SHOWN} more" if len(canaries) > SHOWN else ""
