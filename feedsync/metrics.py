@@ -122,7 +122,8 @@ FEED_EXCLUDED = Gauge(
 _EXCLUDED_SEEN: dict[str, set[str]] = {}
 FEED_HELD = Gauge(
     "feedsync_feed_held",
-    "1 while a shrinking fetch of the feed is held by the shrink guard",
+    "1 while a shrinking fetch of the feed is held by the shrink guard, or a poisoned one by"
+    " the poison guard (a canary value newly listed, growth over max_growth_ratio)",
     ["feed"],
     registry=REGISTRY,
 )

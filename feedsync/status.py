@@ -60,13 +60,18 @@ def snapshot(config: Config, store: Store) -> dict[str, Any]:
             "on_hold_since": holds.get(feed.name),
             "last_success": row.last_success if row else None,
             "last_attempt": row.last_attempt if row else None,
-            "last_error": plain(row.last_error) if row and row.last_error else None,
+            # A held run keeps its reason as the last error: a hold, not a failure.
+            "last_error": plain(row.last_error) if row and row.last_error and attempts else None,
+            "held_reason": plain(row.last_error)
+            if row and row.last_error and not attempts
+            else None,
             "failing_since": since if row and row.last_error else None,
             "attempts": attempts if row and row.last_error else 0,
             "indicators": row.indicators if row else 0,
             "invalid": row.invalid if row else 0,
             "excluded": dict(row.excluded) if row else {},
             "held_deletions": row.held_removals if row else None,
+            "held_additions": _held_additions(row),
             "held_since": row.held_since if row else None,
             "progress": None,
             "last_change": row.last_change if row else None,
@@ -189,6 +194,9 @@ def _judge_feed(f: Mapping[str, Any], now: float) -> tuple[str, Severity]:
     if f["on_hold"]:
         return "on hold", "warning"
     if f["held_deletions"] is not None:
+        if not f["held_deletions"] and f.get("held_additions"):
+            # The poison guard's hold: a change that adds, not one that deletes.
+            return f"holds a change adding {f['held_additions']} indicators", "warning"
         return f"holds {f['held_deletions']} deletions", "warning"
     if f["last_attempt"] is None:
         return "never synced", "ok"
@@ -288,7 +296,13 @@ def as_text(snap: Mapping[str, Any]) -> str:
                 f"  {f['feed']}: on hold since {_ago(now, f['on_hold_since'])};"
                 f" `feedsync release {f['feed']}` lets its schedule run it again"
             )
-        if f["held_deletions"] is not None:
+        if f["held_deletions"] is not None and not f["held_deletions"]:
+            details.append(
+                f"  {f['feed']}: a change adding {f.get('held_additions') or 0} indicators held"
+                f" since {_ago(now, f['held_since'])} ({f.get('held_reason') or 'poison guard'});"
+                f" `feedsync sync {f['feed']} --force` applies it"
+            )
+        elif f["held_deletions"] is not None:
             details.append(
                 f"  {f['feed']}: {f['held_deletions']} deletions held since"
                 f" {_ago(now, f['held_since'])}; `feedsync sync {f['feed']} --force` applies them"
@@ -336,3 +350,10 @@ def _span(seconds: float) -> str:
         if whole >= size:
             return f"{whole // size}{unit}"
     return f"{whole}s"
+
+
+def _held_additions(row: FeedRow | None) -> int | None:
+    """What a held change would add: its new size less what it keeps."""
+    if row is None or row.held_total is None:
+        return None
+    return max(0, row.held_total - (row.indicators - (row.held_removals or 0)))

@@ -25,6 +25,7 @@ from feedsync.config._feeds import feeds as _feeds
 from feedsync.config._reader import Context, Map, resolve
 from feedsync.config._sections import (
     SUPPLIER_NAME,
+    allowlist,
     cybertrace,
     exclude,
     provenance,
@@ -36,6 +37,7 @@ from feedsync.config._yaml import expand, read_yaml
 from feedsync.config.exclude import ExcludeConfig
 from feedsync.config.keys import FEED_TYPES, SOURCE_TYPES, FeedType
 from feedsync.config.rules import supplier_typos
+from feedsync.config.safevalues import parse_canaries
 from feedsync.config.settings import (
     BUILTIN_SUPPLIERS,
     DEFAULT_MAX_BODY,
@@ -62,6 +64,8 @@ from feedsync.config.settings import (
     TaxiiConfig,
 )
 from feedsync.errors import ConfigError
+from feedsync.safety.allowlist import Allowlist
+from feedsync.safety.poison import DEFAULT_CANARIES
 
 __all__ = [
     "BUILTIN_SUPPLIERS",
@@ -175,6 +179,8 @@ def _parse(
 def _config(data: dict[Any, Any], source: str, context: Context) -> Config:
     top = Map("", data, "", context)
     context.exclude = exclude(context, "exclude", data.get("exclude"), ExcludeConfig())
+    context.allowlist = allowlist(context, "allowlist", data.get("allowlist"), Allowlist())
+    context.canaries = parse_canaries("canaries", data.get("canaries"), DEFAULT_CANARIES)
     ct = cybertrace(top.child("cybertrace", "cybertrace"))
     state = top.child("state", "state", optional=True)
     server_config = server(top.child("server", "server", optional=True))

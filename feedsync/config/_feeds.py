@@ -16,8 +16,9 @@ from feedsync.config import keys as registry
 from feedsync.config import rules as configrules
 from feedsync.config import schedule as _schedule
 from feedsync.config._reader import Context, Map, kind, resolve, show, within
-from feedsync.config._sections import SUPPLIER_NAME, exclude, proxy
+from feedsync.config._sections import SUPPLIER_NAME, allowlist, exclude, proxy
 from feedsync.config.keys import FeedType
+from feedsync.config.safevalues import parse_canaries
 from feedsync.config.schedule import Schedule
 from feedsync.config.settings import (
     HOURLY,
@@ -91,7 +92,17 @@ def feed(path: str, raw: object, context: Context) -> FeedConfig:
         schedule_min_override=m.flag(configrules.SCHEDULE_OVERRIDE),
         exclude=exclude(context, m.at("exclude"), m.data.get("exclude"), context.exclude),
         expand_cidr=m.integer("expand_cidr"),
+        allowlist=allowlist(context, m.at("allowlist"), m.data.get("allowlist"), context.allowlist),
+        canaries=parse_canaries(m.at("canaries"), m.data.get("canaries"), context.canaries),
+        max_growth_ratio=_growth(m),
     )
+
+
+def _growth(m: Map) -> float:
+    ratio = m.number("max_growth_ratio")
+    if 0 < ratio <= 1:
+        raise ConfigError(m.at("max_growth_ratio"), f"{ratio:g} is no growth: above 1, or 0 (off)")
+    return ratio
 
 
 def _csv(m: Map) -> CsvConfig:

@@ -22,6 +22,8 @@ from feedsync.config import secretfile
 from feedsync.config.exclude import ExcludeConfig
 from feedsync.config.settings import Secret
 from feedsync.errors import ConfigError
+from feedsync.safety.allowlist import Allowlist
+from feedsync.safety.poison import DEFAULT_CANARIES
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _SSL_WHERE = re.compile(r"\s*\(_ssl\.c:\d+\)$")
@@ -43,6 +45,8 @@ class Context:
     accepted: dict[str, frozenset[str]] = field(default_factory=dict)  # see accepted_keys
     # The top-level exclude:, what each feed's inherits.
     exclude: ExcludeConfig = field(default_factory=ExcludeConfig)
+    allowlist: Allowlist = field(default_factory=Allowlist)  # each feed adds to it
+    canaries: tuple[str, ...] = DEFAULT_CANARIES
 
     def check_inline(self, path: str, instead: str) -> None:
         if path in self.literal and self.mode is not None:

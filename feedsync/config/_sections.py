@@ -12,6 +12,7 @@ from feedsync.config import rules as configrules
 from feedsync.config._reader import Context, Map, show
 from feedsync.config.exclude import KEYS as EXCLUDE_KEYS
 from feedsync.config.exclude import ExcludeConfig, parse_exclude
+from feedsync.config.safevalues import ALLOWLIST_KEYS, parse_allowlist
 from feedsync.config.settings import (
     BUILTIN_SUPPLIERS,
     PROXY_FORMS,
@@ -24,6 +25,7 @@ from feedsync.config.settings import (
     SupplierDefaults,
 )
 from feedsync.errors import ConfigError
+from feedsync.safety.allowlist import Allowlist
 
 # Tenants become a path segment (/api/1.3/{tenant}/...): no separators, controls or blanks
 # at the ends, so that one name cannot address another route.
@@ -43,6 +45,12 @@ def exclude(context: Context, path: str, raw: object, inherited: ExcludeConfig) 
     if isinstance(raw, dict):
         context.accepted[path] = frozenset(EXCLUDE_KEYS)
     return parse_exclude(path, raw, inherited)
+
+
+def allowlist(context: Context, path: str, raw: object, inherited: Allowlist) -> Allowlist:
+    if isinstance(raw, dict):
+        context.accepted[path] = frozenset(ALLOWLIST_KEYS)
+    return parse_allowlist(path, raw, inherited, context.base)
 
 
 def cybertrace(m: Map) -> CyberTraceConfig:

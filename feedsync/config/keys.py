@@ -97,6 +97,10 @@ _EXCLUDE_KEYS = _section(
     Key("builtin_off", _NAMES, "[]"),
     Key("warninglists", _NAMES, "[]"),
 )
+_ALLOWLIST_KEYS = _section(
+    Key("files", _NAMES, "[]"),
+    Key("values", _NAMES, "[]"),
+)
 # Key paths as ConfigError names them, with "feeds[]" for any feed and "suppliers.*"
 # for any supplier's entry.
 SECTIONS: Mapping[str, tuple[Key, ...]] = MappingProxyType(
@@ -121,8 +125,11 @@ SECTIONS: Mapping[str, tuple[Key, ...]] = MappingProxyType(
             ),
             Key("exclude", {"$ref": "#/$defs/exclude"}),
             Key("provenance", {"$ref": "#/$defs/provenance"}),
+            Key("allowlist", {"$ref": "#/$defs/allowlist"}),
+            Key("canaries", _NAMES, "[public_resolvers]"),
         ),
         "exclude": _EXCLUDE_KEYS,
+        "allowlist": _ALLOWLIST_KEYS,
         "provenance": _section(
             Key("feeds", _STRING),
             Key("first_seen", _STRING),
@@ -197,6 +204,9 @@ SECTIONS: Mapping[str, tuple[Key, ...]] = MappingProxyType(
             Key("retry", {"$ref": "#/$defs/feed_retry"}),
             Key("exclude", {"$ref": "#/$defs/exclude"}),
             Key("expand_cidr", _INTEGER, 24, range="[0, 32]"),
+            Key("allowlist", {"$ref": "#/$defs/allowlist"}),
+            Key("canaries", _NAMES, "the top-level canaries"),
+            Key("max_growth_ratio", _NUMBER, 3, range="[0, 1000000]"),
             Key("expect_change_within", _DURATION, range=_PULL),
             Key("indicator", _COLUMN, 1, ("csv",)),
             Key("context", {"type": "object", "additionalProperties": _COLUMN}, None, ("csv",)),
@@ -221,6 +231,7 @@ SECTIONS: Mapping[str, tuple[Key, ...]] = MappingProxyType(
         ),
         "feeds[].proxy": _PROXY_KEYS,
         "feeds[].exclude": _EXCLUDE_KEYS,
+        "feeds[].allowlist": _ALLOWLIST_KEYS,
     }
 )
 # $defs names: a JSON pointer in a URI fragment takes no "[]" or "*".
@@ -234,6 +245,7 @@ _DEFS = {
     "feeds[].retry": "feed_retry",
     "exclude": "exclude",
     "provenance": "provenance",
+    "allowlist": "allowlist",
 }
 
 

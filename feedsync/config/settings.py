@@ -19,6 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 from feedsync.config.exclude import ExcludeConfig
 from feedsync.config.keys import FeedType
 from feedsync.config.schedule import Schedule
+from feedsync.safety.allowlist import Allowlist
+from feedsync.safety.poison import DEFAULT_CANARIES
 
 DEFAULT_MAX_BODY = 4 << 30
 HOURLY = Schedule("1h", 3600.0, None)
@@ -224,6 +226,9 @@ class FeedConfig:
     # Networks up to this IPv4 prefix length (its count of addresses for IPv6) become
     # their addresses; wider ones are refused, 0 refuses every network.
     expand_cidr: int = 24
+    allowlist: Allowlist = field(default_factory=Allowlist)  # top level + feed (safevalues)
+    canaries: tuple[str, ...] = DEFAULT_CANARIES  # the poison guard's (safety/poison.py)
+    max_growth_ratio: float = 3.0  # the poison guard: more added than this times the feed
 
     def __post_init__(self) -> None:
         wanted = OPTIONS[self.type]

@@ -15,30 +15,41 @@ the same values. An excluded value is an ``Invalid`` whose reason starts with
 ``excluded:``, so that the line index keeps why a line was left out as it keeps
 why a line was invalid; ``split_reasons`` tells the two apart for the counts.
 
-Lookups cost about the same however long the lists are: addresses are found by
-bisection in a table of disjoint intervals, hosts by their few label suffixes and
-values by exact key, both by 64-bit hashes in a sorted array (8 bytes and a
-reason index per entry, not a Python string: the full warninglist set has 2.3
-million of them). A collision excludes a value by mistake with a chance of about
-one in 10^12 per value at that size.
+Lookups cost about the same however long the lists are (tables.py): addresses
+are found by bisection in a table of disjoint intervals, hosts by their few label
+suffixes and values by exact key in one hash table; each kind has its own chain
+of checks, built once, so that a value meets only what can match it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import itertools
 import re
 import socket
 from array import array
-from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from heapq import heappop, heappush
 from types import MappingProxyType
 
 from feedsync.model import Indicator, Invalid, Kind, Record
 from feedsync.normalize import InvalidValue, NetworkValue, canonicalize, indicator_of
+from feedsync.safety.checks import Check, kind_checks
+from feedsync.safety.tables import (
+    HOST,
+    SUFFIX,
+    Intervals,
+    Names,
+    Substrings,
+    intervals,
+    names_table,
+    network_span,
+    substrings,
+)
+
+__all__ = ["Intervals", "intervals", "network_span"]  # where tests and lists import them
 
 EXCLUDED = "excluded:"  # what the reason of an Invalid that is an exclusion starts with
 DEFAULT_EXPAND = 24  # an IPv4 /24: 256 addresses; IPv6 ranges expand by the same count
@@ -85,142 +96,24 @@ BUILTIN_DOMAINS: Mapping[str, tuple[str, ...]] = MappingProxyType(
 BUILTIN: tuple[str, ...] = (*BUILTIN_NETWORKS, *BUILTIN_HASHES, *BUILTIN_DOMAINS)
 
 
-@dataclass(frozen=True, slots=True)
-class Intervals:
-    """Disjoint, sorted address intervals, each with the reason it is excluded."""
-
-    starts: tuple[int, ...] = ()
-    ends: tuple[int, ...] = ()
-    reasons: tuple[str, ...] = ()
-
-    def find(self, number: int) -> str | None:
-        at = bisect_right(self.starts, number) - 1
-        if at >= 0 and number <= self.ends[at]:
-            return self.reasons[at]
-        return None
-
-    def covering(self, first: int, last: int) -> str | None:
-        """The reason if one interval holds all of ``first``..``last``."""
-        at = bisect_right(self.starts, first) - 1
-        if at >= 0 and last <= self.ends[at]:
-            return self.reasons[at]
-        return None
-
-    def __len__(self) -> int:
-        return len(self.starts)
+_IPV4, _IPV6, _DOMAIN, _URL = Kind.IPV4, Kind.IPV6, Kind.DOMAIN, Kind.URL
 
 
-def intervals(spans: Iterable[tuple[int, int, str]]) -> Intervals:
-    """The disjoint table of ``spans`` (first, last, reason); where spans overlap,
-    the one given first names the reason."""
-    ordered = sorted((a, b, rank, reason) for rank, (a, b, reason) in enumerate(spans))
-    points = sorted({p for first, last, _r, _n in ordered for p in (first, last + 1)})
-    starts: list[int] = []
-    ends: list[int] = []
-    reasons: list[str] = []
-    active: list[tuple[int, int, str]] = []  # (rank, last, reason): the first given on top
-    taken = 0
-    for point, following in itertools.pairwise(points):
-        while taken < len(ordered) and ordered[taken][0] <= point:
-            _first, last, rank, reason = ordered[taken]
-            heappush(active, (rank, last, reason))
-            taken += 1
-        while active and active[0][1] < point:
-            heappop(active)
-        if not active:
-            continue
-        reason = active[0][2]
-        if ends and ends[-1] == point - 1 and reasons[-1] == reason:
-            ends[-1] = following - 1
-        else:
-            starts.append(point)
-            ends.append(following - 1)
-            reasons.append(reason)
-    return Intervals(tuple(starts), tuple(ends), tuple(reasons))
-
-
-def network_span(text: str, reason: str) -> tuple[int, int, str, int]:
-    """(first, last, reason, version) of a network or address written as text."""
-    network = ipaddress.ip_network(text.strip(), strict=False)
-    first = int(network.network_address)
-    return first, first + network.num_addresses - 1, reason, network.version
-
-
-@dataclass(frozen=True, slots=True)
-class Hashed:
-    """Values by their 64-bit hash, sorted, each with the index of its reason. The
-    hash is Python's own (a string caches it); it differs between processes, and
-    each process builds its own tables."""
-
-    keys: array[int] = field(default_factory=lambda: array("q"))
-    ranks: array[int] = field(default_factory=lambda: array("H"))
-    names: tuple[str, ...] = ()
-
-    def get(self, value: str) -> str | None:
-        key = hash(value)
-        at = bisect_left(self.keys, key)
-        if at < len(self.keys) and self.keys[at] == key:
-            return self.names[self.ranks[at]]
-        return None
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-
-def hashed(groups: Iterable[tuple[str, Iterable[str]]]) -> Hashed:
-    """The table of each group's values; a value two groups hold counts for the first."""
-    names: list[str] = []
-    packed: list[int] = []
-    for rank, (name, values) in enumerate(groups):
-        names.append(name)
-        packed.extend(hash(value) << 16 | rank for value in values)
-    packed.sort()  # by hash, then by rank: the first group holding a value comes first
-    keys, ranks = array("q"), array("H")
-    for item in packed:
-        key = item >> 16
-        if not keys or keys[-1] != key:
-            keys.append(key)
-            ranks.append(item & 0xFFFF)
-    return Hashed(keys, ranks, tuple(names))
-
-
-@dataclass(frozen=True, slots=True)
-class Substrings:
-    """A substring list: a value matches if it holds an entry, ignoring case.
-    A short list is scanned; a long one is looked up by each slice of the value
-    as long as an entry, which costs the same however many entries it has."""
-
-    reason: str
-    entries: frozenset[str]
-    lengths: tuple[int, ...]
-
-    def found(self, value: str) -> bool:
-        lowered = value.lower()
-        entries = self.entries
-        if len(entries) <= SCANNED:
-            return any(entry in lowered for entry in entries)
-        size = len(lowered)
-        return any(
-            lowered[at : at + n] in entries for n in self.lengths for at in range(size - n + 1)
-        )
-
-
-SCANNED = 32
-
-
-def substrings(reason: str, entries: Iterable[str]) -> Substrings:
-    kept = frozenset(entry.lower() for entry in entries if entry)
-    return Substrings(reason, kept, tuple(sorted({len(entry) for entry in kept})))
+def _none(_value: str) -> str | None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
 class Screen:
     """What one feed excludes, and how wide a network range it expands."""
 
-    v4: Intervals = Intervals()
-    v6: Intervals = Intervals()
-    domains: Hashed = Hashed()
-    exact: Hashed = Hashed()
+    v4: Intervals = field(default_factory=Intervals)
+    v6: Intervals = field(default_factory=Intervals)
+    names: Names = field(default_factory=Names)  # hosts (flagged HOST or SUFFIX) and exact values
+    # URL prefixes by their host: (prefix, reason).
+    prefixes: Mapping[str, tuple[tuple[str, str], ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
     # Substring and regex lists, by the kinds their matching_attributes name.
     substrings: Mapping[Kind, tuple[Substrings, ...]] = field(
         default_factory=lambda: MappingProxyType({})
@@ -231,27 +124,25 @@ class Screen:
     expand_cidr: int = DEFAULT_EXPAND
     # What identifies the settings it was built from (warninglists.fingerprint).
     fingerprint: str = ""
+    # Single labels that are suffixes ("local", "test"): every name has one, so they
+    # are asked of a small dict rather than of ``names``.
+    tops: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # Whether ``names`` holds any URL (a canonical URL has a path or a query).
+    urls: bool = False
+    # The checks of each kind, built from the tables above (see _checks): a dict, the
+    # fastest to ask, never changed once built.
+    checks: dict[Kind, Check] = field(default_factory=dict, compare=False, repr=False)
+    # A screen whose reasons come first (an allowlist, allowlist.py): its checks are
+    # chained into ``checks``; here for the ranges it covers whole.
+    before: Screen | None = field(default=None, compare=False, repr=False)
 
     def reason(self, kind: Kind, value: str) -> str | None:
         """Why ``value`` (canonical, of ``kind``) is excluded, or None."""
-        reason = self.exact.get(value)
-        if reason is None:
-            if kind is Kind.IPV4:
-                reason = self.v4.find(_v4(value))
-            elif kind is Kind.IPV6:
-                reason = self.v6.find(_v6(value))
-            elif kind is Kind.DOMAIN:
-                reason = self._host(value)
-            elif kind is Kind.URL:
-                reason = self._url_host(value)
-        if reason is None:
-            for substrings in self.substrings.get(kind, ()):
-                if substrings.found(value):
-                    return substrings.reason
-            for pattern, named in self.patterns.get(kind, ()):
-                if pattern.search(value):
-                    return named
-        return reason
+        check = self.checks.get(kind)
+        if check is None:  # pragma: no cover
+            # A screen made without compose (Screen()): build its checks each time.
+            check = kind_checks(self).get(kind, _none)
+        return check(value)
 
     def screened(
         self, record: Record, static_tags: tuple[str, ...]
@@ -271,30 +162,6 @@ class Screen:
         else:
             yield indicator_of(record, kind, value, static_tags)
 
-    def _host(self, host: str) -> str | None:
-        domains = self.domains
-        if not domains:
-            return None
-        reason = domains.get(host)
-        dot = host.find(".")
-        while reason is None and dot >= 0:
-            reason = domains.get(host[dot + 1 :])
-            dot = host.find(".", dot + 1)
-        return reason
-
-    def _url_host(self, url: str) -> str | None:
-        end = len(url)
-        for delimiter in "/?":
-            found = url.find(delimiter, 0, end)
-            if found >= 0:
-                end = found
-        host = url[:end]
-        if host.startswith("["):
-            return self.v6.find(_v6(host[1:-1]))
-        if host[-1:].isdigit():
-            return self.v4.find(_v4(host))  # a URL's host ending in a digit is an address
-        return self._host(host)
-
     def _network(
         self,
         record: Record,
@@ -304,10 +171,13 @@ class Screen:
         # CyberTrace matches addresses, not ranges: a range becomes its addresses,
         # up to expand_cidr's count; a wider one is refused, never cut or widened.
         text = record.value[:200]
-        table = self.v4 if network.version == 4 else self.v6
         first = int(network.network_address)
         last = first + network.num_addresses - 1
-        whole = table.covering(first, last)
+        whole = None
+        for screen in (self.before, self):  # the allowlist's reason first
+            if whole is None and screen is not None:
+                table = screen.v4 if network.version == 4 else screen.v6
+                whole = table.covering(first, last)
         if whole is not None:
             yield Invalid(record.line, text, EXCLUDED + whole, record.line_hash, record.key)
             return
@@ -360,15 +230,18 @@ def split_reasons(reasons: Mapping[str, int]) -> tuple[dict[str, int], dict[str,
 
 @dataclass(frozen=True, slots=True)
 class Entries:
-    """What one list contributes: address spans, host suffixes, exact values, patterns."""
+    """What one list contributes: address spans, host suffixes, hosts, exact values,
+    URL prefixes, substrings and patterns."""
 
     name: str
     networks: tuple[tuple[int, int, str, int], ...] = ()
-    domains: tuple[str, ...] = ()
-    exact: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()  # the name and every name under it
+    exact: tuple[str, ...] = ()  # canonical values (not addresses: those are networks)
     substrings: tuple[str, ...] = ()
     patterns: tuple[re.Pattern[str], ...] = ()
     kinds: frozenset[Kind] = frozenset(Kind)  # what its substrings and patterns apply to
+    hosts: tuple[str, ...] = ()  # the name, and URLs on it, but not names under it
+    prefixes: tuple[str, ...] = ()  # canonical URL prefixes
 
 
 def _builtin_entries(name: str) -> Entries:
@@ -380,31 +253,80 @@ def _builtin_entries(name: str) -> Entries:
     )
 
 
+# What a canonical value of a kind can hold, lower case: a substring entry with
+# anything else can never match it, and is left out of that kind's search.
+_ALPHABETS = {
+    Kind.IPV4: "0123456789.",
+    Kind.IPV6: "0123456789abcdef:.",
+    **dict.fromkeys((Kind.MD5, Kind.SHA1, Kind.SHA256), "0123456789abcdef"),
+}
+
+
 def compose(
     names: Iterable[str], lists: Iterable[Entries], expand_cidr: int, fingerprint: str
 ) -> Screen:
     """The screen of the built-ins ``names`` and the lists ``lists``; a value two
-    of them exclude counts for the one named first (built-ins first)."""
-    chosen = [_builtin_entries(name) for name in names] + list(lists)
-    v4 = [(a, b, r) for e in chosen for a, b, r, version in e.networks if version == 4]
-    v6 = [(a, b, r) for e in chosen for a, b, r, version in e.networks if version == 6]
-    by_kind = {
-        kind: tuple(
-            substrings(e.name, e.substrings) for e in chosen if e.substrings and kind in e.kinds
-        )
-        for kind in Kind
-    }
-    patterns = {
-        kind: tuple((p, e.name) for e in chosen if kind in e.kinds for p in e.patterns)
-        for kind in Kind
-    }
-    return Screen(
-        intervals(v4),
+    of them exclude counts for the one named first (built-ins first). ``lists`` is
+    read once, one list at a time: only the tables stay, not the lists' strings."""
+    # IPv4 spans in arrays, not tuples of Python integers: made while the lists'
+    # strings come and go, those would keep much of the freed memory from the system.
+    v4 = (array("L"), array("L"), array("H"))
+    v6: list[tuple[int, int, str]] = []
+    reasons: dict[str, int] = {}
+    found: dict[Kind, list[Substrings]] = {kind: [] for kind in Kind}
+    patterns: dict[Kind, list[tuple[re.Pattern[str], str]]] = {kind: [] for kind in Kind}
+    prefixes: dict[str, list[tuple[str, str]]] = {}
+    tops: dict[str, str] = {}
+    urls = [False]
+
+    def groups() -> Iterator[tuple[str, int, Iterable[str]]]:
+        builtins = (_builtin_entries(name) for name in names)
+        for entry in itertools.chain(builtins, lists):
+            for first, last, reason, version in entry.networks:
+                if version == 4:
+                    v4[0].append(first)
+                    v4[1].append(last)
+                    v4[2].append(reasons.setdefault(reason, len(reasons)))
+                else:
+                    v6.append((first, last, reason))
+            for kind in entry.kinds if entry.substrings else ():
+                listed = substrings(entry.name, entry.substrings, _ALPHABETS.get(kind))
+                if listed.entries:
+                    found[kind].append(listed)
+            for kind in entry.kinds if entry.patterns else ():
+                patterns[kind].extend((p, entry.name) for p in entry.patterns)
+            for prefix in entry.prefixes:
+                prefixes.setdefault(_url_host(prefix), []).append((prefix, entry.name))
+            for top in (d for d in entry.domains if "." not in d):
+                tops.setdefault(top, entry.name)
+            yield entry.name, SUFFIX, (d for d in entry.domains if "." in d)
+            yield entry.name, HOST, entry.hosts
+            urls[0] = urls[0] or any("/" in v or "?" in v for v in entry.exact)
+            yield entry.name, 0, entry.exact
+            del entry  # before the next list is read: one list's strings at a time
+
+    table = names_table(groups())
+    named = list(reasons)
+    screen = Screen(
+        intervals(zip(v4[0], v4[1], (named[r] for r in v4[2]), strict=True)),
         intervals(v6),
-        hashed((e.name, e.domains) for e in chosen if e.domains),
-        hashed((e.name, e.exact) for e in chosen if e.exact),
-        MappingProxyType({kind: found for kind, found in by_kind.items() if found}),
-        MappingProxyType({kind: found for kind, found in patterns.items() if found}),
+        table,
+        MappingProxyType({host: tuple(items) for host, items in prefixes.items()}),
+        MappingProxyType({kind: tuple(items) for kind, items in found.items() if items}),
+        MappingProxyType({kind: tuple(items) for kind, items in patterns.items() if items}),
         expand_cidr,
         fingerprint,
+        MappingProxyType(tops),
+        urls[0],
     )
+    return dataclasses.replace(screen, checks=kind_checks(screen))
+
+
+def _url_host(url: str) -> str:
+    """The host part of a canonical URL (an IPv6 address keeps its brackets)."""
+    end = len(url)
+    for delimiter in "/?":
+        found = url.find(delimiter, 0, end)
+        if found >= 0:
+            end = found
+    return url[:end]

@@ -26,6 +26,7 @@ import pymispwarninglists
 from feedsync.model import Kind
 from feedsync.normalize import InvalidValue, canonicalize
 from feedsync.safety.exclusions import BUILTIN_VERSION, Entries, Screen, compose, network_span
+from feedsync.safety.tables import release_freed
 
 TYPES = ("cidr", "hostname", "string", "substring", "regex")
 PREFIX = "warninglist:"  # a reason names its list: warninglist:<directory name>
@@ -117,7 +118,7 @@ def entries(name: str) -> Entries:
         hosts = (v.lower().lstrip("*").strip(".") for v in values)
         return Entries(reason, domains=tuple(h for h in hosts if h))
     if kind == "string":
-        return Entries(reason, exact=tuple(_canonical(v) for v in values))
+        return _strings(reason, values)
     if kind == "substring":
         return Entries(reason, substrings=tuple(values), kinds=_kinds(data))
     if kind == "regex":
@@ -125,11 +126,22 @@ def entries(name: str) -> Entries:
     return Entries(reason)
 
 
-def _canonical(value: str) -> str:
-    try:
-        return canonicalize(value)[1]
-    except InvalidValue:
-        return value.lower()
+def _strings(reason: str, values: list[str]) -> Entries:
+    """A ``string`` list: exact canonical values; its addresses as one-address spans
+    (the screen finds addresses in its interval tables only)."""
+    exact: list[str] = []
+    networks = []
+    for value in values:
+        try:
+            kind, canonical = canonicalize(value)
+        except InvalidValue:
+            exact.append(value.lower())
+            continue
+        if kind in _IPS:
+            networks.append(network_span(canonical, reason))
+        else:
+            exact.append(canonical)
+    return Entries(reason, networks=tuple(networks), exact=tuple(exact))
 
 
 def _compiled(values: list[str]) -> list[re.Pattern[str]]:
@@ -151,8 +163,11 @@ def _compiled(values: list[str]) -> list[re.Pattern[str]]:
 def screen_for(builtin: tuple[str, ...], selectors: tuple[str, ...], expand_cidr: int) -> Screen:
     """The screen of these settings, built once per process (a reload that keeps
     them keeps it)."""
-    lists = [entries(name) for name in chosen(selectors)]
-    return compose(builtin, lists, expand_cidr, fingerprint(builtin, selectors, expand_cidr))
+    lists = (entries(name) for name in chosen(selectors))  # one list's strings at a time
+    screen = compose(builtin, lists, expand_cidr, fingerprint(builtin, selectors, expand_cidr))
+    if selectors:
+        release_freed()
+    return screen
 
 
 def fingerprint(builtin: tuple[str, ...], selectors: tuple[str, ...], expand_cidr: int) -> str:

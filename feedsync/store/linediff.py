@@ -43,6 +43,7 @@ from feedsync.normalize import VERSION, RowMeter, Screener, normalized_batches
 from feedsync.phases import Phases
 from feedsync.safety.exclusions import Screen
 from feedsync.store import FeedRow, journal, lineindex
+from feedsync.store.poison import Poison
 from feedsync.store.snapshot import (
     Change,
     Guard,
@@ -73,6 +74,7 @@ class LineFeed:
     on_replaced: OnReplaced | None = None  # a row kept with undecodable context (csvfeed)
     meter: RowMeter | None = None  # told of the rows read (feedsync.progress)
     screen: Screen | None = None  # the feed's exclusions and range expansion
+    poison: Poison = field(default_factory=Poison)  # the poison guard (poison.py)
     # Set when a line became several rows (an expanded range): the line index keeps
     # one outcome per line, so such a body is read in full, and leaves no index.
     expanded: list[bool] = field(default_factory=lambda: [False])
@@ -239,7 +241,9 @@ def _apply_delta(
         db.execute("INSERT OR IGNORE INTO touched SELECT key FROM parsed WHERE key IS NOT NULL")
         db.execute(_WINNERS)
         counts = _delta_counts(db, feed)
-        guard = Guard(job.max_delete_ratio, job.force, _DELTA_KEYS, "delta", _screened(job))
+        guard = Guard(
+            job.max_delete_ratio, job.force, _DELTA_KEYS, "delta", _screened(job), job.poison
+        )
         change = guarded(db, feed, counts, counts.fetched, guard, validators=job.validators)
         if not change.held:
             _keep_lines(
@@ -295,6 +299,7 @@ def _apply_full(db: sqlite3.Connection, job: LineFeed) -> Change:
             force=job.force,
             validators=job.validators,
             screened=_screened(job),
+            poison=job.poison,
         )
         if not change.held:
             _keep_lines(db, feed, "DELETE FROM lines WHERE feed_id = :feed")

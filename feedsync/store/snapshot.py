@@ -24,6 +24,7 @@ from feedsync.body import to_sql
 from feedsync.model import Indicator, Invalid, Removal, Validators
 from feedsync.safety.exclusions import split_reasons
 from feedsync.store import FeedRow, journal, now
+from feedsync.store.poison import NO_POISON, Poison, added_digest, poisoned
 
 BATCH = 5000
 
@@ -112,6 +113,7 @@ def replace(
     force: bool,
     validators: Validators,
     on_invalid: Callable[[Invalid], None],
+    poison: Poison = NO_POISON,
 ) -> Change:
     """Stage ``items`` and apply them as the feed's new snapshot, unless the
     shrink guard holds the change. Runs inside the caller's transaction."""
@@ -128,6 +130,7 @@ def replace(
         force=force,
         validators=validators,
         screened=screened,
+        poison=poison,
     )
 
 
@@ -141,6 +144,7 @@ def replace_staged(
     force: bool,
     validators: Validators,
     screened: journal.Screened | None = None,
+    poison: Poison = NO_POISON,
 ) -> Change:
     """Apply the whole new snapshot in ``stage`` (``valid`` rows were read into
     it, so duplicates are the difference), unless the shrink guard holds it."""
@@ -153,7 +157,7 @@ def replace_staged(
     change = counted(
         reasons, fetched=total, duplicates=valid - total, removed=removed, before=feed.indicators
     )
-    guard = Guard(max_delete_ratio, force, FULL_KEYS, "replace", screened)
+    guard = Guard(max_delete_ratio, force, FULL_KEYS, "replace", screened, poison)
     return guarded(db, feed, change, total, guard, validators=validators)
 
 
@@ -202,6 +206,7 @@ def patch(
     force: bool,
     validators: Validators,
     on_invalid: Callable[[Invalid], None],
+    poison: Poison = NO_POISON,
 ) -> Change:
     """Apply an incremental fetch: upserts by key and ``Removal``s, in order
     (a later item about a key wins). The shrink guard counts the removals."""
@@ -234,7 +239,8 @@ def patch(
     total = feed.indicators - removed + new
     staged = db.execute("SELECT count(*) FROM stage").fetchone()[0]
     change = counted(reasons, fetched=staged, removed=removed, before=feed.indicators)
-    guard = Guard(max_delete_ratio, force, "SELECT key FROM gone ORDER BY key", "patch", screened)
+    gone = "SELECT key FROM gone ORDER BY key"
+    guard = Guard(max_delete_ratio, force, gone, "patch", screened, poison)
     return guarded(db, feed, change, total, guard, validators=validators)
 
 
@@ -248,6 +254,7 @@ class Guard:
     keys: str
     mode: Outgoing
     screened: journal.Screened | None = None  # flushed before the change is journaled
+    poison: Poison = NO_POISON  # the poison guard beside it (poison.py)
 
 
 def guarded(
@@ -259,12 +266,22 @@ def guarded(
     *,
     validators: Validators,
 ) -> Change:
-    """Hold a change that shrinks the feed too much, or apply it."""
+    """Hold a change that shrinks the feed too much, or that the poison guard
+    finds poisoned, or apply it."""
     if guard.screened is not None:
         guard.screened.flush()
     shrink = _shrink(change.before, total, change.removed, guard.ratio)
     journaled = _journaled(db, feed, change, guard, shrink)
-    if shrink is not None and not guard.force:
+    poison = None if guard.force else poisoned(db, feed, change.before, guard.poison)
+    if poison is not None:
+        keys = hashlib.sha256(
+            (_key_set_hash(db, guard.keys, feed) + added_digest(db, feed)).encode()
+        ).hexdigest()
+        if keys != feed.held_digest:
+            journal.held(db, journaled, f"held by the poison guard: {poison}")
+            _hold(db, feed, change.removed, total, keys)
+            return dataclasses.replace(change, held=True, held_reason=shrink or poison)
+    elif shrink is not None and not guard.force:
         keys = _key_set_hash(db, guard.keys, feed)
         # A shrink stands once a second fetch yields the very same set; an empty one never does.
         if total == 0 or keys != feed.held_digest:

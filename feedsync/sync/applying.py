@@ -24,10 +24,13 @@ from feedsync.normalize import canonical_tags, normalized_batches
 from feedsync.phases import Phases
 from feedsync.progress import QUIET, Meter, Progress
 from feedsync.redact import cause
+from feedsync.safety.allowlist import with_allowlist
 from feedsync.safety.exclusions import EXCLUDED, Screen
+from feedsync.safety.poison import canaries
 from feedsync.safety.warninglists import screen_for
 from feedsync.store import Connection, Store, read_feed, record_exclusions, record_run
 from feedsync.store.linediff import LineFeed, forget_lines, replace_lines
+from feedsync.store.poison import Poison
 from feedsync.store.snapshot import Change, expire, patch, replace
 from feedsync.sync.fetching import Fetched
 from feedsync.sync.reports import FeedReport, FeedResult, Stage, run_of
@@ -114,6 +117,8 @@ class Applier:
         feed, body = item.feed, item.body
         assert body is not None and item.row is not None and item.source is not None
         screen = screen_for(feed.exclude.builtin, feed.exclude.warninglists, feed.expand_cidr)
+        screen = with_allowlist(screen, feed.allowlist)
+        poison = Poison(feed.max_growth_ratio, canaries(feed.canaries))
         lines = item.source.lines
         if lines is not None and body.mode == "replace":
             job = LineFeed(
@@ -129,10 +134,11 @@ class Applier:
                 on_replaced=on_replaced,
                 screen=screen,
                 meter=meter,
+                poison=poison,
             )
             change = replace_lines(db, job)
         else:
-            change = self._records(db, item, static, on_invalid, screen, meter=meter)
+            change = self._records(db, item, static, on_invalid, screen, poison=poison, meter=meter)
         if not change.held:
             record_exclusions(db, item.row.id, screen.fingerprint)
         return change
@@ -145,6 +151,7 @@ class Applier:
         on_invalid: Callable[[Invalid], None],
         screen: Screen,
         *,
+        poison: Poison,
         meter: Meter,
     ) -> Change:
         feed, body = item.feed, item.body
@@ -168,6 +175,7 @@ class Applier:
             force=self.force,
             validators=body.validators,
             on_invalid=on_invalid,
+            poison=poison,
         )
         if not change.held:
             forget_lines(db, item.row)

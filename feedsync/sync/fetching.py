@@ -26,6 +26,7 @@ from feedsync.paths import component
 from feedsync.phases import Phases
 from feedsync.progress import DOWNLOAD, QUIET, Meter, Progress
 from feedsync.redact import cause, redact_url
+from feedsync.safety.allowlist import AllowlistError, fingerprint_with
 from feedsync.safety.warninglists import fingerprint
 from feedsync.sources import Source, source_for
 from feedsync.sources.retry import DEADLINE
@@ -201,4 +202,9 @@ def discard_spooled(spool: Path, feed: str) -> None:
 
 
 def _fingerprint(feed: FeedConfig) -> str:
-    return fingerprint(feed.exclude.builtin, feed.exclude.warninglists, feed.expand_cidr)
+    base = fingerprint(feed.exclude.builtin, feed.exclude.warninglists, feed.expand_cidr)
+    try:
+        return fingerprint_with(base, feed.allowlist)
+    except AllowlistError:
+        return ""  # read again: applying it fails the feed with the file's error
+

@@ -773,7 +773,7 @@ COMMON_FEED_KEYS = {
     *("password", "password_file", "headers", "verify_tls", "timeout", "enabled"),
     *("unmark_detections", "max_body_bytes", "proxy", "retry", "schedule_min_override"),
     *("expect_change_within",),
-    *("exclude", "expand_cidr"),
+    *("exclude", "expand_cidr", "allowlist", "canaries", "max_growth_ratio"),
 }
 
 
@@ -845,7 +845,11 @@ def case(path: str, text: str, fragment: str = "") -> tuple[str, str, str]:
 
 
 CASES = [
-    case("colour", make() + "colour: red\n", "unknown key; known keys: cybertrace, exclude, feeds"),
+    case(
+        "colour",
+        make() + "colour: red\n",
+        "unknown key; known keys: allowlist, canaries, cybertrace, exclude, feeds",
+    ),
     case("cybertrace", "feeds: [{name: a}]\n", "required"),
     case("cybertrace", "cybertrace: [a]\nfeeds: [{name: a}]\n", "expected a mapping, got a list"),
     case("feeds", make().split("feeds:")[0], "required: a non-empty list of feeds, got nothing"),
@@ -967,7 +971,11 @@ CASES = [
     case("feeds[0].unmark_detections", make(feed="unmark_detections: 1\n"), "true or false"),
     case("feeds[0].enabled", make(feed="enabled: 'no'\n"), 'expected true or false, got "no"'),
     case("feeds[0].max_body_bytes", make(feed="max_body_bytes: 0\n"), "[1, 1099511627776]"),
-    case("feeds[0].contxt", make(feed="contxt: {}\n"), "unknown key; known keys: comment, context"),
+    case(
+        "feeds[0].contxt",
+        make(feed="contxt: {}\n"),
+        "unknown key; known keys: allowlist, canaries, comment, context",
+    ),
 ]
 
 

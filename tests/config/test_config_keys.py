@@ -153,7 +153,7 @@ def shown_keys() -> Accepted:
             elif section == "" and key.value == "suppliers":
                 for _name, entry in value.value:
                     walk(entry, "suppliers.*", None)
-            elif key.value in ("retry", "proxy", "exclude") or section == "":
+            elif key.value in ("retry", "proxy", "exclude", "allowlist") or section == "":
                 walk(value, f"{section}.{key.value}" if section else key.value, kind)
 
     walk(yaml.compose(uncommented()), "", None)
@@ -291,8 +291,8 @@ def test_registry_defaults_are_the_loader_s() -> None:
                 continue
             if section == "server" and key.name == "listen":
                 continue  # loaded as host and port
-            if section.endswith("exclude"):
-                continue  # loaded as the exclusions in force (config_exclude.ExcludeConfig)
+            if section.endswith(("exclude", "allowlist")) or key.name == "canaries":
+                continue  # loaded as the values in force (ExcludeConfig, Allowlist)
             if key.name in ("proxy",):
                 assert loaded_value(section, key.name, key.types[-1]).mode == key.default
                 continue

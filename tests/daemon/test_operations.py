@@ -227,7 +227,7 @@ def test_no_failure_is_logged_at_info_or_debug() -> None:
         "cybertrace.supplier_unreadable", "feed.expired", "daemon.started", "config.reloaded",
         "daemon.draining", "daemon.stopped", "state.checked", "daemon.exit", "server.listening",
         "cycle.finished", "supplier.refresh", "taxii.source_changed", "control.listening",
-        "feed.on_hold", "feed.excluded", "canary.placed", "canary.skipped",
+        "feed.on_hold", "feed.excluded", "allowlist.read", "canary.placed", "canary.skipped",
     }  # fmt: skip
     package = Path(__file__).resolve().parents[2] / "feedsync"
     found = set()

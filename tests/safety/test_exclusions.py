@@ -19,6 +19,7 @@ from feedsync.emulator import Emulator
 from feedsync.errors import ConfigError
 from feedsync.model import Indicator, Invalid, Record, Validators
 from feedsync.safety.exclusions import BUILTIN, EXCLUDED, TOO_WIDE, Screen, intervals
+from feedsync.safety.tables import HOST, SUFFIX, names_table, substrings
 from feedsync.safety.warninglists import available, chosen, entries, screen_for
 from feedsync.sources import CsvLines
 from feedsync.sources.csvfeed import CsvOptions
@@ -167,7 +168,7 @@ async def test_excluded_values_are_counted_and_a_sent_one_is_deleted(
     make_config: ConfigFactory,
     open_store: Callable[[Config], Store],
 ) -> None:
-    public = ["8.8.4.4", "1.2.3.4", "5.6.7.8", "9.9.9.10", "4.4.4.4"]
+    public = ["8.8.4.5", "1.2.3.4", "5.6.7.8", "9.9.9.10", "4.4.4.4"]
     body = "\n".join([*public, "127.0.0.1", "10.1.1.1", "10.2.2.2", "http://192.168.0.1/x"])
     body += "\nevil.test\n"
     url = feed_server.set("ips", body)
@@ -232,7 +233,9 @@ async def test_spamhaus_drop_ranges_expand_up_to_expand_cidr(
     assert "5.42.199.0" in held and "5.42.199.255" in held and "5.42.198.255" not in held
     store.close()
 
-    wider = make_config(emulator.url, feed.replace("{extra}", ", expand_cidr: 22"))
+    # Four times as many addresses: not held by the poison guard's growth ratio here.
+    wider_feed = feed.replace("{extra}", ", expand_cidr: 22, max_growth_ratio: 0")
+    wider = make_config(emulator.url, wider_feed)
     store = open_store(wider)
     feeds, _ = await sync(wider, store)
     assert feeds[0].change.fetched == 7 * 1024 + 4 * 512 + 4 * 256
@@ -385,7 +388,8 @@ async def test_warninglists_per_feed_over_the_top_level(
         f"- {{name: b, type: csv, url: {url}, supplier: B,"
         " exclude: {warninglists: [url-shortener]}}\n",
     )
-    loaded = with_top(loaded, "exclude: {warninglists: ['type:cidr']}\n")
+    # The resolvers are canaries too: none here, this is about the lists.
+    loaded = with_top(loaded, "exclude: {warninglists: ['type:cidr']}\ncanaries: []\n")
     store = open_store(loaded)
     feeds, _ = await sync(loaded, store)
     assert [f.result for f in feeds] == ["ok", "ok"]
@@ -396,3 +400,26 @@ async def test_warninglists_per_feed_over_the_top_level(
     assert set(emulator.indicators("A")) == {"1.2.3.4", "bit.ly"}
     assert feeds[1].change.excluded_reasons == {"warninglist:url-shortener": 1}
     assert set(emulator.indicators("B")) == {"8.8.8.8", "9.9.9.9", "1.2.3.4"}
+
+
+def test_name_table_flags_and_first_given() -> None:
+    table = names_table(
+        [("exact", 0, ["a.com"]), ("host", HOST, ["a.com", "b.com"]), ("under", SUFFIX, ["b.com"])]
+    )
+    assert table.get("a.com") == "exact" and table.get("a.com", HOST | SUFFIX) == "host"
+    assert table.get("b.com", SUFFIX) == "under" and table.get("c.com") is None
+    # Thousands of entries: each is found, and no other value.
+    many = names_table([("n", SUFFIX, (f"h{i}.net" for i in range(5000)))])
+    assert all(many.get(f"h{i}.net") == "n" for i in range(5000))
+    assert not any(many.get(f"h{i}.org") for i in range(5000))
+
+
+def test_substring_trie_matches_words_that_prefix_others() -> None:
+    listed = substrings("r", ["ab", "abcd", "b.c", "xyz"])
+    assert listed.pattern is not None
+    for value in ("zab", "abc", "a.b.c", "qxyzq", "abcd"):
+        assert listed.found(value), value
+    for value in ("a", "bc", "xy", "b-c"):
+        assert not listed.found(value), value
+    # An entry no IPv4 address can hold is left out of that kind's list.
+    assert substrings("r", ["1.2.3.4", "evil.com"], "0123456789.").entries == {"1.2.3.4"}

@@ -1,0 +1,56 @@
+"""The poison guard's canary set: values no honest feed suddenly lists.
+
+A feed that starts listing 8.8.8.8, a public resolver's name or the operator's
+own networks has been poisoned or broken (bitwire-it/ipblocklist#11 took a
+network's SIP trunks down that way); blocking on it would cut the network off
+from itself. Such a fetch is held beside the shrink guard (store/snapshot.py):
+applied once the next fetch yields the very same change, or by
+``feedsync sync FEED --force``. A value that must never be sent belongs on the
+allowlist, which excludes it for good.
+
+Entries are written as allowlist entries are (allowlist.py); the name
+``public_resolvers`` stands for the set below, the default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+
+from feedsync.safety.allowlist import allow_screen
+
+REASON = "canary"
+# The anycast addresses and names of the large public DNS resolvers (Google,
+# Cloudflare, Quad9, OpenDNS, AdGuard, CleanBrowsing, Level3/Lumen).
+PUBLIC_RESOLVERS = (
+    "8.8.8.8", "8.8.4.4", "2001:4860:4860::8888", "2001:4860:4860::8844", "dns.google",
+    "1.1.1.1", "1.0.0.1", "2606:4700:4700::1111", "2606:4700:4700::1001",
+    "one.one.one.one", "cloudflare-dns.com",
+    "9.9.9.9", "149.112.112.112", "2620:fe::fe", "2620:fe::9", "dns.quad9.net",
+    "208.67.222.222", "208.67.220.220", "2620:119:35::35", "2620:119:53::53",
+    "dns.opendns.com",
+    "94.140.14.14", "94.140.15.15", "dns.adguard-dns.com",
+    "185.228.168.9", "185.228.169.9",
+    "4.2.2.1", "4.2.2.2",
+)  # fmt: skip
+CANARY_SETS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"public_resolvers": PUBLIC_RESOLVERS}
+)
+DEFAULT_CANARIES = ("public_resolvers",)
+
+Canaries = Callable[[str, str], str | None]  # (kind, canonical value) -> the entry's reason
+
+
+def canaries(entries: tuple[str, ...]) -> Canaries | None:
+    """What tells a canary value (by its kind's name and canonical text), or None
+    for an empty set."""
+    values = tuple(v for entry in entries for v in CANARY_SETS.get(entry, (entry,)))
+    if not values:
+        return None
+    checks = {str(kind): check for kind, check in allow_screen(values, REASON).checks.items()}
+
+    def canary(kind: str, value: str) -> str | None:
+        check = checks.get(kind)
+        return None if check is None else check(value)
+
+    return canary

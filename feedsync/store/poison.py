@@ -1,0 +1,90 @@
+"""The poison guard, beside the shrink guard (snapshot.guarded).
+
+A fetch that newly lists a canary value (safety/poison.py) or grows the feed by
+more than ``max_growth_ratio`` times its size is held like a shrink, until the
+next fetch yields the same change or an operator forces it.
+
+It reads the staged rows (``stage``) against the feed's snapshot, inside the
+change's transaction: only what the fetch adds is looked at, so a steady feed
+costs nothing and a first fetch is checked once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from feedsync.store import FeedRow
+
+# Growth is judged from this many added indicators: a feed of 10 that lists 40
+# tomorrow is ordinary; of 10,000 that lists 40,000, a feed gone wrong.
+GROWTH_FLOOR = 100
+SHOWN = 3  # canary values named in the reason
+
+Canary = Callable[[str, str], str | None]  # (kind, canonical value) -> why, or None
+
+
+@dataclass(frozen=True, slots=True)
+class Poison:
+    """A feed's poison guard settings: the growth ratio (0: off) and its canaries."""
+
+    growth: float = 0.0
+    canary: Canary | None = None
+
+
+NO_POISON = Poison()  # the guard off: what callers that give none get
+
+_ADDED = (
+    "SELECT t.key, t.kind, t.value FROM stage t WHERE NOT EXISTS"
+    " (SELECT 1 FROM snapshot s WHERE s.feed_id = :feed AND s.key = t.key) ORDER BY t.key"
+)
+
+
+def poisoned(db: sqlite3.Connection, feed: FeedRow, before: int, poison: Poison) -> str | None:
+    """Why the staged change is poison, or None."""
+    if poison.growth <= 0 and poison.canary is None:
+        return None
+    added, canaries = 0, []
+    canary = poison.canary
+    if canary is None:
+        added = db.execute(f"SELECT count(*) FROM ({_ADDED})", {"feed": feed.id}).fetchone()[0]
+    else:
+        for _key, kind, value in db.execute(_ADDED, {"feed": feed.id}):
+            added += 1
+            if canary(kind, value) is not None and not _listed(db, feed, value):
+                canaries.append(value)
+    if canaries:
+        shown = ", ".join(canaries[:SHOWN]) + (
+            f" and {len(canaries) - SHOWN} more" if len(canaries) > SHOWN else ""
+        )
+        return f"the fetch newly lists {len(canaries)} canary value(s): {shown}"
+    if (
+        poison.growth > 0
+        and before > 0
+        and added >= GROWTH_FLOOR
+        and added > poison.growth * before
+    ):
+        return (
+            f"the fetch would add {added} indicators to {before}"
+            f" ({added / before:.1f}x, over max_growth_ratio {poison.growth:g})"
+        )
+    return None
+
+
+def _listed(db: sqlite3.Connection, feed: FeedRow, value: str) -> bool:
+    # Under another key (a CSV line that moved, a record re-keyed): not new.
+    found = db.execute(
+        "SELECT 1 FROM snapshot WHERE value = ? AND feed_id = ?", (value, feed.id)
+    ).fetchone()
+    return found is not None
+
+
+def added_digest(db: sqlite3.Connection, feed: FeedRow) -> str:
+    """What identifies the rows a held change adds (a patch's key digest has only
+    its removals), so that a second fetch confirms the very same additions."""
+    digest = hashlib.sha256()
+    for key, _kind, value in db.execute(_ADDED, {"feed": feed.id}):
+        digest.update(f"{key}\x00{value}\x00".encode())
+    return digest.hexdigest()

@@ -1,0 +1,135 @@
+"""The poison guard: a fetch that newly lists a canary value, or grows a feed by
+more than max_growth_ratio, is held like a shrink (confirmed by the next fetch
+of the same change, or forced); through the real CLI against the emulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import PASSWORD, FeedServer, run_cli
+
+from feedsync import metrics
+from feedsync.emulator import Emulator
+from feedsync.safety.poison import canaries
+
+CONFIG = """\
+cybertrace:
+  url: {url}
+  username: feedsync
+  password: ${{CT_PASSWORD}}
+  timeout: 5
+state:
+  path: {state}
+{top}feeds:
+  - name: list
+    type: csv
+    url: {feed}
+    supplier: Demo
+{extra}"""
+
+BASE = [f"20.0.0.{i}" for i in range(1, 31)]
+
+
+@pytest.fixture(autouse=True)
+def password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CT_PASSWORD", PASSWORD)
+
+
+def write(tmp_path: Path, emulator: Emulator, feed: str, top: str = "", extra: str = "") -> str:
+    path = tmp_path / "feedsync.yaml"
+    state = tmp_path / "state.db"
+    path.write_text(CONFIG.format(url=emulator.url, state=state, feed=feed, top=top, extra=extra))
+    return str(path)
+
+
+def held() -> float | None:
+    return metrics.REGISTRY.get_sample_value("feedsync_feed_held", {"feed": "list"})
+
+
+def test_the_canary_set() -> None:
+    check = canaries(("public_resolvers", "20.50.0.0/16", "*.corp.example"))
+    assert check is not None
+    for kind, value in [("ipv4", "8.8.8.8"), ("ipv6", "2606:4700:4700::1111"),
+                        ("domain", "dns.google"), ("url", "dns.quad9.net/dns-query"),
+                        ("ipv4", "20.50.1.1"), ("domain", "vpn.corp.example")]:  # fmt: skip
+        assert check(kind, value) == "canary", value
+    assert check("ipv4", "8.8.8.9") is None and check("domain", "google.com") is None
+    assert canaries(()) is None
+
+
+async def test_a_fetch_that_adds_a_canary_is_held_until_confirmed(
+    tmp_path: Path, emulator: Emulator, feed_server: FeedServer, capfd: pytest.CaptureFixture[str]
+) -> None:
+    feed = feed_server.set("l.txt", "\n".join(BASE) + "\n")
+    path = write(tmp_path, emulator, feed)
+    assert await run_cli("sync", "-c", path) == 0
+    assert set(emulator.indicators("Demo")) == set(BASE)
+    capfd.readouterr()
+
+    feed_server.set("l.txt", "\n".join([*BASE, "8.8.8.8", "20.0.1.1"]) + "\n")
+    assert await run_cli("sync", "-c", path) == 0
+    out = capfd.readouterr().out
+    assert "held" in out and "canary value(s): 8.8.8.8" in out
+    assert set(emulator.indicators("Demo")) == set(BASE), "nothing of the change was sent"
+    assert held() == 1
+    assert await run_cli("status", "-c", path) == 1
+    status = capfd.readouterr().out
+    assert "holds a change adding 2 indicators" in status and "--force" in status
+
+    # The next fetch yields the same change: it stands, as a shrink would.
+    assert await run_cli("sync", "-c", path) == 0
+    assert set(emulator.indicators("Demo")) == {*BASE, "8.8.8.8", "20.0.1.1"}
+    assert held() == 0
+    # Listed already: not new, not held again.
+    feed_server.set("l.txt", "\n".join([*BASE, "8.8.8.8", "20.0.1.2"]) + "\n")
+    assert await run_cli("sync", "-c", path) == 0
+    assert "20.0.1.2" in emulator.indicators("Demo")
+
+
+async def test_force_applies_a_held_change_and_operator_canaries_apply(
+    tmp_path: Path, emulator: Emulator, feed_server: FeedServer, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # A first fetch is judged too; the operator's own network is a canary.
+    feed = feed_server.set("l.txt", "\n".join([*BASE, "20.50.3.4"]) + "\n")
+    path = write(tmp_path, emulator, feed, top="canaries: [public_resolvers, 20.50.0.0/16]\n")
+    assert await run_cli("sync", "-c", path) == 0
+    assert emulator.indicators("Demo") == {}
+    assert "canary value(s): 20.50.3.4" in capfd.readouterr().out
+    assert await run_cli("sync", "-c", path, "--force") == 0
+    assert set(emulator.indicators("Demo")) == {*BASE, "20.50.3.4"}
+
+    # A feed's own canaries replace the top level's: none, nothing held.
+    feed_server.set("l.txt", "\n".join([*BASE, "20.50.3.4", "8.8.4.4"]) + "\n")
+    path = write(tmp_path, emulator, feed, extra="    canaries: []\n")
+    assert await run_cli("sync", "-c", path) == 0
+    assert "8.8.4.4" in emulator.indicators("Demo")
+
+
+async def test_a_fetch_that_grows_the_feed_past_the_ratio_is_held(
+    tmp_path: Path, emulator: Emulator, feed_server: FeedServer, capfd: pytest.CaptureFixture[str]
+) -> None:
+    feed = feed_server.set("l.txt", "\n".join(BASE) + "\n")
+    path = write(tmp_path, emulator, feed)
+    assert await run_cli("sync", "-c", path) == 0
+    grown = [*BASE, *(f"20.1.{i // 250}.{i % 250 + 1}" for i in range(91))]  # +91: 3.03x
+    feed_server.set("l.txt", "\n".join(grown) + "\n")
+    assert await run_cli("sync", "-c", path) == 0
+    assert len(emulator.indicators("Demo")) == len(grown), "under the floor of 100 added"
+
+    many = [*grown, *(f"20.2.{i // 250}.{i % 250 + 1}" for i in range(400))]  # +400 to 121
+    feed_server.set("l.txt", "\n".join(many) + "\n")
+    assert await run_cli("sync", "-c", path) == 0
+    out = capfd.readouterr().out
+    assert "would add 400 indicators to 121" in out and "max_growth_ratio 3" in out
+    assert len(emulator.indicators("Demo")) == len(grown)
+    assert await run_cli("sync", "-c", path, "--force") == 0
+    assert len(emulator.indicators("Demo")) == len(many)
+    assert held() == 0
+
+    # A higher ratio lets the same growth through; 0 turns the check off.
+    more = [*many, *(f"20.3.{i // 250}.{i % 250 + 1}" for i in range(2000))]
+    feed_server.set("l.txt", "\n".join(more) + "\n")
+    path = write(tmp_path, emulator, feed, extra="    max_growth_ratio: 0\n")
+    assert await run_cli("sync", "-c", path) == 0
+    assert len(emulator.indicators("Demo")) == len(more)
