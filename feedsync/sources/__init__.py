@@ -50,7 +50,7 @@ class CsvSource:
     async def fetch(self, previous: Validators, spool: Path) -> Body | None:
         body = await fetch(request_for(self.feed), previous, spool)
         footer = self.feed.footer
-        if body is not None and footer is not None:
+        if body is not None and not body.same and footer is not None:
             try:
                 await asyncio.to_thread(
                     check_footer,

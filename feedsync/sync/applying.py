@@ -27,7 +27,7 @@ from feedsync.sources import CsvSource
 from feedsync.sources.csvfeed import OnReplaced
 from feedsync.store import Store, read_feed, record_run
 from feedsync.store.linediff import LineFeed, forget_lines, replace_lines
-from feedsync.store.snapshot import Change, expire, patch, replace
+from feedsync.store.snapshot import Change, expire, patch, replace, revalidate
 from feedsync.sync.fetching import Fetched
 from feedsync.sync.reports import FeedReport, cause, run_of
 
@@ -57,10 +57,12 @@ class Applier:
         if expired:
             log.info("feed.expired", feed=feed.name, count=expired)
             item.row = read_feed(self.store.db, item.row.id)
-        if item.error is not None or item.body is None:
+        if item.error is not None or item.body is None or item.body.same:
             if item.error is not None:
                 report = failed(item, item.error, "fetch")
             else:
+                if item.body is not None:
+                    revalidate(self.store.db, item.row, item.body.validators)
                 # A 304 or the same body still took a round trip: its duration counts.
                 seconds = time.monotonic() - item.started
                 report = FeedReport(feed.name, feed.supplier, "unchanged", seconds=seconds)
