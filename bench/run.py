@@ -62,7 +62,12 @@ feeds:
       context: {{status: status, threat: threat}}, tags_field: tags, max_delete_ratio: 1.0,
       verify_tls: {verify}}}
 """
-PHASES = (("fetch", "fetch+parse"), ("normalize", "normalize"), ("store", "store+diff"))
+PHASES = (
+    ("fetch", "fetch+parse"),
+    ("normalize", "normalize"),
+    ("store", "store+diff"),
+    ("plan", "plan"),
+)
 CLI = [sys.executable, "-m", "feedsync.cli"]
 # The launcher imports nothing but the standard library: -I -S keeps it small.
 LAUNCH = [sys.executable, "-I", "-S", str(BENCH / "launch.py")]

@@ -179,3 +179,22 @@ async def test_same_body_under_new_validators_keeps_them(
     assert feed_server.hits[-1][1].get("If-Modified-Since") == later
     assert emulator.indicator_requests() == []
     assert emulator.indicators("Demo").keys() == {"b.example"}
+
+
+async def test_the_plan_is_a_phase_of_every_cycle(
+    emulator: Emulator,
+    feed_server: FeedServer,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+) -> None:
+    """The plan's time is counted (as ``plan``) in a cycle that sends, not only in
+    a dry run: a first sync's plan is seconds that no phase showed."""
+    url = feed_server.set("list.txt", "a.example\nb.example\n")
+    feeds_yaml = f"- {{name: plain, type: csv, url: '{url}', supplier: Demo}}\n"
+    loaded = make_config(emulator.url, feeds_yaml, "Demo: {confidence: 5}\n")
+    store = open_store(loaded)
+    for dry_run in (True, False):
+        cycle = Cycle(loaded, store, dry_run=dry_run)
+        await cycle.run()
+        assert cycle.phases.wall["plan"] > 0, dry_run
+        assert cycle.phases.fields().keys() >= {"plan_cpu", "plan_wall"}

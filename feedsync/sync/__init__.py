@@ -226,7 +226,7 @@ class Cycle:
             return await self.store.call(self._apply_all, target, fetched, meter)
         reports = [await self.store.call(self._apply_one, item) for item in fetched]
         meter.enter("plan")
-        planned = await self.store.call(self._replan, target, None, self.resync)
+        planned = await self.store.call(self._plan, target)
         meter(planned.total)
         return reports, planned, ()
 
@@ -238,7 +238,8 @@ class Cycle:
         with self.phases.timed("store"), self.store.transaction(rollback=True) as db:
             reports = [self.applier.apply(item) for item in fetched]
             meter.enter("plan")
-            planned = plan(db, target, resync=self.resync)
+            with self.phases.timed("plan"):
+                planned = plan(db, target, resync=self.resync)
             meter(planned.total)
             return reports, planned, preview(db, target.supplier)
 
@@ -324,6 +325,12 @@ class Cycle:
             raise
         await renew()
         return sent, refreshed
+
+    def _plan(self, target: Target) -> Plan:
+        """The cycle's plan (the store's thread), timed as its own phase; the
+        replans of the upload stage (refresh, resync) count as upload."""
+        with self.phases.timed("plan"):
+            return self._replan(target, None, self.resync)
 
     def _replan(
         self, target: Target, refresh: Refresh | None, resync: bool = False, sweep: bool = True
