@@ -260,6 +260,27 @@ def test_batches_respect_bytes_and_count(store: Store) -> None:
         assert orjson.loads(batch.payload())
 
 
+def test_puts_go_in_plan_order_across_adds_and_updates(store: Store) -> None:
+    """Adds and updates are read along their own index ranges, chunk by chunk,
+    and still leave in the order they were planned, each once."""
+    ops = ["add" if (i // 7) % 3 else "update" for i in range(12_345)]
+    with store.transaction() as db:
+        db.executemany(
+            "INSERT INTO pending (supplier, value, op, digest, body, planned_at)"
+            " VALUES ('S', ?, ?, 1, ?, 0)",
+            [(f"v{i}.example", op, f'{{"indicator":"v{i}.example"}}') for i, op in enumerate(ops)],
+        )
+        db.execute(
+            "INSERT INTO pending (supplier, value, op, digest, body, planned_at)"
+            " VALUES ('S', 'gone.example', 'delete', NULL, '{}', 0)"
+        )
+    cut = list(batches(store.db, "S", "PUT", 1 << 24, 1000))
+    items = [item for batch in cut for item in batch.items]
+    assert [item.value for item in items] == [f"v{i}.example" for i in range(len(ops))]
+    assert [item.op for item in items] == ops
+    assert [item.id for item in items] == sorted(item.id for item in items)
+
+
 def test_delete_of_absent_counts_as_done_and_other_refusals_stay_pending(store: Store) -> None:
     load(store, "f", "S", [ind("a.example"), ind("b.example"), ind("c.example")])
     t = target(store, "S", "f")
