@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feedsync.cybertrace import Outcome
@@ -544,3 +544,52 @@ def test_retired_values_are_forgotten_after_the_retention(store: Store) -> None:
     with store.transaction() as db:
         reconcile.prune_retired(db, "S", now - 3600)
     assert retired(store, "S") == {"recent.example"}
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c"]),  # the feed that lists it
+            st.sampled_from(["x.example", "y.example", "z.example", "ü.example", "w.example"]),
+            st.sampled_from([{}, {"k": "1"}, {"k": "2", "j": "é"}]),
+            st.sampled_from([(), ("T1",), ("T2", "T1")]),
+        ),
+        max_size=12,
+    ),
+    st.booleans(),
+    st.booleans(),
+)
+def test_a_first_plan_straight_from_the_snapshots_is_the_general_plan(
+    tmp_path_factory: pytest.TempPathFactory,
+    listed: list[tuple[str, str, dict[str, str], tuple[str, ...]]],
+    send_context: bool,
+    send_tags: bool,
+) -> None:
+    """A supplier's first plan is read straight from its feeds' snapshots; what it
+    writes to ``pending`` (values, ops, digests, bodies, in id order) is what the
+    general plan writes, which marks every value dirty and compares each."""
+    planned = []
+    for general in (False, True):
+        opened = Store.open(str(tmp_path_factory.mktemp("first") / "state.db"))
+        try:
+            for name in ("a", "b", "c"):
+                load(opened, name, "S", [ind(v, c, t) for f, v, c, t in listed if f == name])
+            shape = {"send_context": send_context, "send_tags": send_tags}
+            t = target(opened, "S", "b", "a", "c", **shape)
+            if general:  # a supplier planned before under another merge: every value compared
+                with opened.transaction() as db:
+                    db.execute("INSERT INTO suppliers VALUES ('S', 'older')")
+            made = replan(opened, t)
+            rows = opened.db.execute(
+                "SELECT value, op, digest, body FROM pending ORDER BY id"
+            ).fetchall()
+            left = opened.db.execute("SELECT count(*) FROM dirty").fetchone()[0]
+            signature = opened.db.execute("SELECT signature FROM suppliers").fetchone()[0]
+            planned.append((made, [tuple(r) for r in rows], left, signature))
+        finally:
+            opened.close()
+    assert planned[0] == planned[1]
+    assert planned[0][0].add == len({v for _f, v, _c, _t in listed})
