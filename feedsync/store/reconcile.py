@@ -201,8 +201,10 @@ def _first_plan(db: sqlite3.Connection, target: Target) -> bool:
         if db.execute(f"SELECT 1 FROM {table} WHERE supplier = ? LIMIT 1", (supplier,)).fetchone():
             return False
     feeds = ",".join(str(int(feed_id)) for feed_id in target.feed_ids) or "NULL"
+    # The partial index holds only such rows: a scan of it, not of the feeds' rows.
     keyed = db.execute(
-        f"SELECT 1 FROM snapshot WHERE feed_id IN ({feeds}) AND key != value LIMIT 1"
+        "SELECT 1 FROM snapshot INDEXED BY snapshot_keyed"
+        f" WHERE feed_id IN ({feeds}) AND key != value LIMIT 1"
     ).fetchone()
     return keyed is None
 
@@ -231,7 +233,8 @@ def _plan_first(db: sqlite3.Connection, target: Target) -> Plan:
 
 
 def _values_of(db: sqlite3.Connection, feed_id: int) -> Iterator[tuple[str, int, str, str]]:
-    """A feed's rows (value, feed id, context, tags) by value, a chunk at a time."""
+    """A feed's rows (value, feed id, context, tags) by value, a chunk at a time
+    (every row is keyed by its value here: the primary key's order is the value's)."""
     after = ""
     while True:
         rows = db.execute(
