@@ -43,6 +43,7 @@ from feedsync.store import FeedRow, lineindex
 from feedsync.store.snapshot import (
     Change,
     Guard,
+    Row,
     counted,
     encode,
     guarded,
@@ -170,17 +171,8 @@ def _read_all(
     db: sqlite3.Connection, job: LineFeed, items: Iterable[Record | Invalid], reasons: Counter[str]
 ) -> int:
     """Stage every record (the first line naming a key wins), and the lines
-    that are no row's source into ``parsed``; returns how many records were valid.
-
-    Records are appended in body order to ``loaded`` and keyed into ``stage`` in
-    one sorted pass: inserting a million rows into the keyed table in body order
-    put each on a random page of a B-tree far larger than the page cache."""
+    that are no row's source into ``parsed``; returns how many records were valid."""
     valid = 0
-    db.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS loaded (key TEXT, value TEXT, kind TEXT,"
-        " context TEXT, tags TEXT, digest INTEGER, expires REAL, line INTEGER)"
-    )
-    db.execute("DELETE FROM loaded")
     for batch in _batches(job, items):
         with job.phases.timed("store"):
             rows = []
@@ -195,17 +187,19 @@ def _read_all(
                 else:
                     rows.append(encode(item))
             valid += len(rows)
-            db.executemany("INSERT INTO loaded VALUES (?,?,?,?,?,?,?,?)", rows)
-    with job.phases.timed("store"):
-        # By key, then body order: OR IGNORE keeps each key's first line.
-        db.execute("INSERT OR IGNORE INTO stage SELECT * FROM loaded ORDER BY key, rowid")
-        # The later lines naming a key (unless the same line again) are no row's source.
-        db.execute(
-            "INSERT OR IGNORE INTO parsed (hash, key) SELECT l.line, l.key FROM loaded l"
-            " JOIN stage t ON t.key = l.key WHERE l.line IS NOT t.line ORDER BY l.rowid"
-        )
-        db.execute("DELETE FROM loaded")
+            before = db.total_changes
+            db.executemany("INSERT OR IGNORE INTO stage VALUES (?,?,?,?,?,?,?,?)", rows)
+            if db.total_changes - before < len(rows):
+                _note_duplicates(db, rows)
     return valid
+
+
+def _note_duplicates(db: sqlite3.Connection, rows: list[Row]) -> None:
+    for row in rows:
+        key, line = row[0], row[7]
+        (first,) = db.execute("SELECT line FROM stage WHERE key = ?", (key,)).fetchone()
+        if first != line:
+            db.execute("INSERT OR IGNORE INTO parsed (hash, key) VALUES (?, ?)", (line, key))
 
 
 # -- applying --------------------------------------------------------------------------------
