@@ -19,7 +19,7 @@ process and reaps it with ``os.wait4``: wall time, CPU (user + system) and
 peak RSS are the kernel's figures of that process alone (``ru_maxrss``
 survives ``exec``, so a child of this larger process would start with this
 one's peak). Its ``cycle.finished`` log line gives the split by phase
-(fetch+parse, normalize, store+diff, upload); "other" is the rest of the
+(fetch+parse, normalize, store+diff, plan, upload); "other" is the rest of the
 process (interpreter start, imports, configuration, state database).
 "Requests" and "bytes sent" are what the cycle sent to CyberTrace; "÷min"
 divides the bytes by the minimal JSON of the changes as the emulator logged
