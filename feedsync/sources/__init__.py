@@ -25,7 +25,8 @@ class Source(Protocol):
     """One feed's way in."""
 
     async def fetch(self, previous: Validators, spool: Path) -> Body | None:
-        """Download the feed; None when it has not changed since ``previous``."""
+        """Download the feed; None when it has not changed since ``previous``
+        (a ``same`` body when only its HTTP validators did: nothing to read)."""
 
     def records(self, body: Body) -> Iterator[Record | Invalid | Removal]:
         """Stream the records of a downloaded body (blocking: run it off the loop);
