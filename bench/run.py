@@ -19,7 +19,7 @@ process and reaps it with ``os.wait4``: wall time, CPU (user + system) and
 peak RSS are the kernel's figures of that process alone (``ru_maxrss``
 survives ``exec``, so a child of this larger process would start with this
 one's peak). Its ``cycle.finished`` log line gives the split by phase
-(fetch+parse, normalize, store+diff, upload); "other" is the rest of the
+(fetch+parse, normalize, store+diff, plan, upload); "other" is the rest of the
 process (interpreter start, imports, configuration, state database).
 "Requests" and "bytes sent" are what the cycle sent to CyberTrace; "÷min"
 divides the bytes by the minimal JSON of the changes as the emulator logged
@@ -62,7 +62,12 @@ feeds:
       context: {{status: status, threat: threat}}, tags_field: tags, max_delete_ratio: 1.0,
       verify_tls: {verify}}}
 """
-PHASES = (("fetch", "fetch+parse"), ("normalize", "normalize"), ("store", "store+diff"))
+PHASES = (
+    ("fetch", "fetch+parse"),
+    ("normalize", "normalize"),
+    ("store", "store+diff"),
+    ("plan", "plan"),
+)
 CLI = [sys.executable, "-m", "feedsync.cli"]
 # The launcher imports nothing but the standard library: -I -S keeps it small.
 LAUNCH = [sys.executable, "-I", "-S", str(BENCH / "launch.py")]

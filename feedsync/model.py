@@ -125,6 +125,10 @@ class Body:
     # False when the body ended by the connection closing, with no length, chunk
     # framing or compressed trailer to prove that it ended where the server meant.
     framed: bool = True
+    # The content is the body last applied (same SHA-256) under new HTTP validators:
+    # nothing to read (the file is gone), but the validators must be kept, or every
+    # later conditional request misses and downloads it again.
+    same: bool = False
 
     def discard(self) -> None:
         if self.temporary:

@@ -2,7 +2,9 @@
 
 The phases are the steps of a cycle a user can act on: ``fetch`` (download
 and read the body), ``normalize`` (canonical values of the rows read),
-``store`` (stage, diff, apply, plan) and ``upload`` (send and acknowledge).
+``store`` (stage, diff, apply), ``plan`` (the changed values of each supplier
+into its pending operations) and ``upload`` (the supplier's settings and
+canary, a refresh or resync planned there, send and acknowledge).
 CPU is the process's, so with feeds fetched concurrently a phase may carry
 some of another's; for one feed at a time it is exact.
 """
@@ -16,8 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-PhaseName = Literal["fetch", "normalize", "store", "upload"]
-NAMES: tuple[PhaseName, ...] = ("fetch", "normalize", "store", "upload")
+PhaseName = Literal["fetch", "normalize", "store", "plan", "upload"]
+NAMES: tuple[PhaseName, ...] = ("fetch", "normalize", "store", "plan", "upload")
 
 
 @dataclass(slots=True)

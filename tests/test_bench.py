@@ -102,6 +102,7 @@ def test_many_feeds_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert unchanged[-3] == "304x20", "every feed asked with its validators"
     assert unchanged[-6] == "0", "an unchanged cycle sends no indicator"
     assert cells("all-unchanged (bodies)")[-3] == "200x20"
+    assert cells("the cycle after (304)")[-3] == "304x20", "the new validators were kept"
     assert any(line.startswith("all-unchanged cycle of 20 feeds (304), CPU") for line in lines)
 
 

@@ -32,14 +32,18 @@ async def ensure_supplier(client: CyberTrace, settings: SupplierConfig) -> Suppl
     """The supplier exists (and, with a tenant, is visible in it), with the
     configured settings where they are explicit.
 
-    Existence is read from ``GET suppliers``, the documented list: the pages give
-    no status for ``GET suppliers/{name}`` of a missing supplier.
+    ``GET suppliers/{name}`` comes first: its settings (retention, status) are
+    needed every cycle, and an answer that holds the supplier proves that it
+    exists, so a supplier that is there costs one request. Only where that
+    answer is unreadable (400, 404) is existence read from ``GET suppliers``,
+    the documented list: the pages give no status for a missing supplier.
     """
     name = settings.name
     state = SupplierState.PRESENT
-    if name not in await client.supplier_names():
-        state = await _create(client, settings)
     current = await client.supplier(name)
+    if current is None and name not in await client.supplier_names():
+        state = await _create(client, settings)
+        current = await client.supplier(name)
     tenant = client.config.tenant
     if current is None and tenant:
         raise CyberTraceError(

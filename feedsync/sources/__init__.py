@@ -46,7 +46,8 @@ class Source(Protocol):
     lines: LineParser | None
 
     async def fetch(self, previous: Validators, spool: Path) -> Body | None:
-        """Download the feed; None when it has not changed since ``previous``."""
+        """Download the feed; None when it has not changed since ``previous``
+        (a ``same`` body when only its HTTP validators did: nothing to read)."""
 
     def records(self, body: Body) -> Iterator[Record | Invalid | Removal]:
         """Stream the records of a downloaded body (blocking: run it off the loop);
@@ -100,7 +101,7 @@ class CsvSource:
     async def fetch(self, previous: Validators, spool: Path) -> Body | None:
         body = await fetch(request_for(self.feed), previous, spool)
         footer = self.csv.footer
-        if body is not None and footer is not None:
+        if body is not None and not body.same and footer is not None:
             try:
                 await asyncio.to_thread(
                     check_footer,

@@ -56,7 +56,8 @@ def local_path(url: str) -> Path:
 
 
 async def fetch(request: Request, previous: Validators, spool: Path) -> Body | None:
-    """Download ``request.url`` into ``spool``; None when it is unchanged."""
+    """Download ``request.url`` into ``spool``; None when it is unchanged, a
+    ``same`` body (nothing to read) when only its HTTP validators changed."""
     if is_remote(request.url):
         body = await _download(request, previous, spool)
     else:
@@ -68,7 +69,10 @@ async def fetch(request: Request, previous: Validators, spool: Path) -> Body | N
         raise FetchError(request.feed, f"empty body from {redact_url(request.url)}")
     if previous.sha256 is not None and body.validators.sha256 == previous.sha256:
         body.discard()
-        return None
+        new = body.validators
+        if (new.etag, new.last_modified) == (previous.etag, previous.last_modified):
+            return None
+        return dataclasses.replace(body, same=True)
     try:
         tail = await asyncio.to_thread(inspect, body.path, request.feed, request.max_bytes)
     except BaseException:

@@ -55,8 +55,8 @@ class MispFeedSource:
         manifest_body = await fetch(
             request_for(self.feed, self._url("manifest.json")), previous, spool
         )
-        if manifest_body is None:
-            return None
+        if manifest_body is None or manifest_body.same:
+            return manifest_body  # the same manifest lists the same events
         try:
             manifest = await asyncio.to_thread(_read_manifest, manifest_body.path, self.feed.name)
         finally:

@@ -10,10 +10,11 @@ the ``pending`` table for it (invariant 1: what is not acknowledged stays).
 
 from __future__ import annotations
 
+import heapq
 import sqlite3
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from feedsync.store import Store, connection, planlog
 
@@ -73,28 +74,44 @@ def batches(
     most ``limit`` bytes and ``max_count`` items (run it on the store's thread)."""
     db = connection(store)
     ops = ("delete",) if method == "DELETE" else ("add", "update")
-    after = 0
     items: list[Item] = []
     size = 2
-    while True:
-        rows = db.execute(
-            f"SELECT id, value, op, digest, body FROM pending WHERE supplier = ?"
-            f" AND op IN ({','.join('?' * len(ops))}) AND id > ? ORDER BY id LIMIT 5000",
-            (supplier, *ops, after),
-        ).fetchall()
-        if not rows:
-            break
-        for row in rows:
-            item = Item(row[0], row[1], row[2], row[3], row[4].encode())
-            grown = size + len(item.body) + (1 if items else 0)
-            if items and (grown > limit or len(items) >= max_count):
-                yield Batch(method, tuple(items))
-                items, grown = [], 2 + len(item.body)
-            items.append(item)
-            size = grown
-        after = rows[-1][0]
+    # In plan order (by id) across the ops, each read along the index (supplier, op, id):
+    # one query over both ops sorted every remaining row, bodies and all, for each chunk.
+    streams = [_pending(db, supplier, op) for op in ops]
+    rows = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=_row_id)
+    for row in rows:
+        item = Item(row[0], row[1], row[2], row[3], row[4].encode())
+        grown = size + len(item.body) + (1 if items else 0)
+        if items and (grown > limit or len(items) >= max_count):
+            yield Batch(method, tuple(items))
+            items, grown = [], 2 + len(item.body)
+        items.append(item)
+        size = grown
     if items:
         yield Batch(method, tuple(items))
+
+
+def _pending(db: sqlite3.Connection, supplier: str, op: str) -> Iterator[tuple[Any, ...]]:
+    """The supplier's pending rows of one op by id, read a chunk at a time (rows
+    acknowledged meanwhile are behind the chunk read last)."""
+    after = 0
+    while True:
+        cursor = db.cursor()
+        cursor.row_factory = None  # plain tuples: a million rows are read this way
+        rows = cursor.execute(
+            "SELECT id, value, op, digest, body FROM pending WHERE supplier = ? AND op = ?"
+            " AND id > ? ORDER BY id LIMIT 5000",
+            (supplier, op, after),
+        ).fetchall()
+        if not rows:
+            return
+        yield from rows
+        after = rows[-1][0]
+
+
+def _row_id(row: tuple[Any, ...]) -> int:
+    return int(row[0])
 
 
 def settle(store: Store, supplier: str, batch: Batch, decided: Answer) -> Sent:

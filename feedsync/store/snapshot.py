@@ -185,6 +185,15 @@ def expire(db: sqlite3.Connection, feed: FeedRow, now: float) -> int:
     return gone
 
 
+def revalidate(db: sqlite3.Connection, feed: FeedRow, validators: Validators) -> None:
+    """Keep the HTTP validators of a body whose content is the one applied (its
+    SHA-256 did not change), so that the next conditional request can be a 304."""
+    db.execute(
+        "UPDATE feeds SET etag = ?, last_modified = ? WHERE id = ?",
+        (validators.etag, validators.last_modified, feed.id),
+    )
+
+
 def stage_tables(db: sqlite3.Connection) -> None:
     """The temporary tables a change is staged in, created and emptied."""
     db.execute(

@@ -256,9 +256,7 @@ class Cycle:
             return await self.store.call(self._apply_all, target, fetched, meter)
         reports = [await self.store.call(self._apply_one, item) for item in fetched]
         meter.enter("plan")
-        planned = await self.store.call(
-            self._replan, target, None, self.resync, True, "resync (sync --resync)"
-        )
+        planned = await self.store.call(self._plan, target)
         meter(planned.total)
         await self.store.call(self._prune_journal)
         return reports, planned, ()
@@ -271,7 +269,8 @@ class Cycle:
         with self.phases.timed("store"), self.store.transaction(rollback=True) as db:
             reports = [self.applier.apply(db, item) for item in fetched]
             meter.enter("plan")
-            planned = plan(db, target, resync=self.resync)
+            with self.phases.timed("plan"):
+                planned = plan(db, target, resync=self.resync)
             meter(planned.total)
             return reports, planned, pending.preview(db, target.supplier)
 
@@ -368,6 +367,12 @@ class Cycle:
         if replanned.refresh:
             log.info("supplier.refresh", supplier=supplier, due=replanned.refresh)
         return replanned.refresh
+
+    def _plan(self, target: Target) -> Plan:
+        """The cycle's plan (the store's thread), timed as its own phase; the
+        replans of the upload stage (refresh, resync) count as upload."""
+        with self.phases.timed("plan"):
+            return self._replan(target, None, self.resync, True, "resync (sync --resync)")
 
     def _replan(
         self,

@@ -31,7 +31,7 @@ from feedsync.safety.warninglists import screen_for
 from feedsync.store import Connection, Store, read_feed, record_exclusions, record_run
 from feedsync.store.linediff import LineFeed, forget_lines, replace_lines
 from feedsync.store.poison import Poison
-from feedsync.store.snapshot import Change, expire, patch, replace
+from feedsync.store.snapshot import Change, expire, patch, replace, revalidate
 from feedsync.sync.fetching import Fetched
 from feedsync.sync.reports import FeedReport, FeedResult, Stage, run_of
 
@@ -60,7 +60,9 @@ class Applier:
         if expired:
             log.info("feed.expired", feed=feed.name, count=expired)
             item.row = read_feed(db, item.row.id)
-        if item.error is not None or item.body is None:
+        if item.error is not None or item.body is None or item.body.same:
+            if item.error is None and item.body is not None:
+                revalidate(db, item.row, item.body.validators)
             report = _unapplied(item)
             record_run(db, run_of(report, self.store.clock.now()))
             return report

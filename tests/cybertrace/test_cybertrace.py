@@ -41,14 +41,38 @@ async def test_supplier_and_tags_are_created_once(
     feed_server.set("l.txt", "a.example\nb.example\n")
     await sync(loaded, store)
     assert [r.method + " " + r.path.rsplit("/", 1)[-1] for r in emulator.requests] == [
-        "GET suppliers",
-        "GET Demo",
+        "GET Demo",  # its settings, and proof that it exists: no list needed
         "POST lookup",  # the supplier's canary (canary.py), then its replacement
         "GET tags",
         "PUT indicators",
         "PUT indicators",
         "DELETE indicators",
     ]
+
+
+async def test_an_unchanged_supplier_costs_its_settings_and_its_canary(
+    emulator: Emulator, feed_server: FeedServer, make_config: ConfigFactory, open_store: Opener
+) -> None:
+    """A cycle in which nothing changed asks CyberTrace only what it must each
+    cycle: the supplier's settings (its retention decides the refresh, its status
+    the canary's check; drift is corrected) and whether it still holds the canary."""
+    first = feed_server.set("a.txt", "a.example\n", ETag='"a1"')
+    second = feed_server.set("b.txt", "b.example\n")
+    feeds = feed(first, name="a") + feed(second, name="b", supplier="Other")
+    suppliers = "Demo: {confidence: 42, retention: 60}\nOther: {confidence: 42, retention: 60}\n"
+    loaded = make_config(emulator.url, feeds, suppliers)
+    store = open_store(loaded)
+    await sync(loaded, store)
+    emulator.clear_log()
+    await sync(loaded, store)  # a 304 and the same body
+    calls = sorted(r.method + " " + r.path.removeprefix("/api/1.2/") for r in emulator.requests)
+    assert calls == [
+        "GET suppliers/Demo",
+        "GET suppliers/Other",
+        "POST lookup",
+        "POST lookup",
+    ]
+    assert all(r.status == 200 for r in emulator.requests)
 
 
 async def test_api_1_0_never_sends_tags(

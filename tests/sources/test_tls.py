@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import PASSWORD, USER, ConfigFactory
 
+from feedsync._http import ssl_context
 from feedsync.cybertrace import CyberTrace
 from feedsync.emulator import Emulator
 from feedsync.errors import CyberTraceError, TLSError
@@ -166,3 +167,21 @@ async def test_client_certificate(certificates: Path, make_config: ConfigFactory
             assert await client.supplier("FalsePositive") is not None
     finally:
         await emulator.stop()
+
+
+async def test_tls_contexts_are_shared_until_the_ca_file_changes(
+    certificates: Path, tmp_path: Path
+) -> None:
+    """Loading a CA store costs milliseconds of CPU: a cycle of many feeds must not
+    pay it per fetch, yet a rotated CA bundle is used from the next fetch on."""
+    assert await ssl_context(True) is await ssl_context(True)
+    assert await ssl_context(False) is False
+    bundle = tmp_path / "bundle.pem"
+    shutil.copy(certificates / "ca.pem", bundle)
+    first = await ssl_context(str(bundle))
+    assert await ssl_context(str(bundle)) is first
+    bundle.write_text(bundle.read_text() + "\n")  # rotated: another size and time
+    rotated = await ssl_context(str(bundle))
+    assert rotated is not first
+    assert isinstance(rotated, ssl.SSLContext)
+    assert rotated.get_ca_certs()[0]["subject"] == ((("commonName", "Test CA"),),)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feedsync.cybertrace import Outcome
@@ -260,6 +260,27 @@ def test_batches_respect_bytes_and_count(store: Store) -> None:
         assert len(batch.payload()) <= 400
         assert len(batch.items) <= 7
         assert orjson.loads(batch.payload())
+
+
+def test_puts_go_in_plan_order_across_adds_and_updates(store: Store) -> None:
+    """Adds and updates are read along their own index ranges, chunk by chunk,
+    and still leave in the order they were planned, each once."""
+    ops = ["add" if (i // 7) % 3 else "update" for i in range(12_345)]
+    with store.transaction() as db:
+        db.executemany(
+            "INSERT INTO pending (supplier, value, op, digest, body, planned_at)"
+            " VALUES ('S', ?, ?, 1, ?, 0)",
+            [(f"v{i}.example", op, f'{{"indicator":"v{i}.example"}}') for i, op in enumerate(ops)],
+        )
+        db.execute(
+            "INSERT INTO pending (supplier, value, op, digest, body, planned_at)"
+            " VALUES ('S', 'gone.example', 'delete', NULL, '{}', 0)"
+        )
+    cut = list(batches(store, "S", "PUT", 1 << 24, 1000))
+    items = [item for batch in cut for item in batch.items]
+    assert [item.value for item in items] == [f"v{i}.example" for i in range(len(ops))]
+    assert [item.op for item in items] == ops
+    assert [item.id for item in items] == sorted(item.id for item in items)
 
 
 def test_delete_of_absent_counts_as_done_and_other_refusals_stay_pending(store: Store) -> None:
@@ -555,3 +576,52 @@ def test_every_stamp_comes_from_the_stores_clock(tmp_path: Path) -> None:
         assert store.hold("f") and store.holds() == {"f": 1234.0}
     finally:
         store.close()
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c"]),  # the feed that lists it
+            st.sampled_from(["x.example", "y.example", "z.example", "ü.example", "w.example"]),
+            st.sampled_from([{}, {"k": "1"}, {"k": "2", "j": "é"}]),
+            st.sampled_from([(), ("T1",), ("T2", "T1")]),
+        ),
+        max_size=12,
+    ),
+    st.booleans(),
+    st.booleans(),
+)
+def test_a_first_plan_straight_from_the_snapshots_is_the_general_plan(
+    tmp_path_factory: pytest.TempPathFactory,
+    listed: list[tuple[str, str, dict[str, str], tuple[str, ...]]],
+    send_context: bool,
+    send_tags: bool,
+) -> None:
+    """A supplier's first plan is read straight from its feeds' snapshots; what it
+    writes to ``pending`` (values, ops, digests, bodies, in id order) is what the
+    general plan writes, which marks every value dirty and compares each."""
+    planned = []
+    for general in (False, True):
+        opened = Store.open(str(tmp_path_factory.mktemp("first") / "state.db"))
+        try:
+            for name in ("a", "b", "c"):
+                load(opened, name, "S", [ind(v, c, t) for f, v, c, t in listed if f == name])
+            shape = {"send_context": send_context, "send_tags": send_tags}
+            t = target(opened, "S", "b", "a", "c", **shape)
+            if general:  # a supplier planned before under another merge: every value compared
+                with opened.transaction() as db:
+                    db.execute("INSERT INTO suppliers VALUES ('S', 'older')")
+            made = replan(opened, t)
+            rows = connection(opened).execute(
+                "SELECT value, op, digest, body FROM pending ORDER BY id"
+            ).fetchall()
+            left = connection(opened).execute("SELECT count(*) FROM dirty").fetchone()[0]
+            signature = connection(opened).execute("SELECT signature FROM suppliers").fetchone()[0]
+            planned.append((made, [tuple(r) for r in rows], left, signature))
+        finally:
+            opened.close()
+    assert planned[0] == planned[1]
+    assert planned[0][0].add == len({v for _f, v, _c, _t in listed})

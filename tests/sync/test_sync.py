@@ -147,3 +147,54 @@ async def test_file_urls_paths_and_conditional_get(
     feeds, _ = await sync(loaded, store)
     assert [f.result for f in feeds] == ["unchanged"] * 3
     assert feed_server.hits[-1][1].get("If-None-Match") == '"v1"'
+
+
+async def test_same_body_under_new_validators_keeps_them(
+    emulator: Emulator,
+    feed_server: FeedServer,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+) -> None:
+    """A server that rewrites an unchanged file answers 200 with new validators:
+    the cycle finds the same SHA-256, and keeps the new ETag and Last-Modified so
+    that the next conditional request gets a 304 instead of the whole body again."""
+    stamp = "Wed, 02 Dec 2026 10:00:00 GMT"
+    url = feed_server.set("list.txt", "b.example\n", ETag='"v1"', **{"Last-Modified": stamp})
+    feeds_yaml = f"- {{name: http, type: csv, url: '{url}', supplier: Demo}}\n"
+    loaded = make_config(emulator.url, feeds_yaml, "Demo: {confidence: 5}\n")
+    store = open_store(loaded)
+    assert [f.result for f in (await sync(loaded, store))[0]] == ["ok"]
+    later = "Thu, 03 Dec 2026 10:00:00 GMT"
+    feed_server.set("list.txt", "b.example\n", ETag='"v2"', **{"Last-Modified": later})
+    feeds, _ = await sync(loaded, store)
+    assert [f.result for f in feeds] == ["unchanged"]
+    assert feed_server.hits[-1][1].get("If-None-Match") == '"v1"'  # answered 200
+    row = store.feed("http", "Demo")
+    assert (row.validators.etag, row.validators.last_modified) == ('"v2"', later)
+    emulator.clear_log()
+    feeds, _ = await sync(loaded, store)
+    assert [f.result for f in feeds] == ["unchanged"]
+    # The server answers 304 to the ETag it sent last.
+    assert feed_server.hits[-1][1].get("If-None-Match") == '"v2"'
+    assert feed_server.hits[-1][1].get("If-Modified-Since") == later
+    assert emulator.indicator_requests() == []
+    assert emulator.indicators("Demo").keys() == {"b.example"}
+
+
+async def test_the_plan_is_a_phase_of_every_cycle(
+    emulator: Emulator,
+    feed_server: FeedServer,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+) -> None:
+    """The plan's time is counted (as ``plan``) in a cycle that sends, not only in
+    a dry run: a first sync's plan is seconds that no phase showed."""
+    url = feed_server.set("list.txt", "a.example\nb.example\n")
+    feeds_yaml = f"- {{name: plain, type: csv, url: '{url}', supplier: Demo}}\n"
+    loaded = make_config(emulator.url, feeds_yaml, "Demo: {confidence: 5}\n")
+    store = open_store(loaded)
+    for dry_run in (True, False):
+        cycle = Cycle(loaded, store, dry_run=dry_run)
+        await cycle.run()
+        assert cycle.phases.wall["plan"] > 0, dry_run
+        assert cycle.phases.fields().keys() >= {"plan_cpu", "plan_wall"}
