@@ -126,7 +126,7 @@ SECTIONS: Mapping[str, tuple[Key, ...]] = MappingProxyType(
             Key("exclude", {"$ref": "#/$defs/exclude"}),
             Key("provenance", {"$ref": "#/$defs/provenance"}),
             Key("allowlist", {"$ref": "#/$defs/allowlist"}),
-            Key("canaries", _NAMES, "[public_resolvers]"),
+            Key("canaries", _NAMES, "[public_resolvers, own_hosts]"),
         ),
         "exclude": _EXCLUDE_KEYS,
         "allowlist": _ALLOWLIST_KEYS,

@@ -278,6 +278,15 @@ class Config:
                 return feed
         raise KeyError(name)
 
+    def own_hosts(self) -> tuple[str, ...]:
+        """The hosts of feedsync's own peers, which no honest feed lists: CyberTrace,
+        the proxies, and the MISP and TAXII servers (disabled feeds' too)."""
+        urls = [self.cybertrace.url, self.cybertrace.proxy.url]
+        urls += [feed.url for feed in self.feeds if feed.type in ("misp", "taxii")]
+        urls += [feed.proxy.url for feed in self.feeds]
+        hosts = {urlsplit(url).hostname for url in urls if url}
+        return tuple(sorted(host for host in hosts if host))
+
     def feeds_of(self, supplier: str) -> tuple[FeedConfig, ...]:
         return tuple(f for f in self.feeds if f.enabled and f.supplier == supplier)
 

@@ -9,7 +9,8 @@ applied once the next fetch yields the very same change, or by
 allowlist, which excludes it for good.
 
 Entries are written as allowlist entries are (allowlist.py); the name
-``public_resolvers`` stands for the set below, the default.
+``public_resolvers`` stands for the set below and ``own_hosts`` for the
+hosts of feedsync's own peers; both are the default.
 """
 
 from __future__ import annotations
@@ -33,18 +34,23 @@ PUBLIC_RESOLVERS = (
     "185.228.168.9", "185.228.169.9",
     "4.2.2.1", "4.2.2.2",
 )  # fmt: skip
+# "own_hosts": the hosts of feedsync's own peers, from the configuration (Config.own_hosts):
+# CyberTrace, the proxies, the MISP and TAXII servers. A feed that lists them is one
+# block away from cutting the SOC off from its own tools.
+OWN_HOSTS = "own_hosts"
 CANARY_SETS: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {"public_resolvers": PUBLIC_RESOLVERS}
+    {"public_resolvers": PUBLIC_RESOLVERS, OWN_HOSTS: ()}
 )
-DEFAULT_CANARIES = ("public_resolvers",)
+DEFAULT_CANARIES = ("public_resolvers", OWN_HOSTS)
 
 Canaries = Callable[[str, str], str | None]  # (kind, canonical value) -> the entry's reason
 
 
-def canaries(entries: tuple[str, ...]) -> Canaries | None:
+def canaries(entries: tuple[str, ...], own_hosts: tuple[str, ...] = ()) -> Canaries | None:
     """What tells a canary value (by its kind's name and canonical text), or None
-    for an empty set."""
-    values = tuple(v for entry in entries for v in CANARY_SETS.get(entry, (entry,)))
+    for an empty set; ``own_hosts`` is what the set of that name stands for."""
+    sets = {**CANARY_SETS, OWN_HOSTS: own_hosts}
+    values = tuple(v for entry in entries for v in sets.get(entry, (entry,)))
     if not values:
         return None
     checks = {str(kind): check for kind, check in allow_screen(values, REASON).checks.items()}

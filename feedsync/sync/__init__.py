@@ -81,7 +81,7 @@ class Cycle:
         self.resync = resync
         self.spool = spool_dir(config)
         self.phases = Phases()
-        self.applier = Applier(store, self.phases, force, progress)
+        self.applier = Applier(store, self.phases, force, progress, config.own_hosts())
 
     async def run(self, names: Sequence[str] = ()) -> tuple[list[FeedReport], list[SupplierReport]]:
         started = time.monotonic()

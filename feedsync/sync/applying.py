@@ -50,6 +50,7 @@ class Applier:
     phases: Phases
     force: bool = False
     progress: Progress = QUIET.progress
+    own_hosts: tuple[str, ...] = ()  # what the canary set "own_hosts" stands for
 
     def apply(self, db: Connection, item: Fetched) -> FeedReport:
         """Apply the feed's fetched body (or its failure) to its snapshot and
@@ -120,7 +121,7 @@ class Applier:
         assert body is not None and item.row is not None and item.source is not None
         screen = screen_for(feed.exclude.builtin, feed.exclude.warninglists, feed.expand_cidr)
         screen = with_allowlist(screen, feed.allowlist)
-        poison = Poison(feed.max_growth_ratio, canaries(feed.canaries))
+        poison = Poison(feed.max_growth_ratio, canaries(feed.canaries, self.own_hosts))
         lines = item.source.lines
         if lines is not None and body.mode == "replace":
             job = LineFeed(

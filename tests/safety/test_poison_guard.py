@@ -10,6 +10,7 @@ import pytest
 from conftest import PASSWORD, FeedServer, run_cli
 
 from feedsync import metrics
+from feedsync.config import parse
 from feedsync.emulator import Emulator
 from feedsync.safety.poison import canaries
 
@@ -133,3 +134,37 @@ async def test_a_fetch_that_grows_the_feed_past_the_ratio_is_held(
     path = write(tmp_path, emulator, feed, extra="    max_growth_ratio: 0\n")
     assert await run_cli("sync", "-c", path) == 0
     assert len(emulator.indicators("Demo")) == len(more)
+
+
+async def test_a_feed_that_lists_feedsyncs_own_peers_is_held(
+    tmp_path: Path, emulator: Emulator, feed_server: FeedServer, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # The MISP server is disabled here: still the SOC's own host, which no feed may list.
+    misp = (
+        "  - {name: intel, type: misp, url: 'https://misp.corp.example', supplier: Demo,"
+        " api_key: k, enabled: false, proxy: 'http://proxy.corp.example:3128'}\n"
+    )
+    feed = feed_server.set("l.txt", "\n".join(BASE) + "\n")
+    path = write(tmp_path, emulator, feed, extra=misp)
+    assert await run_cli("sync", "-c", path, "list") == 0
+    capfd.readouterr()
+    listed = ["misp.corp.example", "http://proxy.corp.example/x"]
+    feed_server.set("l.txt", "\n".join([*BASE, *listed]) + "\n")
+    assert await run_cli("sync", "-c", path, "list") == 0
+    out = capfd.readouterr().out
+    assert "held" in out and "2 canary value(s)" in out, out
+    assert set(emulator.indicators("Demo")) == set(BASE)
+
+
+def test_own_hosts_are_the_configurations_peers() -> None:
+    text = CONFIG.format(
+        url="https://ct.corp.example:9443", state="/tmp/s.db", feed="/tmp/l.txt", top="",
+        extra="  - {name: t, type: taxii, url: 'https://taxii.corp.example/api/', supplier: D,"
+        " collection: c}\n",
+    )  # fmt: skip
+    loaded = parse(text, env={"CT_PASSWORD": "p"})
+    assert loaded.own_hosts() == ("ct.corp.example", "taxii.corp.example")
+    check = canaries(("own_hosts",), loaded.own_hosts())
+    assert check is not None and check("domain", "ct.corp.example") == "canary"
+    assert check("url", "taxii.corp.example/api/") == "canary"
+    assert canaries(("own_hosts",)) is None, "no peer named: an empty set"
