@@ -3,7 +3,7 @@
 A feed that starts listing 8.8.8.8, a public resolver's name or the operator's
 own networks has been poisoned or broken (bitwire-it/ipblocklist#11 took a
 network's SIP trunks down that way); blocking on it would cut the network off
-from itself. Such a fetch is held beside the shrink guard (store/snapshot.py):
+from itself. Such a fetch is held beside the shrink guard (store/guard.py):
 applied once the next fetch yields the very same change, or by
 ``feedsync sync FEED --force``. A value that must never be sent belongs on the
 allowlist, which excludes it for good.

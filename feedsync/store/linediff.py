@@ -43,17 +43,9 @@ from feedsync.normalize import VERSION, RowMeter, Screener, normalized_batches
 from feedsync.phases import Phases
 from feedsync.safety.exclusions import Screen
 from feedsync.store import FeedRow, journal, lineindex
+from feedsync.store.guard import Change, Guard, counted, guarded
 from feedsync.store.poison import Poison
-from feedsync.store.snapshot import (
-    Change,
-    Guard,
-    Row,
-    counted,
-    encode,
-    guarded,
-    replace_staged,
-    stage_tables,
-)
+from feedsync.store.snapshot import Row, encode, replace_staged, stage_tables
 
 BATCH = 5000
 

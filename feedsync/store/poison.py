@@ -1,4 +1,4 @@
-"""The poison guard, beside the shrink guard (snapshot.guarded).
+"""The poison guard, beside the shrink guard (guard.guarded).
 
 A fetch that newly lists a canary value (safety/poison.py) or grows the feed by
 more than ``max_growth_ratio`` times its size is held like a shrink, until the

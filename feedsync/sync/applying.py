@@ -29,9 +29,10 @@ from feedsync.safety.exclusions import EXCLUDED, Screen
 from feedsync.safety.poison import canaries
 from feedsync.safety.warninglists import screen_for
 from feedsync.store import Connection, Store, read_feed, record_exclusions, record_run
+from feedsync.store.guard import Change
 from feedsync.store.linediff import LineFeed, forget_lines, replace_lines
 from feedsync.store.poison import Poison
-from feedsync.store.snapshot import Change, expire, patch, replace, revalidate
+from feedsync.store.snapshot import expire, patch, replace, revalidate
 from feedsync.sync.fetching import Fetched
 from feedsync.sync.reports import FeedReport, FeedResult, Stage, run_of
 

@@ -12,9 +12,9 @@ from typing import Literal
 
 from feedsync import logs, metrics
 from feedsync.store import FeedRow, Run
+from feedsync.store.guard import Change
 from feedsync.store.pending import Sent
 from feedsync.store.reconcile import Plan
-from feedsync.store.snapshot import Change
 
 log = logs.get("feedsync.sync")
 

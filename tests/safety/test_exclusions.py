@@ -24,8 +24,8 @@ from feedsync.safety.warninglists import available, chosen, entries, screen_for
 from feedsync.sources import CsvLines
 from feedsync.sources.csvfeed import CsvOptions
 from feedsync.store import Store, connection
+from feedsync.store.guard import Change
 from feedsync.store.linediff import LineFeed, replace_lines
-from feedsync.store.snapshot import Change
 
 # Each built-in with values it excludes, and neighbours just outside it.
 BUILTIN_CASES = {

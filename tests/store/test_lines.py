@@ -17,8 +17,8 @@ from feedsync.model import Validators
 from feedsync.sources import CsvLines
 from feedsync.sources.csvfeed import CsvOptions
 from feedsync.store import Store, connection, lineindex
+from feedsync.store.guard import Change
 from feedsync.store.linediff import LineFeed, replace_lines
-from feedsync.store.snapshot import Change
 
 OPTIONS = CsvOptions(indicator="indicator", context=(("status", "status"),), tags_field="tags")
 HEADER = b"# indicator,status,tags"

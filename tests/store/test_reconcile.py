@@ -18,10 +18,11 @@ from feedsync.cybertrace import Outcome
 from feedsync.cybertrace.verdict import verdict
 from feedsync.model import Indicator, Invalid, Kind, Removal, Validators
 from feedsync.store import Store, connection, reconcile
+from feedsync.store.guard import Change
 from feedsync.store.migrations import MIGRATIONS
 from feedsync.store.pending import Batch, batches, settle
 from feedsync.store.reconcile import Plan, Target, plan
-from feedsync.store.snapshot import Change, expire, patch, replace
+from feedsync.store.snapshot import expire, patch, replace
 
 
 @pytest.fixture
