@@ -1,4 +1,4 @@
-"""Which feeds' snapshots a supplier's merge takes (reconcile.Target).
+"""Which feeds' snapshots a supplier's merge takes (bodies.Target).
 
 Its configured feeds, in configuration order, disabled ones included: a feed
 with ``enabled: false`` is not run, and keeps in CyberTrace what it listed last.

@@ -16,7 +16,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from feedsync.store import Store, connection, planlog
+from feedsync.store import Store, connection, now, planlog
+from feedsync.store.bodies import Target
+from feedsync.store.provenance import stamp
 
 PREVIEW = 10
 
@@ -239,3 +241,31 @@ def preview(db: sqlite3.Connection, supplier: str) -> tuple[str, ...]:
             if count > PREVIEW:
                 lines.append(f"{op} ... and {count - PREVIEW} more")
     return tuple(lines)
+
+
+def write_planned(
+    db: sqlite3.Connection, target: Target, writes: list[tuple[str, str, int | None, str]]
+) -> None:
+    """Write a plan's operations (op, value, digest, body) as pending, stamped."""
+    planned = now(db)
+    supplier = target.supplier
+    if target.provenance is not None:
+        writes = stamp(db, supplier, writes, fields=target.provenance, at=planned)
+    db.executemany(
+        "INSERT INTO pending (supplier, value, op, digest, body, planned_at)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (supplier, value) DO UPDATE SET"
+        " op = excluded.op, digest = excluded.digest, body = excluded.body,"
+        " planned_at = excluded.planned_at",
+        [(supplier, value, op, digest, body, planned) for op, value, digest, body in writes],
+    )
+
+
+def planned(db: sqlite3.Connection, target: Target) -> None:
+    """The plan is complete: no value waits for comparison, and the next plan
+    knows the merge and body shape this one used."""
+    db.execute("DELETE FROM dirty WHERE supplier = ?", (target.supplier,))
+    db.execute(
+        "INSERT INTO suppliers (name, signature) VALUES (?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET signature = excluded.signature",
+        (target.supplier, target.signature()),
+    )

@@ -86,3 +86,17 @@ def rejected(
         f"{INSERT} VALUES (?, ?, ?, 'rejected', NULL, ?, 1)",
         [(at, supplier, value, reason[:DETAIL_MAX]) for value, reason in rows],
     )
+
+
+def journal_op(
+    noted: Planned,
+    feed_names: Sequence[str],
+    position: dict[int, int],
+    op: tuple[journal.Event, str],
+    rows: Sequence[tuple[int, str, str]],
+) -> None:
+    if noted.bulk or op[0] == "refresh":  # counted, not named (the hot loop)
+        noted.counts[op[0]] += 1
+    else:
+        feeds = [feed_names[i] for i in sorted(position[row[0]] for row in rows)]
+        noted.op(op[0], op[1], feeds)

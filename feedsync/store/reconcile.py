@@ -11,59 +11,20 @@ anything is sent.
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import heapq
 import itertools
 import sqlite3
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-
-import orjson
+from dataclasses import dataclass, field
 
 from feedsync.normalize import InvalidValue, canonicalize
 from feedsync.store import journal, now, planlog
-from feedsync.store.provenance import Provenance, stamp
+from feedsync.store.bodies import Target, delete_body, put_body
+from feedsync.store.firstplan import first_plan, plan_first
+from feedsync.store.pending import planned, write_planned
+from feedsync.store.planlog import journal_op
 from feedsync.store.snapshot import digest64
 
 BATCH = 5000
-# CyberTrace's documentation gives no way to clear a context, nor says what a PUT
-# without one does to the context stored: an indicator whose feeds give it no context
-# is sent this one field naming the feed, so every PUT replaces the context it had.
-SOURCE_FIELD = "source_feed"
-BODY_VERSION = 2  # bump when bodies are shaped differently: every value is re-planned
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One supplier and how indicator bodies are shaped for it."""
-
-    supplier: str
-    feed_ids: tuple[int, ...]
-    feed_names: tuple[str, ...]  # the same feeds' names, for the ``source_feed`` context
-    send_context: bool = True
-    send_tags: bool = True
-    unmark_detections: bool | None = None
-    provenance: Provenance | None = None  # context fields naming feeds and dates (off: None)
-
-    def signature(self) -> str:
-        """Changes whenever the merge or the body shape changes, forcing a full replan."""
-        shape: tuple[object, ...] = (self.send_context, self.send_tags, self.unmark_detections)
-        shape += (BODY_VERSION,)
-        if self.provenance is not None:
-            shape += (self.provenance,)
-        text = repr((self.feed_ids, self.feed_names, *shape))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-    def source_context(self, feed_id: int) -> str:
-        """The context sent for a value whose feed gives it none (JSON text)."""
-        return _source_json(self.feed_names[self.feed_ids.index(feed_id)])
-
-
-@functools.lru_cache(maxsize=256)
-def _source_json(feed: str) -> str:
-    # A plain list of a million addresses asks for the same few texts a million times.
-    return orjson.dumps({SOURCE_FIELD: feed}).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,22 +88,45 @@ def plan(
     Each operation is journaled (with ``cause`` for a resync's). Runs inside the
     caller's transaction.
     """
-    if not resync and _first_plan(db, target):
-        return _plan_first(db, target)
+    if not resync and first_plan(db, target):
+        return Plan(add=plan_first(db, target))
     if resync:
-        if sweep:
-            db.execute(
-                "INSERT OR IGNORE INTO retired (supplier, value, retired_at)"
-                " SELECT supplier, value, ? FROM acked WHERE supplier = ?",
-                (now(db), target.supplier),
-            )
-        else:
-            db.execute("DELETE FROM retired WHERE supplier = ?", (target.supplier,))
-        # As if CyberTrace held nothing and had refused nothing: rejections are re-sent too.
-        db.execute("DELETE FROM acked WHERE supplier = ?", (target.supplier,))
-        db.execute("DELETE FROM rejected WHERE supplier = ?", (target.supplier,))
+        _forget_sent(db, target, sweep)
+    reshaped = _mark(db, target, resync, refresh)
+    shape = _RESHAPED if reshaped is True and not resync else ""
+    noted = planlog.start(db, target.supplier, now(db), why=cause if resync else "", reshaped=shape)
+    counts, settled = _compare(db, target, refresh, noted)
+    if resync and sweep:
+        counts["delete"] += _sweep_retired(db, target, noted)
+    noted.close()
+    settled.clear(db)
+    planned(db, target)
+    return Plan(**counts)
+
+
+def _forget_sent(db: sqlite3.Connection, target: Target, sweep: bool) -> None:
+    """A resync: as if CyberTrace held nothing and had refused nothing (rejections
+    are re-sent too); with ``sweep``, what it held is retired, to be deleted."""
+    if sweep:
+        db.execute(
+            "INSERT OR IGNORE INTO retired (supplier, value, retired_at)"
+            " SELECT supplier, value, ? FROM acked WHERE supplier = ?",
+            (now(db), target.supplier),
+        )
+    else:
+        db.execute("DELETE FROM retired WHERE supplier = ?", (target.supplier,))
+    db.execute("DELETE FROM acked WHERE supplier = ?", (target.supplier,))
+    db.execute("DELETE FROM rejected WHERE supplier = ?", (target.supplier,))
+
+
+def _mark(
+    db: sqlite3.Connection, target: Target, resync: bool, refresh: Refresh | None
+) -> bool | None:
+    """Mark what this plan compares beyond the feeds' changes: everything after a
+    resync or a new shape, and what is due for refresh. Returns whether the shape
+    changed (None: a supplier never planned)."""
     reshaped = _signature_changed(db, target)
-    if resync or reshaped is not False:  # None: a supplier never planned
+    if resync or reshaped is not False:
         mark_all_dirty(db, target)
     if refresh is not None:
         db.execute(
@@ -150,141 +134,65 @@ def plan(
             f" WHERE a.supplier = :supplier AND {_due('a')}",
             {"supplier": target.supplier, "span": refresh.span, "now": refresh.now},
         )
+    return reshaped
+
+
+@dataclass(slots=True)
+class _Settled:
+    """What a plan found needs no operation, but a cleanup of the supplier's records."""
+
+    supplier: str
+    drops: list[tuple[str, str]] = field(default_factory=list)  # pending, no longer needed
+    forget: list[tuple[str, str]] = field(default_factory=list)  # rejected, no longer listed
+    respelled: list[tuple[str, str]] = field(default_factory=list)  # an older spelling
+
+    def clear(self, db: sqlite3.Connection) -> None:
+        db.executemany(
+            "DELETE FROM pending WHERE supplier = ? AND value = ?", [*self.drops, *self.respelled]
+        )
+        db.executemany("DELETE FROM acked WHERE supplier = ? AND value = ?", self.respelled)
+        db.executemany(
+            "DELETE FROM rejected WHERE supplier = ? AND value = ? AND op != 'delete'", self.forget
+        )
+
+
+def _compare(
+    db: sqlite3.Connection, target: Target, refresh: Refresh | None, noted: planlog.Planned
+) -> tuple[dict[str, int], _Settled]:
+    """Each dirty value's operation, written to ``pending`` and journaled."""
     counts = {"add": 0, "update": 0, "delete": 0, "refresh": 0}
     position = {feed_id: index for index, feed_id in enumerate(target.feed_ids)}
     writes: list[tuple[str, str, int | None, str]] = []
-    drops: list[tuple[str, str]] = []
-    forget: list[tuple[str, str]] = []
-    respelled: list[tuple[str, str]] = []
-    shape = _RESHAPED if reshaped is True and not resync else ""
-    noted = planlog.start(db, target.supplier, now(db), why=cause if resync else "", reshaped=shape)
+    settled = _Settled(target.supplier)
     for current, rows in _dirty(db, target, refresh):
+        key = (target.supplier, current.value)
         if not rows and current.rejected is not None:
-            forget.append((target.supplier, current.value))
+            settled.forget.append(key)
         op = _decide(current, rows, target, position)
         if op is not None and op[0] == "delete" and _respelled_desired(db, target, current.value):
             # An older feedsync stored this value in a spelling CyberTrace reads as one
             # the feeds still list: deleting it would delete that one. Forget it instead.
-            respelled.append((target.supplier, current.value))
+            settled.respelled.append(key)
             op = None
         if op is None:
             if current.pending_op is not None:
-                drops.append((target.supplier, current.value))
+                settled.drops.append(key)
             continue
         kind, digest, body = op
         refreshed = current.due and kind == "update" and current.acked == digest
         counts["refresh" if refreshed else kind] += 1
         event = "refresh" if refreshed else _EVENTS[kind]
-        _journal_op(noted, target, position, (event, current.value), rows)
+        journal_op(noted, target.feed_names, position, (event, current.value), rows)
         writes.append((kind, current.value, digest, body))
         if len(writes) >= BATCH:
-            _write(db, target, writes)
+            write_planned(db, target, writes)
             writes.clear()
-    _write(db, target, writes)
-    if resync and sweep:
-        counts["delete"] += _sweep_retired(db, target, noted)
-    noted.close()
-    db.executemany("DELETE FROM pending WHERE supplier = ? AND value = ?", [*drops, *respelled])
-    db.executemany("DELETE FROM acked WHERE supplier = ? AND value = ?", respelled)
-    db.executemany(
-        "DELETE FROM rejected WHERE supplier = ? AND value = ? AND op != 'delete'", forget
-    )
-    _planned(db, target)
-    return Plan(**counts)
-
-
-def _planned(db: sqlite3.Connection, target: Target) -> None:
-    """The plan is complete: no value waits for comparison, and the next plan
-    knows the merge and body shape this one used."""
-    db.execute("DELETE FROM dirty WHERE supplier = ?", (target.supplier,))
-    db.execute(
-        "INSERT INTO suppliers (name, signature) VALUES (?, ?)"
-        " ON CONFLICT (name) DO UPDATE SET signature = excluded.signature",
-        (target.supplier, target.signature()),
-    )
-
-
-def _first_plan(db: sqlite3.Connection, target: Target) -> bool:
-    """Whether this is the supplier's first plan, from feeds whose rows are all
-    keyed by their value (CSV): then every value is an add, in value order."""
-    supplier = target.supplier
-    if db.execute("SELECT 1 FROM suppliers WHERE name = ?", (supplier,)).fetchone():
-        return False
-    for table in ("acked", "pending", "rejected"):
-        if db.execute(f"SELECT 1 FROM {table} WHERE supplier = ? LIMIT 1", (supplier,)).fetchone():
-            return False
-    feeds = ",".join(str(int(feed_id)) for feed_id in target.feed_ids) or "NULL"
-    # The partial index holds only such rows: a scan of it, not of the feeds' rows.
-    keyed = db.execute(
-        "SELECT 1 FROM snapshot INDEXED BY snapshot_keyed"
-        f" WHERE feed_id IN ({feeds}) AND key != value LIMIT 1"
-    ).fetchone()
-    return keyed is None
-
-
-def _plan_first(db: sqlite3.Connection, target: Target) -> Plan:
-    """A first plan straight from the snapshots: what ``plan`` decides for a
-    supplier CyberTrace holds nothing of (an add of each value, the same body and
-    order), without marking every value dirty and reading each back with its
-    acknowledged, rejected and pending state (none), most of a first sync's plan."""
-    position = {feed_id: index for index, feed_id in enumerate(target.feed_ids)}
-    streams = [_values_of(db, feed_id) for feed_id in target.feed_ids]
-    rows = heapq.merge(*streams, key=_value_of)
-    writes: list[tuple[str, str, int | None, str]] = []
-    added = 0
-    noted = planlog.start(db, target.supplier, now(db), why="", reshaped="")
-    for value, group in itertools.groupby(rows, key=_value_of):
-        listing = [row[1:] for row in group]
-        body = _put_body(value, listing, target, position)
-        _journal_op(noted, target, position, ("add", value), listing)
-        writes.append(("add", value, digest64(body.encode()), body))
-        if len(writes) >= BATCH:
-            added += len(writes)
-            _write(db, target, writes)
-            writes.clear()
-    added += len(writes)
-    _write(db, target, writes)
-    noted.close()
-    _planned(db, target)
-    return Plan(add=added)
-
-
-def _values_of(db: sqlite3.Connection, feed_id: int) -> Iterator[tuple[str, int, str, str]]:
-    """A feed's rows (value, feed id, context, tags) by value, a chunk at a time
-    (every row is keyed by its value here: the primary key's order is the value's)."""
-    after = ""
-    while True:
-        rows = db.execute(
-            "SELECT value, feed_id, context, tags FROM snapshot WHERE feed_id = ? AND key > ?"
-            " ORDER BY key LIMIT ?",
-            (feed_id, after, BATCH),
-        ).fetchall()
-        if not rows:
-            return
-        yield from ((row[0], row[1], row[2], row[3]) for row in rows)
-        after = rows[-1][0]
-
-
-def _value_of(row: tuple[str, int, str, str]) -> str:
-    return row[0]
+    write_planned(db, target, writes)
+    return counts, settled
 
 
 _RESHAPED = "re-planned: the supplier's feeds or its indicators' shape changed"
 _EVENTS: dict[str, journal.Event] = {"add": "add", "update": "update", "delete": "delete"}
-
-
-def _journal_op(
-    noted: planlog.Planned,
-    target: Target,
-    position: dict[int, int],
-    op: tuple[journal.Event, str],
-    rows: Sequence[tuple[int, str, str]],
-) -> None:
-    if noted.bulk or op[0] == "refresh":  # counted, not named (the hot loop)
-        noted.counts[op[0]] += 1
-    else:
-        feeds = [target.feed_names[i] for i in sorted(position[row[0]] for row in rows)]
-        noted.op(op[0], op[1], feeds)
 
 
 def _sweep_retired(db: sqlite3.Connection, target: Target, noted: planlog.Planned) -> int:
@@ -302,11 +210,11 @@ def _sweep_retired(db: sqlite3.Connection, target: Target, noted: planlog.Planne
         (target.supplier,),
     )
     writes: list[tuple[str, str, int | None, str]] = [
-        ("delete", value, None, _delete_body(value, target))
+        ("delete", value, None, delete_body(value, target))
         for (value,) in rows
         if not _respelled_desired(db, target, value)
     ]
-    _write(db, target, writes)
+    write_planned(db, target, writes)
     for _op, value, _digest, _body in writes:
         noted.note("delete", value, None, "feedsync once sent it and no feed lists it now")
     return len(writes)
@@ -416,8 +324,8 @@ def _decide(
         # said it refused: only a DELETE makes sure (one that does not exist is done).
         if current.acked is None and current.pending_op is None and current.rejected is None:
             return None
-        return "delete", None, _delete_body(current.value, target)
-    body = _put_body(current.value, rows, target, position)
+        return "delete", None, delete_body(current.value, target)
+    body = put_body(current.value, rows, target, position)
     digest = digest64(body.encode())
     if current.rejected == digest:
         return None
@@ -427,64 +335,3 @@ def _decide(
     elif current.acked == digest and current.pending_op is None and not current.due:
         return None
     return ("update" if current.acked is not None else "add"), digest, body
-
-
-def _put_body(
-    value: str, rows: Sequence[tuple[int, str, str]], target: Target, position: dict[int, int]
-) -> str:
-    if len(rows) == 1 and target.provenance is None:
-        return _single_put_body(value, rows[0], target)
-    ordered = sorted(rows, key=lambda row: position[row[0]])
-    body: dict[str, object] = {"indicator": value}
-    if target.send_context:
-        first = ordered[0]
-        context = orjson.loads(first[1] if first[1] != "{}" else target.source_context(first[0]))
-        if target.provenance is not None and target.provenance.feeds is not None:
-            names = [target.feed_names[position[row[0]]] for row in ordered]
-            context[target.provenance.feeds] = ",".join(dict.fromkeys(names))
-        body["context"] = context
-    if target.send_tags:
-        tags: set[str] = set()
-        for row in ordered:
-            tags.update(orjson.loads(row[2]))
-        # Always sent, even empty: an absent "tags" would leave removed tags in place.
-        body["tags"] = sorted(tags)
-    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
-
-
-def _single_put_body(value: str, row: tuple[int, str, str], target: Target) -> str:
-    """The body of a value one feed lists, from its row's JSON as stored (compact,
-    sorted keys, sorted tags): the same text as the merge above makes, without
-    parsing and re-encoding it, which is most of planning a million values."""
-    feed_id, context, tags = row
-    parts = []
-    if target.send_context:
-        shown = context if context != "{}" else target.source_context(feed_id)
-        parts.append(f'"context":{shown}')
-    parts.append(f'"indicator":{orjson.dumps(value).decode()}')
-    if target.send_tags:
-        parts.append(f'"tags":{tags}')
-    return "{" + ",".join(parts) + "}"
-
-
-def _delete_body(value: str, target: Target) -> str:
-    body: dict[str, object] = {"indicator": value}
-    if target.unmark_detections is not None:
-        body["unmark_detections"] = target.unmark_detections
-    return orjson.dumps(body).decode()
-
-
-def _write(
-    db: sqlite3.Connection, target: Target, writes: list[tuple[str, str, int | None, str]]
-) -> None:
-    planned = now(db)
-    supplier = target.supplier
-    if target.provenance is not None:
-        writes = stamp(db, supplier, writes, fields=target.provenance, at=planned)
-    db.executemany(
-        "INSERT INTO pending (supplier, value, op, digest, body, planned_at)"
-        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (supplier, value) DO UPDATE SET"
-        " op = excluded.op, digest = excluded.digest, body = excluded.body,"
-        " planned_at = excluded.planned_at",
-        [(supplier, value, op, digest, body, planned) for op, value, digest, body in writes],
-    )

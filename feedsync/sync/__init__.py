@@ -29,10 +29,11 @@ from feedsync.progress import QUIET, Meter, Progress
 from feedsync.redact import cause
 from feedsync.sources import source_for
 from feedsync.store import FeedRow, Store, forget_feed, journal, pending, record_run
+from feedsync.store.bodies import Target
 from feedsync.store.membership import members
 from feedsync.store.pending import Sent
 from feedsync.store.provenance import Provenance
-from feedsync.store.reconcile import Plan, Refresh, Target, plan, prune_retired
+from feedsync.store.reconcile import Plan, Refresh, plan, prune_retired
 from feedsync.sync import canary
 from feedsync.sync.applying import Applier, failed
 from feedsync.sync.fetching import (

@@ -17,11 +17,12 @@ from hypothesis import strategies as st
 from feedsync.cybertrace import Outcome
 from feedsync.cybertrace.verdict import verdict
 from feedsync.model import Indicator, Invalid, Kind, Removal, Validators
-from feedsync.store import Store, connection, reconcile
+from feedsync.store import Store, bodies, connection, reconcile
+from feedsync.store.bodies import Target
 from feedsync.store.guard import Change
 from feedsync.store.migrations import MIGRATIONS
 from feedsync.store.pending import Batch, batches, settle
-from feedsync.store.reconcile import Plan, Target, plan
+from feedsync.store.reconcile import Plan, plan
 from feedsync.store.snapshot import expire, patch, replace
 
 
@@ -454,8 +455,8 @@ def test_a_single_rows_body_is_the_merged_body(
     stored_tags = orjson.dumps(sorted(set(tags))).decode()
     row = (1, stored_context, stored_tags)
     position = {1: 0, 2: 1}
-    fast = reconcile._put_body(value, [row], target, position)
-    merged = reconcile._put_body(value, [row, (2, "{}", "[]")], target, position)
+    fast = bodies.put_body(value, [row], target, position)
+    merged = bodies.put_body(value, [row, (2, "{}", "[]")], target, position)
     assert fast == merged, "the same digest, so nothing is re-sent after an upgrade"
 
 
