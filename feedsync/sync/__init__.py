@@ -21,9 +21,7 @@ from collections.abc import Sequence
 from feedsync import logs, metrics
 from feedsync.config import Config
 from feedsync.cybertrace import CyberTrace
-from feedsync.cybertrace.bootstrap import SupplierInfo, SupplierState, ensure_supplier, ensure_tags
-from feedsync.cybertrace.upload import upload
-from feedsync.errors import AuthError, CyberTraceError, StoreError, SupplierGone
+from feedsync.errors import AuthError, CyberTraceError, StoreError
 from feedsync.phases import Phases
 from feedsync.progress import QUIET, Meter, Progress
 from feedsync.redact import cause
@@ -33,8 +31,7 @@ from feedsync.store.bodies import Target
 from feedsync.store.membership import members
 from feedsync.store.pending import Sent
 from feedsync.store.provenance import Provenance
-from feedsync.store.reconcile import Plan, Refresh, plan, prune_retired
-from feedsync.sync import canary
+from feedsync.store.reconcile import Plan, plan
 from feedsync.sync.applying import Applier, failed
 from feedsync.sync.fetching import (
     Fetched,
@@ -46,6 +43,7 @@ from feedsync.sync.fetching import (
     spool_dir,
 )
 from feedsync.sync.reports import FeedReport, SupplierReport, run_of
+from feedsync.sync.sending import Sender
 
 log = logs.get("feedsync.sync")
 
@@ -83,6 +81,7 @@ class Cycle:
         self.spool = spool_dir(config)
         self.phases = Phases()
         self.applier = Applier(store, self.phases, force, progress, config.own_hosts())
+        self.sender = Sender(config, store)
 
     async def run(self, names: Sequence[str] = ()) -> tuple[list[FeedReport], list[SupplierReport]]:
         started = time.monotonic()
@@ -191,7 +190,7 @@ class Cycle:
         if not self.dry_run:
             wall, cpu = time.monotonic(), time.process_time()
             try:
-                sent, refreshed = await self._upload(client, target, meter)
+                sent, refreshed = await self.sender.send(client, target, meter)
             except AuthError:
                 raise
             except CyberTraceError as exc:
@@ -288,112 +287,16 @@ class Cycle:
         if item.row is None:
             item.row = self.store.feed(item.feed.name, item.feed.supplier)
 
-    async def _upload(self, client: CyberTrace, target: Target, meter: Meter) -> tuple[Sent, int]:
-        try:
-            return await self._send_plan(client, target, meter)
-        except SupplierGone as exc:
-            # Deleted by an operator while we sent: create it again and refill it now.
-            log.warning("supplier.vanished", supplier=target.supplier, error=str(exc))
-            return await self._send_plan(client, target, meter)
-
-    async def _send_plan(
-        self, client: CyberTrace, target: Target, meter: Meter
-    ) -> tuple[Sent, int]:
-        supplier = target.supplier
-        info = await ensure_supplier(client, self.config.supplier_settings(supplier))
-        watched = canary.applies(self.config.cybertrace, supplier)
-        await self._recover(client, target, info, watched)
-        refreshed = await self._refresh(target, info) if info.retention > 0 else 0
-        repair = None
-        if target.send_tags:
-
-            async def repair() -> bool:
-                # A refused request may name a tag an operator deleted since.
-                needed = await self.store.call(pending.planned_tags, self.store, supplier)
-                return bool(await ensure_tags(client, needed, self.config.cybertrace.tag_weight))
-
-            await repair()
-        counts = await self.store.call(functools.partial(self.store.counts, supplier, acked=False))
-        meter.enter("upload", counts["add"] + counts["update"] + counts["delete"])
-        if not watched:
-            return await upload(self.store, client, supplier, repair, meter), refreshed
-        changing = counts["add"] + counts["update"] + counts["delete"] > 0
-        renew = functools.partial(
-            canary.renew,
-            client,
-            self.store,
-            supplier,
-            info,
-            changed=changing or info.state is SupplierState.CREATED,
-            refresh_fraction=self.config.cybertrace.refresh_fraction,
-            domain=self.config.cybertrace.canary_domain,
-        )
-        try:
-            sent = await upload(self.store, client, supplier, repair, meter)
-        except CyberTraceError:
-            # What the upload did send is confirmed in the store, and what it did not
-            # is still pending, planned (a resync's plan too): the canary may move on.
-            await renew()
-            raise
-        await renew()
-        return sent, refreshed
-
-    async def _recover(
-        self, client: CyberTrace, target: Target, info: SupplierInfo, watched: bool
-    ) -> None:
-        """Plan a resync where CyberTrace lost what was sent: the supplier was deleted
-        (made afresh now) or restored from a backup (its canary says so)."""
-        supplier = target.supplier
-        if info.state is SupplierState.CREATED:
-            acked = (await self.store.call(self.store.counts, supplier))["acked"]
-            if acked:
-                # It was deleted by hand: CyberTrace holds none of what we recorded.
-                log.warning("supplier.vanished", supplier=supplier, acked=acked)
-                cause = "resync: the supplier was deleted by hand and created again"
-                await self.store.call(self._replan, target, None, True, False, cause)
-        elif watched:
-            why = await canary.lost(client, self.store, supplier, info)
-            if why is not None:
-                log.warning("supplier.restored", supplier=supplier, reason=why)
-                cause = f"resync: CyberTrace lost the supplier's canary ({why})"
-                await self.store.call(self._replan, target, None, True, True, cause)
-
-    async def _refresh(self, target: Target, info: SupplierInfo) -> int:
-        """Plan the refresh of what the supplier's retention would soon expire; how many."""
-        supplier = target.supplier
-        await self.store.call(self._prune_retired, supplier, info.retention * 60)
-        span = info.retention * 60 * self.config.cybertrace.refresh_fraction
-        replanned = await self.store.call(self._replan, target, Refresh(span, self.clock.now()))
-        metrics.REFRESH_DUE.labels(supplier).set(replanned.refresh)
-        if replanned.refresh:
-            log.info("supplier.refresh", supplier=supplier, due=replanned.refresh)
-        return replanned.refresh
-
     def _plan(self, target: Target) -> Plan:
         """The cycle's plan (the store's thread), timed as its own phase; the
         replans of the upload stage (refresh, resync) count as upload."""
         with self.phases.timed("plan"):
-            return self._replan(target, None, self.resync, True, "resync (sync --resync)")
-
-    def _replan(
-        self,
-        target: Target,
-        refresh: Refresh | None,
-        resync: bool = False,
-        sweep: bool = True,
-        cause: str = "resync",
-    ) -> Plan:
-        with self.store.transaction() as db:
-            return plan(db, target, resync=resync, sweep=sweep, refresh=refresh, cause=cause)
+            return self.sender.replan(target, None, self.resync, True, "resync (sync --resync)")
 
     def _prune_journal(self) -> None:
         state = self.config.state
         with self.store.transaction() as db:
             journal.prune(db, self.clock.now(), state.journal_max_age, state.journal_max_rows)
-
-    def _prune_retired(self, supplier: str, retention_seconds: float) -> None:
-        with self.store.transaction() as db:
-            prune_retired(db, supplier, self.clock.now() - retention_seconds)
 
     async def _contact(self, supplier: str, error: str | None) -> None:
         # What `feedsync status` shows as CyberTrace's state; a dry run sends nothing
