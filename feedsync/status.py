@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import orjson
 
-from feedsync.config import Config
+from feedsync.config import Config, FeedConfig
 from feedsync.redact import plain
 from feedsync.sources.fetch import redact_url
 from feedsync.store import FeedRow, Store, canaries, history
@@ -47,59 +47,14 @@ def snapshot(config: Config, store: Store) -> dict[str, Any]:
     now = store.clock.now()
     feeds = []
     for feed in config.feeds:
-        row = rows.get(feed.name)
-        since, attempts = streaks.get(feed.name, (None, 0))
-        entry: dict[str, Any] = {
-            "feed": feed.name,
-            "supplier": feed.supplier,
-            "enabled": feed.enabled,
-            "schedule": feed.schedule.text,
-            "interval": interval_seconds(feed),
-            "next_run": None,
-            "on_hold": feed.name in holds,
-            "on_hold_since": holds.get(feed.name),
-            "last_success": row.last_success if row else None,
-            "last_attempt": row.last_attempt if row else None,
-            # A held run keeps its reason as the last error: a hold, not a failure.
-            "last_error": plain(row.last_error) if row and row.last_error and attempts else None,
-            "held_reason": plain(row.last_error)
-            if row and row.last_error and not attempts
-            else None,
-            "failing_since": since if row and row.last_error else None,
-            "attempts": attempts if row and row.last_error else 0,
-            "indicators": row.indicators if row else 0,
-            "invalid": row.invalid if row else 0,
-            "excluded": dict(row.excluded) if row else {},
-            "held_deletions": row.held_removals if row else None,
-            "held_additions": _held_additions(row),
-            "held_since": row.held_since if row else None,
-            "progress": None,
-            "last_change": row.last_change if row else None,
-            "expect_change_within": feed.expect_change_within,
-        }
+        entry = _feed_entry(feed, rows.get(feed.name), holds, streaks.get(feed.name, (None, 0)))
+        entry["interval"] = interval_seconds(feed)
         entry["state"], entry["severity"] = _judge_feed(entry, now)
         feeds.append(entry)
     feeds.extend(_removed(config, rows.values(), now))
     suppliers = []
     for name in dict.fromkeys(feed.supplier for feed in config.feeds):
-        counts = store.counts(name)
-        seen = contact.get(name, {})
-        entry = {
-            "supplier": name,
-            "indicators": counts["acked"],
-            "pending": {op: counts[op] for op in ("add", "update", "delete")},
-            "rejected": counts["rejected"],
-            "recent_rejections": [
-                {"indicator": v, "op": op, "reason": r} for v, op, r in store.rejected(name, 5)
-            ],
-            "last_attempt": seen.get("last_attempt"),
-            "last_success": seen.get("last_success"),
-            "last_error": seen.get("last_error"),
-            "failing_since": seen.get("failing_since"),
-            # The canary's value is left out: it is no feed indicator.
-            "canary_checked": watched[name].checked_at if name in watched else None,
-            "restored_at": watched[name].restored_at if name in watched else None,
-        }
+        entry = _supplier_entry(store, name, contact.get(name, {}), watched)
         intervals = [f["interval"] for f in feeds if f["supplier"] == name and f["enabled"]]
         entry["severity"] = _judge_supplier(entry, min(intervals, default=3600.0), now)
         suppliers.append(entry)
@@ -111,6 +66,67 @@ def snapshot(config: Config, store: Store) -> dict[str, Any]:
         "suppliers": suppliers,
     }
     return _overall(out)
+
+
+def _feed_entry(
+    feed: FeedConfig,
+    row: FeedRow | None,
+    holds: Mapping[str, float],
+    streak: tuple[float | None, int],
+) -> dict[str, Any]:
+    """A configured feed as status shows it, before it is judged."""
+    since, attempts = streak
+    return {
+        "feed": feed.name,
+        "supplier": feed.supplier,
+        "enabled": feed.enabled,
+        "schedule": feed.schedule.text,
+        "interval": None,  # the caller's: it reads the schedule
+        "next_run": None,
+        "on_hold": feed.name in holds,
+        "on_hold_since": holds.get(feed.name),
+        "last_success": row.last_success if row else None,
+        "last_attempt": row.last_attempt if row else None,
+        # A held run keeps its reason as the last error: a hold, not a failure.
+        "last_error": plain(row.last_error) if row and row.last_error and attempts else None,
+        "held_reason": plain(row.last_error)
+        if row and row.last_error and not attempts
+        else None,
+        "failing_since": since if row and row.last_error else None,
+        "attempts": attempts if row and row.last_error else 0,
+        "indicators": row.indicators if row else 0,
+        "invalid": row.invalid if row else 0,
+        "excluded": dict(row.excluded) if row else {},
+        "held_deletions": row.held_removals if row else None,
+        "held_additions": _held_additions(row),
+        "held_since": row.held_since if row else None,
+        "progress": None,
+        "last_change": row.last_change if row else None,
+        "expect_change_within": feed.expect_change_within,
+    }
+
+
+def _supplier_entry(
+    store: Store, name: str, seen: Mapping[str, Any], watched: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A supplier as status shows it, before it is judged."""
+    counts = store.counts(name)
+    return {
+        "supplier": name,
+        "indicators": counts["acked"],
+        "pending": {op: counts[op] for op in ("add", "update", "delete")},
+        "rejected": counts["rejected"],
+        "recent_rejections": [
+            {"indicator": v, "op": op, "reason": r} for v, op, r in store.rejected(name, 5)
+        ],
+        "last_attempt": seen.get("last_attempt"),
+        "last_success": seen.get("last_success"),
+        "last_error": seen.get("last_error"),
+        "failing_since": seen.get("failing_since"),
+        # The canary's value is left out: it is no feed indicator.
+        "canary_checked": watched[name].checked_at if name in watched else None,
+        "restored_at": watched[name].restored_at if name in watched else None,
+    }
 
 
 def with_schedule(
@@ -277,61 +293,76 @@ def as_text(snap: Mapping[str, Any]) -> str:
             f" {_ago(now, f['last_success']):<14} {_in(now, f['next_run']):<14}"
             f" {f['indicators']:>10}  {f['invalid']:>7}  {sum(f['excluded'].values()):>8}  {state}"
         )
-        if f["excluded"]:
-            why = ", ".join(f"{reason} {count}" for reason, count in sorted(f["excluded"].items()))
-            details.append(f"  {f['feed']}: excluded {why}")
-        running = f.get("progress")
-        if running:
-            details.append(
-                f"  {f['feed']}: running for {_span(now - running['started'])}:"
-                f" {running['summary']}"
-            )
-        if f["last_error"]:
-            details.append(
-                f"  {f['feed']}: failing since {_ago(now, f['failing_since'])},"
-                f" {f['attempts']} attempts: {f['last_error']}"
-            )
-        if f["on_hold"]:
-            details.append(
-                f"  {f['feed']}: on hold since {_ago(now, f['on_hold_since'])};"
-                f" `feedsync release {f['feed']}` lets its schedule run it again"
-            )
-        if f["held_deletions"] is not None and not f["held_deletions"]:
-            details.append(
-                f"  {f['feed']}: a change adding {f.get('held_additions') or 0} indicators held"
-                f" since {_ago(now, f['held_since'])} ({f.get('held_reason') or 'poison guard'});"
-                f" `feedsync sync {f['feed']} --force` applies it"
-            )
-        elif f["held_deletions"] is not None:
-            details.append(
-                f"  {f['feed']}: {f['held_deletions']} deletions held since"
-                f" {_ago(now, f['held_since'])}; `feedsync sync {f['feed']} --force` applies them"
-            )
+        details.extend(_feed_details(f, now))
     lines.extend(details)
     lines.append("")
     lines.append("SUPPLIER         INDICATORS  PENDING (add/update/delete)  REJECTED")
     for s in snap["suppliers"]:
-        pending = "/".join(str(s["pending"][op]) for op in ("add", "update", "delete"))
-        lines.append(
-            f"{s['supplier']:<16} {s['indicators']:>10}  {pending:>27}  {s['rejected']:>8}"
-        )
-        if s["last_error"]:
-            lines.append(
-                f"  CyberTrace failing since {_ago(now, s['failing_since'])}: {s['last_error']}"
-            )
-        if s.get("restored_at") is not None:
-            lines.append(
-                f"  CyberTrace had lost this supplier's indicators {_ago(now, s['restored_at'])}"
-                " (its canary was gone): feedsync resynced it"
-            )
-        lines.extend(
-            f"  rejected {r['op']} {r['indicator']}: {r['reason']}" for r in s["recent_rejections"]
-        )
+        lines.extend(_supplier_lines(s, now))
     lines.append("")
     source = "the daemon" if snap["source"] == "daemon" else "the state database (no daemon)"
     summary = "; ".join(snap["problems"]) or "every feed is fine"
     lines.append(f"{snap['severity'].upper()}: {summary} (from {source})")
     return "\n".join(lines)
+
+
+def _feed_details(f: Mapping[str, Any], now: float) -> list[str]:
+    """The lines under the feed table about one feed: exclusions, progress,
+    failures, holds."""
+    out: list[str] = []
+    if f["excluded"]:
+        why = ", ".join(f"{reason} {count}" for reason, count in sorted(f["excluded"].items()))
+        out.append(f"  {f['feed']}: excluded {why}")
+    running = f.get("progress")
+    if running:
+        out.append(
+            f"  {f['feed']}: running for {_span(now - running['started'])}:"
+            f" {running['summary']}"
+        )
+    if f["last_error"]:
+        out.append(
+            f"  {f['feed']}: failing since {_ago(now, f['failing_since'])},"
+            f" {f['attempts']} attempts: {f['last_error']}"
+        )
+    if f["on_hold"]:
+        out.append(
+            f"  {f['feed']}: on hold since {_ago(now, f['on_hold_since'])};"
+            f" `feedsync release {f['feed']}` lets its schedule run it again"
+        )
+    if f["held_deletions"] is not None and not f["held_deletions"]:
+        out.append(
+            f"  {f['feed']}: a change adding {f.get('held_additions') or 0} indicators held"
+            f" since {_ago(now, f['held_since'])} ({f.get('held_reason') or 'poison guard'});"
+            f" `feedsync sync {f['feed']} --force` applies it"
+        )
+    elif f["held_deletions"] is not None:
+        out.append(
+            f"  {f['feed']}: {f['held_deletions']} deletions held since"
+            f" {_ago(now, f['held_since'])}; `feedsync sync {f['feed']} --force` applies them"
+        )
+    return out
+
+
+def _supplier_lines(s: Mapping[str, Any], now: float) -> list[str]:
+    """A supplier's row of the supplier table and the lines under it."""
+    out: list[str] = []
+    pending = "/".join(str(s["pending"][op]) for op in ("add", "update", "delete"))
+    out.append(
+        f"{s['supplier']:<16} {s['indicators']:>10}  {pending:>27}  {s['rejected']:>8}"
+    )
+    if s["last_error"]:
+        out.append(
+            f"  CyberTrace failing since {_ago(now, s['failing_since'])}: {s['last_error']}"
+        )
+    if s.get("restored_at") is not None:
+        out.append(
+            f"  CyberTrace had lost this supplier's indicators {_ago(now, s['restored_at'])}"
+            " (its canary was gone): feedsync resynced it"
+        )
+    out.extend(
+        f"  rejected {r['op']} {r['indicator']}: {r['reason']}" for r in s["recent_rejections"]
+    )
+    return out
 
 
 def _ago(now: float, then: float | None) -> str:
