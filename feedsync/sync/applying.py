@@ -63,11 +63,22 @@ class Applier:
             log.info("feed.expired", feed=feed.name, count=expired)
             item.row = read_feed(db, item.row.id)
         if item.error is not None or item.body is None or item.body.same:
-            if item.error is None and item.body is not None:
-                revalidate(db, item.row, item.body.validators)
-            report = _unapplied(item)
-            record_run(db, run_of(report, self.store.clock.now()))
-            return report
+            report = self._unchanged(db, item)
+        else:
+            report = self._parsed(db, item)
+        record_run(db, run_of(report, self.store.clock.now()))
+        return report
+
+    def _unchanged(self, db: Connection, item: Fetched) -> FeedReport:
+        """A fetch that failed or brought nothing new (a same body's new validators kept)."""
+        if item.error is None and item.body is not None:
+            assert item.row is not None
+            revalidate(db, item.row, item.body.validators)
+        return _unapplied(item)
+
+    def _parsed(self, db: Connection, item: Fetched) -> FeedReport:
+        """The body read into the feed's snapshot, in a savepoint the feed's failure undoes."""
+        feed = item.feed
         meter = Meter(self.progress, (feed.name,))
         meter.enter("parse")
         static = canonical_tags(feed.tags)
@@ -103,7 +114,6 @@ class Applier:
                 feed.name, feed.supplier, result, change, change.held_reason, seconds
             )
         invalid.log(feed.name)
-        record_run(db, run_of(report, self.store.clock.now()))
         return report
 
     def _snapshot(
