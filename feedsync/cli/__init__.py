@@ -37,4 +37,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _json_logs(choice: str) -> bool | None:
     return None if choice == "auto" else choice == "json"
-

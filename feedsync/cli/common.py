@@ -17,6 +17,7 @@ EXIT_USAGE = 2
 
 
 def load(args: argparse.Namespace, *, secrets: bool = True) -> config.Config:
+    """The configuration the command names (``-c``, else the default), its warnings logged."""
     loaded = config.load(args.config or config.default_path(), secrets=secrets)
     for warning in loaded.warnings:
         log.warning("config.warning", warning=warning)
@@ -24,6 +25,7 @@ def load(args: argparse.Namespace, *, secrets: bool = True) -> config.Config:
 
 
 def unknown_feeds(loaded: config.Config, names: Sequence[str]) -> int:
+    """EXIT_USAGE, said on stderr, when a name is no configured feed; else EXIT_OK."""
     known = {feed.name for feed in loaded.feeds}
     message = report.unknown_feeds([n for n in names if n not in known], known)
     if message:

@@ -23,7 +23,7 @@ from feedsync.store import Store, history
 
 def check_command(args: argparse.Namespace) -> int:
     if args.schema:
-        from feedsync.config.keys import json_schema  # noqa: PLC0415 -- only for --schema
+        from feedsync.config.schema import json_schema  # noqa: PLC0415 -- only for --schema
 
         print(json.dumps(json_schema(), indent=2))
         return EXIT_OK

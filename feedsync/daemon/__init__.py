@@ -10,7 +10,9 @@ the new one is invalid or its client cannot be built, and keeping each feed's
 next run unless its schedule changed. The HTTP server answers from a
 read-only connection of its own and from memory, never behind cycle work.
 The control socket (control.py) runs a CLI's ``sync`` here, after any cycle
-of the same feeds still running, and holds, releases and reloads.
+of the same feeds still running, and holds, releases and reloads. The jobs
+and their gauges are jobs.py's, a cycle's reply cycles.py's, and what is
+opened before serving opening.py's.
 """
 
 from __future__ import annotations

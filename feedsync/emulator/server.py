@@ -1,10 +1,4 @@
-"""A CyberTrace REST API emulator, for tests, the demo and trying a configuration.
-
-It follows CyberTrace's documentation (the REST API pages of the CyberTrace
-help), not feedsync's assumptions, so that a client passing its tests also
-works against a real CyberTrace. docs/emulator.md lists every rule it enforces,
-with the page and the test that covers it, and the switches for the readings
-where the pages are silent or ambiguous (``feedsync.emulator.readings``).
+"""The Emulator: an in-process CyberTrace with inspectable state, checks and log.
 
 The order of the checks: credentials (401), ``Accept`` (406), the API version
 and request (404, 405 for a known request with another method; page 198593
@@ -23,25 +17,20 @@ middleware in front of the handler.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import base64
 import binascii
-import contextlib
 import logging
 import re
 import secrets
-import signal
 import ssl
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from feedsync.emulator import debug
-from feedsync.emulator import readings as readings_cli
 from feedsync.emulator import tags as emulator_tags
 from feedsync.emulator._http import (
     BodyNotArray,
@@ -55,10 +44,7 @@ from feedsync.emulator._http import (
 from feedsync.emulator.api import Api
 from feedsync.emulator.faults import Faults, FaultState, middleware
 from feedsync.emulator.model import (
-    BUILTIN,
     DEFAULT_TENANT,
-    DELETE_LIMIT,
-    POST_LIMIT,
     PUT_LIMIT,
     EmulatedIndicator,
     EmulatedSupplier,
@@ -78,24 +64,6 @@ from feedsync.emulator.readings import (
     UnknownFields,
 )
 from feedsync.emulator.routes import Resolved, resolve, split
-
-__all__ = [
-    "BUILTIN",
-    "DEFAULT_TENANT",
-    "DELETE_LIMIT",
-    "POST_LIMIT",
-    "PUT_LIMIT",
-    "EmulatedIndicator",
-    "EmulatedSupplier",
-    "Emulator",
-    "LoggedRequest",
-    "Readings",
-    "add_arguments",
-    "serve",
-    "serve_from",
-]
-
-SERVE_LOG_LIMIT = 200
 
 log = logging.getLogger("feedsync.emulator")
 
@@ -332,9 +300,6 @@ class Emulator:
             del self.requests[: len(self.requests) - self.log_limit]
 
 
-# The command line (``feedsync emulator``)
-
-
 # How feedsync names its canaries: "fs-" and 16 hex digits, under a reserved domain.
 _CANARY = re.compile(r"fs-[0-9a-f]{16}\.[a-z0-9.-]+\.(?:invalid|test|example)")
 
@@ -354,85 +319,3 @@ def _of_canaries(body: object) -> bool:
             for item in body
         )
     )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--listen", default="127.0.0.1:9443", metavar="HOST:PORT")
-    parser.add_argument("--user", default="feedsync")
-    parser.add_argument("--password", default="feedsync")
-    parser.add_argument(
-        "--api-versions", default="1.0,1.1,1.2,1.3", help="comma-separated, e.g. 1.1,1.2"
-    )
-    parser.add_argument(
-        "--tenants",
-        default="",
-        metavar="NAME,...",
-        help="multitenancy mode with these tenants besides General (default: off)",
-    )
-    parser.add_argument(
-        "--sink",
-        action="store_true",
-        help="check indicators but keep none (for benchmarks with millions of them)",
-    )
-    readings_cli.add_arguments(parser)
-
-
-async def serve_from(args: argparse.Namespace) -> None:
-    """``serve`` with the options ``add_arguments`` parsed."""
-    await serve(
-        args.listen,
-        user=args.user,
-        password=args.password,
-        api_versions=_names(args.api_versions),
-        tenants=_names(args.tenants),
-        sink=args.sink,
-        readings=readings_cli.from_args(args),
-    )
-
-
-def _names(listed: str) -> list[str]:
-    return [name.strip() for name in listed.split(",") if name.strip()]
-
-
-async def serve(
-    listen: str,
-    *,
-    user: str,
-    password: str,
-    api_versions: Sequence[str],
-    tenants: Sequence[str] = (),
-    sink: bool = False,
-    readings: Readings | None = None,
-) -> None:
-    """Run an emulator on ``listen`` (HOST:PORT) until cancelled, SIGINT or SIGTERM."""
-    host, _, port = listen.rpartition(":")
-    if not port.isdigit():
-        raise ValueError(f"listen address {listen!r} is not HOST:PORT")
-    chosen = readings or Readings()
-    # A long-running emulator would otherwise keep every request body it ever received.
-    emulator = Emulator(
-        user=user,
-        password=password,
-        api_versions=api_versions,
-        tenants=tenants,
-        log_limit=SERVE_LOG_LIMIT,
-        sink=sink,
-        **{name: getattr(chosen, name) for name in Readings.__dataclass_fields__},
-    )
-    url = await emulator.start(host.strip("[]") or "127.0.0.1", int(port))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    handled: list[signal.Signals] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        # Not every loop or thread can take signal handlers; cancellation still works there.
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
-            handled.append(sig)
-    try:
-        # Printed once signals are handled: whoever reads it may signal at once.
-        print(f"emulator listening on {url} (API {','.join(api_versions)})", flush=True)
-        await stop.wait()
-    finally:
-        for sig in handled:
-            loop.remove_signal_handler(sig)
-        await emulator.stop()

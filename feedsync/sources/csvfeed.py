@@ -17,6 +17,9 @@ description must not delete the indicator beside it.
 A feed whose format ends with a footer (abuse.ch: ``# END 28 entries``,
 ``# Number of entries: 1217668``) is checked for it before it is parsed
 (``check_footer``): a body cut at a line boundary looks complete otherwise.
+
+Reading a line as a row is csvlines.py's; finding the header and the columns
+in the head of the body is csvhead.py's.
 """
 
 from __future__ import annotations
