@@ -7,11 +7,8 @@ waits) is session.py's; reading answers and their errors is answers.py's.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 from urllib.parse import quote
 
 import orjson
@@ -26,7 +23,7 @@ from feedsync.cybertrace.answers import (
     named,
     status_text,
 )
-from feedsync.cybertrace.session import Method, Observer, Session, ignore
+from feedsync.cybertrace.session import Hooks, Method, Session
 from feedsync.errors import CyberTraceError, RequestError
 
 PUT_LIMIT = 134217728
@@ -43,18 +40,12 @@ IndicatorMethod = Literal["PUT", "DELETE"]
 class CyberTrace:
     """A connection to one CyberTrace server."""
 
-    def __init__(
-        self,
-        config: CyberTraceConfig,
-        *,
-        observe: Observer = ignore,
-        on_retry: Callable[[str], None] = lambda _method: None,
-        sleep: Callable[[float], Any] = asyncio.sleep,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, config: CyberTraceConfig, **hooks: Unpack[Hooks]) -> None:
+        """``hooks``: how the session reports and waits (session.Hooks), for metrics
+        and for tests that keep time themselves."""
         self.config = config
         self.version = config.api_version
-        self._http = Session(config, observe=observe, on_retry=on_retry, sleep=sleep, clock=clock)
+        self._http = Session(config, **hooks)
 
     async def __aenter__(self) -> CyberTrace:
         await self._http.open()

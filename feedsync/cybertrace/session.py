@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import aiohttp
 import orjson
@@ -42,6 +42,17 @@ class Startup:
 
     since: float | None = None
     waits: int = 0
+
+
+class Hooks(TypedDict, total=False):
+    """What a client's owner may hook into its session: ``observe`` is told of
+    every request (method, supplier, status or "error", seconds, bytes sent),
+    ``on_retry`` of every retry; ``sleep`` and ``clock`` wait and tell time."""
+
+    observe: Observer
+    on_retry: Callable[[str], None]
+    sleep: Callable[[float], Any]
+    clock: Callable[[], float]
 
 
 def ignore(method: str, supplier: str, code: str, seconds: float, sent: int) -> None:
