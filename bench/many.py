@@ -55,7 +55,7 @@ FEED = """\
 SMALL = (100, 500, 1_000, 2_000, 5_000)
 SHARED = 10  # suppliers shared by the last quarter of the feeds
 TARGET_UNCHANGED_CPU = 5.0
-LOG_LIMIT = 200  # feedsync.emulator.SERVE_LOG_LIMIT: the requests a served emulator logs
+LOG_LIMIT = 200  # feedsync.emulator.serving.SERVE_LOG_LIMIT: the requests a served emulator logs
 
 
 def layout(count: int, scale: float) -> list[tuple[str, int, str]]:

@@ -1,6 +1,6 @@
 """``feedsync why VALUE``: why an indicator is, or is not, in CyberTrace.
 
-The value is canonicalized by the rules feeds are (normalize.py), so any spelling
+The value is canonicalized by the rules feeds are (normalize/), so any spelling
 finds it; then its story is read from the store (store/story.py) and told as
 text or JSON. The daemon serves the same JSON at ``/why?value=...``.
 """

@@ -1,137 +1,60 @@
-"""The CyberTrace REST API client: its session, requests, retries and answers.
+"""The CyberTrace REST API client: its version, its routes and what it asks.
 
-One ``aiohttp.ClientSession`` per CyberTrace with keep-alive, at most
-``concurrency`` requests in flight, explicit timeouts, bodies always sent as
-bytes (so with ``Content-Length``). Transient failures (connection errors,
-timeouts, 425, 429, 5xx) are retried with exponential backoff and full jitter;
-401/403 stop at once. A request that fails is translated once, by
-feedsync._http.translate, into this client's branch of the error tree.
+Suppliers, tags, indicators and lookups as the documented API has them, in
+the tenant where one is configured. The HTTP side (session, retries, 425
+waits) is session.py's; reading answers and their errors is answers.py's.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from functools import partial
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 from urllib.parse import quote
 
-import aiohttp
 import orjson
 
-from feedsync import logs, proxy
-from feedsync._http import USER_AGENT, basic_auth, ssl_context, translate
+from feedsync import logs
 from feedsync.config import CyberTraceConfig, SupplierConfig
 from feedsync.cybertrace.answers import (
     Answer,
     Outcome,
     answer_error,
     error_indicators,
-    failure_error,
     named,
-    retry_after_seconds,
     status_text,
 )
-from feedsync.errors import (
-    AuthError,
-    ConfigError,
-    CyberTraceError,
-    RequestError,
-    TLSError,
-    TransportError,
-)
+from feedsync.cybertrace.session import Hooks, Method, Session
+from feedsync.errors import CyberTraceError, RequestError
 
 PUT_LIMIT = 134217728
 DELETE_LIMIT = 67108864
 VERSIONS = ("1.3", "1.2", "1.1", "1.0")
-RETRY_STATUSES = frozenset({425, 429, 500, 502, 503, 504})
 
 log = logs.get("feedsync.cybertrace")
 
 __all__ = ["DELETE_LIMIT", "PUT_LIMIT", "Answer", "CyberTrace", "Outcome"]
 
-Observer = Callable[[str, str, str, float, int], None]
-Method = Literal["GET", "POST", "PUT", "DELETE"]  # what the documented API takes
 IndicatorMethod = Literal["PUT", "DELETE"]
-
-
-@dataclass(slots=True)
-class _Startup:
-    """A request's run of 425 answers (CyberTrace starting): when the first came and
-    how many waits followed. Mutable: one request's retry loop counts in it."""
-
-    since: float | None = None
-    waits: int = 0
-
-
-def _ignore(method: str, supplier: str, code: str, seconds: float, sent: int) -> None:
-    """The default observer: metrics are optional for the client."""
 
 
 class CyberTrace:
     """A connection to one CyberTrace server."""
 
-    def __init__(
-        self,
-        config: CyberTraceConfig,
-        *,
-        observe: Observer = _ignore,
-        on_retry: Callable[[str], None] = lambda _method: None,
-        sleep: Callable[[float], Any] = asyncio.sleep,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._on_retry = on_retry
-        self._clock = clock
+    def __init__(self, config: CyberTraceConfig, **hooks: Unpack[Hooks]) -> None:
+        """``hooks``: how the session reports and waits (session.Hooks), for metrics
+        and for tests that keep time themselves."""
         self.config = config
         self.version = config.api_version
-        self._observe = observe
-        self._sleep = sleep
-        self._gate = asyncio.Semaphore(config.concurrency)
-        self._session: aiohttp.ClientSession | None = None
-        self._route = proxy.DIRECT
-        self._auth = ""
+        self._http = Session(config, **hooks)
 
     async def __aenter__(self) -> CyberTrace:
-        if self.config.verify_tls is False and self.config.url.startswith("https://"):
-            log.warning("cybertrace.tls_unverified", url=self.config.url)
-        try:
-            # One host, so one route for the client's life (the environment is read now).
-            self._route = proxy.route(self.config.proxy, self.config.url)
-        except proxy.ProxyUnusable as exc:
-            raise CyberTraceError(f"cannot reach CyberTrace: {exc}") from None
-        # Loading the system's CA store costs a noticeable part of a short `feedsync sync`.
-        if self.config.password is None:
-            # load(secrets=False) is for commands that never connect.
-            raise ConfigError("cybertrace.password", "not read: loaded without secrets")
-        password = self.config.password.reveal()
-        cleartext = self.config.url.startswith("http://")
-        tls = False if cleartext else await ssl_context(self.config.verify_tls)
-        if self.config.client_cert and not isinstance(tls, bool):
-            await asyncio.to_thread(
-                tls.load_cert_chain, self.config.client_cert, self.config.client_key
-            )
-        self._session = aiohttp.ClientSession(
-            base_url=None,
-            timeout=aiohttp.ClientTimeout(total=self.config.timeout, connect=30),
-            connector=aiohttp.TCPConnector(limit=self.config.concurrency, ssl=tls),
-            headers={"Accept": "application/json", "User-Agent": USER_AGENT},
-        )
-        # Sent with each request, not as a session default: aiohttp copies a session's
-        # default headers into a proxy's, and makes an Authorization among them the
-        # proxy's credentials, so the proxy would get CyberTrace's password.
-        self._auth = basic_auth(self.config.username, password)
+        await self._http.open()
         return self
 
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()
 
     @property
     def tags_supported(self) -> bool:
@@ -142,7 +65,7 @@ class CyberTrace:
         if self.version != "auto":
             return self.version
         for version in VERSIONS:
-            answer = await self._request("GET", f"/api/{version}/suppliers", "", retry=True)
+            answer = await self._http.request("GET", f"/api/{version}/suppliers", "", retry=True)
             if answer.status != 404:
                 self.check(answer, "GET", "suppliers")
                 self._refuse_untenanted(version)
@@ -165,7 +88,7 @@ class CyberTrace:
     async def supplier_names(self) -> set[str]:
         """The suppliers CyberTrace lists (``GET suppliers``, which includes the
         built-in FalsePositive and InternalTI): the documented way to tell existence."""
-        answer = await self._request("GET", self._path("suppliers", tenant=False), "")
+        answer = await self._http.request("GET", self._path("suppliers", tenant=False), "")
         self.check(answer, "GET", "suppliers")
         if not isinstance(answer.body, list):
             raise RequestError(answer.status, "GET suppliers: the answer is not a JSON array")
@@ -182,7 +105,7 @@ class CyberTrace:
         """The supplier's settings (``GET suppliers/{name}``, in the tenant if one is
         configured), or None where CyberTrace answers 400 or 404: the documentation
         gives no status for a missing supplier, so the caller decides from the list."""
-        answer = await self._request("GET", self._path(f"suppliers/{_segment(name)}"), name)
+        answer = await self._http.request("GET", self._path(f"suppliers/{_segment(name)}"), name)
         if answer.status in (400, 404):
             log.debug("cybertrace.supplier_unreadable", supplier=name, status=answer.status)
             return None
@@ -206,7 +129,7 @@ class CyberTrace:
     # Tags
 
     async def tags(self) -> set[str]:
-        answer = await self._request("GET", self._path("tags", tenant=False), "")
+        answer = await self._http.request("GET", self._path("tags", tenant=False), "")
         self.check(answer, "GET", "tags")
         if not isinstance(answer.body, list):
             raise RequestError(answer.status, "GET tags: the answer is not a JSON array")
@@ -228,7 +151,7 @@ class CyberTrace:
 
     async def _indicators(self, method: IndicatorMethod, supplier: str, body: bytes) -> Outcome:
         path = self._path(f"suppliers/{_segment(supplier)}/indicators")
-        answer = await self._request(method, path, supplier, body=body, retry=True)
+        answer = await self._http.request(method, path, supplier, body=body, retry=True)
         if answer.status == 202:
             errors = error_indicators(answer.body)
             if errors is None:
@@ -269,127 +192,13 @@ class CyberTrace:
 
     def check(self, answer: Answer, method: Method, what: str) -> None:
         """Raise the error an answer that is no success stands for."""
-        error = answer_error(answer, method, what, self.config.username, self._route)
+        error = answer_error(answer, method, what, self.config.username, self._http.route)
         if error is not None:
             raise error
 
     async def _send(self, method: Method, path: str, supplier: str, body: object) -> Answer:
-        return await self._request(method, path, supplier, body=orjson.dumps(body), retry=True)
+        return await self._http.request(method, path, supplier, body=orjson.dumps(body), retry=True)
 
-    async def _request(
-        self,
-        method: Method,
-        path: str,
-        supplier: str,
-        *,
-        body: bytes | None = None,
-        retry: bool = True,
-    ) -> Answer:
-        attempts = self.config.retry.attempts if retry else 1
-        attempt = 0
-        startup = _Startup()
-        while True:
-            try:
-                answer, retry_after = await self._once(method, path, supplier, body)
-            except TransportError as exc:
-                attempt += 1
-                if attempt >= attempts:
-                    raise
-                retry_after = None
-                why = str(exc)
-            else:
-                if answer.status == 425 and retry:
-                    if await self._await_startup(startup, path, retry_after):
-                        continue
-                    return answer
-                attempt += 1
-                if answer.status not in RETRY_STATUSES or attempt >= attempts:
-                    return answer
-                why = f"HTTP {answer.status}"
-            await self._backoff(method, path, attempt, retry_after, why)
-
-    async def _await_startup(self, startup: _Startup, path: str, retry_after: float | None) -> bool:
-        """Wait out a 425, or False once ``retry.initializing`` has passed (the 425 is
-        then the answer). Not a failure of the request: CyberTrace is starting, which
-        takes minutes, so it has a budget of its own, in time, not attempts."""
-        policy = self.config.retry
-        now = self._clock()
-        startup.since = now if startup.since is None else startup.since
-        waited = now - startup.since
-        if waited >= policy.initializing:
-            log.error("cybertrace.initializing_too_long", path=path, seconds=round(waited))
-            return False
-        if waited == 0:
-            log.warning("cybertrace.initializing", path=path)
-        startup.waits += 1
-        delay = self._delay(startup.waits, retry_after, jitter=0.5)
-        await self._sleep(min(delay, policy.initializing - waited))
-        return True
-
-    async def _backoff(
-        self, method: Method, path: str, attempt: int, retry_after: float | None, why: str
-    ) -> None:
-        delay = self._delay(attempt, retry_after)
-        # Warning, not debug: a run of them is how an ailing CyberTrace first shows.
-        log.warning(
-            "cybertrace.retry",
-            method=method,
-            path=path,
-            attempt=attempt,
-            delay=round(delay, 3),
-            error=why,
-        )
-        self._on_retry(method)
-        await self._sleep(delay)
-
-    def _delay(self, attempt: int, retry_after: float | None, jitter: float = 1.0) -> float:
-        """Exponential backoff with ``jitter`` of the ceiling drawn at random (1: full
-        jitter), at least ``Retry-After``, at most ``max_delay``."""
-        policy = self.config.retry
-        # 425 waits count up for as long as retry.initializing lasts: 2.0 ** 1024 overflows.
-        ceiling = min(policy.max_delay, policy.initial_delay * 2.0 ** min(attempt - 1, 64))
-        delay = ceiling * (1 - jitter) + random.uniform(0, ceiling * jitter)  # noqa: S311
-        if retry_after is not None:
-            delay = min(max(delay, retry_after), policy.max_delay)
-        return delay
-
-    async def _once(
-        self, method: Method, path: str, supplier: str, body: bytes | None
-    ) -> tuple[Answer, float | None]:
-        if self._session is None:
-            raise CyberTraceError("the CyberTrace client is not open")
-        headers = {"Authorization": self._auth}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        url = self.config.url + path
-        started = time.monotonic()
-        async with self._gate:
-            try:
-                with translate(partial(failure_error, method, path, self._route)):
-                    async with self._session.request(
-                        method,
-                        url,
-                        data=body,
-                        headers={**headers, **self._route.forward(url)},
-                        proxy=self._route.proxy,
-                        proxy_headers=self._route.tunnel(url),
-                    ) as response:
-                        raw = await response.read()
-                        status = response.status
-                        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-            except CyberTraceError as exc:
-                sent = 0 if isinstance(exc, TLSError) else len(body or b"")
-                self._observe(method, supplier, "error", time.monotonic() - started, sent)
-                raise
-        self._observe(method, supplier, str(status), time.monotonic() - started, len(body or b""))
-        refused = proxy.answered(self._route, status)
-        if refused is not None:
-            raise AuthError(407, f"{method} {path}: {refused}")
-        try:
-            parsed: Any = orjson.loads(raw) if raw else None
-        except orjson.JSONDecodeError:
-            parsed = None
-        return Answer(status, parsed), retry_after
 
 def _supplier_body(supplier: SupplierConfig) -> dict[str, object]:
     body: dict[str, object] = {
@@ -405,6 +214,3 @@ def _supplier_body(supplier: SupplierConfig) -> dict[str, object]:
 def _segment(name: str) -> str:
     """A name as one path segment: ``/``, ``?``, ``#`` and ``%`` escaped too."""
     return quote(name, safe="")
-
-
-

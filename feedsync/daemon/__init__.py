@@ -10,13 +10,14 @@ the new one is invalid or its client cannot be built, and keeping each feed's
 next run unless its schedule changed. The HTTP server answers from a
 read-only connection of its own and from memory, never behind cycle work.
 The control socket (control.py) runs a CLI's ``sync`` here, after any cycle
-of the same feeds still running, and holds, releases and reloads.
+of the same feeds still running, and holds, releases and reloads. The jobs
+and their gauges are jobs.py's, a cycle's reply cycles.py's, and what is
+opened before serving opening.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import signal
 import time
@@ -31,25 +32,23 @@ from feedsync import logs, metrics, status, why
 from feedsync import render as report
 from feedsync.config import Config
 from feedsync.cybertrace import CyberTrace
+from feedsync.daemon import jobs
 from feedsync.daemon.control import ControlServer, Reply, runnable
+from feedsync.daemon.cycles import run_cycle
+from feedsync.daemon.opening import check_store, open_client
 from feedsync.daemon.server import Server
 from feedsync.daemon.systemd import Notifier
 from feedsync.errors import (
-    AuthError,
     ConfigError,
     ControlError,
     FeedsyncError,
-    StoreCorrupt,
     StoreError,
 )
 from feedsync.progress import Board
 from feedsync.store import Store
 from feedsync.store.journal import SHOWN
 from feedsync.store.readiness import store_problem
-from feedsync.store.statefile import ADVICE
-from feedsync.sync import Cycle, clear_spool, forgetting, metered_client
-from feedsync.sync.reports import feed_state_metrics, supplier_state_metrics
-from feedsync.timing import first_run, interval_seconds, same_schedule, trigger
+from feedsync.sync import clear_spool, forgetting
 
 log = logs.get("feedsync.daemon")
 
@@ -138,11 +137,7 @@ class Daemon:
         return await reader.call(why.read, reader, value, SHOWN)
 
     def next_runs(self) -> dict[str, float]:
-        return {
-            job.id: job.next_run_time.timestamp()
-            for job in self.scheduler.get_jobs()
-            if job.next_run_time is not None
-        }
+        return jobs.next_runs(self.scheduler)
 
     async def ready(self) -> list[str]:
         """What keeps the daemon from doing its work, from memory and quick checks."""
@@ -259,59 +254,22 @@ class Daemon:
     async def _cycle(
         self, names: list[str], *, force: bool = False, resync: bool = False, dry_run: bool = False
     ) -> Reply:
-        failed = True
-        shown = ",".join(names)
-        try:
-            cycle = Cycle(
-                self.config,
-                self.store,
-                locks=self.locks,
-                client=self.client,
-                force=force,
-                resync=resync,
-                dry_run=dry_run,
-                progress=self.progress,
-            )
-            feeds, suppliers = await cycle.run(names)
-            failed = any(f.result == "failed" for f in feeds) or any(s.error for s in suppliers)
-            reply = Reply(report.cycle(feeds, suppliers, dry_run=dry_run), exit=int(failed))
-        except AuthError as exc:
-            log.error("feed.cycle_failed", feed=shown, error=str(exc))
-            reply = Reply(error=f"authentication failed: {exc}", exit=1)
-        except FeedsyncError as exc:
-            log.error("feed.cycle_failed", feed=shown, error=str(exc))
-            reply = Reply(error=str(exc), exit=1)
-        except Exception:
-            log.exception("feed.cycle_crashed", feed=shown)
-            reply = Reply(error="the cycle crashed; the daemon's log has the traceback", exit=1)
+        reply, failed = await run_cycle(
+            self.config,
+            self.store,
+            names,
+            locks=self.locks,
+            client=self.client,
+            progress=self.progress,
+            force=force,
+            resync=resync,
+            dry_run=dry_run,
+        )
         self.cycles += 1
         self.failures += failed
-        await self._feed_metrics(names)
+        if self.reader is not None:
+            await jobs.feed_metrics(self.scheduler, self.reader, self.config, names)
         return reply
-
-    async def _feed_metrics(self, names: Sequence[str]) -> None:
-        """The feeds' state series from the store (one read for all of them), and
-        when each runs next."""
-        reader = self.reader
-        if reader is None:
-            return
-        try:
-            rows = {row.name: row for row in await reader.call(reader.feeds)}
-        except FeedsyncError as exc:
-            log.warning("metrics.store_unreadable", feeds=list(names), error=str(exc))
-            return
-        for name in names:
-            feed_state_metrics(name, rows.get(name), self._expect_change(name))
-            self._next_run_metric(name)
-
-    def _next_run_metric(self, name: str) -> None:
-        job = self.scheduler.get_job(name)
-        if job is not None and job.next_run_time is not None:
-            metrics.FEED_NEXT_RUN.labels(name).set(job.next_run_time.timestamp())
-
-    def _expect_change(self, name: str) -> float | None:
-        feed = next((f for f in self.config.feeds if f.name == name), None)
-        return None if feed is None else feed.expect_change_within
 
     def _reload_soon(self) -> None:
         task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
@@ -360,42 +318,8 @@ class Daemon:
         return ""
 
     async def _schedule(self, previous: Config | None = None) -> None:
-        """A job per enabled feed; on a reload a feed whose schedule is unchanged
-        keeps its job and so its next run (the job names the feed, and the cycle
-        reads the feed's settings from the configuration current when it runs)."""
         assert self.reader is not None
-        rows = {row.name: row for row in await self.reader.call(self.reader.feeds)}
-        before = {f.name: f for f in previous.feeds if f.enabled} if previous else {}
-        wanted = {f.name: f for f in self.config.feeds if f.enabled}
-        for job in self.scheduler.get_jobs():
-            if job.id not in wanted:
-                job.remove()
-                _forget_schedule(job.id)
-        for name, feed in wanted.items():
-            old = before.get(name)
-            if old is not None and same_schedule(old, feed) and self.scheduler.get_job(name):
-                continue
-            row = rows.get(name)
-            self.scheduler.add_job(
-                self.launch,
-                trigger=trigger(feed),
-                args=[name],
-                id=name,
-                replace_existing=True,
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=None,
-                next_run_time=first_run(feed, row.last_attempt if row else None),
-            )
-        for supplier in dict.fromkeys(f.supplier for f in wanted.values()):
-            counts = await self.reader.call(
-                functools.partial(self.reader.counts, supplier, acked=False)
-            )
-            supplier_state_metrics(supplier, counts)
-        for name, feed in wanted.items():
-            feed_state_metrics(name, rows.get(name), feed.expect_change_within)
-            metrics.FEED_INTERVAL.labels(name).set(interval_seconds(feed))
-            self._next_run_metric(name)
+        await jobs.schedule(self.scheduler, self.launch, self.reader, self.config, previous)
 
     def _retire(self, client: CyberTrace) -> None:
         running = list(self.running.values())
@@ -434,23 +358,6 @@ class Daemon:
             await asyncio.to_thread(self.reader.close)
 
 
-def _forget_schedule(name: str) -> None:
-    for gauge in (metrics.FEED_INTERVAL, metrics.FEED_NEXT_RUN, metrics.FEED_NEVER_SUCCEEDED):
-        with contextlib.suppress(KeyError):
-            gauge.remove(name)
-
-
-async def open_client(config: Config) -> CyberTrace:
-    """An open CyberTrace client; TLS files that do not load are a ConfigError."""
-    client = metered_client(config)
-    try:
-        return await client.__aenter__()
-    except OSError as exc:  # ssl.SSLError among them: not PEM, a wrong key, unreadable
-        raise ConfigError(
-            "cybertrace", f"the TLS files (verify_tls, client_cert, client_key) do not load: {exc}"
-        ) from exc
-
-
 def run(path: str) -> int:
     """Load, open, serve until stopped; exit 0 after a clean shutdown."""
     loaded = configuration.load(path)
@@ -459,13 +366,7 @@ def run(path: str) -> int:
     store = Store.open(loaded.state.path)
     started = time.monotonic()
     try:
-        damage = store.quick_check()
-        if damage:
-            raise StoreCorrupt(
-                f"state database {store.path} fails SQLite's quick_check: {'; '.join(damage)}."
-                f" {ADVICE}"
-            )
-        log.info("state.checked", path=store.path, seconds=round(time.monotonic() - started, 2))
+        check_store(store)
         clear_spool(loaded)
         asyncio.run(Daemon(path, loaded, store).serve())
     except FeedsyncError as exc:

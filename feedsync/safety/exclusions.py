@@ -267,7 +267,12 @@ def compose(
 ) -> Screen:
     """The screen of the built-ins ``names`` and the lists ``lists``; a value two
     of them exclude counts for the one named first (built-ins first). ``lists`` is
-    read once, one list at a time: only the tables stay, not the lists' strings."""
+    read once, one list at a time: only the tables stay, not the lists' strings.
+
+    Long because it is one pass: each list's entries go to every table (ranges,
+    names, prefixes, substrings, patterns) while that list alone is in memory,
+    which is what keeps all of MISP's warninglists under 100 MB.
+    """
     # IPv4 spans in arrays, not tuples of Python integers: made while the lists'
     # strings come and go, those would keep much of the freed memory from the system.
     v4 = (array("L"), array("L"), array("H"))

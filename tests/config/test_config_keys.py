@@ -23,6 +23,7 @@ import yaml
 
 from feedsync import cli, config
 from feedsync.config import keys as configkeys
+from feedsync.config import schema as configschema
 from feedsync.config._reader import Context, Map
 from feedsync.config.keys import FEED_TYPES
 
@@ -185,7 +186,7 @@ def test_the_example_shows_no_key_the_loader_would_refuse() -> None:
 
 @pytest.fixture(scope="module")
 def validator() -> jsonschema.Draft202012Validator:
-    schema = configkeys.json_schema()
+    schema = configschema.json_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema)
 
@@ -222,7 +223,7 @@ def test_check_schema_prints_the_schema_without_a_config(tmp_path: Path) -> None
     with contextlib.redirect_stdout(out):
         code = cli.main(["check", "--schema", "-c", str(tmp_path / "absent.yaml")])
     assert code == 0
-    assert json.loads(out.getvalue()) == configkeys.json_schema()
+    assert json.loads(out.getvalue()) == configschema.json_schema()
     assert json.loads(out.getvalue())["$schema"] == "https://json-schema.org/draft/2020-12/schema"
 
 

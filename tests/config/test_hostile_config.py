@@ -18,7 +18,7 @@ import pytest
 from conftest import TEST_CA_PEM, free_port, run_cli
 from structlog.testing import capture_logs
 
-from feedsync import daemon
+from feedsync import timing
 from feedsync.config import MispConfig, parse
 from feedsync.errors import ConfigError, FetchError
 from feedsync.model import Validators
@@ -191,11 +191,11 @@ def test_the_daemon_can_schedule_every_value_the_loader_accepts_at_the_bounds(
     override = "schedule_min_override: true\n"
     feed = parse(make(feed=f"schedule: {schedule}\n{override}"), env=ENV).feeds[0]
     now = time.time()
-    built = daemon.trigger(feed)
+    built = timing.trigger(feed)
     assert built.get_next_fire_time(None, datetime.now(UTC)) is not None
-    assert 1.0 <= daemon.interval_seconds(feed) <= 41 * 366 * 86400.0
-    assert daemon.first_run(feed, None) <= datetime.now(UTC)
-    assert daemon.first_run(feed, now) > datetime.now(UTC) - timedelta(seconds=1)
+    assert 1.0 <= timing.interval_seconds(feed) <= 41 * 366 * 86400.0
+    assert timing.first_run(feed, None) <= datetime.now(UTC)
+    assert timing.first_run(feed, now) > datetime.now(UTC) - timedelta(seconds=1)
 
 
 def test_the_widest_accepted_retention_and_pull_are_representable() -> None:

@@ -1,4 +1,4 @@
-"""Normalization: indicator kind, canonical value, tags.
+"""URLs and domains as CyberTrace stores them, and defanged spellings refanged.
 
 feedsync diffs canonical values: two spellings that CyberTrace stores as one URL
 are one indicator here, and a DELETE names what CyberTrace stored. URLs and
@@ -43,188 +43,24 @@ Beyond CyberTrace, feedsync refangs values and reads ``ip/32`` as an address.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import islice
-from typing import overload
 
-from feedsync.model import Indicator, Invalid, Kind, Record, Removal
-from feedsync.phases import Phases
+from feedsync.model import Kind
+from feedsync.normalize.addresses import DOTTED_QUAD, PORT, bracketed
+from feedsync.normalize.invalid import InvalidValue
 
-RowMeter = Callable[[int], object]  # told how many more rows were read
-
-# Bump whenever a value's canonical form or kind may come out differently: line
-# indexes built by an older normalization are then rebuilt, not trusted.
-VERSION = 2
-
-_HEX = frozenset("0123456789abcdefABCDEF")
-_HASH_KINDS = {32: Kind.MD5, 40: Kind.SHA1, 64: Kind.SHA256}
 # A scheme, or none (``//host``), and the slashes after it (rule 2).
 _SCHEME = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]{0,15}:)?//+")
 _SLASHES = re.compile(r"/{2,}")
 # %XX of an unreserved character: ALPHA, DIGIT, "-", ".", "_", "~".
 _UNRESERVED_ESCAPE = re.compile(r"%(?:[46][1-9A-Fa-f]|[57][0-9Aa]|3[0-9]|2[DEde]|5[Ff]|7[Ee])")
 _NUMBER = re.compile(r"[0-9]+|0x[0-9a-f]+")
-_PORT = re.compile(r"(?::[0-9]*)?")
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
-_TAG_JUNK = re.compile(r"[^A-Z0-9_-]+")
 _DEFANGS = (("[.]", "."), ("(.)", "."), ("{.}", "."), ("[:]", ":"), ("[://]", "://"))
-_MAX_VALUE = 8192
-_BLANK_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
-_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_DOTTED_QUAD = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
-
-Screener = Callable[[Record, tuple[str, ...]], Iterable[Indicator | Invalid]]
 
 
-class InvalidValue(ValueError):
-    """A value that is no indicator; ``reason`` is a short word for metrics."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        self.reason = reason
-        super().__init__(message)
-
-
-class NetworkValue(InvalidValue):
-    """A network of several addresses: no indicator, but its addresses may be
-    (exclusions.Screen expands it)."""
-
-    def __init__(self, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
-        self.network = network
-        super().__init__("cidr", f"network {network} is not a single address")
-
-
-def canonicalize(value: str) -> tuple[Kind, str]:
-    """Detect the kind of ``value`` and return it with its canonical text."""
-    text = _refang(value.strip())
-    if not text:
-        raise InvalidValue("empty", "empty value")
-    if len(text) > _MAX_VALUE:
-        raise InvalidValue("too_long", f"value longer than {_MAX_VALUE} characters")
-    if _BLANK_OR_CONTROL.search(text):
-        raise InvalidValue("whitespace", "value contains whitespace or control characters")
-    kind = _HASH_KINDS.get(len(text))
-    if kind is not None and _HEX.issuperset(text):
-        return kind, text.upper()
-    if _may_be_address(text):
-        address = _address(text)
-        if address is not None:
-            return address
-    return _url_or_domain(text)
-
-
-def _may_be_address(text: str) -> bool:
-    """False for what cannot be an address (most domains and URLs), sparing them
-    ipaddress's parse and exception: IPv4 starts with a digit, IPv6 has a colon."""
-    return text[0].isdigit() or text[0] == "[" or (":" in text and "://" not in text)
-
-
-def canonical_tag(tag: str) -> str | None:
-    """Map a tag onto CyberTrace's charset: ``tlp:white`` becomes ``TLP_WHITE``."""
-    name = _TAG_JUNK.sub("_", tag.strip().upper()).strip("_")
-    return name[:128] or None
-
-
-def canonical_tags(*groups: tuple[str, ...]) -> tuple[str, ...]:
-    """The sorted, de-duplicated canonical tags of all ``groups``."""
-    return _canonical_tags(groups)
-
-
-@functools.lru_cache(maxsize=4096)
-def _canonical_tags(groups: tuple[tuple[str, ...], ...]) -> tuple[str, ...]:
-    # Cached: a feed repeats a few tag combinations over millions of rows.
-    names = {canonical_tag(tag) for group in groups for tag in group}
-    names.discard(None)
-    return tuple(sorted(name for name in names if name is not None))
-
-
-@overload
-def normalized_batches(
-    items: Iterable[Record | Invalid],
-    static_tags: tuple[str, ...],
-    phases: Phases,
-    size: int,
-    screen: Screener | None = None,
-    *,
-    meter: RowMeter | None = None,
-) -> Iterator[Sequence[Indicator | Invalid]]: ...
-@overload
-def normalized_batches(
-    items: Iterable[Record | Invalid | Removal],
-    static_tags: tuple[str, ...],
-    phases: Phases,
-    size: int,
-    screen: Screener | None = None,
-    *,
-    meter: RowMeter | None = None,
-) -> Iterator[Sequence[Indicator | Invalid | Removal]]: ...
-def normalized_batches(
-    items: Iterable[Record | Invalid | Removal],
-    static_tags: tuple[str, ...],
-    phases: Phases,
-    size: int,
-    screen: Screener | None = None,
-    *,
-    meter: RowMeter | None = None,
-) -> Iterator[Sequence[Indicator | Invalid | Removal]]:
-    """The records among ``items`` normalized, ``size`` items at a time (the
-    others passed on as they are); reading them counts as ``fetch``, normalizing
-    as ``normalize``; ``meter`` is told of every batch read. A ``screen``
-    (exclusions.Screen.screened) normalizes each record into what reaches the
-    snapshot: its exclusions and expanded ranges."""
-    stream = iter(items)
-    while True:
-        with phases.timed("fetch"):
-            batch = list(islice(stream, size))
-        if not batch:
-            return
-        if meter is not None:
-            meter(len(batch))
-        with phases.timed("normalize"):
-            done: list[Indicator | Invalid | Removal]
-            if screen is None:
-                done = [
-                    normalize(item, static_tags) if isinstance(item, Record) else item
-                    for item in batch
-                ]
-            else:
-                done = []
-                for item in batch:
-                    if isinstance(item, Record):
-                        done.extend(screen(item, static_tags))
-                    else:
-                        done.append(item)
-        yield done
-
-
-def normalize(record: Record, static_tags: tuple[str, ...] = ()) -> Indicator | Invalid:
-    """Turn a source record into an indicator, or say why it is invalid."""
-    try:
-        kind, value = canonicalize(record.value)
-    except InvalidValue as exc:
-        return Invalid(record.line, record.value[:200], exc.reason, record.line_hash)
-    return indicator_of(record, kind, value, static_tags)
-
-
-def indicator_of(
-    record: Record, kind: Kind, value: str, static_tags: tuple[str, ...]
-) -> Indicator:
-    """The indicator of ``record`` whose canonical value is ``value``."""
-    return Indicator(
-        key=record.key or value,
-        value=value,
-        kind=kind,
-        context=record.context,
-        tags=canonical_tags(static_tags, record.tags),
-        expires=record.expires,
-        line_hash=record.line_hash,
-        line=record.line,
-    )
-
-
-def _refang(text: str) -> str:
+def refang(text: str) -> str:
     # Feeds often publish defanged values ("hxxp://evil[.]com") so they are not clickable.
     if "[" in text or "(" in text or "{" in text:
         text = _unmarked(text)
@@ -245,52 +81,7 @@ def _unmarked(text: str) -> str:
         text = plain
 
 
-def _address(text: str) -> tuple[Kind, str] | None:
-    """A plain IP address, ``ip:port``, ``[v6]``, ``[v6]:port`` or a single-host
-    CIDR; None if ``text`` is none of these (a URL with an address host, say)."""
-    candidate = text
-    if candidate.startswith("["):
-        end = candidate.find("]")
-        if end < 0 or not _PORT.fullmatch(candidate, end + 1):
-            return None
-        return _bracketed(candidate[1:end])
-    if candidate.count(":") == 1 and candidate.count(".") == 3:
-        candidate, _, port = candidate.partition(":")
-        if not port.isascii() or not port.isdigit():
-            return None
-    if "/" in candidate:
-        return _network(candidate)
-    if _DOTTED_QUAD.fullmatch(candidate):
-        return Kind.IPV4, candidate  # already canonical: no leading zeros, each octet <= 255
-    try:
-        address = ipaddress.ip_address(candidate)
-    except ValueError:
-        return None
-    return _ip_kind(address), str(address)
-
-
-def _bracketed(text: str) -> tuple[Kind, str] | None:
-    try:
-        return Kind.IPV6, str(ipaddress.IPv6Address(text))
-    except ValueError:
-        return None
-
-
-def _network(text: str) -> tuple[Kind, str] | None:
-    try:
-        network = ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        return None
-    if network.num_addresses != 1:
-        raise NetworkValue(network)
-    return _ip_kind(network.network_address), str(network.network_address)
-
-
-def _ip_kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Kind:
-    return Kind.IPV4 if address.version == 4 else Kind.IPV6
-
-
-def _url_or_domain(text: str) -> tuple[Kind, str]:
+def url_or_domain(text: str) -> tuple[Kind, str]:
     match = _SCHEME.match(text)
     rest = text[match.end() :] if match else text
     fragment = rest.find("#")
@@ -364,7 +155,7 @@ def _host(authority: str) -> tuple[str, Kind]:
     host = authority[authority.rfind("@") + 1 :]
     if host.startswith("["):
         end = host.find("]")
-        address = _bracketed(host[1:end]) if end > 0 and _PORT.fullmatch(host, end + 1) else None
+        address = bracketed(host[1:end]) if end > 0 and PORT.fullmatch(host, end + 1) else None
         if address is None:
             raise InvalidValue("url", f"bad IPv6 host {host!r}")
         return f"[{address[1]}]", Kind.IPV6
@@ -387,7 +178,7 @@ def _host(authority: str) -> tuple[str, Kind]:
 
 def _ipv4(host: str) -> str:
     """A host whose last label is a number, as dotted decimal (rule 12)."""
-    if _DOTTED_QUAD.fullmatch(host):
+    if DOTTED_QUAD.fullmatch(host):
         return host
     parts = host.split(".")
     try:

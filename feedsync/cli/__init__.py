@@ -1,0 +1,39 @@
+"""The ``feedsync`` command line: its entry point, which turns errors into exit codes.
+
+Its grammar is grammar.py's; the commands are reads.py's (they read the state),
+steered.py's (they change it, here or by the running daemon) and processes.py's
+(the daemon and the emulator); common.py holds what they share.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from feedsync import logs
+from feedsync.cli.common import EXIT_FAILED, EXIT_USAGE
+from feedsync.cli.grammar import build_parser
+from feedsync.errors import AuthError, ConfigError, FeedsyncError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        logs.configure(level=args.log_level, json=_json_logs(args.log_format))
+        code: int = args.handler(args)
+    except ConfigError as exc:
+        print(f"feedsync: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except AuthError as exc:
+        print(f"feedsync: authentication failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except FeedsyncError as exc:
+        print(f"feedsync: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _json_logs(choice: str) -> bool | None:
+    return None if choice == "auto" else choice == "json"

@@ -1,0 +1,5 @@
+"""``python -m feedsync.cli``: the command line, as the installed ``feedsync`` runs it."""
+
+from feedsync.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,129 @@
+"""A line feed's records staged: batches into ``stage`` and ``parsed``, then ``lines``.
+
+Normalized batches go into the staging tables, and the ``lines`` table is
+brought up to date after the change is applied.
+
+``stage`` holds the rows of the new snapshot (the first line naming a key wins);
+``parsed`` the re-read lines, and the lines that are no row's source (a
+duplicate of a key, or invalid, and why), which ``lines`` keeps for the next body.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from feedsync.body import to_sql
+from feedsync.model import Indicator, Invalid, Record
+from feedsync.normalize import Screener, normalized_batches
+from feedsync.store import FeedRow, journal
+from feedsync.store.snapshot import Row, encode
+
+if TYPE_CHECKING:
+    from feedsync.store.linediff import LineFeed
+
+BATCH = 5000
+
+
+class Expanded(Exception):
+    """A re-read line became several rows: the delta gives way to a full read."""
+
+
+def _screener(job: LineFeed) -> Screener:
+    screen = job.screen
+    assert screen is not None
+
+    def screened(record: Record, static_tags: tuple[str, ...]) -> list[Indicator | Invalid]:
+        out = list(screen.screened(record, static_tags))
+        if len(out) > 1:
+            job.expanded[0] = True
+        return out
+
+    return screened
+
+
+def batches(
+    job: LineFeed, items: Iterable[Record | Invalid]
+) -> Iterable[Sequence[Indicator | Invalid]]:
+    screen = None if job.screen is None else _screener(job)
+    return normalized_batches(items, job.static_tags, job.phases, BATCH, screen, meter=job.meter)
+
+
+def read_changed(db: sqlite3.Connection, job: LineFeed, items: Iterable[Record | Invalid]) -> None:
+    """Stage re-read lines into ``parsed``, one row per line hash (its first line)."""
+    for batch in batches(job, items):
+        if job.expanded[0]:
+            raise Expanded
+        with job.phases.timed("store"):
+            db.executemany(
+                "INSERT OR IGNORE INTO parsed VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [_parsed_row(item, job.on_invalid) for item in batch],
+            )
+
+
+def _parsed_row(
+    item: Indicator | Invalid, on_invalid: Callable[[Invalid], None]
+) -> tuple[object, ...]:
+    hashed = to_sql(item.line_hash or 0)
+    if isinstance(item, Invalid):
+        on_invalid(item)
+        return (hashed, item.line, None, None, None, None, None, None, None, item.reason)
+    return (hashed, item.line, *encode(item)[:7], None)
+
+
+def read_all(
+    db: sqlite3.Connection, job: LineFeed, items: Iterable[Record | Invalid], reasons: Counter[str]
+) -> int:
+    """Stage every record (the first line naming a key wins), and the lines
+    that are no row's source into ``parsed``; returns how many records were valid."""
+    valid = 0
+    for batch in batches(job, items):
+        with job.phases.timed("store"):
+            rows = []
+            for item in batch:
+                if isinstance(item, Invalid):
+                    reasons[item.reason] += 1
+                    db.execute(
+                        "INSERT OR IGNORE INTO parsed (hash, line, reason) VALUES (?, ?, ?)",
+                        (to_sql(item.line_hash or 0), item.line, item.reason),
+                    )
+                    job.on_invalid(item)
+                else:
+                    rows.append(encode(item))
+            valid += len(rows)
+            before = db.total_changes
+            db.executemany("INSERT OR IGNORE INTO stage VALUES (?,?,?,?,?,?,?,?)", rows)
+            if db.total_changes - before < len(rows):
+                _note_duplicates(db, rows)
+    return valid
+
+
+def _note_duplicates(db: sqlite3.Connection, rows: list[Row]) -> None:
+    for row in rows:
+        key, line = row[0], row[7]
+        (first,) = db.execute("SELECT line FROM stage WHERE key = ?", (key,)).fetchone()
+        if first != line:
+            db.execute("INSERT OR IGNORE INTO parsed (hash, key) VALUES (?, ?)", (line, key))
+
+
+def screened(job: LineFeed) -> journal.Screened | None:
+    return job.on_invalid if isinstance(job.on_invalid, journal.Screened) else None
+
+
+def keep_lines(db: sqlite3.Connection, feed: FeedRow, clear: str) -> None:
+    """Bring the ``lines`` table up to date (snapshot rows took their source
+    line when the change was applied)."""
+    params = {"feed": feed.id}
+    db.execute(clear, params)
+    db.execute(KEEP_PARSED_LINES, params)
+
+
+# The lines that are no snapshot row's source: duplicates of a key and invalid lines.
+KEEP_PARSED_LINES = (
+    "INSERT OR REPLACE INTO lines (feed_id, hash, key, reason)"
+    " SELECT :feed, p.hash, p.key, p.reason FROM parsed p WHERE p.reason IS NOT NULL"
+    " OR (p.key IS NOT NULL AND NOT EXISTS"
+    "     (SELECT 1 FROM stage t WHERE t.key = p.key AND t.line = p.hash))"
+)
