@@ -42,6 +42,7 @@ class FeedRow:
     excluded: tuple[tuple[str, int], ...] = ()  # the last applied fetch's, by reason
     exclusions: str | None = None  # the fingerprint of the settings it was applied under
     last_change: float | None = None  # the last run that changed its content (migration 9)
+    last_stage: str | None = None  # where its last run failed; None if it did not (migration 11)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,7 @@ class Run:
     removed: int = 0
     held: int = 0
     error: str | None = None
+    stage: str | None = None  # where a failed run failed
 
 
 def read_feed(db: sqlite3.Connection, feed_id: int) -> FeedRow:
@@ -69,7 +71,7 @@ def read_feed(db: sqlite3.Connection, feed_id: int) -> FeedRow:
 def record_run(db: sqlite3.Connection, run: Run) -> None:
     db.execute(
         "INSERT INTO runs (feed, started, finished, result, fetched, invalid, added, changed,"
-        " removed, held, error) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        " removed, held, error, stage) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             run.feed,
             run.started,
@@ -82,6 +84,7 @@ def record_run(db: sqlite3.Connection, run: Run) -> None:
             run.removed,
             run.held,
             run.error,
+            run.stage,
         ),
     )
     db.execute(
@@ -89,8 +92,8 @@ def record_run(db: sqlite3.Connection, run: Run) -> None:
         (run.feed, run.feed, RUNS_KEPT_PER_FEED),
     )
     db.execute(
-        "UPDATE feeds SET last_attempt = ?, last_error = ? WHERE name = ?",
-        (run.finished, run.error, run.feed),
+        "UPDATE feeds SET last_attempt = ?, last_error = ?, last_stage = ? WHERE name = ?",
+        (run.finished, run.error, run.stage, run.feed),
     )
     if run.result in ("ok", "unchanged", "held"):
         db.execute("UPDATE feeds SET last_success = ? WHERE name = ?", (run.finished, run.feed))
@@ -152,4 +155,5 @@ def feed_row(row: sqlite3.Row) -> FeedRow:
         excluded=tuple(orjson.loads(row["excluded"] or "{}").items()),
         exclusions=row["exclusions"],
         last_change=row["last_change"],
+        last_stage=row["last_stage"],
     )

@@ -200,4 +200,11 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (supplier, value)
     ) WITHOUT ROWID;
     """,
+    # 11: where a failed run failed (fetch, parse, store, cybertrace), in the history and
+    # as the feed's last, so that a daemon started while a feed fails shows
+    # feedsync_feed_failing{stage} at once instead of after the feed's next run.
+    """
+    ALTER TABLE runs ADD COLUMN stage TEXT;
+    ALTER TABLE feeds ADD COLUMN last_stage TEXT;
+    """,
 )

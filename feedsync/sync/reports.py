@@ -68,6 +68,7 @@ def run_of(report: FeedReport, finished: float) -> Run:
         removed=0 if change.held else change.removed,
         held=change.removed if change.held else 0,
         error=report.error,
+        stage=report.stage if report.result == "failed" else None,
     )
     _feed_metrics(report)
     # A failed feed needs someone; a held one waits for someone's --force.
@@ -132,11 +133,11 @@ def feed_state_metrics(name: str, row: FeedRow | None, expect: float | None = No
     metrics.FEED_UPSTREAM_STALE.labels(name).set_function(
         lambda: float(upstream_stale(changed, expect, time.time()))
     )
-    if row.last_error is None:
-        # The store does not keep where a failed run failed: a feed failing at the
-        # restart gets its stage series back from its next run, not from here.
+    # A run of a feedsync older than migration 11 says no stage: its next run will.
+    if row.last_error is None or row.last_stage in STAGES or row.held_since is not None:
         for stage in STAGES:
-            metrics.FEED_FAILING.labels(name, stage).set(0)
+            failing = row.last_error is not None and stage == row.last_stage
+            metrics.FEED_FAILING.labels(name, stage).set(1 if failing else 0)
     succeeded = row.last_success
     if succeeded is not None:
         metrics.FEED_LAST_SUCCESS.labels(name).set(succeeded)

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from conftest import PASSWORD, free_port
+from conftest import PASSWORD, free_port, run_cli
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 from test_tls import certificates, tls_emulator  # noqa: F401 -- fixtures
@@ -476,6 +476,27 @@ async def test_feed_series_exist_from_the_start_and_follow_each_run(
     assert path.exists()
     gone = scraped((await get(base))[1])
     assert ("feedsync_feed_interval_seconds", broken) not in gone, "a removed feed's series go"
+
+
+async def test_a_feed_failing_at_the_start_shows_its_stage_at_once(
+    tmp_path: Path, emulator: Emulator, daemon_at: Callable[..., Any]
+) -> None:
+    feeds = (
+        f"  - {{name: exp_down, type: csv, url: {tmp_path}/absent.txt, supplier: Demo,"
+        " schedule: 1d}\n"
+    )
+    path = write_config(tmp_path, emulator.url, feeds)
+    assert await run_cli("sync", "-c", str(path), "exp_down") == 1
+    # A daemon started now is a new process: no series but what the store says.
+    metrics.FEED_FAILING.clear()
+    daemon = await daemon_at(path)
+    await daemon.server.start("127.0.0.1", 0)
+    await daemon._schedule()
+    shown = scraped((await get(f"http://127.0.0.1:{daemon.server.port}/metrics"))[1])
+    down = (("feed", "exp_down"),)
+    assert shown[("feedsync_feed_failing", (*down, ("stage", "fetch")))] == 1
+    assert shown[("feedsync_feed_failing", (*down, ("stage", "parse")))] == 0
+    assert shown[("feedsync_feed_failing", (("feed", "first"), ("stage", "fetch")))] == 0
 
 
 async def test_auth_failing_is_set_by_401_and_cleared_by_an_accepted_request(
