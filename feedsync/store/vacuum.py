@@ -92,9 +92,7 @@ def free_disk(path: str) -> int:
     return shutil.disk_usage(Path(path).resolve().parent).free
 
 
-def convert(
-    db: sqlite3.Connection, path: str, available: Callable[[str], int] = free_disk
-) -> bool:
+def convert(db: sqlite3.Connection, path: str, available: Callable[[str], int] = free_disk) -> bool:
     """Turn an older database (``auto_vacuum = NONE``) into an incremental one,
     once: ``VACUUM`` rewrites the file, outside any transaction. It needs free
     disk about the database's size (the copy SQLite builds in its temporary

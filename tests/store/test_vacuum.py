@@ -9,6 +9,7 @@ from pathlib import Path
 from conftest import ConfigFactory
 from structlog.testing import capture_logs
 
+from feedsync import metrics
 from feedsync.emulator import Emulator
 from feedsync.store import Store, connection, statefile, vacuum
 from feedsync.sync import Cycle
@@ -122,6 +123,8 @@ async def test_a_database_that_grew_and_shrank_gives_its_free_pages_back(
     assert released["pages"] > vacuum.FREE_MIN_PAGES and released["steps"] >= 1
     assert left.file_bytes == released["after_bytes"] < released["before_bytes"] * 0.8
     assert not left.crowded() and left.free_pages <= vacuum.FREE_MIN_PAGES
+    assert metrics.REGISTRY.get_sample_value("feedsync_state_db_bytes") == left.file_bytes
+    assert metrics.REGISTRY.get_sample_value("feedsync_state_db_free_bytes") == left.free_bytes
 
 
 async def test_release_leaves_a_few_free_pages_alone(tmp_path: Path) -> None:
