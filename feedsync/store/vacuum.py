@@ -150,9 +150,15 @@ def release_step(db: sqlite3.Connection, path: str, pages: int = STEP_PAGES) -> 
 
 
 def truncate_wal(db: sqlite3.Connection, path: str) -> Space:
-    """Checkpoint the WAL and cut it to nothing (a reader that holds on to an older
-    snapshot makes it wait for the busy timeout, then leaves it as it is)."""
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    """Checkpoint the WAL and cut it to nothing, if no reader (``feedsync status``)
+    holds on to an older snapshot: then it is left for another cycle at once,
+    rather than holding the store's thread for the busy timeout."""
+    timeout = db.execute("PRAGMA busy_timeout").fetchone()[0]
+    db.execute("PRAGMA busy_timeout = 0")
+    try:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        db.execute(f"PRAGMA busy_timeout = {int(timeout)}")
     return space(db, path)
 
 

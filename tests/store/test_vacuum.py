@@ -157,3 +157,28 @@ def test_a_step_releases_at_most_its_pages(tmp_path: Path) -> None:
     finally:
         store.close()
     assert after.free_pages == crowded.free_pages - 100
+
+
+def test_a_reader_on_an_older_snapshot_leaves_the_wal_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = Store.open(str(path))
+    db = connection(store)
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM runs").fetchone()  # holds its snapshot
+        with store.transaction() as tx:
+            tx.execute(
+                "INSERT INTO runs (feed, started, finished, result) VALUES ('a', 0, 0, 'ok')"
+            )
+        wal = Path(f"{path}-wal").stat().st_size
+        assert wal > 0
+        vacuum.truncate_wal(db, str(path))  # returns at once, busy
+        assert Path(f"{path}-wal").stat().st_size == wal
+        assert db.execute("PRAGMA busy_timeout").fetchone()[0] == 10000
+        reader.execute("COMMIT")
+        vacuum.truncate_wal(db, str(path))
+        assert Path(f"{path}-wal").stat().st_size == 0
+    finally:
+        reader.close()
+        store.close()
