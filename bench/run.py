@@ -23,7 +23,9 @@ one's peak). Its ``cycle.finished`` log line gives the split by phase
 process (interpreter start, imports, configuration, state database).
 "Requests" and "bytes sent" are what the cycle sent to CyberTrace; "÷min"
 divides the bytes by the minimal JSON of the changes as the emulator logged
-them; "feed" is what the feed server answered (status x count).
+them; "feed" is what the feed server answered (status x count); "state/free
+MB" is the state database (file and WAL) after the cycle, and how much of it
+is free pages.
 
 Two baselines run in the same invocation, each in its own process: parse-only
 (Python's csv over v2, the steady cycle's file, read from disk) and a naive
@@ -49,6 +51,8 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 import generate  # noqa: E402 -- bench/ is not a package
+
+from feedsync.store import statefile, vacuum  # noqa: E402 -- after bench/ on the path
 
 USER, PASSWORD = "bench", "bench"
 # No canary: its requests are not the changes' cost, which "÷min" compares with.
@@ -265,7 +269,7 @@ class Bench:
         measure.feed = answered(server.stats())
         minimal = self.emulator.call("GET", "/emulator/minimal")
         assert isinstance(minimal, dict)
-        print_cycle(name, measure, int(minimal["bytes"]))
+        print_cycle(name, measure, int(minimal["bytes"]), state_db(self.work / "s.db"))
         self.cycles[name] = measure
         return measure
 
@@ -313,7 +317,13 @@ def main(argv: list[str] | None = None) -> int:
             + (f" and {https.url}" if https else " (no HTTPS: --no-tls or no openssl)")
         )
         print("at the start: " + load())
-        print(row("phase", "wall s", "CPU s", "peak MB", "requests", "bytes sent", "÷min", "feed"))
+        print(
+            row(
+                "phase",
+                *("wall s", "CPU s", "peak MB", "requests", "bytes sent", "÷min", "feed"),
+                "state/free MB",
+            )
+        )
         parse = measured([sys.executable, str(BENCH / "baseline.py"), "parse", str(v2)])
         print_measure("parse-only baseline", parse)
         bench.cycle("initial sync", http, v1)
@@ -392,7 +402,18 @@ def summary(cycles: dict[str, Measure], parse: Measure, naive: Measure) -> None:
         print(f"{figure:<54} {value:>28} {target:>13}  {'yes' if met else 'NO'}")
 
 
-def print_cycle(name: str, cycle: Measure, minimal: int, most: int | None = None) -> None:
+def state_db(path: Path) -> str:
+    """The state database after a cycle: its file and WAL in MB, and the part of
+    it that is free pages ("812/3")."""
+    db = statefile.connect(str(path), readonly=True)
+    try:
+        space = vacuum.space(db, str(path))
+    finally:
+        db.close()
+    return f"{space.file_bytes / 1e6:.0f}/{space.free_bytes / 1e6:.0f}"
+
+
+def print_cycle(name: str, cycle: Measure, minimal: int, state: str = "") -> None:
     log = cycle.log
     sent = int(str(log.get("bytes_sent", 0)))
     requests = int(str(log.get("requests", 0)))
@@ -416,7 +437,7 @@ def print_cycle(name: str, cycle: Measure, minimal: int, most: int | None = None
         )
     )
     print(row("  other (start-up)", "", f"{cycle.cpu - accounted:.2f}"))
-    print_measure(name, cycle, requests, sent, minimal, "" if most is None else str(most))
+    print_measure(name, cycle, requests, sent, minimal, state)
 
 
 def print_measure(

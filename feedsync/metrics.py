@@ -208,6 +208,16 @@ SUPPLIER_RESTORED = Counter(
     ["supplier"],
     registry=REGISTRY,
 )
+STATE_DB_BYTES = Gauge(
+    "feedsync_state_db_bytes",
+    "Size of the state database file and its WAL after the last cycle",
+    registry=REGISTRY,
+)
+STATE_DB_FREE_BYTES = Gauge(
+    "feedsync_state_db_free_bytes",
+    "Free pages kept inside the state database after the last cycle",
+    registry=REGISTRY,
+)
 REJECTED = Gauge(
     "feedsync_rejected_indicators",
     "Indicators CyberTrace refused, kept until their content changes",

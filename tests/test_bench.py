@@ -69,8 +69,15 @@ def test_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
         assert any(line.startswith(phase) for line in lines), phase
 
     def cells(name: str) -> list[str]:
-        return next(line for line in lines if line.startswith(name)).split()
+        """The row's cells up to "feed" (the state database's size follows it)."""
+        return next(line for line in lines if line.startswith(name)).split()[:-1]
 
+    def state(name: str) -> tuple[float, float]:
+        size, free = next(line for line in lines if line.startswith(name)).split()[-1].split("/")
+        return float(size), float(free)
+
+    total, free = state("initial sync")
+    assert total > 0 and free <= total / 10, "the first sync's free pages are given back"
     steady = cells("steady cycle ")
     assert steady[-1] == "200", "the changed feed is downloaded"
     assert int(steady[-4]) == 2, "one PUT and one DELETE for the churn"

@@ -22,7 +22,7 @@ from typing import Any, TypeAlias, TypeVar
 
 from feedsync.clock import SYSTEM, Clock
 from feedsync.errors import StoreError
-from feedsync.store import statefile
+from feedsync.store import statefile, vacuum
 from feedsync.store.feeds import (
     RUNS_KEPT_PER_FEED,
     FeedRow,
@@ -93,6 +93,7 @@ class Store:
                 statefile.check_identity(connection, path)
                 if not readonly:
                     migrate(connection)
+                    vacuum.convert(connection, path)  # outside any transaction, under the lock
                 else:
                     statefile.check_version(connection, path, len(MIGRATIONS))
             except BaseException:
@@ -125,6 +126,10 @@ class Store:
         """Whether this store's connection holds a transaction now (safe to ask
         from another thread: it reads SQLite's autocommit flag)."""
         return self._db.in_transaction
+
+    async def release_space(self) -> vacuum.Space:
+        """Free pages back to the file system when there are many (vacuum.py)."""
+        return await vacuum.release(self, self._db)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

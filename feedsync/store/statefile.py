@@ -135,6 +135,9 @@ def create_if_missing(path: str, build: Callable[[sqlite3.Connection], None]) ->
     try:
         connection = sqlite3.connect(temporary, isolation_level=None)
         try:
+            # Before the first table, or it takes a VACUUM (vacuum.py): free pages
+            # can then be given back to the file system a few at a time.
+            connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
             connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             build(connection)
         finally:

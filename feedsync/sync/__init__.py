@@ -87,6 +87,8 @@ class Cycle:
         started = time.monotonic()
         with metrics.CYCLE_DURATION.time():
             feeds, suppliers = await self._run(names)
+            if not self.dry_run:
+                await self._release_space()
         log.info(
             "cycle.finished",
             feeds=len(feeds),
@@ -98,6 +100,13 @@ class Cycle:
             **self.phases.fields(),
         )
         return feeds, suppliers
+
+    async def _release_space(self) -> None:
+        """The pages this cycle's store work freed (acknowledged ``pending``, a shrunk
+        snapshot) back to the file system when there are many, in short steps."""
+        left = await self.store.release_space()
+        metrics.STATE_DB_BYTES.set(left.file_bytes)
+        metrics.STATE_DB_FREE_BYTES.set(left.free_bytes)
 
     async def _run(self, names: Sequence[str]) -> tuple[list[FeedReport], list[SupplierReport]]:
         feeds = [f for f in self.config.feeds if f.enabled and (not names or f.name in names)]

@@ -228,6 +228,7 @@ def test_no_failure_is_logged_at_info_or_debug() -> None:
         "daemon.draining", "daemon.stopped", "state.checked", "daemon.exit", "server.listening",
         "cycle.finished", "supplier.refresh", "taxii.source_changed", "control.listening",
         "feed.on_hold", "feed.excluded", "allowlist.read", "canary.placed", "canary.skipped",
+        "store.vacuumed", "store.released",
     }  # fmt: skip
     package = Path(__file__).resolve().parents[2] / "feedsync"
     found = set()
