@@ -47,8 +47,8 @@ def snapshot(config: Config, store: Store) -> dict[str, Any]:
     now = store.clock.now()
     feeds = []
     for feed in config.feeds:
-        entry = _feed_entry(feed, rows.get(feed.name), holds, streaks.get(feed.name, (None, 0)))
-        entry["interval"] = interval_seconds(feed)
+        streak = streaks.get(feed.name, (None, 0))
+        entry = _feed_entry(feed, rows.get(feed.name), holds, streak, interval_seconds(feed))
         entry["state"], entry["severity"] = _judge_feed(entry, now)
         feeds.append(entry)
     feeds.extend(_removed(config, rows.values(), now))
@@ -73,6 +73,7 @@ def _feed_entry(
     row: FeedRow | None,
     holds: Mapping[str, float],
     streak: tuple[float | None, int],
+    interval: float,
 ) -> dict[str, Any]:
     """A configured feed as status shows it, before it is judged."""
     since, attempts = streak
@@ -81,7 +82,7 @@ def _feed_entry(
         "supplier": feed.supplier,
         "enabled": feed.enabled,
         "schedule": feed.schedule.text,
-        "interval": None,  # the caller's: it reads the schedule
+        "interval": interval,
         "next_run": None,
         "on_hold": feed.name in holds,
         "on_hold_since": holds.get(feed.name),
