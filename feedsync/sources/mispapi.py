@@ -14,22 +14,17 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 
-from feedsync import proxy
-from feedsync._http import client_timeout, ssl_context, translate
 from feedsync.config import FeedConfig, MispConfig
 from feedsync.errors import FetchError, ParseError
-from feedsync.metrics import feed_response
 from feedsync.model import Body, Invalid, LineParser, Record, Removal, Validators, pulled
 from feedsync.paths import component
-from feedsync.proxy import Route
 from feedsync.sources import transport
 from feedsync.sources.fetch import ensure_directory, redact_url, request_for, warn_unverified
 from feedsync.sources.misp import attribute_record, not_for_detection
@@ -68,9 +63,6 @@ class MispSource:
         self.misp = feed.options_as(MispConfig)
         self.clock = clock
         self.endpoint = feed.url.rstrip("/") + "/attributes/restSearch"
-        self._route: Route = proxy.DIRECT
-        self._secrets: tuple[str, ...] = ()
-        self._headers: dict[str, str] = {}
 
     def _filters(self, cursor: Cursor | None, full: bool) -> dict[str, object]:
         filters: dict[str, object] = {"to_ids": True, **self.misp.filters}
@@ -94,30 +86,18 @@ class MispSource:
         return pulled(path, count, state.dump(), full=full)
 
     async def _pull(self, filters: dict[str, object], path: Path) -> tuple[int, int]:
-        request = request_for(self.feed, self.endpoint)
-        assert self.misp.api_key is not None
-        headers = {
-            **request.headers,
-            "Authorization": self.misp.api_key.reveal(),
-            "Accept": "application/json",
-            "Content-Type": "application/json",
-        }
-        timeout = client_timeout(request.timeout)
+        request = self._request()
         warn_unverified(request)
-        tls = await ssl_context(request.verify_tls)
-        self._route = request.route(self.endpoint)
-        self._secrets = (*request.secrets, self.misp.api_key.reveal())
         count = newest = size = 0
         seen_first: set[str] = set()
         out = await asyncio.to_thread(path.open, "wb")
         try:
-            # The headers go with each request: aiohttp would copy session defaults into
-            # a proxy's and send the key to the proxy as Proxy-Authorization.
-            self._headers = headers
-            async with aiohttp.ClientSession(timeout=timeout) as session:
+            # transport.Client: each page bounded by max_body_bytes, decoded, and its
+            # redirects followed hop by hop (the key stays with MISP's own origin).
+            async with transport.Client(request) as client:
                 for page in range(1, MAX_PAGES + 1):
                     body = {**filters, "page": page, "limit": self.misp.page_size}
-                    attempt = partial(self._page, session, body, page, tls)
+                    attempt = partial(self._page, client, body, page)
                     attributes = await retried(self.feed.name, self.feed.retry, attempt)
                     if attributes and str(attributes[0].get("uuid")) in seen_first:
                         raise FetchError(
@@ -142,34 +122,33 @@ class MispSource:
             await asyncio.to_thread(out.close)
         raise FetchError(self.feed.name, f"MISP kept paging past {MAX_PAGES} pages")
 
+    def _request(self) -> transport.Request:
+        """The feed's request settings with MISP's key: a credential, as private
+        as the feed's own Authorization, and hidden from every message."""
+        request = request_for(self.feed, self.endpoint)
+        assert self.misp.api_key is not None
+        key = self.misp.api_key.reveal()
+        headers = {
+            **request.headers,
+            "Authorization": key,
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+        }
+        return replace(request, headers=headers, secrets=(*request.secrets, key))
+
     async def _page(
-        self,
-        session: aiohttp.ClientSession,
-        body: dict[str, object],
-        page: int,
-        tls: Any,
+        self, client: transport.Client, body: dict[str, object], page: int
     ) -> list[Mapping[str, Any]]:
-        where, route, secrets = redact_url(self.endpoint), self._route, self._secrets
-        failed = transport.failed(self.feed.name, where, route, self.feed.timeout)
-        with translate(failed, (*secrets, *route.secrets)):
-            async with session.post(
-                self.endpoint,
-                data=orjson.dumps(body),
-                ssl=tls,
-                proxy=route.proxy,
-                headers={**self._headers, **route.forward(self.endpoint)},
-                proxy_headers=route.tunnel(self.endpoint),
-            ) as response:
-                refused = proxy.answered(route, response.status)
-                if refused is not None:
-                    raise FetchError(self.feed.name, f"cannot fetch {where}: {refused}")
-                feed_response(self.feed.name, response.status)
-                if response.status == 403:
-                    raise FetchError(self.feed.name, f"MISP refused the API key (403) at {where}")
-                if response.status != 200:
-                    message = f"HTTP {response.status} from {where}{route.via} (page {page})"
-                    raise status_error(self.feed.name, response.status, message, response.headers)
-                raw = await response.read()
+        where = redact_url(self.endpoint)
+        async with client.open(self.endpoint, method="POST", data=orjson.dumps(body)) as response:
+            if response.status == 403:
+                raise FetchError(self.feed.name, f"MISP refused the API key (403) at {where}")
+            if response.status != 200:
+                message = (
+                    f"HTTP {response.status} from {response.where}{response.via} (page {page})"
+                )
+                raise status_error(self.feed.name, response.status, message, response.headers)
+            raw = await response.read()
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

@@ -21,20 +21,17 @@ import json
 import re
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urljoin, urlsplit, urlunsplit
 
-import aiohttp
 import orjson
 
-from feedsync import logs, proxy
-from feedsync._http import client_timeout, ssl_context, translate
+from feedsync import logs
 from feedsync.config import FeedConfig, TaxiiConfig
 from feedsync.errors import FetchError, ParseError
-from feedsync.metrics import feed_response
 from feedsync.model import Body, Invalid, LineParser, Record, Removal, Validators, pulled
 from feedsync.paths import component
 from feedsync.sources import taxii_paging as paging
@@ -161,10 +158,7 @@ class TaxiiSource:
         self._request: Request = request_for(feed)
         # Userinfo has left the request's URL for its Authorization header.
         self.url = Endpoint.of(self._request.url)
-        self._session: aiohttp.ClientSession | None = None
-        self._tls: Any = None
-        self._secrets: tuple[str, ...] = ()
-        self._headers: dict[str, str] = {}
+        self._client: transport.Client | None = None
         self.version: TaxiiVersion = "2.1"
 
     async def fetch(self, previous: Validators, spool: Path) -> Body | None:
@@ -184,16 +178,14 @@ class TaxiiSource:
         headers = {**request.headers, "Accept": MEDIA}
         if self.taxii.api_key is not None and "Authorization" not in headers:
             headers["Authorization"] = f"Bearer {self.taxii.api_key.reveal()}"
-        timeout = client_timeout(request.timeout)
         warn_unverified(request)
-        tls = await ssl_context(request.verify_tls)
-        self._request = request
-        self._secrets = (*request.secrets, *headers.values())
-        # The headers go with each request: aiohttp would copy session defaults into a
-        # proxy's and send the Authorization to the proxy as Proxy-Authorization.
-        self._headers = headers
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            self._session, self._tls = session, tls
+        # transport.Client: each page bounded by max_body_bytes, decoded, and its
+        # redirects followed hop by hop (the credentials stay with the server's origin).
+        authorized = replace(
+            request, headers=headers, secrets=(*request.secrets, *headers.values())
+        )
+        async with transport.Client(authorized) as client:
+            self._client = client
             if not full and cursor is not None and cursor.objects:
                 objects, self.version = Endpoint.of(cursor.objects, self.url), cursor.version
             else:
@@ -223,42 +215,26 @@ class TaxiiSource:
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> tuple[Any, Any, int]:
-        where = redact_url(url.base)
-        assert self._session is not None
-        route = self._request.route(url.base)
+        assert self._client is not None
         accept = {"Accept": MEDIA if self.version == "2.1" else MEDIA_20, **(headers or {})}
-        failed = transport.failed(self.feed.name, where, route, self.feed.timeout)
-        # aiohttp's text can hold the URL with its query: the token.
-        with translate(failed, (*self._secrets, *route.secrets)):
-            async with self._session.get(
-                url.base,
-                params=url.params(params),
-                headers={**self._headers, **accept, **route.forward(url.base)},
-                ssl=self._tls,
-                proxy=route.proxy,
-                proxy_headers=route.tunnel(url.base),
-            ) as response:
-                refused = proxy.answered(route, response.status)
-                if refused is not None:
-                    raise FetchError(self.feed.name, f"cannot fetch {where}: {refused}")
-                feed_response(self.feed.name, response.status)
-                if response.status in (401, 403):
-                    raise FetchError(
-                        self.feed.name,
-                        f"TAXII server refused the credentials ({response.status}) at {where}",
-                    )
-                if response.status in (400, 404, 410) and params and "next" in params:
-                    raise ExpiredPage(
-                        self.feed.name, f"TAXII next token expired ({response.status})"
-                    )
-                if response.status == 406:
-                    raise NotAcceptable(
-                        self.feed.name, f"TAXII server does not speak {accept['Accept']} (406)"
-                    )
-                if response.status not in (200, 206):
-                    message = f"HTTP {response.status} from {where}{route.via}"
-                    raise status_error(self.feed.name, response.status, message, response.headers)
-                raw, headers, status = await response.read(), response.headers, response.status
+        async with self._client.open(
+            url.base, params=url.params(params), headers=accept
+        ) as response:
+            where, status = response.where, response.status
+            if status in (401, 403):
+                raise FetchError(
+                    self.feed.name, f"TAXII server refused the credentials ({status}) at {where}"
+                )
+            if status in (400, 404, 410) and params and "next" in params:
+                raise ExpiredPage(self.feed.name, f"TAXII next token expired ({status})")
+            if status == 406:
+                raise NotAcceptable(
+                    self.feed.name, f"TAXII server does not speak {accept['Accept']} (406)"
+                )
+            if status not in (200, 206):
+                message = f"HTTP {status} from {where}{response.via}"
+                raise status_error(self.feed.name, status, message, response.headers)
+            raw, headers = await response.read(), response.headers
         try:
             return orjson.loads(raw) if raw.strip() else {}, headers, status
         except orjson.JSONDecodeError as exc:
@@ -316,11 +292,7 @@ class TaxiiSource:
                 lines = b"".join(orjson.dumps(o) + b"\n" for o in page)
                 await asyncio.to_thread(out.write, lines)
                 size += len(lines)
-                if size > self.feed.max_body_bytes:
-                    raise FetchError(
-                        self.feed.name,
-                        f"TAXII pages add up to over max_body_bytes ({self.feed.max_body_bytes})",
-                    )
+                self._bounded(size)
                 count += len(page)
                 last = headers.get("X-TAXII-Date-Added-Last") or last
                 if not paging.more(data, self.feed.name, number):
@@ -337,7 +309,7 @@ class TaxiiSource:
         params = {"match[type]": "indicator"}
         if after:
             params["added_after"] = after
-        count, last, start = 0, None, 0
+        count, last, start, size = 0, None, 0, 0
         out = await asyncio.to_thread(path.open, "wb")
         try:
             for _ in range(MAX_PAGES):
@@ -349,7 +321,10 @@ class TaxiiSource:
                         self.feed.name, f"TAXII answer at item {start} is not a bundle"
                     )
                 page = [o for o in raw if isinstance(o, dict)]
-                await asyncio.to_thread(out.write, b"".join(orjson.dumps(o) + b"\n" for o in page))
+                lines = b"".join(orjson.dumps(o) + b"\n" for o in page)
+                await asyncio.to_thread(out.write, lines)
+                size += len(lines)
+                self._bounded(size)
                 count += len(page)
                 last = answer.get("X-TAXII-Date-Added-Last") or last
                 served = _RANGE.match(answer.get("Content-Range", ""))
@@ -365,6 +340,13 @@ class TaxiiSource:
         finally:
             await asyncio.to_thread(out.close)
         raise FetchError(self.feed.name, f"TAXII kept paging past {MAX_PAGES} pages")
+
+    def _bounded(self, size: int) -> None:
+        if size > self.feed.max_body_bytes:
+            raise FetchError(
+                self.feed.name,
+                f"TAXII pages add up to over max_body_bytes ({self.feed.max_body_bytes})",
+            )
 
     def records(self, body: Body) -> Iterator[Record | Invalid | Removal]:
         patch = body.mode == "patch"

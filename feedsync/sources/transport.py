@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import ssl
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -37,6 +37,8 @@ REDIRECTS = frozenset({301, 302, 303, 307, 308})
 # Only what _Decoder reads: a server must not answer in brotli or zstd.
 ACCEPT_ENCODING = "gzip, deflate"
 Method = Literal["GET", "POST"]
+# A query as a mapping, or as pairs where a name repeats (TAXII's match[...] filters).
+Params = Mapping[str, str] | Sequence[tuple[str, str]]
 _ENVIRONMENT = ProxyConfig()
 _RETRY = FeedRetryConfig()
 
@@ -106,7 +108,7 @@ class Client:
         url: str,
         *,
         method: Method = "GET",
-        params: Mapping[str, str] | None = None,
+        params: Params | None = None,
         headers: Mapping[str, str] | None = None,
         data: bytes | None = None,
     ) -> AsyncIterator[Response]:
@@ -123,7 +125,7 @@ class Client:
         self,
         method: Method,
         url: str,
-        params: Mapping[str, str] | None,
+        params: Params | None,
         headers: Mapping[str, str],
         data: bytes | None,
     ) -> aiohttp.ClientResponse:
