@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Any
 
 import pytest
@@ -22,7 +22,7 @@ MEDIA = "application/taxii+json;version=2.1"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-async def serving(routes: dict[tuple[str, str], Handler]) -> AsyncIterator[str]:
+async def serving(routes: Mapping[tuple[str, str], Handler]) -> AsyncGenerator[str, None]:
     app = web.Application()
     for (method, path), handler in routes.items():
         app.router.add_route(method, path, handler)
@@ -35,7 +35,7 @@ async def serving(routes: dict[tuple[str, str], Handler]) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-async def first(servers: AsyncIterator[str]) -> str:
+async def first(servers: AsyncGenerator[str, None]) -> str:
     return await servers.__anext__()
 
 
@@ -69,7 +69,7 @@ async def misp_sync(
     emulator: Emulator,
     make_config: ConfigFactory,
     open_store: Callable[[Config], Store],
-    routes: dict[tuple[str, str], Handler],
+    routes: Mapping[tuple[str, str], Handler],
     extra: str = "",
 ) -> tuple[str, str]:
     servers = serving(routes)
@@ -171,13 +171,16 @@ INDICATOR = {
 }
 
 
-@pytest.mark.parametrize("version", ["2.1", "2.0"])
-async def test_a_taxii_page_that_inflates_past_max_body_bytes_is_refused(
+async def taxii_sync(
     emulator: Emulator,
     make_config: ConfigFactory,
     open_store: Callable[[Config], Store],
     version: str,
-) -> None:
+    objects: Handler,
+    max_body_bytes: int,
+) -> tuple[str, str]:
+    """One sync of a TAXII server of ``version`` whose one collection answers ``objects``."""
+
     async def root(request: web.Request) -> web.Response:
         if version == "2.0" and "version=2.0" not in request.headers.get("Accept", ""):
             return web.json_response({"title": "only 2.0"}, status=406)
@@ -186,6 +189,30 @@ async def test_a_taxii_page_that_inflates_past_max_body_bytes_is_refused(
     async def collections(_request: web.Request) -> web.Response:
         return web.json_response({"collections": [{"id": "c1", "title": "only", "can_read": True}]})
 
+    servers = serving(
+        {
+            ("GET", "/api1/"): root,
+            ("GET", "/api1/collections/"): collections,
+            ("GET", "/api1/collections/c1/objects/"): objects,
+        }
+    )
+    url = await first(servers)
+    try:
+        text = taxii_feed(f"{url}/api1/", f", max_body_bytes: {max_body_bytes}")
+        loaded = make_config(emulator.url, text, "VX: {confidence: 50}\n")
+        feeds, _ = await sync(loaded, open_store(loaded))
+    finally:
+        await servers.aclose()
+    return feeds[0].result, feeds[0].error or ""
+
+
+@pytest.mark.parametrize("version", ["2.1", "2.0"])
+async def test_a_taxii_page_that_inflates_past_max_body_bytes_is_refused(
+    emulator: Emulator,
+    make_config: ConfigFactory,
+    open_store: Callable[[Config], Store],
+    version: str,
+) -> None:
     async def objects(_request: web.Request) -> web.Response:
         page = {"objects": [INDICATOR]} | ({"more": False} if version == "2.1" else {})
         headers = {"Content-Encoding": "gzip"}
@@ -193,36 +220,14 @@ async def test_a_taxii_page_that_inflates_past_max_body_bytes_is_refused(
             headers["Content-Range"] = "items 0-0/1"
         return web.Response(body=bomb(page, 5_000_000), headers=headers, status=200)
 
-    servers = serving(
-        {
-            ("GET", "/api1/"): root,
-            ("GET", "/api1/collections/"): collections,
-            ("GET", "/api1/collections/c1/objects/"): objects,
-        }
-    )
-    url = await first(servers)
-    try:
-        text = taxii_feed(f"{url}/api1/", ", max_body_bytes: 1000000")
-        loaded = make_config(emulator.url, text, "VX: {confidence: 50}\n")
-        feeds, _ = await sync(loaded, open_store(loaded))
-    finally:
-        await servers.aclose()
-    error = feeds[0].error or ""
-    assert feeds[0].result == "failed" and "inflates to over the limit of 1000000" in error, error
+    result, error = await taxii_sync(emulator, make_config, open_store, version, objects, 1_000_000)
+    assert result == "failed" and "inflates to over the limit of 1000000" in error, error
     assert emulator.indicator_requests() == []
 
 
 async def test_taxii_2_0_pages_that_never_end_stop_at_max_body_bytes(
     emulator: Emulator, make_config: ConfigFactory, open_store: Callable[[Config], Store]
 ) -> None:
-    async def root(request: web.Request) -> web.Response:
-        if "version=2.0" not in request.headers.get("Accept", ""):
-            return web.json_response({"title": "only 2.0"}, status=406)
-        return web.json_response({"title": "v20"})
-
-    async def collections(_request: web.Request) -> web.Response:
-        return web.json_response({"collections": [{"id": "c1", "title": "only"}]})
-
     async def objects(request: web.Request) -> web.Response:
         start = int(request.headers["Range"].split()[1].split("-")[0])
         page = [{**INDICATOR, "id": f"indicator--{start}"}]
@@ -230,19 +235,5 @@ async def test_taxii_2_0_pages_that_never_end_stop_at_max_body_bytes(
         headers = {"Content-Range": f"items {start}-{start}/{start + 2}"}
         return web.json_response({"objects": page}, status=206, headers=headers)
 
-    servers = serving(
-        {
-            ("GET", "/api1/"): root,
-            ("GET", "/api1/collections/"): collections,
-            ("GET", "/api1/collections/c1/objects/"): objects,
-        }
-    )
-    url = await first(servers)
-    try:
-        text = taxii_feed(f"{url}/api1/", ", max_body_bytes: 20000")
-        loaded = make_config(emulator.url, text, "VX: {confidence: 50}\n")
-        feeds, _ = await sync(loaded, open_store(loaded))
-    finally:
-        await servers.aclose()
-    error = feeds[0].error or ""
-    assert feeds[0].result == "failed" and "over max_body_bytes (20000)" in error, error
+    result, error = await taxii_sync(emulator, make_config, open_store, "2.0", objects, 20000)
+    assert result == "failed" and "over max_body_bytes (20000)" in error, error
