@@ -12,9 +12,9 @@ from feedsync.cli.common import EXIT_OK
 
 def run_command(args: argparse.Namespace) -> int:
     # Imported by the commands that need them: a `sync` from cron starts faster.
-    from feedsync import daemon  # noqa: PLC0415
+    from feedsync.daemon import service  # noqa: PLC0415
 
-    return daemon.run(args.config or config.default_path())
+    return service.run(args.config or config.default_path())
 
 
 def emulator_command(args: argparse.Namespace) -> int:

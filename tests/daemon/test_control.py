@@ -16,7 +16,8 @@ from aiohttp import web
 from conftest import run_cli
 from test_daemon import daemon_at, eventually, write_config  # noqa: F401 -- fixture
 
-from feedsync.daemon import Daemon, control
+from feedsync.daemon import control
+from feedsync.daemon.service import Daemon
 from feedsync.emulator import Emulator
 
 FOUR = "a.example\nb.example\nc.example\nd.example\n"

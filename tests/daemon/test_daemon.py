@@ -28,8 +28,8 @@ from test_tls import certificates, tls_emulator  # noqa: F401 -- fixtures
 
 from feedsync import config as configuration
 from feedsync import metrics
-from feedsync.daemon import Daemon
 from feedsync.daemon.server import Server
+from feedsync.daemon.service import Daemon
 from feedsync.daemon.systemd import Notifier
 from feedsync.emulator import Emulator
 from feedsync.store import Store
