@@ -222,7 +222,16 @@ def _holds(db: sqlite3.Connection, target: Target, lo: str, hi: str | None) -> b
     ).fetchone()
     if dirty is not None:
         return True
-    return any(next(_rows(db, feed_id, lo, hi), None) for feed_id in target.feed_ids)
+    bound = "" if hi is None else " AND key < :hi"
+    for feed_id in target.feed_ids:
+        found = db.execute(
+            f"SELECT 1 FROM snapshot WHERE feed_id = :feed AND key > :lo{bound}"
+            " AND value = key LIMIT 1",
+            {"feed": feed_id, "lo": lo, "hi": hi},
+        ).fetchone()
+        if found is not None:
+            return True
+    return False
 
 
 def dirty_inside(db: sqlite3.Connection, supplier: str) -> bool:

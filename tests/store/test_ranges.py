@@ -13,7 +13,15 @@ from feedsync.cybertrace.verdict import Verdict
 from feedsync.model import Indicator, Kind, Validators
 from feedsync.store import Store, connection, story
 from feedsync.store.bodies import Target
-from feedsync.store.pending import Batch, batches, operations, planned_tags, reject_oversize, settle
+from feedsync.store.pending import (
+    Batch,
+    batches,
+    operations,
+    planned_tags,
+    preview,
+    reject_oversize,
+    settle,
+)
 from feedsync.store.reconcile import Plan, plan
 from feedsync.store.snapshot import replace
 
@@ -196,3 +204,14 @@ def test_a_value_unlisted_while_its_batch_is_unconfirmed_is_deleted(store: Store
     settle(store, "S", Batch("PUT", first.items[2:]), Verdict())
     replan(store, target)
     assert {row[0]: row[1] for row in operations(store, "S")}["p1.example"] == "delete"
+
+
+def test_a_dry_run_reads_the_ranges_as_rows_and_keeps_them(store: Store) -> None:
+    target = load_all(store, [("a", v, {}, ()) for v in VALUES])
+    replan(store, target)
+    settle(store, "S", cut(store)[0], Verdict())
+    with store.transaction(rollback=True) as db:
+        plan(db, target, eager=True)
+        shown = preview(db, "S")
+    assert shown[0] == "add q0.example" and shown[-1] == f"add ... and {len(VALUES) - 13} more"
+    assert ranged(store) == 1 and store.counts("S")["add"] == len(VALUES) - 3
