@@ -5,7 +5,9 @@ rejected, still pending); the tags the plan names and the dry run's preview
 are read here too.
 
 cybertrace/upload.py sends the batches; only this module reads and settles
-the ``pending`` table for it (invariant 1: what is not acknowledged stays).
+the ``pending`` table for it (invariant 1: what is not acknowledged stays), and
+the pending ranges of a first plan through ranges.py: their items, cut after the
+pending rows, have ids below zero.
 """
 
 from __future__ import annotations
