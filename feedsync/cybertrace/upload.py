@@ -1,6 +1,7 @@
 """Sending a supplier's plan to CyberTrace, batch by batch.
 
-Batches are cut from the ``pending`` table (store/pending.py) under
+Batches are cut from the ``pending`` table and a first plan's pending ranges
+(store/pending.py, store/ranges.py) under
 ``max_batch_bytes``, ``max_batch_indicators`` and the API's body limits. Each
 answer is recorded by the store in one transaction: acknowledged values move
 to ``acked``, refused ones to ``rejected`` with their reason, and their

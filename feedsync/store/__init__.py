@@ -293,6 +293,10 @@ class Store:
             "SELECT op, count(*) FROM pending WHERE supplier = ? GROUP BY op", (supplier,)
         ):
             out[op] = count
+        # A first plan's adds wait as ranges of the snapshots (ranges.py), not as rows.
+        from feedsync.store import ranges  # noqa: PLC0415 -- it imports the store's face
+
+        out["add"] += ranges.count(db, supplier)
         return out
 
     @translated

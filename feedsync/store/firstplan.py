@@ -13,7 +13,7 @@ import itertools
 import sqlite3
 from collections.abc import Iterator
 
-from feedsync.store import now, planlog
+from feedsync.store import now, planlog, ranges
 from feedsync.store.bodies import Target, put_body
 from feedsync.store.pending import planned, write_planned
 from feedsync.store.planlog import journal_op
@@ -28,7 +28,7 @@ def first_plan(db: sqlite3.Connection, target: Target) -> bool:
     supplier = target.supplier
     if db.execute("SELECT 1 FROM suppliers WHERE name = ?", (supplier,)).fetchone():
         return False
-    for table in ("acked", "pending", "rejected"):
+    for table in ("acked", "pending", "rejected", "pending_range"):
         if db.execute(f"SELECT 1 FROM {table} WHERE supplier = ? LIMIT 1", (supplier,)).fetchone():
             return False
     feeds = ",".join(str(int(feed_id)) for feed_id in target.feed_ids) or "NULL"
@@ -62,6 +62,29 @@ def plan_first(db: sqlite3.Connection, target: Target) -> int:
             writes.clear()
     added += len(writes)
     write_planned(db, target, writes)
+    noted.close()
+    planned(db, target)
+    return added
+
+
+def plan_ranged(db: sqlite3.Connection, target: Target) -> int:
+    """``plan_first`` as one pending range of every value (ranges.py): the same adds,
+    their bodies cut when sent, not a pending row of each written and deleted again.
+    A plan small enough to journal each value reads them for that alone."""
+    at = now(db)
+    noted = planlog.start(db, target.supplier, at, why="", reshaped="")
+    ranges.write(db, target, at)
+    if noted.bulk:
+        added = ranges.count(db, target.supplier)
+        noted.counts["add"] += added
+    else:
+        position = {feed_id: index for index, feed_id in enumerate(target.feed_ids)}
+        added = 0
+        for value, listing in ranges.listed(db, target, "", None):
+            journal_op(noted, target.feed_names, position, ("add", value), listing)
+            added += 1
+    if not added:  # nothing listed: no range to hold a value a later change lists
+        db.execute("DELETE FROM pending_range WHERE supplier = ?", (target.supplier,))
     noted.close()
     planned(db, target)
     return added

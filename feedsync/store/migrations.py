@@ -207,4 +207,17 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE runs ADD COLUMN stage TEXT;
     ALTER TABLE feeds ADD COLUMN last_stage TEXT;
     """,
+    # 12: a supplier's first plan as value ranges of its feeds' snapshots (ranges.py):
+    # every value listed strictly between lo ('' from the start) and hi (NULL to the end)
+    # is a pending add, its body cut when sent; ``target`` is the merge and body shape.
+    """
+    CREATE TABLE pending_range (
+        supplier TEXT NOT NULL,
+        lo TEXT NOT NULL,
+        hi TEXT,
+        target TEXT NOT NULL,
+        planned_at REAL NOT NULL,
+        PRIMARY KEY (supplier, lo)
+    ) WITHOUT ROWID
+    """,
 )

@@ -5,18 +5,21 @@ rejected, still pending); the tags the plan names and the dry run's preview
 are read here too.
 
 cybertrace/upload.py sends the batches; only this module reads and settles
-the ``pending`` table for it (invariant 1: what is not acknowledged stays).
+the ``pending`` table for it (invariant 1: what is not acknowledged stays), and
+the pending ranges of a first plan through ranges.py: their items, cut after the
+pending rows, have ids below zero.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from feedsync.store import Store, connection, now, planlog
+from feedsync.store import Store, connection, now, planlog, ranges
 from feedsync.store.bodies import Target
 from feedsync.store.provenance import stamp
 
@@ -82,6 +85,8 @@ def batches(
     # one query over both ops sorted every remaining row, bodies and all, for each chunk.
     streams = [_pending(db, supplier, op) for op in ops]
     rows = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=_row_id)
+    if method == "PUT":
+        rows = itertools.chain(rows, _lazy(db, supplier))
     for row in rows:
         item = Item(row[0], row[1], row[2], row[3], row[4].encode())
         grown = size + len(item.body) + (1 if items else 0)
@@ -94,6 +99,15 @@ def batches(
         yield Batch(method, tuple(items))
 
 
+def operations(store: Store, supplier: str) -> list[tuple[str, str, int | None, str, float]]:
+    """Every pending operation of the supplier, (value, op, digest, body, planned_at), its PUTs
+    then its DELETEs, each in the order ``batches`` cuts them (tools and tests)."""
+    db = connection(store)
+    puts = heapq.merge(*(_pending(db, supplier, op) for op in ("add", "update")), key=_row_id)
+    rows = itertools.chain(puts, _lazy(db, supplier), _pending(db, supplier, "delete"))
+    return [(row[1], row[2], row[3], row[4], row[5]) for row in rows]
+
+
 def _pending(db: sqlite3.Connection, supplier: str, op: str) -> Iterator[tuple[Any, ...]]:
     """The supplier's pending rows of one op by id, read a chunk at a time (rows
     acknowledged meanwhile are behind the chunk read last)."""
@@ -102,14 +116,34 @@ def _pending(db: sqlite3.Connection, supplier: str, op: str) -> Iterator[tuple[A
         cursor = db.cursor()
         cursor.row_factory = None  # plain tuples: a million rows are read this way
         rows = cursor.execute(
-            "SELECT id, value, op, digest, body FROM pending WHERE supplier = ? AND op = ?"
-            " AND id > ? ORDER BY id LIMIT 5000",
+            "SELECT id, value, op, digest, body, planned_at FROM pending"
+            " WHERE supplier = ? AND op = ? AND id > ? ORDER BY id LIMIT 5000",
             (supplier, op, after),
         ).fetchall()
         if not rows:
             return
         yield from rows
         after = rows[-1][0]
+
+
+def _lazy(db: sqlite3.Connection, supplier: str) -> Iterator[tuple[Any, ...]]:
+    """The adds the supplier's ranges hold, after its pending rows; each id is minus
+    its place in the cut, so that settling tells a lazy item and its neighbours."""
+    for place, (value, digest, body, at) in enumerate(ranges.items(db, supplier), start=1):
+        yield -place, value, "add", digest, body, at
+
+
+def lazy_runs(items: Iterable[Item]) -> list[tuple[str, str]]:
+    """(first, last value) of each run of lazy items consecutive in the cut."""
+    runs: list[tuple[str, str]] = []
+    last_id = 0
+    for item in sorted((item for item in items if item.id < 0), key=lambda i: -i.id):
+        if runs and -item.id == last_id + 1:
+            runs[-1] = (runs[-1][0], item.value)
+        else:
+            runs.append((item.value, item.value))
+        last_id = -item.id
+    return runs
 
 
 def _row_id(row: tuple[Any, ...]) -> int:
@@ -131,12 +165,12 @@ def acknowledge(
     gone: list[tuple[str, str]] = []  # deleted from CyberTrace: no longer acknowledged
     acked: list[tuple[str, str, int | None, float]] = []
     rejected: list[tuple[str, str, str, int | None, str, float]] = []
-    settled: list[tuple[int]] = []
+    settled: list[Item] = []
     for item in batch.items:
         if item.id in decided.unconfirmed:
             sent.unconfirmed += 1
             continue
-        settled.append((item.id,))
+        settled.append(item)
         reason = decided.refused.get(item.id)
         if item.op == "delete":
             gone.append((supplier, item.value))
@@ -148,7 +182,8 @@ def acknowledge(
             rejected.append((supplier, item.value, item.op, item.digest, reason[:500], stamp))
             sent.rejected += 1
     _record(db, supplier, gone=gone, acked=acked, rejected=rejected, stamp=stamp)
-    db.executemany("DELETE FROM pending WHERE id = ?", settled)
+    db.executemany("DELETE FROM pending WHERE id = ?", [(i.id,) for i in settled if i.id > 0])
+    ranges.remove(db, supplier, lazy_runs(settled))
     return sent
 
 
@@ -211,16 +246,18 @@ def reject_oversize(store: Store, supplier: str, item: Item, limit: int) -> None
         reason = f"body over the {limit}-byte limit"
         planlog.rejected(db, store.clock.now(), supplier, [(item.value, reason)])
         db.execute("DELETE FROM pending WHERE id = ?", (item.id,))
+        ranges.remove(db, supplier, lazy_runs([item]))
 
 
 def planned_tags(store: Store, supplier: str) -> set[str]:
-    """Every tag named by the supplier's pending PUTs."""
-    rows = connection(store).execute(
+    """Every tag named by the supplier's pending PUTs (those its ranges hold too)."""
+    db = connection(store)
+    rows = db.execute(
         "SELECT DISTINCT j.value FROM pending p, json_each(p.body, '$.tags') j"
         " WHERE p.supplier = ? AND p.op != 'delete'",
         (supplier,),
     )
-    return {str(row[0]) for row in rows}
+    return {str(row[0]) for row in rows} | ranges.tags(db, supplier)
 
 
 def preview(db: sqlite3.Connection, supplier: str) -> tuple[str, ...]:

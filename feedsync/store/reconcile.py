@@ -17,9 +17,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from feedsync.normalize import InvalidValue, canonicalize
-from feedsync.store import journal, now, planlog
+from feedsync.store import journal, now, planlog, ranges
 from feedsync.store.bodies import Target, delete_body, put_body
-from feedsync.store.firstplan import first_plan, plan_first
+from feedsync.store.firstplan import first_plan, plan_first, plan_ranged
 from feedsync.store.pending import planned, write_planned
 from feedsync.store.planlog import journal_op
 from feedsync.store.snapshot import digest64
@@ -77,6 +77,7 @@ def plan(
     sweep: bool = True,
     refresh: Refresh | None = None,
     cause: str = "resync",
+    eager: bool = False,
 ) -> Plan:
     """Turn the supplier's dirty values into pending operations.
 
@@ -86,10 +87,14 @@ def plan(
     without ``sweep`` (a supplier just created empty) it forgets them.
     ``refresh`` re-PUTs acknowledged values before their retention runs out.
     Each operation is journaled (with ``cause`` for a resync's). Runs inside the
-    caller's transaction.
+    caller's transaction. A first plan is one pending range (ranges.py) unless
+    ``eager`` (a dry run, whose preview reads rows) or provenance stamps each body.
     """
     if not resync and first_plan(db, target):
-        return Plan(add=plan_first(db, target))
+        if eager or target.provenance is not None:
+            return Plan(add=plan_first(db, target))
+        return Plan(add=plan_ranged(db, target))
+    _unrange(db, target, resync or eager)
     if resync:
         _forget_sent(db, target, sweep)
     reshaped = _mark(db, target, resync, refresh)
@@ -102,6 +107,15 @@ def plan(
     settled.clear(db)
     planned(db, target)
     return Plan(**counts)
+
+
+def _unrange(db: sqlite3.Connection, target: Target, everything: bool) -> None:
+    """Turn a supplier's pending ranges (an interrupted first sync) into pending rows
+    before a plan that compares a value inside them, or every value."""
+    if not ranges.exists(db, target.supplier):
+        return
+    if everything or _signature_changed(db, target) or ranges.dirty_inside(db, target.supplier):
+        ranges.materialize(db, target.supplier)
 
 
 def _forget_sent(db: sqlite3.Connection, target: Target, sweep: bool) -> None:

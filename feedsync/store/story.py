@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from feedsync.store import Store, connection
+from feedsync.store import Store, connection, ranges
 from feedsync.store.journal import SHOWN
 from feedsync.store.statefile import translated
 
@@ -88,6 +88,9 @@ def cybertrace(db: sqlite3.Connection, value: str) -> list[dict[str, Any]]:
         pending = db.execute(
             "SELECT op, body, planned_at FROM pending WHERE supplier = ? AND value = ?", key
         ).fetchone()
+        lazy = None if pending else ranges.find(db, supplier, value)
+        if lazy is not None:  # a first plan's add, its body cut from the snapshots
+            pending = ("add", lazy[0], lazy[1])
         refused = db.execute(
             "SELECT op, reason, rejected_at FROM rejected WHERE supplier = ? AND value = ?", key
         ).fetchone()

@@ -279,7 +279,7 @@ class Cycle:
             reports = [self.applier.apply(db, item) for item in fetched]
             meter.enter("plan")
             with self.phases.timed("plan"):
-                planned = plan(db, target, resync=self.resync)
+                planned = plan(db, target, resync=self.resync, eager=True)
             meter(planned.total)
             return reports, planned, pending.preview(db, target.supplier)
 

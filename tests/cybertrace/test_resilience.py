@@ -16,7 +16,7 @@ from feedsync.cybertrace import DELETE_LIMIT, PUT_LIMIT, CyberTrace
 from feedsync.emulator import Emulator
 from feedsync.emulator.faults import Faults
 from feedsync.errors import AuthError, RequestError
-from feedsync.store import Store
+from feedsync.store import Store, story
 
 Opener = Callable[[Config], Store]
 FAST_RETRY = "retry: {attempts: 4, initial_delay: 0.001, max_delay: 0.01}\n"
@@ -282,3 +282,39 @@ async def test_unreachable_cybertrace_under_auto_is_recorded_per_feed(
     row = store.feed("list", "Demo")
     assert row.last_error and "not applied" in row.last_error
     assert row.indicators == 0, "nothing was applied"
+
+
+async def test_an_interrupted_first_sync_is_shown_pending_and_converges_exactly(
+    emulator: Emulator, feed_server: FeedServer, make_config: ConfigFactory, open_store: Opener
+) -> None:
+    """The first plan is one pending range (store/ranges.py): what an upload that
+    failed part way left is shown pending (status counts, why) and, after a change
+    that unlists some values and changes others, CyberTrace ends exactly as listed,
+    values it applied without answering included."""
+    first = [f"v{i:03d}.example" for i in range(120)]
+    url = feed_server.set("l.txt", listing(first))
+    loaded = make_config(
+        emulator.url,
+        feed(url, ratio=1.0),
+        "Demo: {confidence: 5}\n",
+        cybertrace="retry: {attempts: 1, initial_delay: 0.001, max_delay: 0.01}\n"
+        "max_batch_indicators: 10\nconcurrency: 3\n",
+    )
+    store = open_store(loaded)
+    emulator.faults = Faults(rate=0.1, statuses=(503,), after_apply=0.1, seed=8)
+    _, suppliers = await sync(loaded, store)
+    assert suppliers[0].error
+    acked = store.acked_values("Demo")
+    counts = store.counts("Demo")
+    assert 0 < len(acked) < len(first)
+    assert counts["add"] == suppliers[0].pending == len(first) - len(acked)
+    waiting = next(v for v in first if v not in acked)
+    told = story.story(store, waiting)
+    assert told is not None and told["cybertrace"][0]["pending"]["op"] == "add"
+    assert told["cybertrace"][0]["pending"]["body"]["indicator"] == waiting
+    emulator.faults = Faults()
+    second = [v.replace("v0", "w0") if v.endswith("5.example") else v for v in first[::2]]
+    feed_server.set("l.txt", listing(second))
+    await converge(loaded, store)
+    assert emulator.indicators("Demo").keys() == set(second)
+    assert store.acked_values("Demo").keys() == set(second)

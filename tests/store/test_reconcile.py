@@ -21,7 +21,7 @@ from feedsync.store import Store, bodies, connection, reconcile
 from feedsync.store.bodies import Target
 from feedsync.store.guard import Change
 from feedsync.store.migrations import MIGRATIONS
-from feedsync.store.pending import Batch, batches, settle
+from feedsync.store.pending import Batch, batches, operations, settle
 from feedsync.store.reconcile import Plan, plan
 from feedsync.store.snapshot import expire, patch, replace
 
@@ -75,10 +75,8 @@ def replan(store: Store, t: Target, **kw: bool) -> Plan:
 
 
 def pending(store: Store, supplier: str) -> dict[str, tuple[str, dict[str, object]]]:
-    rows = connection(store).execute(
-        "SELECT value, op, body FROM pending WHERE supplier = ?", (supplier,)
-    )
-    return {r[0]: (r[1], orjson.loads(r[2])) for r in rows}
+    rows = operations(store, supplier)
+    return {r[0]: (r[1], orjson.loads(r[3])) for r in rows}
 
 
 def ack_all(store: Store, supplier: str, errors: dict[str, str] | None = None) -> None:
@@ -568,7 +566,7 @@ def test_every_stamp_comes_from_the_stores_clock(tmp_path: Path) -> None:
         t = target(store, "S", "f")
         replan(store, t)
         db = connection(store)
-        assert {r[0] for r in db.execute("SELECT planned_at FROM pending")} == {1234.0}
+        assert {r[4] for r in operations(store, "S")} == {1234.0}
         ack_all(store, "S")
         assert {r[0] for r in db.execute("SELECT acked_at FROM acked")} == {1234.0}
         replan(store, t, resync=True)
@@ -617,9 +615,7 @@ def test_a_first_plan_straight_from_the_snapshots_is_the_general_plan(
                 with opened.transaction() as db:
                     db.execute("INSERT INTO suppliers VALUES ('S', 'older')")
             made = replan(opened, t)
-            rows = connection(opened).execute(
-                "SELECT value, op, digest, body FROM pending ORDER BY id"
-            ).fetchall()
+            rows = [r[:4] for r in operations(opened, "S")]
             left = connection(opened).execute("SELECT count(*) FROM dirty").fetchone()[0]
             signature = connection(opened).execute("SELECT signature FROM suppliers").fetchone()[0]
             planned.append((made, [tuple(r) for r in rows], left, signature))

@@ -118,6 +118,7 @@ def test_a_database_of_an_older_feedsync_is_stamped_and_tightened(tmp_path: Path
         db.execute("DROP TABLE seen")
         db.execute("ALTER TABLE feeds DROP COLUMN last_stage")
         db.execute("ALTER TABLE runs DROP COLUMN stage")
+        db.execute("DROP TABLE pending_range")
     path.chmod(0o644)
     store = Store.open(str(path))
     try:
