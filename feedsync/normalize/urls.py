@@ -90,13 +90,15 @@ def url_or_domain(text: str) -> tuple[Kind, str]:
     fragment = rest.find("#")
     if fragment >= 0:
         rest = rest[:fragment]  # rule 9
-    split_at = len(rest)
-    for delimiter in "/?":
-        found = rest.find(delimiter, 0, split_at)
-        if found >= 0:
-            split_at = found
+    # The authority ends at the first "/", or at a "?" before it.
+    split_at = rest.find("/")
+    if split_at < 0:
+        split_at = len(rest)
+    query = rest.find("?", 0, split_at)
+    if query >= 0:
+        split_at = query
     host, kind = _host(rest[:split_at])
-    tail = _tail(rest[split_at:])
+    tail = _tail(rest[split_at:]) if split_at < len(rest) else ""
     if tail:
         return Kind.URL, host + tail
     if kind is Kind.IPV6:
@@ -155,6 +157,16 @@ def _without_dot_segments(path: str) -> str:
 
 def _host(authority: str) -> tuple[str, Kind]:
     """The host of ``authority`` by rules 3, 4, 7, 8, 10, 11 and 12, and its kind."""
+    if (
+        len(authority) <= 253
+        and _DOMAIN.fullmatch(authority)
+        and not authority.startswith("www.")
+        and authority[authority.rfind(".") + 1] not in _DIGITS
+    ):
+        # Already canonical (lower case, no userinfo, port or trailing dot, no
+        # www. and not an address): what most hosts are, and what the rules below
+        # would return unchanged.
+        return authority, Kind.DOMAIN
     host = authority[authority.rfind("@") + 1 :]
     if host.startswith("["):
         end = host.find("]")

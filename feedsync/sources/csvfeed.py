@@ -41,7 +41,7 @@ from feedsync.sources.csvlines import BOM, PREVIEW, Lines, Row
 ABSENT = frozenset({"", "None", "none", "NULL", "null", "n/a", "N/A", "-"})
 _NUMBER = re.compile(r"\d+")
 _SHOWN_FOOTER = 80
-_SEEN_TAGS = 4096  # distinct tags cells remembered while a body is read
+_SEEN = 4096  # distinct tags cells and contexts remembered while a body is read
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +192,8 @@ def _records(
 ) -> Iterator[Record | Invalid]:
     """Long because it is the hot loop, once per row: locals, the context and
     tags columns read inline, Record built positionally (keywords cost twice as
-    much), and a tags cell seen before split once (feeds repeat a few)."""
+    much), a tags cell seen before split once and a context seen before shared
+    (feeds repeat a few)."""
     at = columns.indicator
     context = columns.context
     tags_at = columns.tags
@@ -200,6 +201,7 @@ def _records(
     header_value = header[at] if header is not None and at < len(header) else None
     absent = ABSENT
     seen_tags: dict[str, tuple[str, ...]] = {}
+    seen_contexts: dict[Context, Context] = {}
     no_tags: tuple[str, ...] = ()
     for item in items:
         if isinstance(item, Invalid):
@@ -230,12 +232,17 @@ def _records(
                     if column < count and (cell := fields[column].strip()) not in absent
                 ]
             )
+            # One tuple for a context seen before: the records of a batch then hold
+            # one object each, not three, for the garbage collector to walk.
+            if len(seen_contexts) >= _SEEN:
+                seen_contexts.clear()
+            found = seen_contexts.setdefault(found, found)
         tags = no_tags
         if tags_at is not None and tags_at < count:
             cell = fields[tags_at]
             cached = seen_tags.get(cell)
             if cached is None:
-                if len(seen_tags) >= _SEEN_TAGS:
+                if len(seen_tags) >= _SEEN:
                     seen_tags.clear()  # a feed with a tags cell per row: bounded memory
                 cached = seen_tags[cell] = _tags(cell)
             tags = cached
