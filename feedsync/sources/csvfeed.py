@@ -35,6 +35,7 @@ from typing import BinaryIO
 from feedsync.body import MAX_LINE, numbered, open_body, physical_lines, selected
 from feedsync.errors import FetchError
 from feedsync.model import Context, Invalid, OnReplaced, Record
+from feedsync.normalize.build import record
 from feedsync.sources.csvhead import Columns, Head, Header, field_names, find_header, resolve
 from feedsync.sources.csvlines import BOM, PREVIEW, Lines, Row
 
@@ -191,9 +192,9 @@ def _records(
     on_replaced: OnReplaced | None,
 ) -> Iterator[Record | Invalid]:
     """Long because it is the hot loop, once per row: locals, the context and
-    tags columns read inline, Record built positionally (keywords cost twice as
-    much), a tags cell seen before split once and a context seen before shared
-    (feeds repeat a few)."""
+    tags columns read inline, each Record built by its slots (build.py), a tags
+    cell seen before split once and a context seen before shared (feeds repeat
+    a few)."""
     at = columns.indicator
     context = columns.context
     tags_at = columns.tags
@@ -250,7 +251,7 @@ def _records(
             replaced = _replaced(bad, columns)
             if replaced:
                 on_replaced(number, replaced)
-        yield Record(number, value, found, tags, None, None, hashed)
+        yield record(number, value, found, tags, hashed)
 
 
 def _replaced(bad: frozenset[int], columns: Columns) -> tuple[str, ...]:

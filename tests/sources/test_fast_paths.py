@@ -9,6 +9,7 @@ compared with the code they replaced, kept here as the reference.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import re
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 from feedsync.body import LineBatch, line_hash, numbered
 from feedsync.errors import FeedsyncError
 from feedsync.model import Context, Indicator, Invalid, Kind, Record
-from feedsync.normalize import InvalidValue, canonicalize
+from feedsync.normalize import InvalidValue, build, canonicalize
 from feedsync.normalize import urls as url_rules
 from feedsync.sources import csvlines
 from feedsync.sources.csvfeed import CsvOptions, parse_csv
@@ -280,3 +281,39 @@ def test_records_keep_what_the_slow_path_gave() -> None:
         Record(3, "bad.com", (), ("a", "b")),
     ]
     assert isinstance(got[2], Invalid) and got[2].reason == "empty"
+
+
+# --- records and indicators built by their slots -----------------------------------
+
+
+def test_the_builders_set_every_field_the_constructors_do() -> None:
+    # A field added to Record or Indicator fails here until its builder sets it.
+    assert tuple(f.name for f in dataclasses.fields(Record)) == build.RECORD_FIELDS
+    assert tuple(f.name for f in dataclasses.fields(Indicator)) == build.INDICATOR_FIELDS
+    assert not hasattr(Record, "__post_init__") and not hasattr(Indicator, "__post_init__")
+    made = build.record(7, "evil.com", (("a", "b"),), ("t",), 99)
+    assert_same(made, Record(7, "evil.com", (("a", "b"),), ("t",), line_hash=99))
+    for source in (made, Record(3, "x", (), (), "key-1", 5.0, None)):
+        built = build.indicator(source, Kind.DOMAIN, "evil.com", ("T",))
+        expected = Indicator(
+            source.key or "evil.com",
+            "evil.com",
+            Kind.DOMAIN,
+            source.context,
+            ("T",),
+            source.expires,
+            line_hash=source.line_hash,
+            line=source.line,
+        )
+        assert_same(built, expected)
+        assert hash(built) == hash(expected)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.value = "other"  # type: ignore[misc]
+
+
+def assert_same(built: object, expected: object) -> None:
+    assert type(built) is type(expected)
+    assert built == expected
+    assert repr(built) == repr(expected)
+    for name in (f.name for f in dataclasses.fields(expected)):  # type: ignore[arg-type]
+        assert getattr(built, name) == getattr(expected, name), name
