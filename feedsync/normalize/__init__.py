@@ -33,6 +33,7 @@ _HASH_KINDS = {32: Kind.MD5, 40: Kind.SHA1, 64: Kind.SHA256}
 _TAG_JUNK = re.compile(r"[^A-Z0-9_-]+")
 _MAX_VALUE = 8192
 _BLANK_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
+_PART = 500  # records read and normalized at a time, within a batch
 
 Screener = Callable[[Record, tuple[str, ...]], Iterable[Indicator | Invalid]]
 
@@ -113,26 +114,33 @@ def normalized_batches(
     snapshot: its exclusions and expanded ranges."""
     stream = iter(items)
     while True:
-        with phases.timed("fetch"):
-            batch = list(islice(stream, size))
-        if not batch:
+        done: list[Indicator | Invalid | Removal] = []
+        read = 0
+        while read < size:
+            # A slice at a time, read then normalized: a record is dropped once it is
+            # an indicator, so a batch keeps one object per row, not two, for the
+            # garbage collector to walk.
+            with phases.timed("fetch"):
+                part = list(islice(stream, min(_PART, size - read)))
+            if not part:
+                break
+            read += len(part)
+            with phases.timed("normalize"):
+                if screen is None:
+                    done += [
+                        normalize(item, static_tags) if isinstance(item, Record) else item
+                        for item in part
+                    ]
+                else:
+                    for item in part:
+                        if isinstance(item, Record):
+                            done.extend(screen(item, static_tags))
+                        else:
+                            done.append(item)
+        if not read:
             return
         if meter is not None:
-            meter(len(batch))
-        with phases.timed("normalize"):
-            done: list[Indicator | Invalid | Removal]
-            if screen is None:
-                done = [
-                    normalize(item, static_tags) if isinstance(item, Record) else item
-                    for item in batch
-                ]
-            else:
-                done = []
-                for item in batch:
-                    if isinstance(item, Record):
-                        done.extend(screen(item, static_tags))
-                    else:
-                        done.append(item)
+            meter(read)
         yield done
 
 
