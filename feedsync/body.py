@@ -13,7 +13,7 @@ import io
 import os
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import IO, BinaryIO
@@ -38,6 +38,8 @@ _NOT_DATA_SUFFIXES = frozenset(
 )
 
 Raw = tuple[int, bytes, int]  # line number, the line's bytes, its hash
+# Lines of a body: their numbers, bytes and hashes, in three lists of one length.
+LineBatch = tuple[Sequence[int], list[bytes], list[int]]
 _Compressed = io.BufferedIOBase | IO[bytes]
 
 
@@ -236,20 +238,24 @@ def physical_lines(stream: BinaryIO, feed: str) -> Iterator[list[bytes]]:
         yield [pending]
 
 
-def numbered(stream: BinaryIO, feed: str) -> Iterator[Raw]:
-    """Every line with its number and hash."""
+def numbered(stream: BinaryIO, feed: str) -> Iterator[LineBatch]:
+    """Every line, a batch at a time, with its number and hash."""
     number = 0
     for batch in physical_lines(stream, feed):
-        for raw, hashed in zip(batch, map(line_hash, batch), strict=True):
-            number += 1
-            yield number, raw, hashed
+        yield range(number + 1, number + 1 + len(batch)), batch, list(map(line_hash, batch))
+        number += len(batch)
 
 
-def selected(stream: BinaryIO, wanted: set[int], feed: str) -> Iterator[Raw]:
+def selected(stream: BinaryIO, wanted: set[int], feed: str) -> Iterator[LineBatch]:
+    """The lines whose hash is in ``wanted``, a batch at a time, with their numbers and hashes."""
     number = 0
     for batch in physical_lines(stream, feed):
         hashes = list(map(line_hash, batch))
         if not wanted.isdisjoint(hashes):
-            for at in [at for at, hashed in enumerate(hashes) if hashed in wanted]:
-                yield number + at + 1, batch[at], hashes[at]
+            kept = [at for at, hashed in enumerate(hashes) if hashed in wanted]
+            yield (
+                [number + at + 1 for at in kept],
+                [batch[at] for at in kept],
+                [hashes[at] for at in kept],
+            )
         number += len(batch)

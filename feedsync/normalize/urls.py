@@ -56,7 +56,10 @@ _SLASHES = re.compile(r"/{2,}")
 # %XX of an unreserved character: ALPHA, DIGIT, "-", ".", "_", "~".
 _UNRESERVED_ESCAPE = re.compile(r"%(?:[46][1-9A-Fa-f]|[57][0-9Aa]|3[0-9]|2[DEde]|5[Ff]|7[Ee])")
 _NUMBER = re.compile(r"[0-9]+|0x[0-9a-f]+")
-_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+_DIGITS = frozenset("0123456789")
+# Two or more labels of 1 to 63 of these characters, none starting or ending with "-".
+_LABEL = r"(?!-)[a-z0-9_-]{1,63}(?<!-)"
+_DOMAIN = re.compile(rf"(?:{_LABEL}\.)+{_LABEL}")
 _DEFANGS = (("[.]", "."), ("(.)", "."), ("{.}", "."), ("[:]", ":"), ("[://]", "://"))
 
 
@@ -64,8 +67,7 @@ def refang(text: str) -> str:
     # Feeds often publish defanged values ("hxxp://evil[.]com") so they are not clickable.
     if "[" in text or "(" in text or "{" in text:
         text = _unmarked(text)
-    lowered = text[:8].lower()
-    if lowered.startswith(("hxxp://", "hxxps://")):
+    if text[:1] in "hH" and text[:8].lower().startswith(("hxxp://", "hxxps://")):
         text = "http" + text[4:]
     return text
 
@@ -82,18 +84,21 @@ def _unmarked(text: str) -> str:
 
 
 def url_or_domain(text: str) -> tuple[Kind, str]:
-    match = _SCHEME.match(text)
+    # Every scheme _SCHEME matches ends in "//": most values (domains) have none.
+    match = _SCHEME.match(text) if "//" in text else None
     rest = text[match.end() :] if match else text
     fragment = rest.find("#")
     if fragment >= 0:
         rest = rest[:fragment]  # rule 9
-    split_at = len(rest)
-    for delimiter in "/?":
-        found = rest.find(delimiter, 0, split_at)
-        if found >= 0:
-            split_at = found
+    # The authority ends at the first "/", or at a "?" before it.
+    split_at = rest.find("/")
+    if split_at < 0:
+        split_at = len(rest)
+    query = rest.find("?", 0, split_at)
+    if query >= 0:
+        split_at = query
     host, kind = _host(rest[:split_at])
-    tail = _tail(rest[split_at:])
+    tail = _tail(rest[split_at:]) if split_at < len(rest) else ""
     if tail:
         return Kind.URL, host + tail
     if kind is Kind.IPV6:
@@ -152,6 +157,16 @@ def _without_dot_segments(path: str) -> str:
 
 def _host(authority: str) -> tuple[str, Kind]:
     """The host of ``authority`` by rules 3, 4, 7, 8, 10, 11 and 12, and its kind."""
+    if (
+        len(authority) <= 253
+        and _DOMAIN.fullmatch(authority)
+        and not authority.startswith("www.")
+        and authority[authority.rfind(".") + 1] not in _DIGITS
+    ):
+        # Already canonical (lower case, no userinfo, port or trailing dot, no
+        # www. and not an address): what most hosts are, and what the rules below
+        # would return unchanged.
+        return authority, Kind.DOMAIN
     host = authority[authority.rfind("@") + 1 :]
     if host.startswith("["):
         end = host.find("]")
@@ -171,7 +186,9 @@ def _host(authority: str) -> tuple[str, Kind]:
         host = host[4:]
     if not host:
         raise InvalidValue("url", "no host")
-    if _NUMBER.fullmatch(host, host.rfind(".") + 1):
+    last = host.rfind(".") + 1
+    # Both of _NUMBER's forms start with a digit: a name's last label never does.
+    if host[last : last + 1] in _DIGITS and _NUMBER.fullmatch(host, last):
         return _ipv4(host), Kind.IPV4
     return _domain(host), Kind.DOMAIN
 
@@ -214,9 +231,7 @@ def _punycode(host: str) -> str:
 
 
 def _domain(host: str) -> str:
-    labels = host.split(".")
-    if len(labels) < 2 or len(host) > 253:
-        raise InvalidValue("domain", f"{host!r} is not a domain name")
-    if not all(_LABEL.match(label) for label in labels):
+    # One match over the whole name, not one per label: this runs for every domain.
+    if len(host) > 253 or not _DOMAIN.fullmatch(host):
         raise InvalidValue("domain", f"{host!r} is not a domain name")
     return host

@@ -144,23 +144,23 @@ class Screen:
             check = kind_checks(self).get(kind, _none)
         return check(value)
 
-    def screened(
-        self, record: Record, static_tags: tuple[str, ...]
-    ) -> Iterator[Indicator | Invalid]:
+    def screened(self, record: Record, static_tags: tuple[str, ...]) -> list[Indicator | Invalid]:
         """``record`` normalized: its indicator, its network's addresses, or why not."""
+        # A list, not a generator: it runs once per row, and a row is one item but
+        # for a network range.
         try:
             kind, value = canonicalize(record.value)
         except NetworkValue as exc:
-            yield from self._network(record, exc.network, static_tags)
-            return
+            return list(self._network(record, exc.network, static_tags))
         except InvalidValue as exc:
-            yield Invalid(record.line, record.value[:200], exc.reason, record.line_hash)
-            return
-        reason = self.reason(kind, value)
+            return [Invalid(record.line, record.value[:200], exc.reason, record.line_hash)]
+        check = self.checks.get(kind)
+        reason = self.reason(kind, value) if check is None else check(value)
         if reason is not None:
-            yield Invalid(record.line, value[:200], EXCLUDED + reason, record.line_hash, record.key)
-        else:
-            yield indicator_of(record, kind, value, static_tags)
+            return [
+                Invalid(record.line, value[:200], EXCLUDED + reason, record.line_hash, record.key)
+            ]
+        return [indicator_of(record, kind, value, static_tags)]
 
     def _network(
         self,

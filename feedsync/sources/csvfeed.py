@@ -35,12 +35,14 @@ from typing import BinaryIO
 from feedsync.body import MAX_LINE, numbered, open_body, physical_lines, selected
 from feedsync.errors import FetchError
 from feedsync.model import Context, Invalid, OnReplaced, Record
+from feedsync.normalize.build import record
 from feedsync.sources.csvhead import Columns, Head, Header, field_names, find_header, resolve
 from feedsync.sources.csvlines import BOM, PREVIEW, Lines, Row
 
 ABSENT = frozenset({"", "None", "none", "NULL", "null", "n/a", "N/A", "-"})
 _NUMBER = re.compile(r"\d+")
 _SHOWN_FOOTER = 80
+_SEEN = 4096  # distinct tags cells and contexts remembered while a body is read
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,13 +191,19 @@ def _records(
     damaged: dict[int, frozenset[int]],
     on_replaced: OnReplaced | None,
 ) -> Iterator[Record | Invalid]:
-    # The hot loop, once per row: locals, and helpers only for configured columns.
+    """Long because it is the hot loop, once per row: locals, the context and
+    tags columns read inline, each Record built by its slots (build.py), a tags
+    cell seen before split once and a context seen before shared (feeds repeat
+    a few)."""
     at = columns.indicator
     context = columns.context
     tags_at = columns.tags
     header = columns.header
     header_value = header[at] if header is not None and at < len(header) else None
     absent = ABSENT
+    seen_tags: dict[str, tuple[str, ...]] = {}
+    seen_contexts: dict[Context, Context] = {}
+    no_tags: tuple[str, ...] = ()
     for item in items:
         if isinstance(item, Invalid):
             yield item
@@ -218,15 +226,32 @@ def _records(
             continue
         found: Context = ()
         if context:
-            found = _context(fields, context)
-        tags: tuple[str, ...] = ()
+            found = tuple(
+                [
+                    (name, cell)
+                    for name, column in context
+                    if column < count and (cell := fields[column].strip()) not in absent
+                ]
+            )
+            # One tuple for a context seen before: the records of a batch then hold
+            # one object each, not three, for the garbage collector to walk.
+            if len(seen_contexts) >= _SEEN:
+                seen_contexts.clear()
+            found = seen_contexts.setdefault(found, found)
+        tags = no_tags
         if tags_at is not None and tags_at < count:
-            tags = _tags(fields[tags_at])
+            cell = fields[tags_at]
+            cached = seen_tags.get(cell)
+            if cached is None:
+                if len(seen_tags) >= _SEEN:
+                    seen_tags.clear()  # a feed with a tags cell per row: bounded memory
+                cached = seen_tags[cell] = _tags(cell)
+            tags = cached
         if bad is not None and on_replaced is not None:
             replaced = _replaced(bad, columns)
             if replaced:
                 on_replaced(number, replaced)
-        yield Record(line=number, value=value, context=found, tags=tags, line_hash=hashed)
+        yield record(number, value, found, tags, hashed)
 
 
 def _replaced(bad: frozenset[int], columns: Columns) -> tuple[str, ...]:
@@ -235,14 +260,6 @@ def _replaced(bad: frozenset[int], columns: Columns) -> tuple[str, ...]:
     if columns.tags is not None and columns.tags in bad:
         names.append("tags")
     return tuple(names)
-
-
-def _context(fields: list[str], columns: tuple[tuple[str, int], ...]) -> Context:
-    found = []
-    for name, at in columns:
-        if at < len(fields) and (value := fields[at].strip()) not in ABSENT:
-            found.append((name, value))
-    return tuple(found)
 
 
 def _tags(cell: str) -> tuple[str, ...]:

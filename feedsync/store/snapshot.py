@@ -33,29 +33,47 @@ def digest64(data: bytes) -> int:
     tags), as pending, acked and rejected keep it. A physical line's xxh3 is its
     *line hash* (feedsync.body), a body's SHA-256 its ``sha256`` (Validators), and
     the keys of a held fetch hash to ``held_digest`` (``_key_set_hash``)."""
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big", signed=True)
+    return _from_bytes(_blake2b(data, digest_size=8).digest(), "big", signed=True)
 
 
+_blake2b = hashlib.blake2b
+_from_bytes = int.from_bytes
 Row = tuple[str, str, str, str, str, int, float | None, int | None]
+# The JSON of contexts and tags seen before: a feed repeats a few combinations
+# over millions of rows. Bounded: cleared when full.
+_CONTEXTS: dict[object, str] = {}
+_TAGS: dict[object, str] = {}
+_JSON_SIZE = 4096
 
 
 def encode(indicator: Indicator) -> Row:
     """The snapshot row of an indicator: key, value, kind, context, tags, digest,
     expires, and the hash of its source line (as SQLite stores it)."""
-    context = orjson.dumps(dict(indicator.context), option=orjson.OPT_SORT_KEYS).decode()
-    tags = orjson.dumps(indicator.tags).decode()
-    content = f"{indicator.value}\x00{indicator.kind}\x00{context}\x00{tags}".encode()
-    digest = digest64(content)
+    context = _CONTEXTS.get(indicator.context)
+    if context is None:
+        context = _json(_CONTEXTS, indicator.context, dict(indicator.context), orjson.OPT_SORT_KEYS)
+    tags = _TAGS.get(indicator.tags)
+    if tags is None:
+        tags = _json(_TAGS, indicator.tags, indicator.tags, 0)
+    value, kind, hashed = indicator.value, indicator.kind, indicator.line_hash
+    content = f"{value}\x00{kind}\x00{context}\x00{tags}".encode()
     return (
         indicator.key,
-        indicator.value,
-        str(indicator.kind),
+        value,
+        str(kind),
         context,
         tags,
-        digest,
+        _from_bytes(_blake2b(content, digest_size=8).digest(), "big", signed=True),
         indicator.expires,
-        None if indicator.line_hash is None else to_sql(indicator.line_hash),
+        None if hashed is None else to_sql(hashed),
     )
+
+
+def _json(known: dict[object, str], key: object, data: object, option: int) -> str:
+    if len(known) >= _JSON_SIZE:
+        known.clear()
+    text = known[key] = orjson.dumps(data, option=option).decode()
+    return text
 
 
 def replace(
