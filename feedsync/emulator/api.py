@@ -43,6 +43,7 @@ Answer = tuple[int, list[Any]]
 _NEW_SUPPLIER = ("name", "confidence", "retention", "vendor")
 _CHANGED_SUPPLIER = ("name", "status", "confidence", "retention", "vendor")
 _MISSING_SUPPLIER = "Supplier doesn't exist"
+_NOT_TAGS = "Tags must be a list of tag names"
 _NOT_SCALARS = "Context must be an object of one or more scalar fields"
 
 
@@ -206,13 +207,18 @@ class Api:
 
     def _tags_held(self, names: object) -> tuple[str | None, set[str] | None]:
         """The problem with an item's ``tags``, or the tags it holds, upper-cased."""
-        if not isinstance(names, list) or not all(isinstance(t, str) for t in names):
-            return "Tags must be a list of tag names", None
-        upper = [tag.upper() for tag in names]
-        for given, name in zip(names, upper, strict=True):
+        if not isinstance(names, list):
+            return _NOT_TAGS, None
+        for given in names:
+            if not isinstance(given, str):
+                return _NOT_TAGS, None
+        held = set()
+        for given in names:
+            name = given.upper()
             if name not in self.tags:
                 return f"Unknown tag {given}", None
-        return None, set(upper)
+            held.add(name)
+        return None, held
 
     def _delete(self, request: Resolved, supplier: EmulatedSupplier, body: list[Any]) -> Answer:
         self._check_batch(body)

@@ -62,6 +62,8 @@ _HEX = frozenset(string.hexdigits)
 _IDNA_DOTS = re.compile("[.\u3002\uff0e\uff61]")
 _LABEL_CHARACTERS = frozenset(string.ascii_lowercase + string.digits + "-_")
 _NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]+")
+_BYTE = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED_DECIMAL = re.compile(rf"(?:{_BYTE}\.){{3}}{_BYTE}")
 # What str.isspace() calls blank (re's \s is the same Unicode table) and the C0 controls
 # with DEL: one regex search instead of a Python test per character.
 _BLANK_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
@@ -227,6 +229,8 @@ def _rule_3_punycode(host: str) -> str:
 
 
 def _rule_12_address(host: str) -> str:
+    if _DOTTED_DECIMAL.fullmatch(host):
+        return host  # four decimal bytes without leading zeros: already as written below
     numbers = [_number(part) for part in host.split(".")]
     if len(numbers) > 4:
         raise NotAnIndicator(f"{host!r} has more than four numbers")

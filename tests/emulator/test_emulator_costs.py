@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import ipaddress
 import sys
 from typing import Any
 
@@ -25,6 +26,17 @@ def test_every_blank_or_control_character_makes_a_value_invalid() -> None:
             canonical(f"a{character}b.example")
     assert canonical("a\u200bb.example")[0] == "URL", "a zero-width space is not blank"
     assert canonical(" a.example\t") == ("URL", "a.example"), "stripped first"
+
+
+def test_dotted_decimal_addresses_take_the_short_way_to_the_same_value() -> None:
+    for byte in range(256):
+        for spelled in (f"{byte}.0.0.1", f"1.{byte}.2.{byte}", f"10.0.0.{byte}"):
+            assert canonical(spelled) == ("IP", str(ipaddress.IPv4Address(spelled)))
+    # Leading zeros are octal (rule 12), past 255 is out of range: the long way.
+    assert canonical("10.0.0.010") == ("IP", "10.0.0.8")
+    assert canonical("010.0.0.1") == ("IP", "8.0.0.1")
+    with pytest.raises(NotAnIndicator):
+        canonical("10.0.0.256")
 
 
 class Watching(Api):
@@ -68,3 +80,13 @@ async def test_a_collector_paused_by_someone_else_stays_paused(watched: Emulator
         assert status == 201 and not gc.isenabled()
     finally:
         gc.enable()
+
+
+async def test_the_log_keeps_bodies_not_their_objects(watched: Emulator) -> None:
+    items = [{"indicator": "a.example", "context": {"k": "v"}}]
+    await put(watched, items)
+    logged = watched.requests[-1]
+    assert logged.json == items and logged.parsed
+    assert logged.json is not logged.json, "parsed again at each read"
+    await code(watched, "PUT", "/api/1.2/suppliers/S/indicators", data=b"[{")
+    assert watched.requests[-1].json is None and not watched.requests[-1].parsed
