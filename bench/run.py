@@ -25,7 +25,8 @@ process (interpreter start, imports, configuration, state database).
 divides the bytes by the minimal JSON of the changes as the emulator logged
 them; "feed" is what the feed server answered (status x count); "state/free
 MB" is the state database (file and WAL) after the cycle, and how much of it
-is free pages.
+is free pages; "emulator CPU s" is what the emulator's process spent (user +
+system, /proc/PID/stat before and after) while it was the only client.
 
 Two baselines run in the same invocation, each in its own process: parse-only
 (Python's csv over v2, the steady cycle's file, read from disk) and a naive
@@ -87,6 +88,7 @@ class Measure:
     log: dict[str, object] = field(default_factory=dict)
     out: str = ""
     feed: str = ""  # what the feed server answered during it
+    emulator_cpu: float | None = None  # the emulator's CPU seconds meanwhile
     minimal: int = 0  # the minimal JSON of the changes it sent, in bytes
 
 
@@ -110,6 +112,16 @@ def measured(argv: list[str], env: dict[str, str] | None = None) -> Measure:
     return Measure(kernel["wall"], cpu, kernel["maxrss_kb"] / 1024, finished, stdout)
 
 
+def measured_with(server: Server, argv: list[str]) -> Measure:
+    """``measured``, with the CPU ``server`` spent meanwhile (its only client is ``argv``)."""
+    before = server.cpu()
+    measure = measured(argv)
+    after = server.cpu()
+    if before is not None and after is not None:
+        measure.emulator_cpu = after - before
+    return measure
+
+
 def last_event(stderr: str, name: str) -> dict[str, object]:
     found: dict[str, object] = {}
     for line in stderr.splitlines():
@@ -131,6 +143,16 @@ class Server:
             self.stop()
             raise SystemExit(f"the {what} did not start: {line!r}")
         self.url = line.split("listening on ", 1)[1].split()[0]
+
+    def cpu(self) -> float | None:
+        """Its CPU seconds so far (user + system), from /proc (None elsewhere)."""
+        try:
+            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        except OSError:
+            return None
+        # The command's name, in parentheses, may hold blanks: count fields after it.
+        fields = stat.rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -265,7 +287,7 @@ class Bench:
         self.emulator.call("DELETE", "/emulator/requests")
         server.stats("DELETE")
         argv = [*CLI, "--log-format", "json", "sync", "--config", str(self.config(server))]
-        measure = measured(argv)
+        measure = measured_with(self.emulator, argv)
         measure.feed = answered(server.stats())
         minimal = self.emulator.call("GET", "/emulator/minimal")
         assert isinstance(minimal, dict)
@@ -322,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
                 "phase",
                 *("wall s", "CPU s", "peak MB", "requests", "bytes sent", "÷min", "feed"),
                 "state/free MB",
+                "emulator CPU s",
             )
         )
         parse = measured([sys.executable, str(BENCH / "baseline.py"), "parse", str(v2)])
@@ -334,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         if https is not None:
             bench.cycle("steady cycle (HTTPS)", https, v3)
             bench.cycle("unchanged (HTTPS, 304)", https, None)
-        naive = measured(
+        naive = measured_with(
+            emulator,
             [
                 sys.executable,
                 str(BENCH / "baseline.py"),
@@ -343,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                 emulator.url,
                 USER,
                 PASSWORD,
-            ]
+            ],
         )
         sent = json.loads(naive.out)
         print_measure("naive full re-upload", naive, sent["requests"], sent["bytes"])
@@ -453,7 +477,8 @@ def print_measure(
             f"{sent:,}",
             ratio(sent, minimal),
             measure.feed or "-",
-            *([more] if more else []),
+            more or "-",
+            "-" if measure.emulator_cpu is None else f"{measure.emulator_cpu:.2f}",
         ),
         flush=True,
     )
@@ -466,7 +491,7 @@ def ratio(sent: int, minimal: int) -> str:
 
 def row(*cells: str) -> str:
     name, *rest = cells
-    widths = (8, 8, 8, 9, 14, 6, 8, 6, 9)
+    widths = (8, 8, 8, 9, 14, 6, 8, 13, 14)
     return f"{name:<24}" + "".join(
         f" {cell:>{width}}" for cell, width in zip(rest, widths, strict=False)
     )

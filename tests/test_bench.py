@@ -69,15 +69,21 @@ def test_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
         assert any(line.startswith(phase) for line in lines), phase
 
     def cells(name: str) -> list[str]:
-        """The row's cells up to "feed" (the state database's size follows it)."""
-        return next(line for line in lines if line.startswith(name)).split()[:-1]
+        """The row's cells up to "feed" (the state database's size and the
+        emulator's CPU follow it)."""
+        return next(line for line in lines if line.startswith(name)).split()[:-2]
 
     def state(name: str) -> tuple[float, float]:
-        size, free = next(line for line in lines if line.startswith(name)).split()[-1].split("/")
+        size, free = next(line for line in lines if line.startswith(name)).split()[-2].split("/")
         return float(size), float(free)
+
+    def emulator_cpu(name: str) -> float:
+        return float(next(line for line in lines if line.startswith(name)).split()[-1])
 
     total, free = state("initial sync")
     assert total > 0 and free <= total / 10, "the first sync's free pages are given back"
+    assert emulator_cpu("initial sync") > 0, "the emulator's CPU while it took the first sync"
+    assert emulator_cpu("naive full re-upload") > 0
     steady = cells("steady cycle ")
     assert steady[-1] == "200", "the changed feed is downloaded"
     assert int(steady[-4]) == 2, "one PUT and one DELETE for the churn"

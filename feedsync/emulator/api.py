@@ -43,6 +43,8 @@ Answer = tuple[int, list[Any]]
 _NEW_SUPPLIER = ("name", "confidence", "retention", "vendor")
 _CHANGED_SUPPLIER = ("name", "status", "confidence", "retention", "vendor")
 _MISSING_SUPPLIER = "Supplier doesn't exist"
+_NOT_TAGS = "Tags must be a list of tag names"
+_NOT_SCALARS = "Context must be an object of one or more scalar fields"
 
 
 class Api:
@@ -189,39 +191,34 @@ class Api:
             except NotAnIndicator:
                 errors.append(_rejected(item, "Invalid indicator format"))
                 continue
-            problem = self._put_problem(supplier, item)
+            problem = _context_problem(supplier, item["context"]) if "context" in item else None
+            held: set[str] | None = None
+            if problem is None and "tags" in item:
+                problem, held = self._tags_held(item["tags"])
             if problem is not None:
                 errors.append(_rejected(item, problem))
             elif not self.sink:
-                stored = supplier.indicators.get(value)
-                if "tags" in item:
-                    held = {tag.upper() for tag in item["tags"]}
-                else:
+                if held is None:
+                    stored = supplier.indicators.get(value)
                     held = set(stored.tags) if stored is not None else set()
                 context = dict(item.get("context", {}))
                 supplier.indicators[value] = EmulatedIndicator(value, kind, context, held, now)
         return self._outcome(errors, len(body), "added to", "adding some of the indicators to")
 
-    def _put_problem(self, supplier: EmulatedSupplier, item: dict[str, Any]) -> str | None:
-        if "context" in item:
-            context = item["context"]
-            if supplier.name == "FalsePositive":
-                return "Context is not allowed for FalsePositive"
-            # The documentation makes the context object hold "one or more" fields.
-            if (
-                not isinstance(context, dict)
-                or not context
-                or not all(isinstance(v, str | int | float | bool) for v in context.values())
-            ):
-                return "Context must be an object of one or more scalar fields"
-        if "tags" in item:
-            names = item["tags"]
-            if not isinstance(names, list) or not all(isinstance(t, str) for t in names):
-                return "Tags must be a list of tag names"
-            unknown = [tag for tag in names if tag.upper() not in self.tags]
-            if unknown:
-                return f"Unknown tag {unknown[0]}"
-        return None
+    def _tags_held(self, names: object) -> tuple[str | None, set[str] | None]:
+        """The problem with an item's ``tags``, or the tags it holds, upper-cased."""
+        if not isinstance(names, list):
+            return _NOT_TAGS, None
+        for given in names:
+            if not isinstance(given, str):
+                return _NOT_TAGS, None
+        held = set()
+        for given in names:
+            name = given.upper()
+            if name not in self.tags:
+                return f"Unknown tag {given}", None
+            held.add(name)
+        return None, held
 
     def _delete(self, request: Resolved, supplier: EmulatedSupplier, body: list[Any]) -> Answer:
         self._check_batch(body)
@@ -259,6 +256,22 @@ class Api:
                 "error_indicators": errors,
             }
         ]
+
+
+# The scalar JSON types a context field may hold (a tuple: isinstance is faster with one).
+_SCALARS = (str, int, float, bool)
+
+
+def _context_problem(supplier: EmulatedSupplier, context: object) -> str | None:
+    if supplier.name == "FalsePositive":
+        return "Context is not allowed for FalsePositive"
+    # The documentation makes the context object hold "one or more" fields.
+    if not isinstance(context, dict) or not context:
+        return _NOT_SCALARS
+    for field in context.values():
+        if not isinstance(field, _SCALARS):
+            return _NOT_SCALARS
+    return None
 
 
 def _check_item(item: object) -> None:

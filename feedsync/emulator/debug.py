@@ -56,11 +56,14 @@ class Changes:
     def record(self, method: str, path: str, parsed: object) -> None:
         if not changes_indicators(method, path):
             return
+        sizes, seen = self._sizes, False
         for item in parsed if isinstance(parsed, list) else []:
             if isinstance(item, dict):
                 key = xxh3_64_intdigest(f"{method}\0{item.get('indicator')}".encode())
-                self._sizes[key] = len(orjson.dumps(item))
-                self._methods.add(method)
+                sizes[key] = len(orjson.dumps(item))
+                seen = True
+        if seen:
+            self._methods.add(method)
 
     def clear(self) -> None:
         self._sizes.clear()

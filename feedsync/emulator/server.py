@@ -36,6 +36,7 @@ from feedsync.emulator._http import (
     BodyNotArray,
     LoggedRequest,
     accepts_json,
+    collector_paused,
     logged,
     parse,
     read_body,
@@ -268,8 +269,10 @@ class Emulator:
             array: list[Any] | None = None
             if request.body_exists:
                 body = await read_body(request, resolved.endpoint.limit)
-                parsed = array = parse(body, request.headers.get("Content-Type", ""))
-            status, answer = self.api.answer(resolved, array)
+            with collector_paused():
+                if request.body_exists:
+                    parsed = array = parse(body, request.headers.get("Content-Type", ""))
+                status, answer = self.api.answer(resolved, array)
         except Refusal as refusal:
             if isinstance(refusal, BodyNotArray):
                 parsed = refusal.parsed
@@ -282,7 +285,8 @@ class Emulator:
             # A bug here must reach the test as a CyberTrace 500, with its traceback in the log.
             log.exception("emulator error on %s %s", request.method, request.path)
             status, answer = 500, [{"status": "Internal Server Error", "reason": "emulator bug"}]
-        self._record(request, version, status, body, parsed)
+        with collector_paused():
+            self._record(request, version, status, body, parsed)
         return respond(status, answer)
 
     def _check_headers(self, request: web.Request) -> None:
