@@ -28,7 +28,6 @@ from feedsync.store.poison import NO_POISON, Poison, added_digest, poisoned
 Outgoing = Literal["replace", "delta", "patch"]
 
 
-
 @dataclass(frozen=True, slots=True)
 class Change:
     """What one fetch did (or would have done) to a feed's snapshot."""
@@ -217,7 +216,8 @@ def _apply(
     added, changed = _counts(db, params)
     if log is not None:
         journal.applied(db, dataclasses.replace(log, added=added, changed=changed))
-    _mark_dirty(db, params, mode)
+    if planned_before(db, feed.supplier):
+        _mark_dirty(db, params, mode)
     _write_rows(db, params, mode)
     _record_feed(db, feed, total, change, validators)
     # The stage stays until the next change empties it: line bookkeeping reads it.
@@ -236,6 +236,13 @@ def _counts(db: sqlite3.Connection, params: Mapping[str, object]) -> tuple[int, 
         params,
     ).fetchone()[0]
     return int(added), int(changed)
+
+
+def planned_before(db: sqlite3.Connection, supplier: str) -> bool:
+    """Whether the supplier was ever planned: the first plan of one that was not
+    compares every value it has (reconcile.mark_all_dirty), so marks are redundant."""
+    found = db.execute("SELECT 1 FROM suppliers WHERE name = ?", (supplier,)).fetchone()
+    return found is not None
 
 
 def _mark_dirty(db: sqlite3.Connection, params: Mapping[str, object], mode: Outgoing) -> None:
