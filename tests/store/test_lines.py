@@ -311,3 +311,23 @@ def test_a_new_encoding_reads_every_line_again(feeds: Iterator[Feed]) -> None:
     assert (change.lines_read, change.changed, change.replaced) == (33, 30, 0)
     contexts = {row[1]: row[3] for row in feed.state()[0]}
     assert contexts["host0.example"] == '{"status":"café"}'
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(body=st.lists(LINE, max_size=25))
+def test_a_first_body_loaded_into_the_snapshot_equals_a_staged_read(
+    feeds: Iterator[Feed], body: list[bytes]
+) -> None:
+    """A feed's first body goes straight into its empty snapshot; one whose snapshot
+    holds rows (under other tags: a full read) is staged and copied: the same result."""
+    loaded, staged = next(feeds), next(feeds)
+    direct = loaded.apply(body)
+    staged.apply(rows(3), tags=("OTHER",))
+    whole = staged.apply(body)
+    assert loaded.state() == staged.state()
+    assert counts(direct)[:4] == counts(whole)[:4]
+    assert direct.added == direct.fetched
+    # The next body's line diff sees what a full read of it would.
+    check_same_as_full_read(feeds, body, [*body[1:], *rows(2)])
