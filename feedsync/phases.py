@@ -5,9 +5,8 @@ and read the body), ``normalize`` (canonical values of the rows read),
 ``store`` (stage, diff, apply), ``plan`` (the changed values of each supplier
 into its pending operations) and ``upload`` (the supplier's settings and
 canary, a refresh or resync planned there, send and acknowledge).
-CPU is the thread's: a body parsed ahead on a worker thread while the store's
-thread writes (linestage.ahead) counts its parse and normalization there and
-its writes here, so the phases' CPU adds up and their walls overlap.
+CPU is the process's, so with feeds fetched concurrently a phase may carry
+some of another's; for one feed at a time it is exact.
 """
 
 from __future__ import annotations
@@ -37,32 +36,19 @@ class Phases:
         """Count the time inside as ``phase``; a nested phase counts only once,
         in the innermost one."""
         outer = getattr(self._open, "phase", None)
-        wall, cpu = time.perf_counter(), time.thread_time()
+        wall, cpu = time.perf_counter(), time.process_time()
         self._open.phase = phase
         try:
             yield
         finally:
             self._open.phase = outer
-            wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             with self._lock:
                 self.wall[phase] += wall
                 self.cpu[phase] += cpu
                 if outer is not None:
                     self.wall[outer] -= wall
                     self.cpu[outer] -= cpu
-
-    @contextlib.contextmanager
-    def waiting(self) -> Iterator[None]:
-        """Count the time inside in no phase: waiting for another thread's work,
-        which that thread counts in its own."""
-        outer = getattr(self._open, "phase", None)
-        wall = time.perf_counter()
-        try:
-            yield
-        finally:
-            if outer is not None:
-                with self._lock:
-                    self.wall[outer] -= time.perf_counter() - wall
 
     def add(self, phase: PhaseName, wall: float, cpu: float) -> None:
         """Count time measured by hand (on the event loop, where work interleaves)."""

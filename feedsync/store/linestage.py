@@ -10,19 +10,15 @@ duplicate of a key, or invalid, and why), which ``lines`` keeps for the next bod
 
 from __future__ import annotations
 
-import contextlib
-import queue
 import sqlite3
-import threading
 from collections import Counter
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING
 
 from feedsync.body import to_sql
 from feedsync.model import Indicator, Invalid, Record
 from feedsync.normalize import Screener, normalized_batches
-from feedsync.phases import Phases
 from feedsync.store import FeedRow, journal
 from feedsync.store.poison import Canary
 from feedsync.store.snapshot import Row, encode
@@ -31,7 +27,6 @@ if TYPE_CHECKING:
     from feedsync.store.linediff import LineFeed
 
 BATCH = 5000
-T = TypeVar("T")
 
 
 class Expanded(Exception):
@@ -90,21 +85,10 @@ def read_all(
     """Stage every record (the first line naming a key wins), and the lines
     that are no row's source into ``parsed``; returns how many records were valid.
     With ``load``, the records go straight into the feed's empty snapshot instead."""
-    with contextlib.closing(ahead(batches(job, items), job.phases)) as read:
-        return _read_all(db, job, read, reasons, load)
-
-
-def _read_all(
-    db: sqlite3.Connection,
-    job: LineFeed,
-    read: Iterable[Sequence[Indicator | Invalid]],
-    reasons: Counter[str],
-    load: Load | None,
-) -> int:
     valid = 0
     insert, first = _STAGED if load is None else load.statements()
     canary = None if load is None else load.canary
-    for batch in read:
+    for batch in batches(job, items):
         with job.phases.timed("store"):
             rows = []
             for item in batch:
@@ -127,62 +111,6 @@ def _read_all(
             if db.total_changes - before < len(rows):
                 _note_duplicates(db, rows, first)
     return valid
-
-
-_END = object()
-
-
-def ahead(source: Iterable[T], phases: Phases, depth: int = 2) -> Generator[T, None, None]:
-    """``source``'s items, produced on a worker thread up to ``depth`` ahead: its
-    parsing and normalization run while sqlite3 (which lets go of the GIL) writes
-    the previous batch. What it raises is raised here; closing this stops it."""
-    handoff: queue.Queue[tuple[bool, object]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in source:
-                if not _hand(handoff, stop, (True, item)):
-                    return
-            _hand(handoff, stop, (True, _END))
-        except BaseException as exc:  # the consumer raises it
-            _hand(handoff, stop, (False, exc))
-        finally:
-            close = getattr(source, "close", None)
-            if close is not None:
-                close()
-
-    worker = threading.Thread(target=produce, name="feedsync-parse", daemon=True)
-    worker.start()
-    try:
-        while True:
-            with phases.waiting():
-                ok, item = handoff.get()
-            if not ok:
-                assert isinstance(item, BaseException)
-                raise item
-            if item is _END:
-                return
-            yield cast(T, item)
-    finally:
-        stop.set()
-        while worker.is_alive():
-            with contextlib.suppress(queue.Empty):
-                handoff.get(timeout=0.05)
-        worker.join()
-
-
-def _hand(
-    handoff: queue.Queue[tuple[bool, object]], stop: threading.Event, item: tuple[bool, object]
-) -> bool:
-    """Put ``item`` for the consumer unless it stopped; whether it was put."""
-    while not stop.is_set():
-        try:
-            handoff.put(item, timeout=0.05)
-        except queue.Full:
-            continue
-        return True
-    return False
 
 
 @dataclass(slots=True)

@@ -14,13 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feedsync.model import Validators
-from feedsync.phases import Phases
 from feedsync.sources import CsvLines
 from feedsync.sources.csvfeed import CsvOptions
 from feedsync.store import Store, connection, lineindex
 from feedsync.store.guard import Change
 from feedsync.store.linediff import LineFeed, replace_lines
-from feedsync.store.linestage import ahead
 
 OPTIONS = CsvOptions(indicator="indicator", context=(("status", "status"),), tags_field="tags")
 HEADER = b"# indicator,status,tags"
@@ -333,36 +331,3 @@ def test_a_first_body_loaded_into_the_snapshot_equals_a_staged_read(
     assert direct.added == direct.fetched
     # The next body's line diff sees what a full read of it would.
     check_same_as_full_read(feeds, body, [*body[1:], *rows(2)])
-
-
-def test_a_body_parsed_ahead_raises_what_its_parser_raised() -> None:
-    bad = ValueError("row 3 is hostile")
-
-    def parsed() -> Iterator[int]:
-        yield 1
-        yield 2
-        raise bad
-
-    got: list[int] = []
-    with pytest.raises(ValueError) as raised:
-        got.extend(ahead(parsed(), Phases()))
-    assert raised.value is bad
-    assert got == [1, 2]
-
-
-def test_closing_a_body_parsed_ahead_stops_its_parser() -> None:
-    produced, closed = [], []
-
-    def endless() -> Iterator[int]:
-        try:
-            for n in itertools.count():
-                produced.append(n)
-                yield n
-        finally:
-            closed.append(True)
-
-    read = ahead(endless(), Phases(), depth=2)
-    assert [next(read) for _ in range(3)] == [0, 1, 2]
-    read.close()
-    assert closed == [True], "the parser was closed, on its own thread"
-    assert len(produced) <= 3 + 2 + 1, "no further than the queue's depth ahead"
