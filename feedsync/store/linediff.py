@@ -44,7 +44,14 @@ from feedsync.safety.exclusions import Screen
 from feedsync.store import FeedRow, journal, lineindex
 from feedsync.store.guard import Change
 from feedsync.store.linedelta import apply_delta
-from feedsync.store.linestage import Expanded, Load, keep_lines, read_all, screened
+from feedsync.store.linestage import (
+    Expanded,
+    Load,
+    keep_lines,
+    load_table,
+    read_all,
+    screened,
+)
 from feedsync.store.poison import Poison
 from feedsync.store.snapshot import is_empty, replace_loaded, replace_staged, stage_tables
 
@@ -122,7 +129,10 @@ def _apply_full(db: sqlite3.Connection, job: LineFeed) -> Change:
     reasons: Counter[str] = Counter()
     feed = job.feed
     # A first fetch is loaded straight into the snapshot: a stage would only be copied.
-    load = Load(feed.id, job.poison.canary) if is_empty(db, feed) else None
+    load = None
+    if is_empty(db, feed):
+        load = Load(feed.id, job.poison.canary)
+        load_table(db)
     with open_body(job.path, job.feed.name) as stream:
         items = job.lines.parse(stream, job.on_replaced)
         valid = read_all(db, job, items, reasons, load)
@@ -150,6 +160,7 @@ def _loaded(
 ) -> Change:
     feed = job.feed
     with job.phases.timed("store"):
+        load.copy(db, valid)
         change = replace_loaded(
             db,
             feed,

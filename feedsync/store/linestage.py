@@ -108,27 +108,53 @@ def read_all(
             valid += len(rows)
             before = db.total_changes
             db.executemany(insert, rows)
-            if db.total_changes - before < len(rows):
+            if load is None and db.total_changes - before < len(rows):
                 _note_duplicates(db, rows, first)
     return valid
 
 
 @dataclass(slots=True)
 class Load:
-    """A body loaded straight into a feed's empty snapshot (no stage to copy from):
-    the feed's id, and the rows its canary check names (key, kind, value)."""
+    """A body loaded into a feed's empty snapshot: its rows appended to ``loaded``
+    as read (no key to look up, so no random writes), then copied in key order,
+    the first line naming a key first; and the rows its canary check names
+    (key, kind, value)."""
 
     feed_id: int
     canary: Canary | None = None
     candidates: list[tuple[str, str, str]] = field(default_factory=list)
 
     def statements(self) -> tuple[str, str]:
-        feed = int(self.feed_id)
-        return (
+        return ("INSERT INTO loaded VALUES (?,?,?,?,?,?,?,?)", "")
+
+    def copy(self, db: sqlite3.Connection, valid: int) -> None:
+        """Copy the rows read into the snapshot, and note the lines that lost
+        their key to an earlier one (as ``_note_duplicates``)."""
+        params = {"feed": self.feed_id}
+        db.execute(
             "INSERT OR IGNORE INTO snapshot (feed_id, key, value, kind, context, tags, digest,"
-            f" expires, line) VALUES ({feed},?,?,?,?,?,?,?,?)",
-            f"SELECT line FROM snapshot WHERE feed_id = {feed} AND key = ?",
+            " expires, line) SELECT :feed, key, value, kind, context, tags, digest, expires, line"
+            " FROM loaded ORDER BY key, rowid",
+            params,
         )
+        total = db.execute("SELECT count(*) FROM snapshot WHERE feed_id = :feed", params)
+        if total.fetchone()[0] < valid:
+            db.execute(
+                "INSERT OR IGNORE INTO parsed (hash, key) SELECT t.line, t.key FROM loaded t"
+                " JOIN snapshot s ON s.feed_id = :feed AND s.key = t.key"
+                " WHERE s.line IS NOT t.line ORDER BY t.rowid",
+                params,
+            )
+        db.execute("DELETE FROM loaded")
+
+
+def load_table(db: sqlite3.Connection) -> None:
+    """The temporary table a first body is read into (``Load``), created and emptied."""
+    db.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS loaded (key TEXT, value TEXT, kind TEXT, context TEXT,"
+        " tags TEXT, digest INTEGER, expires REAL, line INTEGER)"
+    )
+    db.execute("DELETE FROM loaded")
 
 
 _STAGED = (
