@@ -21,12 +21,18 @@ import orjson
 from feedsync.model import Validators
 from feedsync.safety.exclusions import split_reasons
 from feedsync.store import FeedRow, journal, now
-from feedsync.store.poison import NO_POISON, Poison, added_digest, poisoned
+from feedsync.store.poison import (
+    LOADED,
+    NO_POISON,
+    Poison,
+    added_digest,
+    poisoned,
+    poisoned_load,
+)
 
 # Which snapshot rows a staged change replaces: all of a feed's ("replace"), those of
 # the keys a line diff touched ("delta"), or those a patch names ("patch").
 Outgoing = Literal["replace", "delta", "patch"]
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +124,47 @@ def guarded(
     return dataclasses.replace(change, added=added, changed=changed)
 
 
+def loaded(
+    db: sqlite3.Connection,
+    feed: FeedRow,
+    change: Change,
+    candidates: list[tuple[str, str, str]],
+    guard: Guard,
+    *,
+    validators: Validators,
+) -> Change:
+    """``guarded`` for a body loaded straight into the feed's empty snapshot: nothing
+    is removed, so only the poison guard may hold it, and holding it empties the
+    snapshot again (as it was)."""
+    if guard.screened is not None:
+        guard.screened.flush()
+    total = change.fetched
+    journaled = _journaled(db, feed, change, guard, None)
+    params = {"feed": feed.id, "supplier": feed.supplier}
+    if not guard.force:
+        poison = poisoned_load(
+            db, feed, candidates, guard.poison, before=change.before, added=total
+        )
+        if poison is not None:
+            keys = hashlib.sha256(
+                (_key_set_hash(db, LOADED_KEYS, feed) + added_digest(db, feed, LOADED)).encode()
+            ).hexdigest()
+            if keys != feed.held_digest:
+                db.execute("DELETE FROM snapshot WHERE feed_id = :feed", params)
+                journal.held(db, journaled, f"held by the poison guard: {poison}")
+                _hold(db, feed, 0, total, keys)
+                return dataclasses.replace(change, held=True, held_reason=poison)
+    journal.applied(db, dataclasses.replace(journaled, added=total), loaded=True)
+    if planned_before(db, feed.supplier):
+        db.execute(
+            "INSERT OR IGNORE INTO dirty (supplier, value)"
+            " SELECT :supplier, value FROM snapshot WHERE feed_id = :feed",
+            params,
+        )
+    _record_feed(db, feed, total, change, validators)
+    return dataclasses.replace(change, added=total)
+
+
 def _journaled(
     db: sqlite3.Connection, feed: FeedRow, change: Change, guard: Guard, shrink: str | None
 ) -> journal.FeedChange:
@@ -181,6 +228,9 @@ FULL_KEYS = (
     " (SELECT 1 FROM snapshot s WHERE s.feed_id = :feed AND s.key = t.key) ORDER BY 1"
 )
 
+# FULL_KEYS of a body loaded into an empty snapshot: it removes none, adds every row.
+LOADED_KEYS = "SELECT '+' || key FROM snapshot WHERE feed_id = :feed ORDER BY 1"
+
 # Snapshot rows (alias s) that a change takes out: under a full replacement every
 # row the new fetch does not repeat verbatim; under a patch the removed rows and
 # those the patch rewrites; under a delta (a replacement staged only for the keys
@@ -217,7 +267,8 @@ def _apply(
     added, changed = _counts(db, params)
     if log is not None:
         journal.applied(db, dataclasses.replace(log, added=added, changed=changed))
-    _mark_dirty(db, params, mode)
+    if planned_before(db, feed.supplier):
+        _mark_dirty(db, params, mode)
     _write_rows(db, params, mode)
     _record_feed(db, feed, total, change, validators)
     # The stage stays until the next change empties it: line bookkeeping reads it.
@@ -236,6 +287,13 @@ def _counts(db: sqlite3.Connection, params: Mapping[str, object]) -> tuple[int, 
         params,
     ).fetchone()[0]
     return int(added), int(changed)
+
+
+def planned_before(db: sqlite3.Connection, supplier: str) -> bool:
+    """Whether the supplier was ever planned: the first plan of one that was not
+    compares every value it has (reconcile.mark_all_dirty), so marks are redundant."""
+    found = db.execute("SELECT 1 FROM suppliers WHERE name = ?", (supplier,)).fetchone()
+    return found is not None
 
 
 def _mark_dirty(db: sqlite3.Connection, params: Mapping[str, object], mode: Outgoing) -> None:

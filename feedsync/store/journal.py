@@ -110,9 +110,10 @@ class FeedChange:
     suffix: str = ""  # how a change the shrink guard stopped went through (--force, confirmed)
 
 
-def applied(db: sqlite3.Connection, change: FeedChange) -> None:
+def applied(db: sqlite3.Connection, change: FeedChange, *, loaded: bool = False) -> None:
     """Journal a change before it is applied (the snapshot still holds the old rows,
-    ``stage`` the new): values listed, changed (which fields), unlisted (why), excluded."""
+    ``stage`` the new; ``loaded``: a body loaded into an empty snapshot, which holds
+    the new): values listed, changed (which fields), unlisted (why), excluded."""
     params = {
         "feed_id": change.feed_id,
         "feed": change.feed,
@@ -120,7 +121,7 @@ def applied(db: sqlite3.Connection, change: FeedChange) -> None:
         "at": change.at,
     }
     if change.added:
-        _listed(db, change, params)
+        _listed(db, change, params, loaded)
     if change.changed:
         _changed(db, change, params)
     if change.removed:
@@ -128,7 +129,9 @@ def applied(db: sqlite3.Connection, change: FeedChange) -> None:
     _excluded(db, params)
 
 
-def _listed(db: sqlite3.Connection, change: FeedChange, params: dict[str, Any]) -> None:
+def _listed(
+    db: sqlite3.Connection, change: FeedChange, params: dict[str, Any], loaded: bool
+) -> None:
     if change.added > PER_VALUE_MAX:
         bulk(
             db,
@@ -138,6 +141,13 @@ def _listed(db: sqlite3.Connection, change: FeedChange, params: dict[str, Any]) 
             feed=change.feed,
             detail="",
             count=change.added,
+        )
+        return
+    if loaded:
+        db.execute(
+            f"{INSERT} SELECT :at, :supplier, s.value, 'listed', :feed, '', 1 FROM snapshot s"
+            " WHERE s.feed_id = :feed_id ORDER BY s.key",
+            params,
         )
         return
     db.execute(

@@ -44,9 +44,16 @@ from feedsync.safety.exclusions import Screen
 from feedsync.store import FeedRow, journal, lineindex
 from feedsync.store.guard import Change
 from feedsync.store.linedelta import apply_delta
-from feedsync.store.linestage import Expanded, keep_lines, read_all, screened
+from feedsync.store.linestage import (
+    Expanded,
+    Load,
+    keep_lines,
+    load_table,
+    read_all,
+    screened,
+)
 from feedsync.store.poison import Poison
-from feedsync.store.snapshot import replace_staged, stage_tables
+from feedsync.store.snapshot import is_empty, replace_loaded, replace_staged, stage_tables
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,10 +127,17 @@ def replace_lines(db: sqlite3.Connection, job: LineFeed) -> Change:
 def _apply_full(db: sqlite3.Connection, job: LineFeed) -> Change:
     """Read every line, as for any source, and rebuild the ``lines`` table."""
     reasons: Counter[str] = Counter()
+    feed = job.feed
+    # A first fetch is loaded straight into the snapshot: a stage would only be copied.
+    load = None
+    if is_empty(db, feed):
+        load = Load(feed.id, job.poison.canary)
+        load_table(db)
     with open_body(job.path, job.feed.name) as stream:
         items = job.lines.parse(stream, job.on_replaced)
-        valid = read_all(db, job, items, reasons)
-    feed = job.feed
+        valid = read_all(db, job, items, reasons, load)
+    if load is not None:
+        return _loaded(db, job, valid, reasons, load)
     with job.phases.timed("store"):
         change = replace_staged(
             db,
@@ -138,6 +152,28 @@ def _apply_full(db: sqlite3.Connection, job: LineFeed) -> Change:
         )
         if not change.held:
             keep_lines(db, feed, "DELETE FROM lines WHERE feed_id = :feed")
+    return change
+
+
+def _loaded(
+    db: sqlite3.Connection, job: LineFeed, valid: int, reasons: Counter[str], load: Load
+) -> Change:
+    feed = job.feed
+    with job.phases.timed("store"):
+        load.copy(db, valid)
+        change = replace_loaded(
+            db,
+            feed,
+            valid,
+            reasons,
+            load.candidates,
+            force=job.force,
+            validators=job.validators,
+            screened=screened(job),
+            poison=job.poison,
+        )
+        if not change.held:
+            keep_lines(db, feed, "DELETE FROM lines WHERE feed_id = :feed", loaded=True)
     return change
 
 

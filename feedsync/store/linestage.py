@@ -13,12 +13,14 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from feedsync.body import to_sql
 from feedsync.model import Indicator, Invalid, Record
 from feedsync.normalize import Screener, normalized_batches
 from feedsync.store import FeedRow, journal
+from feedsync.store.poison import Canary
 from feedsync.store.snapshot import Row, encode
 
 if TYPE_CHECKING:
@@ -74,11 +76,18 @@ def _parsed_row(
 
 
 def read_all(
-    db: sqlite3.Connection, job: LineFeed, items: Iterable[Record | Invalid], reasons: Counter[str]
+    db: sqlite3.Connection,
+    job: LineFeed,
+    items: Iterable[Record | Invalid],
+    reasons: Counter[str],
+    load: Load | None = None,
 ) -> int:
     """Stage every record (the first line naming a key wins), and the lines
-    that are no row's source into ``parsed``; returns how many records were valid."""
+    that are no row's source into ``parsed``; returns how many records were valid.
+    With ``load``, the records go straight into the feed's empty snapshot instead."""
     valid = 0
+    insert, first = _STAGED if load is None else load.statements()
+    canary = None if load is None else load.canary
     for batch in batches(job, items):
         with job.phases.timed("store"):
             rows = []
@@ -91,19 +100,73 @@ def read_all(
                     )
                     job.on_invalid(item)
                 else:
-                    rows.append(encode(item))
+                    row = encode(item)
+                    rows.append(row)
+                    if canary is not None and canary(row[2], row[1]) is not None:
+                        assert load is not None
+                        load.candidates.append((row[0], row[2], row[1]))
             valid += len(rows)
             before = db.total_changes
-            db.executemany("INSERT OR IGNORE INTO stage VALUES (?,?,?,?,?,?,?,?)", rows)
-            if db.total_changes - before < len(rows):
-                _note_duplicates(db, rows)
+            db.executemany(insert, rows)
+            if load is None and db.total_changes - before < len(rows):
+                _note_duplicates(db, rows, first)
     return valid
 
 
-def _note_duplicates(db: sqlite3.Connection, rows: list[Row]) -> None:
+@dataclass(slots=True)
+class Load:
+    """A body loaded into a feed's empty snapshot: its rows appended to ``loaded``
+    as read (no key to look up, so no random writes), then copied in key order,
+    the first line naming a key first; and the rows its canary check names
+    (key, kind, value)."""
+
+    feed_id: int
+    canary: Canary | None = None
+    candidates: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def statements(self) -> tuple[str, str]:
+        return ("INSERT INTO loaded VALUES (?,?,?,?,?,?,?,?)", "")
+
+    def copy(self, db: sqlite3.Connection, valid: int) -> None:
+        """Copy the rows read into the snapshot, and note the lines that lost
+        their key to an earlier one (as ``_note_duplicates``)."""
+        params = {"feed": self.feed_id}
+        db.execute(
+            "INSERT OR IGNORE INTO snapshot (feed_id, key, value, kind, context, tags, digest,"
+            " expires, line) SELECT :feed, key, value, kind, context, tags, digest, expires, line"
+            " FROM loaded ORDER BY key, rowid",
+            params,
+        )
+        total = db.execute("SELECT count(*) FROM snapshot WHERE feed_id = :feed", params)
+        if total.fetchone()[0] < valid:
+            db.execute(
+                "INSERT OR IGNORE INTO parsed (hash, key) SELECT t.line, t.key FROM loaded t"
+                " JOIN snapshot s ON s.feed_id = :feed AND s.key = t.key"
+                " WHERE s.line IS NOT t.line ORDER BY t.rowid",
+                params,
+            )
+        db.execute("DELETE FROM loaded")
+
+
+def load_table(db: sqlite3.Connection) -> None:
+    """The temporary table a first body is read into (``Load``), created and emptied."""
+    db.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS loaded (key TEXT, value TEXT, kind TEXT, context TEXT,"
+        " tags TEXT, digest INTEGER, expires REAL, line INTEGER)"
+    )
+    db.execute("DELETE FROM loaded")
+
+
+_STAGED = (
+    "INSERT OR IGNORE INTO stage VALUES (?,?,?,?,?,?,?,?)",
+    "SELECT line FROM stage WHERE key = ?",
+)
+
+
+def _note_duplicates(db: sqlite3.Connection, rows: list[Row], lookup: str) -> None:
     for row in rows:
         key, line = row[0], row[7]
-        (first,) = db.execute("SELECT line FROM stage WHERE key = ?", (key,)).fetchone()
+        (first,) = db.execute(lookup, (key,)).fetchone()
         if first != line:
             db.execute("INSERT OR IGNORE INTO parsed (hash, key) VALUES (?, ?)", (line, key))
 
@@ -112,12 +175,12 @@ def screened(job: LineFeed) -> journal.Screened | None:
     return job.on_invalid if isinstance(job.on_invalid, journal.Screened) else None
 
 
-def keep_lines(db: sqlite3.Connection, feed: FeedRow, clear: str) -> None:
+def keep_lines(db: sqlite3.Connection, feed: FeedRow, clear: str, *, loaded: bool = False) -> None:
     """Bring the ``lines`` table up to date (snapshot rows took their source
-    line when the change was applied)."""
+    line when the change was applied; ``loaded``: when they were loaded)."""
     params = {"feed": feed.id}
     db.execute(clear, params)
-    db.execute(KEEP_PARSED_LINES, params)
+    db.execute(KEEP_LOADED_LINES if loaded else KEEP_PARSED_LINES, params)
 
 
 # The lines that are no snapshot row's source: duplicates of a key and invalid lines.
@@ -126,4 +189,11 @@ KEEP_PARSED_LINES = (
     " SELECT :feed, p.hash, p.key, p.reason FROM parsed p WHERE p.reason IS NOT NULL"
     " OR (p.key IS NOT NULL AND NOT EXISTS"
     "     (SELECT 1 FROM stage t WHERE t.key = p.key AND t.line = p.hash))"
+)
+# The same, for a body loaded straight into the feed's snapshot (``Load``).
+KEEP_LOADED_LINES = (
+    "INSERT OR REPLACE INTO lines (feed_id, hash, key, reason)"
+    " SELECT :feed, p.hash, p.key, p.reason FROM parsed p WHERE p.reason IS NOT NULL"
+    " OR (p.key IS NOT NULL AND NOT EXISTS (SELECT 1 FROM snapshot t"
+    "     WHERE t.feed_id = :feed AND t.key = p.key AND t.line = p.hash))"
 )

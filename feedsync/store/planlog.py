@@ -22,7 +22,20 @@ _LAST_FEED = (
 def start(db: sqlite3.Connection, supplier: str, at: float, *, why: str, reshaped: str) -> Planned:
     """A plan's journal: a row per operation, unless the plan is too big for that."""
     (dirty,) = db.execute("SELECT count(*) FROM dirty WHERE supplier = ?", (supplier,)).fetchone()
+    if dirty <= journal.PER_VALUE_MAX and not _planned(db, supplier):
+        # The feeds' changes mark no value for a supplier never planned (guard.py):
+        # its first plan is about every value its feeds list.
+        (dirty,) = db.execute(
+            "SELECT count(*) FROM (SELECT DISTINCT s.value FROM snapshot s"
+            " JOIN feeds f ON f.id = s.feed_id WHERE f.supplier = ? LIMIT ?)",
+            (supplier, journal.PER_VALUE_MAX + 1),
+        ).fetchone()
     return Planned(db, supplier, at, dirty > journal.PER_VALUE_MAX, why, reshaped)
+
+
+def _planned(db: sqlite3.Connection, supplier: str) -> bool:
+    found = db.execute("SELECT 1 FROM suppliers WHERE name = ?", (supplier,)).fetchone()
+    return found is not None
 
 
 @dataclass(slots=True)

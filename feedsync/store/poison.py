@@ -41,6 +41,9 @@ _ADDED = (
     " (SELECT 1 FROM snapshot s WHERE s.feed_id = :feed AND s.key = t.key) ORDER BY t.key"
 )
 
+# A body loaded straight into the feed's empty snapshot adds all of its rows.
+LOADED = "SELECT key, kind, value FROM snapshot WHERE feed_id = :feed ORDER BY key"
+
 
 def poisoned(db: sqlite3.Connection, feed: FeedRow, before: int, poison: Poison) -> str | None:
     """Why the staged change is poison, or None."""
@@ -55,6 +58,35 @@ def poisoned(db: sqlite3.Connection, feed: FeedRow, before: int, poison: Poison)
             added += 1
             if canary(kind, value) is not None and not _listed(db, feed, value):
                 canaries.append(value)
+    return _reason(canaries, added, before, poison)
+
+
+def poisoned_load(
+    db: sqlite3.Connection,
+    feed: FeedRow,
+    candidates: list[tuple[str, str, str]],
+    poison: Poison,
+    *,
+    before: int,
+    added: int,
+) -> str | None:
+    """Why a body loaded straight into the feed's empty snapshot is poison, or None:
+    ``candidates`` are the rows read whose value is a canary (key, kind, value), of
+    which those that won their key count (every loaded row is an added one)."""
+    if poison.growth <= 0 and poison.canary is None:
+        return None
+    canaries = [
+        value
+        for key, kind, value in sorted(set(candidates))
+        if db.execute(
+            "SELECT 1 FROM snapshot WHERE feed_id = ? AND key = ? AND kind = ? AND value = ?",
+            (feed.id, key, kind, value),
+        ).fetchone()
+    ]
+    return _reason(canaries, added, before, poison)
+
+
+def _reason(canaries: list[str], added: int, before: int, poison: Poison) -> str | None:
     if canaries:
         shown = ", ".join(canaries[:SHOWN]) + (
             f" and {len(canaries) - SHOWN} more" if len(canaries) > SHOWN else ""
@@ -81,10 +113,11 @@ def _listed(db: sqlite3.Connection, feed: FeedRow, value: str) -> bool:
     return found is not None
 
 
-def added_digest(db: sqlite3.Connection, feed: FeedRow) -> str:
+def added_digest(db: sqlite3.Connection, feed: FeedRow, query: str = _ADDED) -> str:
     """What identifies the rows a held change adds (a patch's key digest has only
-    its removals), so that a second fetch confirms the very same additions."""
+    its removals), so that a second fetch confirms the very same additions
+    (``LOADED``: those of a body loaded into an empty snapshot)."""
     digest = hashlib.sha256()
-    for key, _kind, value in db.execute(_ADDED, {"feed": feed.id}):
+    for key, _kind, value in db.execute(query, {"feed": feed.id}):
         digest.update(f"{key}\x00{value}\x00".encode())
     return digest.hexdigest()

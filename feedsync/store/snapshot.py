@@ -20,7 +20,15 @@ import orjson
 from feedsync.body import to_sql
 from feedsync.model import Indicator, Invalid, Removal, Validators
 from feedsync.store import FeedRow, journal
-from feedsync.store.guard import FULL_KEYS, Change, Guard, counted, guarded
+from feedsync.store.guard import (
+    FULL_KEYS,
+    LOADED_KEYS,
+    Change,
+    Guard,
+    counted,
+    guarded,
+    loaded,
+)
 from feedsync.store.poison import NO_POISON, Poison
 
 BATCH = 5000
@@ -131,6 +139,36 @@ def replace_staged(
     )
     guard = Guard(max_delete_ratio, force, FULL_KEYS, "replace", screened, poison)
     return guarded(db, feed, change, total, guard, validators=validators)
+
+
+def replace_loaded(
+    db: sqlite3.Connection,
+    feed: FeedRow,
+    valid: int,
+    reasons: Counter[str],
+    candidates: list[tuple[str, str, str]],
+    *,
+    force: bool,
+    validators: Validators,
+    screened: journal.Screened | None = None,
+    poison: Poison = NO_POISON,
+) -> Change:
+    """``replace_staged`` for a body loaded straight into the feed's empty snapshot
+    (``valid`` rows were read into it; ``candidates`` are its canary rows)."""
+    total = db.execute("SELECT count(*) FROM snapshot WHERE feed_id = ?", (feed.id,)).fetchone()[0]
+    change = counted(
+        reasons, fetched=total, duplicates=valid - total, removed=0, before=feed.indicators
+    )
+    guard = Guard(0.0, force, LOADED_KEYS, "replace", screened, poison)
+    return loaded(db, feed, change, candidates, guard, validators=validators)
+
+
+def is_empty(db: sqlite3.Connection, feed: FeedRow) -> bool:
+    """Whether the feed's snapshot has no row (its first fetch, or every row gone)."""
+    return (
+        db.execute("SELECT 1 FROM snapshot WHERE feed_id = ? LIMIT 1", (feed.id,)).fetchone()
+        is None
+    )
 
 
 def expire(db: sqlite3.Connection, feed: FeedRow, now: float) -> int:
@@ -275,5 +313,3 @@ def _rows(
         elif item.reason:
             # In a full snapshot absent is removed; a source's word says why (journal).
             hints.append((item.key, item.reason))
-
-

@@ -623,3 +623,42 @@ def test_a_first_plan_straight_from_the_snapshots_is_the_general_plan(
             opened.close()
     assert planned[0] == planned[1]
     assert planned[0][0].add == len({v for _f, v, _c, _t in listed})
+
+
+def test_a_supplier_never_planned_gets_no_marks_and_plans_the_same(tmp_path: Path) -> None:
+    """A never-planned supplier's applies leave no dirty marks (its first plan compares
+    every value): its plan after two changes is the plan of the last snapshot alone."""
+    first = [ind("a.example"), ind("b.example", {"k": "1"}), ind("c.example")]
+    second = [ind("b.example", {"k": "2"}), ind("c.example"), ind("d.example")]
+    plans = []
+    for bodies_applied in ((first, second), (second,)):
+        (tmp_path / f"s{len(plans)}").mkdir()
+        opened = Store.open(str(tmp_path / f"s{len(plans)}" / "state.db"))
+        try:
+            for items in bodies_applied:
+                load(opened, "f", "S", list(items), ratio=1.0)
+            marks = connection(opened).execute("SELECT count(*) FROM dirty").fetchone()[0]
+            made = replan(opened, target(opened, "S", "f", send_context=True))
+            plans.append((marks, made, pending(opened, "S")))
+        finally:
+            opened.close()
+    assert plans[0] == plans[1]
+    assert plans[0][0] == 0
+
+
+def test_a_supplier_planned_before_sees_every_change(store: Store) -> None:
+    load(store, "f", "S", [ind("a.example"), ind("b.example", {"k": "1"}), ind("c.example")])
+    t = target(store, "S", "f", send_context=True)
+    replan(store, t)
+    ack_all(store, "S")
+    load(
+        store,
+        "f",
+        "S",
+        [ind("b.example", {"k": "2"}), ind("c.example"), ind("d.example")],
+        ratio=1.0,
+    )
+    marked = {r[0] for r in connection(store).execute("SELECT value FROM dirty")}
+    assert marked == {"a.example", "b.example", "d.example"}
+    made = replan(store, t)
+    assert (made.add, made.update, made.delete) == (1, 1, 1)
