@@ -23,7 +23,7 @@ from test_daemon import daemon_at, write_config  # noqa: F401 -- a fixture
 from feedsync import render as report
 from feedsync import status, terminal
 from feedsync.config import Config
-from feedsync.daemon import Daemon
+from feedsync.daemon.service import Daemon
 from feedsync.emulator import Emulator
 from feedsync.emulator.faults import Faults
 from feedsync.errors import ControlError
@@ -217,9 +217,7 @@ async def test_sync_on_a_terminal_draws_a_progress_line_and_clears_it(
     emulator.faults = Faults(latency=0.05)
     config_path = str(tmp_path / "feedsync.yaml")
     env = {**os.environ, "CT_PASSWORD": PASSWORD, "COLUMNS": "200"}
-    code, out, err = await asyncio.to_thread(
-        terminal_run, ["sync", "-c", config_path], env, True
-    )
+    code, out, err = await asyncio.to_thread(terminal_run, ["sync", "-c", config_path], env, True)
     assert code == 0, err
     # After each clearing: a frame (no newline: redrawn in place) or a log line.
     pieces = err.split(terminal.CLEAR)
@@ -326,7 +324,6 @@ async def test_a_sync_steered_through_the_daemon_shows_the_daemons_progress_line
 
 
 def test_a_relayed_line_keeps_the_last_one_when_the_daemon_does_not_answer() -> None:
-
     answers: list[Any] = [
         {"feeds": [
             {"feed": "a", "progress": {"summary": "parse 10 rows"}},
