@@ -182,3 +182,57 @@ def test_a_reader_on_an_older_snapshot_leaves_the_wal_as_it_is(tmp_path: Path) -
     finally:
         reader.close()
         store.close()
+
+
+def _freed(store: Store, rows: int = 30_000) -> None:
+    with store.transaction() as tx:
+        tx.executemany(
+            "INSERT INTO runs (feed, started, finished, result) VALUES (?, 0, 0, 'ok')",
+            [(f"feed-{i:05d}-" + "x" * 400,) for i in range(rows)],
+        )
+        tx.execute("INSERT INTO holds (feed, since) VALUES ('kept', 1)")
+    with store.transaction() as tx:
+        tx.execute("DELETE FROM runs")
+
+
+def test_a_big_freelist_is_released_in_one_commit(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = Store.open(str(path))
+    db = connection(store)
+    try:
+        _freed(store)
+        crowded = vacuum.space(db, str(path))
+        assert crowded.crowded()
+        after = vacuum.release_all(db, str(path))
+        assert [tuple(r) for r in db.execute("SELECT feed FROM holds")] == [("kept",)]
+        assert statefile.quick_check(db, str(path)) == []
+    finally:
+        store.close()
+    assert after.free_pages == 0 and after.pages < crowded.pages - crowded.free_pages // 2
+    assert auto_vacuum(path) == vacuum.INCREMENTAL
+
+
+async def test_release_takes_a_freelist_over_the_sweep_in_one_call(tmp_path: Path) -> None:
+    store = Store.open(str(tmp_path / "state.db"))
+    try:
+        _freed(store)
+        with capture_logs() as logged:
+            left = await vacuum.release(store, connection(store), pages=100, sweep=1000)
+    finally:
+        store.close()
+    [released] = [e for e in logged if e["event"] == "store.released"]
+    assert released["steps"] == 1 and left.free_pages == 0
+
+
+def test_a_database_a_release_left_in_full_mode_is_set_back_without_a_vacuum(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    Store.open(str(path)).close()
+    with sqlite3.connect(path, isolation_level=None) as db:
+        db.execute("PRAGMA auto_vacuum = FULL")  # a crash between release_all's pragmas
+    assert auto_vacuum(path) == vacuum.FULL
+    with capture_logs() as logged:
+        Store.open(str(path)).close()
+    assert auto_vacuum(path) == vacuum.INCREMENTAL
+    assert not [e for e in logged if e["event"] == "store.vacuumed"]
