@@ -154,9 +154,13 @@ def _rule_5_one_slash(text: str) -> str:
 
 
 def _rule_1_without_dot_segments(path: str) -> str:
-    """RFC 3986, section 5.2.4, step by step as the RFC words it."""
     if "/." not in path and not path.startswith("."):
-        return path  # every step below starts at a "." or "/.": none would apply
+        return path  # every step of the RFC's starts at a "." or "/.": none would apply
+    return rfc_3986_steps(path)
+
+
+def rfc_3986_steps(path: str) -> str:
+    """RFC 3986, section 5.2.4, step by step as the RFC words it."""
     source, output = path, list[str]()
     while source:
         if source.startswith("../"):

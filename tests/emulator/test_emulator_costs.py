@@ -93,32 +93,8 @@ async def test_the_log_keeps_bodies_not_their_objects(watched: Emulator) -> None
     assert watched.requests[-1].json is None and not watched.requests[-1].parsed
 
 
-def _rfc_steps(path: str) -> str:
-    """RFC 3986, section 5.2.4, as values.py wrote it before its shortcut."""
-    source, output = path, list[str]()
-    while source:
-        if source.startswith("../"):
-            source = source[3:]
-        elif source.startswith(("./", "/./")):
-            source = source[2:]
-        elif source == "/.":
-            source = "/"
-        elif source.startswith("/../") or source == "/..":
-            source = "/" + source[4:]
-            if output:
-                output.pop()
-        elif source in (".", ".."):
-            source = ""
-        else:
-            end = source.find("/", 1)
-            end = len(source) if end < 0 else end
-            output.append(source[:end])
-            source = source[end:]
-    return "".join(output)
-
-
 def test_paths_without_dot_segments_skip_the_steps_to_the_same_path() -> None:
     for length in range(8):
         for letters in itertools.product("/.a", repeat=length):
             path = "".join(letters)
-            assert values._rule_1_without_dot_segments(path) == _rfc_steps(path), path
+            assert values._rule_1_without_dot_segments(path) == values.rfc_3986_steps(path), path
