@@ -215,12 +215,7 @@ def remove(db: sqlite3.Connection, supplier: str, runs: Iterable[tuple[str, str]
 def _holds(db: sqlite3.Connection, target: Target, lo: str, hi: str | None) -> bool:
     """Whether a value in (lo, hi) is listed, or dirty: a dirty one may have been
     sent unconfirmed and unlisted since, and its plan must see it was pending."""
-    bound = "" if hi is None else " AND value < :hi"
-    dirty = db.execute(
-        f"SELECT 1 FROM dirty WHERE supplier = :supplier AND value > :lo{bound} LIMIT 1",
-        {"supplier": target.supplier, "lo": lo, "hi": hi},
-    ).fetchone()
-    if dirty is not None:
+    if _dirty_in(db, target.supplier, lo, hi, first=True):
         return True
     bound = "" if hi is None else " AND key < :hi"
     for feed_id in target.feed_ids:
@@ -236,15 +231,23 @@ def _holds(db: sqlite3.Connection, target: Target, lo: str, hi: str | None) -> b
 
 def dirty_inside(db: sqlite3.Connection, supplier: str) -> bool:
     """Whether a value marked dirty lies inside one of the supplier's ranges."""
-    for lo, hi, _target, _at in _ranges(db, supplier):
-        bound = "" if hi is None else " AND value < :hi"
-        found = db.execute(
-            f"SELECT 1 FROM dirty WHERE supplier = :supplier AND value > :lo{bound} LIMIT 1",
-            {"supplier": supplier, "lo": lo, "hi": hi},
-        ).fetchone()
-        if found is not None:
-            return True
-    return False
+    return any(
+        _dirty_in(db, supplier, lo, hi, first=True)
+        for lo, hi, _target, _at in _ranges(db, supplier)
+    )
+
+
+def _dirty_in(
+    db: sqlite3.Connection, supplier: str, lo: str, hi: str | None, *, first: bool = False
+) -> list[str]:
+    """The supplier's dirty values in (lo, hi) in value order; with ``first``, at most one."""
+    bound = "" if hi is None else " AND value < :hi"
+    limit = " LIMIT 1" if first else ""
+    rows = db.execute(
+        f"SELECT value FROM dirty WHERE supplier = :supplier AND value > :lo{bound}{limit}",
+        {"supplier": supplier, "lo": lo, "hi": hi},
+    ).fetchall()
+    return [value for (value,) in rows]
 
 
 def materialize(db: sqlite3.Connection, supplier: str) -> None:
@@ -260,13 +263,9 @@ def materialize(db: sqlite3.Connection, supplier: str) -> None:
     while chunk := list(itertools.islice(cut, CHUNK)):
         db.executemany(insert, chunk)
     for lo, hi, _target, at in _ranges(db, supplier):
-        bound = "" if hi is None else " AND value < :hi"
-        dirty = db.execute(
-            f"SELECT value FROM dirty WHERE supplier = :supplier AND value > :lo{bound}",
-            {"supplier": supplier, "lo": lo, "hi": hi},
-        ).fetchall()
+        dirty = _dirty_in(db, supplier, lo, hi)
         db.executemany(
             insert,
-            [(supplier, v, None, orjson.dumps({"indicator": v}).decode(), at) for (v,) in dirty],
+            [(supplier, v, None, orjson.dumps({"indicator": v}).decode(), at) for v in dirty],
         )
     db.execute("DELETE FROM pending_range WHERE supplier = ?", (supplier,))
