@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from feedsync.errors import StoreError
 from feedsync.model import Validators
 from feedsync.sources import CsvLines
 from feedsync.sources.csvfeed import CsvOptions
@@ -76,13 +77,15 @@ class Feed:
         header: bytes = HEADER,
         tags: tuple[str, ...] = ("STATIC",),
         options: CsvOptions = OPTIONS,
+        name: str | None = None,
     ) -> Change:
         self.body.write_bytes(b"\n".join([header, FIRST, *body]) + b"\n")
-        row = self.store.feed(self.name, "S")
+        name = self.name if name is None else name
+        row = self.store.feed(name, "S")
         job = LineFeed(
             feed=row,
             path=self.body,
-            lines=CsvLines(options, self.name),
+            lines=CsvLines(options, name),
             static_tags=tags,
             validators=Validators(sha256="x"),
             max_delete_ratio=ratio,
@@ -331,3 +334,65 @@ def test_a_first_body_loaded_into_the_snapshot_equals_a_staged_read(
     assert direct.added == direct.fetched
     # The next body's line diff sees what a full read of it would.
     check_same_as_full_read(feeds, body, [*body[1:], *rows(2)])
+
+
+LINE_INDEX = "SELECT sql FROM sqlite_master WHERE name = 'snapshot_line'"
+
+
+def traced(feed: Feed, body: list[bytes], name: str | None = None) -> list[str]:
+    """The statements applying ``body`` ran."""
+    db = connection(feed.store)
+    ran: list[str] = []
+    db.set_trace_callback(ran.append)
+    try:
+        feed.apply(body, name=name)
+    finally:
+        db.set_trace_callback(None)
+    return ran
+
+
+def test_the_first_load_builds_the_line_index_after_its_rows(feeds: Iterator[Feed]) -> None:
+    """Only while no other feed is in the (global) index: a second feed's first body
+    keeps it row by row, else it would rebuild the first feed's part too."""
+    two, one, other = next(feeds), next(feeds), next(feeds)
+    db = connection(two.store)
+    (definition,) = db.execute(LINE_INDEX).fetchone()
+    assert "DROP INDEX snapshot_line" in traced(two, rows(50))
+    assert "DROP INDEX snapshot_line" not in traced(two, rows(80, 20), name="second")
+    assert tuple(db.execute(LINE_INDEX).fetchone()) == (definition,)
+    assert db.execute("PRAGMA integrity_check").fetchall()[0][0] == "ok"
+    one.apply(rows(50))
+    other.apply(rows(80, 20), name="second")
+    every = "SELECT f.name, key, value, digest, line FROM snapshot JOIN feeds f ON f.id = feed_id"
+    mine = db.execute(f"{every} ORDER BY 1, 2").fetchall()
+    theirs = [
+        *connection(one.store).execute(f"{every} ORDER BY 1, 2").fetchall(),
+        *connection(other.store).execute(f"{every} ORDER BY 1, 2").fetchall(),
+    ]
+    assert [tuple(r) for r in mine] == [tuple(r) for r in theirs]
+    # The line diff finds the rows by their line through the rebuilt index.
+    check_same_as_full_read(feeds, rows(50), [*rows(50)[1:], *rows(52, 50)])
+
+
+def test_a_load_stopped_after_dropping_the_line_index_leaves_it_in_place(
+    feeds: Iterator[Feed],
+) -> None:
+    feed = next(feeds)
+    db = connection(feed.store)
+    (definition,) = db.execute(LINE_INDEX).fetchone()
+    dropped: list[bool] = []
+    db.set_trace_callback(lambda sql: dropped.append(True) if "DROP INDEX" in sql else None)
+    # Interrupts the copy that follows the drop, as a failing write would.
+    db.set_progress_handler(lambda: 1 if dropped else 0, 100)
+    try:
+        with pytest.raises(StoreError):
+            feed.apply(rows(200))
+    finally:
+        db.set_trace_callback(None)
+        db.set_progress_handler(None, 0)
+    assert dropped
+    assert tuple(db.execute(LINE_INDEX).fetchone()) == (definition,)
+    assert db.execute("SELECT count(*) FROM snapshot").fetchone()[0] == 0
+    feed.apply(rows(200))
+    assert db.execute("PRAGMA integrity_check").fetchall()[0][0] == "ok"
+    assert len(feed.state()[0]) == 201
