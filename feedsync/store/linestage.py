@@ -130,23 +130,23 @@ class Load:
     def copy(self, db: sqlite3.Connection, valid: int) -> None:
         """Copy the rows read into the snapshot, and note the lines that lost
         their key to an earlier one (as ``_note_duplicates``). ``snapshot_line``
-        is built afterwards where no other feed is in it: one sorted build costs
-        less than a million random inserts, and the drop is undone with the caller's
-        transaction."""
+        is built afterwards where the snapshot holds no other feed: one sorted build
+        costs less than a million random inserts, and the drop is undone with the
+        caller's transaction."""
         params = {"feed": self.feed_id}
         rebuild = _line_index_to_rebuild(db, self.feed_id)
         if rebuild is not None:
             db.execute("DROP INDEX snapshot_line")
-        db.execute(
+        # The feed's snapshot was empty: what this inserts is all of it.
+        total = db.execute(
             "INSERT OR IGNORE INTO snapshot (feed_id, key, value, kind, context, tags, digest,"
             " expires, line) SELECT :feed, key, value, kind, context, tags, digest, expires, line"
             " FROM loaded ORDER BY key, rowid",
             params,
-        )
+        ).rowcount
         if rebuild is not None:
             db.execute(rebuild)
-        total = db.execute("SELECT count(*) FROM snapshot WHERE feed_id = :feed", params)
-        if total.fetchone()[0] < valid:
+        if total < valid:
             db.execute(
                 "INSERT OR IGNORE INTO parsed (hash, key) SELECT t.line, t.key FROM loaded t"
                 " JOIN snapshot s ON s.feed_id = :feed AND s.key = t.key"
@@ -158,11 +158,9 @@ class Load:
 
 def _line_index_to_rebuild(db: sqlite3.Connection, feed_id: int) -> str | None:
     """The definition of ``snapshot_line`` when building it after the load is cheaper
-    than keeping it row by row: no other feed has a row in it (the index is global)."""
-    # The feed's own snapshot is empty, so this reads one entry of the partial index.
-    other = db.execute(
-        "SELECT 1 FROM snapshot WHERE line IS NOT NULL AND feed_id != ? LIMIT 1", (feed_id,)
-    ).fetchone()
+    than keeping it row by row: no other feed has a row (building it reads them all)."""
+    # The feed's own snapshot is empty, so this reads the first row of the table.
+    other = db.execute("SELECT 1 FROM snapshot WHERE feed_id != ? LIMIT 1", (feed_id,)).fetchone()
     if other is not None:
         return None
     found = db.execute(

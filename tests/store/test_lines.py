@@ -359,6 +359,17 @@ def test_the_first_load_builds_the_line_index_after_its_rows(feeds: Iterator[Fee
     (definition,) = db.execute(LINE_INDEX).fetchone()
     assert "DROP INDEX snapshot_line" in traced(two, rows(50))
     assert "DROP INDEX snapshot_line" not in traced(two, rows(80, 20), name="second")
+    # Nor beside another feed's rows that have no line: the build would read them too.
+    lineless = next(feeds)
+    other_id = lineless.store.feed("records", "S").id
+    with lineless.store.transaction() as write:
+        write.execute(
+            "INSERT INTO snapshot (feed_id, key, value, kind, context, tags, digest)"
+            " VALUES (?, 'x.example', 'x.example', 'domain', '{}', '[]', 0)",
+            (other_id,),
+        )
+    assert "DROP INDEX snapshot_line" not in traced(lineless, rows(50))
+    assert len(lineless.state()[0]) == 52
     assert tuple(db.execute(LINE_INDEX).fetchone()) == (definition,)
     assert db.execute("PRAGMA integrity_check").fetchall()[0][0] == "ok"
     one.apply(rows(50))
