@@ -54,6 +54,7 @@ _set_id, _set_value, _set_op, _set_digest, _set_body = (
 _id_of = attrgetter("id")
 _op_of = attrgetter("op")
 _acked_of = attrgetter("value", "digest")
+_body_of = attrgetter("body")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +63,7 @@ class Batch:
     items: tuple[Item, ...]
 
     def payload(self) -> bytes:
-        return b"[" + b",".join(item.body for item in self.items) + b"]"
+        return b"[" + b",".join(map(_body_of, self.items)) + b"]"
 
 
 @dataclass(slots=True)
@@ -159,17 +160,18 @@ def _lazy(db: sqlite3.Connection, supplier: str) -> Iterator[tuple[Any, ...]]:
 
 def lazy_runs(items: Iterable[Item]) -> list[tuple[str, str]]:
     """(first, last value) of each run of lazy items consecutive in the cut."""
-    lazy = [item for item in items if item.id < 0]
+    given = tuple(items)
+    # A batch is cut in order, its lazy items last: they are one run, told by comparing
+    # their ids with a range (in C) instead of filtering, sorting and walking them.
+    lazy = given if given and given[0].id < 0 else tuple(i for i in given if i.id < 0)
     if not lazy:
         return []
-    # A batch is cut in order: its lazy items are one run, told by comparing their ids
-    # with a range (in C) instead of sorting them and walking them one by one.
     first = lazy[0].id
     if list(map(_id_of, lazy)) == list(range(first, first - len(lazy), -1)):
         return [(lazy[0].value, lazy[-1].value)]
     runs: list[tuple[str, str]] = []
     last_id = 0
-    for item in sorted(lazy, key=lambda i: -i.id):
+    for item in sorted((i for i in lazy if i.id < 0), key=lambda i: -i.id):
         if runs and -item.id == last_id + 1:
             runs[-1] = (runs[-1][0], item.value)
         else:
