@@ -133,18 +133,22 @@ def test_the_per_op_counts_of_an_answer_that_settles_every_item(
     assert put.rejected == put.unconfirmed == delete.rejected == delete.unconfirmed == 0
 
 
-def test_acknowledged_digests_and_values_are_kept_exactly(stores: tuple[Store, Store]) -> None:
-    """The acknowledged rows go to SQLite as one JSON array: the 64-bit extremes and
-    values JSON escapes come back as they were."""
+@pytest.mark.parametrize("nul", ["", "nul\x00.example"])
+def test_acknowledged_digests_and_values_are_kept_exactly(
+    stores: tuple[Store, Store], nul: str
+) -> None:
+    """The acknowledged rows go to SQLite as one JSON object: the 64-bit extremes and
+    values JSON escapes come back as they were, and a batch with a NUL in a value
+    (SQLite's JSON would cut it there) as well."""
     store, _ = stores
     odd = ['q"uote.example', "back\\slash.example", "é.example", "tab\t.example", "1e3"]
-    digests = [-(2**63), 2**63 - 1, 0, -1, 2**53 + 1]
-    items = tuple(
-        Item(-n - 1, v, "add", d, b"{}") for n, (v, d) in enumerate(zip(odd, digests, strict=True))
-    )
+    odd += ["\U0001f600.example", *([nul] if nul else [])]
+    digests = [-(2**63), 2**63 - 1, 0, -1, 2**53 + 1, 7, 8][: len(odd)]
+    pairs = list(zip(odd, digests, strict=True))
+    items = tuple(Item(-n - 1, v, "add", d, b"{}") for n, (v, d) in enumerate(pairs))
     sent = settle(store, "S", Batch("PUT", items), Verdict())
     assert sent.add == len(odd)
-    assert store.acked_values("S") == dict(zip(odd, digests, strict=True))
+    assert store.acked_values("S") == dict(pairs)
     rows = connection(store).execute("SELECT typeof(value), typeof(digest) FROM acked")
     assert {tuple(row) for row in rows} == {("text", "integer")}
 
