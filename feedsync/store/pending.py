@@ -303,6 +303,7 @@ def _acknowledged(
     # in C for about 40% of what binding and stepping each one from Python costs.
     members = orjson.dumps(dict(acked))
     if b"\\u0000" not in members:
+        # "WHERE true": SQLite would read the upsert's ON as a join constraint without it.
         db.execute(
             "INSERT INTO acked (supplier, value, digest, acked_at)"
             " SELECT ?1, j.key, j.value, ?2 FROM json_each(?3) j WHERE true" + _UPSERT_ACKED,
