@@ -19,10 +19,11 @@ import heapq
 import itertools
 import sqlite3
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import orjson
 
-from feedsync.store.bodies import Target, put_body
+from feedsync.store.bodies import Target, put_body, single_put_bodies
 from feedsync.store.snapshot import digest64
 
 CHUNK = 5000
@@ -85,25 +86,30 @@ def listed(
 def _rows(
     db: sqlite3.Connection, feed_id: int, lo: str, hi: str | None
 ) -> Iterator[tuple[str, int, str, str]]:
-    """A feed's rows keyed by their value, in (lo, hi), a chunk at a time."""
+    """A feed's rows keyed by their value, in (lo, hi)."""
+    for rows in _chunks(db, "value, feed_id, context, tags", feed_id, lo, hi):
+        yield from rows
+
+
+def _chunks(
+    db: sqlite3.Connection, columns: str, feed_id: int, lo: str, hi: str | None
+) -> Iterator[list[Any]]:
+    """``columns`` (the value first) of a feed's rows keyed by their value, in (lo, hi),
+    by value, a chunk at a time."""
     # Two forms, not "(? IS NULL OR key < ?)": that would read past ``hi`` to the end.
     bound = "" if hi is None else " AND key < :hi"
     query = (
-        "SELECT value, feed_id, context, tags FROM snapshot WHERE feed_id = :feed"
+        f"SELECT {columns} FROM snapshot WHERE feed_id = :feed"
         f" AND key > :after{bound} AND value = key ORDER BY key LIMIT :limit"
     )
-    after = lo
+    params = {"feed": feed_id, "after": lo, "hi": hi, "limit": CHUNK}
     cursor = db.cursor()
     cursor.row_factory = None  # plain tuples: a million rows are read this way
-    while True:
-        params = {"feed": feed_id, "after": after, "hi": hi, "limit": CHUNK}
-        rows = cursor.execute(query, params).fetchall()
-        if not rows:
-            return
-        yield from rows
+    while rows := cursor.execute(query, params).fetchall():
+        yield rows
         if len(rows) < CHUNK:
             return
-        after = rows[-1][0]
+        params["after"] = rows[-1][0]
 
 
 def _value_of(row: tuple[str, int, str, str]) -> str:
@@ -115,16 +121,25 @@ def items(db: sqlite3.Connection, supplier: str) -> Iterator[tuple[str, int, str
     by value. The ranges are read once: settling meanwhile only removes values
     already cut."""
     for lo, hi, target, at in _ranges(db, supplier):
-        position = {feed_id: index for index, feed_id in enumerate(target.feed_ids)}
         if len(target.feed_ids) == 1:
-            # One feed lists each value once: no merge (most of the cut otherwise).
-            for value, feed_id, context, tag_list in _rows(db, target.feed_ids[0], lo, hi):
-                body = put_body(value, ((feed_id, context, tag_list),), target, position)
-                yield value, digest64(body.encode()), body, at
+            yield from _single(db, target, lo, hi, at)
             continue
+        position = {feed_id: index for index, feed_id in enumerate(target.feed_ids)}
         for value, listing in listed(db, target, lo, hi):
             body = put_body(value, listing, target, position)
             yield value, digest64(body.encode()), body, at
+
+
+def _single(
+    db: sqlite3.Connection, target: Target, lo: str, hi: str | None, at: float
+) -> Iterator[tuple[str, int, str, float]]:
+    """``items`` of a one-feed range: one feed lists each value once, so there is no
+    merge, and a chunk's bodies and digests are made a chunk at a time."""
+    feed_id = target.feed_ids[0]
+    for rows in _chunks(db, "value, context, tags", feed_id, lo, hi):
+        bodies = single_put_bodies(target, feed_id, rows)
+        digests = map(digest64, map(str.encode, bodies))
+        yield from zip([row[0] for row in rows], digests, bodies, itertools.repeat(at))
 
 
 def count(db: sqlite3.Connection, supplier: str) -> int:

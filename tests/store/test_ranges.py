@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feedsync.cybertrace.verdict import Verdict
 from feedsync.model import Indicator, Kind, Validators
-from feedsync.store import Store, connection, story
-from feedsync.store.bodies import Target
+from feedsync.store import Store, connection, ranges, story
+from feedsync.store.bodies import Target, put_body, single_put_bodies
 from feedsync.store.pending import (
     Batch,
     batches,
@@ -23,7 +24,7 @@ from feedsync.store.pending import (
     settle,
 )
 from feedsync.store.reconcile import Plan, plan
-from feedsync.store.snapshot import replace
+from feedsync.store.snapshot import digest64, replace
 
 Listed = list[tuple[str, str, dict[str, str], tuple[str, ...]]]  # (feed, value, context, tags)
 
@@ -215,3 +216,72 @@ def test_a_dry_run_reads_the_ranges_as_rows_and_keeps_them(store: Store) -> None
         shown = preview(db, "S")
     assert shown[0] == "add q0.example" and shown[-1] == f"add ... and {len(VALUES) - 13} more"
     assert ranged(store) == 1 and store.counts("S")["add"] == len(VALUES) - 3
+
+
+# Every character JSON escapes, and those an escaper might (DEL, U+2028/2029, BOM,
+# non-ASCII, astral); lone surrogates cannot be stored (not UTF-8).
+AWKWARD = [chr(c) for c in range(0x80)] + ["é", "\u00a0", "\u2028", "\u2029", "\ufeff", "中", "𝄞"]
+
+
+@pytest.mark.parametrize("send_tags", [True, False])
+@pytest.mark.parametrize("send_context", [True, False])
+def test_a_one_feed_ranges_bodies_are_the_merged_bodies(
+    store: Store, send_context: bool, send_tags: bool
+) -> None:
+    """A one-feed range's bodies are made a chunk at a time from the rows as stored:
+    each is the text the merge makes, digested as a planned row's would be."""
+    values = [f"v{c}.example" for c in AWKWARD] + [f"{c}{c}" for c in AWKWARD]
+    listed: Listed = [
+        ("a", v, {"k": v} if n % 2 else {}, ("T1", "T2") if n % 3 else ())
+        for n, v in enumerate(values)
+    ]
+    (feed,) = load_all(store, listed, ("a",)).feed_ids
+    shape = {"send_context": send_context, "send_tags": send_tags}
+    db = connection(store)
+    ranges.write(db, Target("S", (feed,), ("a",), **shape), 1.0)
+    cut = list(ranges.items(db, "S"))
+    assert [item[0] for item in cut] == sorted(set(values))
+    # A second feed listing nothing: put_body merges the rows, as for a value two list.
+    merged = Target("S", (feed, -1), ("a", "none"), **shape)
+    for value, digest, body, at in cut:
+        query = "SELECT feed_id, context, tags FROM snapshot WHERE feed_id = ? AND key = ?"
+        row = tuple(db.execute(query, (feed, value)).fetchone())
+        assert body == put_body(value, [row, (-1, "{}", "[]")], merged, {feed: 0, -1: 1})
+        assert (digest, at) == (digest64(body.encode()), 1.0)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.text(min_size=1, max_size=12),
+            st.sampled_from([{}, {"k": "1"}, {"é": "\n"}]),
+            st.sampled_from([(), ("T1",), ("T1", "T2")]),
+        ),
+        max_size=5,
+    ),
+    st.booleans(),
+    st.booleans(),
+)
+def test_a_chunks_bodies_are_the_merged_bodies(
+    listed: list[tuple[str, dict[str, str], tuple[str, ...]]], send_context: bool, send_tags: bool
+) -> None:
+    shape = {"send_context": send_context, "send_tags": send_tags}
+    rows = [(v, orjson.dumps(c).decode(), orjson.dumps(t).decode()) for v, c, t in listed]
+    merged = Target("S", (1, 2), ("a", "b"), **shape)
+    expected = [put_body(v, [(1, c, t), (2, "{}", "[]")], merged, {1: 0, 2: 1}) for v, c, t in rows]
+    assert single_put_bodies(Target("S", (1,), ("a",), **shape), 1, rows) == expected
+
+
+@pytest.mark.parametrize("names", [("a",), ("b", "a", "c")])
+def test_a_range_is_cut_the_same_across_chunks(
+    store: Store, monkeypatch: pytest.MonkeyPatch, names: tuple[str, ...]
+) -> None:
+    listed: Listed = [(f, v, {"k": f}, (f.upper(),)) for f in "abc" for v in VALUES[:: len(f)]]
+    target = load_all(store, listed, names)
+    db = connection(store)
+    ranges.write(db, target, 1.0)
+    whole = list(ranges.items(db, "S"))
+    assert len(whole) == len(VALUES)
+    for size in (1, 2, len(VALUES) - 1, len(VALUES)):
+        monkeypatch.setattr(ranges, "CHUNK", size)
+        assert list(ranges.items(db, "S")) == whole
