@@ -307,8 +307,13 @@ def test_the_builders_set_every_field_the_constructors_do() -> None:
         )
         assert_same(built, expected)
         assert hash(built) == hash(expected)
+    # Made from a writable twin: what comes out is frozen all the same.
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.value = "other"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.value = "other"  # type: ignore[misc]
+    assert build.RecordSlots.__slots__ == Record.__slots__
+    assert build.IndicatorSlots.__slots__ == Indicator.__slots__
 
 
 def assert_same(built: object, expected: object) -> None:
