@@ -26,8 +26,8 @@ from feedsync.errors import FeedsyncError
 from feedsync.model import Context, Indicator, Invalid, Kind, Record
 from feedsync.normalize import InvalidValue, build, canonicalize
 from feedsync.normalize import urls as url_rules
-from feedsync.sources import csvlines
-from feedsync.sources.csvfeed import CsvOptions, parse_csv
+from feedsync.sources import csvfeed, csvlines
+from feedsync.sources.csvfeed import ABSENT, CsvOptions, parse_csv
 from feedsync.sources.csvlines import Lines
 from feedsync.store import snapshot
 from feedsync.store.snapshot import encode
@@ -281,6 +281,39 @@ def test_records_keep_what_the_slow_path_gave() -> None:
         Record(3, "bad.com", (), ("a", "b")),
     ]
     assert isinstance(got[2], Invalid) and got[2].reason == "empty"
+
+
+CELLS = ["x", " x", "x ", "n/a", "", "y", "None", " - "]
+
+
+@SETTINGS
+@given(
+    st.lists(st.lists(st.sampled_from(CELLS), min_size=1, max_size=4), max_size=40),
+    st.sampled_from([1, 2, 3]),
+)
+def test_a_context_known_by_its_cells_is_the_one_its_cells_make(
+    rows: list[list[str]], columns: int
+) -> None:
+    # Rows repeat raw cells (remembered), spell one context several ways, and
+    # some are too short for every context column (not remembered).
+    names = [f"c{n}" for n in range(columns)]
+    body = "\n".join(["indicator," + ",".join(names)] + ["evil.com," + ",".join(r) for r in rows])
+    options = CsvOptions(indicator="indicator", context=tuple((n, n) for n in names))
+    got = list(parse_csv(io.BytesIO(body.encode()), options, "f"))
+    expected = [
+        tuple((n, c.strip()) for n, c in zip(names, r, strict=False) if c.strip() not in ABSENT)
+        for r in rows
+    ]
+    assert [item.context for item in got if isinstance(item, Record)] == expected
+
+
+def test_contexts_stay_right_past_the_ones_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(csvfeed, "_SEEN", 3)
+    cells = [str(n % 5) for n in range(20)]
+    body = "indicator,a,b\n" + "\n".join(f"evil.com,{c},{c}{c}" for c in cells)
+    options = CsvOptions(indicator="indicator", context=(("a", "a"), ("b", "b")))
+    got = [item.context for item in parse_csv(io.BytesIO(body.encode()), options, "f")]
+    assert got == [(("a", c), ("b", c + c)) for c in cells]
 
 
 # --- records and indicators built by their slots -----------------------------------
