@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from feedsync import normalize as normalize_module
 from feedsync.body import LineBatch, line_hash, numbered
 from feedsync.errors import FeedsyncError
 from feedsync.model import Context, Indicator, Invalid, Kind, Record
@@ -187,6 +188,16 @@ def test_no_printable_character_but_space_is_blank_or_control() -> None:
             assert not char.isprintable() or char == " ", hex(point)
 
 
+def test_a_hash_is_told_by_fromhex_as_by_a_test_per_character() -> None:
+    # canonicalize asks bytes.fromhex of a value without blank space: every code point.
+    digits = frozenset("0123456789abcdefABCDEF")
+    for point in range(sys.maxunicode + 1):
+        char = chr(point)
+        if not _OLD_BLANK_OR_CONTROL.search(char):
+            for text in ("ab" * 15 + char + "c", char * 40):
+                assert normalize_module._hex(text) == digits.issuperset(text), hex(point)
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
@@ -220,6 +231,18 @@ def test_canonical_values_where_the_shortcuts_meet(
         assert raised.value.reason == expected
     else:
         assert canonicalize(value) == expected
+
+
+def test_tags_remembered_under_static_tags_are_the_canonical_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(normalize_module, "_TAGS_SEEN", 2)
+    for static in (("a",), ("b", "tlp:white"), ("c",), ("a",)):
+        tagged = normalize_module.tagged_under(static)
+        for tags in (("x",), ("y", "a"), ("x",), (), ("Z", "z")):
+            assert tagged[tags] == normalize_module.canonical_tags(static, tags)
+            assert len(tagged) <= 2
+        assert len(normalize_module.TAGGED) <= 2
 
 
 # --- encode -------------------------------------------------------------------------
