@@ -17,12 +17,6 @@ _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 DOTTED_QUAD = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 
 
-def may_be_address(text: str) -> bool:
-    """False for what cannot be an address (most domains and URLs), sparing them
-    ipaddress's parse and exception: IPv4 starts with a digit, IPv6 has a colon."""
-    return text[0].isdigit() or text[0] == "[" or (":" in text and "://" not in text)
-
-
 def address_of(text: str) -> tuple[Kind, str] | None:
     """A plain IP address, ``ip:port``, ``[v6]``, ``[v6]:port`` or a single-host
     CIDR; None if ``text`` is none of these (a URL with an address host, say)."""

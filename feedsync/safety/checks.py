@@ -45,8 +45,15 @@ def kind_checks(screen: Screen) -> dict[Kind, Check]:
         host = value[: end if query < 0 else query]
         if host.startswith("["):
             return address6(host[1:-1])
-        # A URL's host ending in a digit is an address.
-        reason = address(host) if host[-1:].isdigit() else walk(host, HOST | SUFFIX)
+        if host[-1:].isdigit():
+            try:
+                reason = address(host)
+            except OSError:
+                # A name whose last label ends in a digit ("cdn.a1"): canonical
+                # hosts inet_aton reads were made dotted quads already.
+                reason = walk(host, HOST | SUFFIX)
+        else:
+            reason = walk(host, HOST | SUFFIX)
         if reason is None and prefixes:
             for prefix, named in prefixes.get(host, ()):
                 if value.startswith(prefix):

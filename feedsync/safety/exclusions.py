@@ -35,7 +35,15 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from feedsync.model import Indicator, Invalid, Kind, Record
-from feedsync.normalize import InvalidValue, NetworkValue, canonicalize, indicator_of
+from feedsync.normalize import (
+    TAGGED,
+    InvalidValue,
+    NetworkValue,
+    build,
+    canonicalize,
+    indicator_of,
+    tagged_under,
+)
 from feedsync.safety.checks import Check, kind_checks
 from feedsync.safety.tables import (
     HOST,
@@ -160,7 +168,9 @@ class Screen:
             return [
                 Invalid(record.line, value[:200], EXCLUDED + reason, record.line_hash, record.key)
             ]
-        return [indicator_of(record, kind, value, static_tags)]
+        # indicator_of, inline: one call fewer a row.
+        tagged = TAGGED.get(static_tags) or tagged_under(static_tags)
+        return [build.indicator(record, kind, value, tagged[record.tags])]
 
     def _network(
         self,

@@ -15,10 +15,13 @@ hosts of feedsync's own peers; both are the default.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from feedsync.safety.allowlist import allow_screen
+from feedsync.model import Kind
+from feedsync.safety.allowlist import allow_screen, parsed
 
 REASON = "canary"
 # The anycast addresses and names of the large public DNS resolvers (Google,
@@ -44,6 +47,9 @@ CANARY_SETS: Mapping[str, tuple[str, ...]] = MappingProxyType(
 DEFAULT_CANARIES = ("public_resolvers", OWN_HOSTS)
 
 Canaries = Callable[[str, str], str | None]  # (kind, canonical value) -> the entry's reason
+_URL = str(Kind.URL)
+_NAMED = frozenset(str(kind) for kind in (Kind.IPV4, Kind.IPV6, Kind.DOMAIN))
+_HASHES = frozenset(str(kind) for kind in (Kind.MD5, Kind.SHA1, Kind.SHA256))
 
 
 def canaries(entries: tuple[str, ...], own_hosts: tuple[str, ...] = ()) -> Canaries | None:
@@ -53,10 +59,51 @@ def canaries(entries: tuple[str, ...], own_hosts: tuple[str, ...] = ()) -> Canar
     values = tuple(v for entry in entries for v in sets.get(entry, (entry,)))
     if not values:
         return None
+    return plain_canaries(values) or screened_canaries(values)
+
+
+def screened_canaries(values: tuple[str, ...]) -> Canaries:
+    """The canary check of any set: its allowlist screen's check of the value's kind."""
     checks = {str(kind): check for kind, check in allow_screen(values, REASON).checks.items()}
 
     def canary(kind: str, value: str) -> str | None:
         check = checks.get(kind)
         return None if check is None else check(value)
+
+    return canary
+
+
+@functools.lru_cache(maxsize=64)
+def plain_canaries(values: tuple[str, ...]) -> Canaries | None:
+    """The canary check of a set of names, single addresses and hashes only (the
+    default set, and peers named by host), or None for a set with a network,
+    ``*.`` name or URL: a value, or a URL's host, is a canary if it is in the set.
+
+    One set lookup a value, where the screen's check walks a name's labels or
+    bisects an address table: it runs for every row a first load adds."""
+    found = parsed(values)
+    if found.domains or found.prefixes:
+        return None
+    names = set(found.hosts)
+    for text in found.networks:
+        network = ipaddress.ip_network(text)
+        if network.num_addresses != 1:
+            return None
+        names.add(str(network.network_address))
+    plain, hashes = frozenset(names), frozenset(found.exact)
+
+    def canary(kind: str, value: str) -> str | None:
+        if kind == _URL:
+            end = value.find("/")
+            query = value.find("?", 0, len(value) if end < 0 else end)
+            host = value[: end if query < 0 else query]
+            if host.startswith("["):
+                host = host[1:-1]
+            return REASON if host in plain else None
+        if kind in _NAMED:
+            return REASON if value in plain else None
+        if kind in _HASHES:
+            return REASON if value in hashes else None
+        return None
 
     return canary

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import operator
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -195,15 +196,17 @@ def _records(
     tags columns read inline, each Record built by its slots (build.py), a tags
     cell seen before split once and a context seen before shared (feeds repeat
     a few)."""
-    at = columns.indicator
-    context = columns.context
-    tags_at = columns.tags
-    header = columns.header
+    at, context, tags_at, header = columns.indicator, columns.context, columns.tags, columns.header
     header_value = header[at] if header is not None and at < len(header) else None
     absent = ABSENT
-    seen_tags: dict[str, tuple[str, ...]] = {}
-    seen_contexts: dict[Context, Context] = {}
     no_tags: tuple[str, ...] = ()
+    seen_tags: dict[str, tuple[str, ...]] = {}
+    # A row's context by its raw cells (one C call to take them): a context seen
+    # before costs a lookup, not a strip and a test per cell and three tuples.
+    seen = _Contexts(context)
+    by_cells = seen.by_cells
+    wanted = [column for _name, column in context]
+    cells, wide = (operator.itemgetter(*wanted), max(wanted) + 1) if wanted else (None, 0)
     for item in items:
         if isinstance(item, Invalid):
             yield item
@@ -225,19 +228,10 @@ def _records(
             yield Invalid(number, text[:PREVIEW], "empty", hashed)
             continue
         found: Context = ()
-        if context:
-            found = tuple(
-                [
-                    (name, cell)
-                    for name, column in context
-                    if column < count and (cell := fields[column].strip()) not in absent
-                ]
-            )
-            # One tuple for a context seen before: the records of a batch then hold
-            # one object each, not three, for the garbage collector to walk.
-            if len(seen_contexts) >= _SEEN:
-                seen_contexts.clear()
-            found = seen_contexts.setdefault(found, found)
+        if cells is not None:
+            key = cells(fields) if count >= wide else None  # None: a row too short
+            known = by_cells.get(key)
+            found = known if known is not None else seen(fields, count, key)
         tags = no_tags
         if tags_at is not None and tags_at < count:
             cell = fields[tags_at]
@@ -252,6 +246,35 @@ def _records(
             if replaced:
                 on_replaced(number, replaced)
         yield record(number, value, found, tags, hashed)
+
+
+class _Contexts:
+    """The contexts of one read: by the raw cells that made them, and each
+    distinct one as one tuple shared by its rows (the records of a batch then
+    hold one object each, not three, for the garbage collector to walk)."""
+
+    def __init__(self, context: tuple[tuple[str, int], ...]) -> None:
+        self.context = context
+        self.by_cells: dict[object, Context] = {}
+        self.shared: dict[Context, Context] = {}
+
+    def __call__(self, fields: list[str], count: int, key: object) -> Context:
+        """The context of a row's fields (its present cells, stripped, by name),
+        remembered by ``key``, its raw cells (None: not remembered)."""
+        found = tuple(
+            [
+                (name, cell)
+                for name, column in self.context
+                if column < count and (cell := fields[column].strip()) not in ABSENT
+            ]
+        )
+        for known in (self.shared, self.by_cells):
+            if len(known) >= _SEEN:
+                known.clear()
+        found = self.shared.setdefault(found, found)
+        if key is not None:
+            self.by_cells[key] = found
+        return found
 
 
 def _replaced(bad: frozenset[int], columns: Columns) -> tuple[str, ...]:

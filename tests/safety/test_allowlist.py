@@ -68,18 +68,18 @@ def test_entries_by_how_they_are_written() -> None:
     allow = Allowlist(
         values=(
             "20.1.2.0/24", "shop.example", "*.corp.example", "evil.example/login/",
-            "44D88612FEA8A8F36DE82E1278ABB02F", "2603:1000::/25",
+            "44D88612FEA8A8F36DE82E1278ABB02F", "2603:1000::/25", "*.corp.a1",
         )
     )  # fmt: skip
     screen = with_allowlist(screen_for((), (), 24), allow)
     allowed = [
         "20.1.2.200", "shop.example", "http://shop.example/a", "corp.example", "x.y.corp.example",
         "https://a.corp.example/z", "evil.example/login/x", "44d88612fea8a8f36de82e1278abb02f",
-        "2603:1000::1", "http://20.1.2.3/bin",
+        "2603:1000::1", "http://20.1.2.3/bin", "https://x.corp.a1/z",
     ]  # fmt: skip
     kept = [
         "20.1.3.1", "a.shop.example", "notcorp.example", "evil.example/login", "evil.example/x",
-        "corp.example.evil.ru", "2603:1100::1",
+        "corp.example.evil.ru", "2603:1100::1", "http://cdn.a1/x", "http://1a.b2c3/x?q",
     ]  # fmt: skip
     for value in allowed:
         (out,) = screen.screened(Record(1, value), ())

@@ -12,7 +12,14 @@ from conftest import PASSWORD, FeedServer, run_cli
 from feedsync import metrics
 from feedsync.config import parse
 from feedsync.emulator import Emulator
-from feedsync.safety.poison import canaries
+from feedsync.safety.poison import (
+    PUBLIC_RESOLVERS,
+    canaries,
+    plain_canaries,
+    screened_canaries,
+)
+
+HASH = "44D88612FEA8A8F36DE82E1278ABB02F"
 
 CONFIG = """\
 cybertrace:
@@ -57,6 +64,27 @@ def test_the_canary_set() -> None:
         assert check(kind, value) == "canary", value
     assert check("ipv4", "8.8.8.9") is None and check("domain", "google.com") is None
     assert canaries(()) is None
+
+
+def test_a_plain_canary_set_is_looked_up_as_its_screen_checks() -> None:
+    # The default set and peers by name or address take the set lookup; what
+    # the screen's checks say of each probe is the reference.
+    values = (*PUBLIC_RESOLVERS, "ct.corp.example", "10.1.2.3", "2001:db8::5", HASH, "[::9]")
+    plain = plain_canaries(values)
+    assert plain is not None
+    reference = screened_canaries(values)
+    hosts = ["dns.google", "x.dns.google", "google", "ct.corp.example", "corp.example"]
+    addresses = ["8.8.8.8", "8.8.8.9", "10.1.2.3", "2001:db8::5", "2606:4700:4700::1111", "::9"]
+    probes = [("domain", h) for h in hosts] + [("ipv4", a) for a in addresses[:3]]
+    probes += [("ipv6", a) for a in addresses[3:]] + [("md5", HASH), ("md5", "0" * 32)]
+    probes += [("sha1", "A" * 40), ("domain", HASH.lower() + ".x"), ("sha256", "B" * 64)]
+    for host in [*hosts, *addresses[:3], *(f"[{a}]" for a in addresses[3:])]:
+        probes += [("url", f"{host}/a"), ("url", f"{host}?q=1"), ("url", f"{host}/a?b/c")]
+    assert any(reference(kind, value) for kind, value in probes)
+    for kind, value in probes:
+        assert plain(kind, value) == reference(kind, value), (kind, value)
+    for wider in ("20.50.0.0/16", "*.corp.example", "corp.example/login"):
+        assert plain_canaries((*values, wider)) is None, wider
 
 
 async def test_a_fetch_that_adds_a_canary_is_held_until_confirmed(

@@ -21,13 +21,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from feedsync import normalize as normalize_module
 from feedsync.body import LineBatch, line_hash, numbered
 from feedsync.errors import FeedsyncError
 from feedsync.model import Context, Indicator, Invalid, Kind, Record
 from feedsync.normalize import InvalidValue, build, canonicalize
 from feedsync.normalize import urls as url_rules
-from feedsync.sources import csvlines
-from feedsync.sources.csvfeed import CsvOptions, parse_csv
+from feedsync.sources import csvfeed, csvlines
+from feedsync.sources.csvfeed import ABSENT, CsvOptions, parse_csv
 from feedsync.sources.csvlines import Lines
 from feedsync.store import snapshot
 from feedsync.store.snapshot import encode
@@ -187,6 +188,16 @@ def test_no_printable_character_but_space_is_blank_or_control() -> None:
             assert not char.isprintable() or char == " ", hex(point)
 
 
+def test_a_hash_is_told_by_fromhex_as_by_a_test_per_character() -> None:
+    # canonicalize asks bytes.fromhex of a value without blank space: every code point.
+    digits = frozenset("0123456789abcdefABCDEF")
+    for point in range(sys.maxunicode + 1):
+        char = chr(point)
+        if not _OLD_BLANK_OR_CONTROL.search(char):
+            for text in ("ab" * 15 + char + "c", char * 40):
+                assert normalize_module._hex(text) == digits.issuperset(text), hex(point)
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
@@ -220,6 +231,18 @@ def test_canonical_values_where_the_shortcuts_meet(
         assert raised.value.reason == expected
     else:
         assert canonicalize(value) == expected
+
+
+def test_tags_remembered_under_static_tags_are_the_canonical_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(normalize_module, "_TAGS_SEEN", 2)
+    for static in (("a",), ("b", "tlp:white"), ("c",), ("a",)):
+        tagged = normalize_module.tagged_under(static)
+        for tags in (("x",), ("y", "a"), ("x",), (), ("Z", "z")):
+            assert tagged[tags] == normalize_module.canonical_tags(static, tags)
+            assert len(tagged) <= 2
+        assert len(normalize_module.TAGGED) <= 2
 
 
 # --- encode -------------------------------------------------------------------------
@@ -283,6 +306,39 @@ def test_records_keep_what_the_slow_path_gave() -> None:
     assert isinstance(got[2], Invalid) and got[2].reason == "empty"
 
 
+CELLS = ["x", " x", "x ", "n/a", "", "y", "None", " - "]
+
+
+@SETTINGS
+@given(
+    st.lists(st.lists(st.sampled_from(CELLS), min_size=1, max_size=4), max_size=40),
+    st.sampled_from([1, 2, 3]),
+)
+def test_a_context_known_by_its_cells_is_the_one_its_cells_make(
+    rows: list[list[str]], columns: int
+) -> None:
+    # Rows repeat raw cells (remembered), spell one context several ways, and
+    # some are too short for every context column (not remembered).
+    names = [f"c{n}" for n in range(columns)]
+    body = "\n".join(["indicator," + ",".join(names)] + ["evil.com," + ",".join(r) for r in rows])
+    options = CsvOptions(indicator="indicator", context=tuple((n, n) for n in names))
+    got = list(parse_csv(io.BytesIO(body.encode()), options, "f"))
+    expected = [
+        tuple((n, c.strip()) for n, c in zip(names, r, strict=False) if c.strip() not in ABSENT)
+        for r in rows
+    ]
+    assert [item.context for item in got if isinstance(item, Record)] == expected
+
+
+def test_contexts_stay_right_past_the_ones_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(csvfeed, "_SEEN", 3)
+    cells = [str(n % 5) for n in range(20)]
+    body = "indicator,a,b\n" + "\n".join(f"evil.com,{c},{c}{c}" for c in cells)
+    options = CsvOptions(indicator="indicator", context=(("a", "a"), ("b", "b")))
+    got = [item.context for item in parse_csv(io.BytesIO(body.encode()), options, "f")]
+    assert got == [(("a", c), ("b", c + c)) for c in cells]
+
+
 # --- records and indicators built by their slots -----------------------------------
 
 
@@ -307,8 +363,13 @@ def test_the_builders_set_every_field_the_constructors_do() -> None:
         )
         assert_same(built, expected)
         assert hash(built) == hash(expected)
+    # Made from a writable twin: what comes out is frozen all the same.
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.value = "other"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.value = "other"  # type: ignore[misc]
+    assert build.RecordSlots.__slots__ == Record.__slots__
+    assert build.IndicatorSlots.__slots__ == Indicator.__slots__
 
 
 def assert_same(built: object, expected: object) -> None:
