@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from feedsync.cybertrace import Outcome
@@ -40,6 +41,8 @@ def verdict(batch: Batch, outcome: Outcome) -> Verdict:
     confirmed counts as done, and what it did not settle stays pending)."""
     if not outcome.readable:
         return Verdict(unconfirmed=frozenset(item.id for item in batch.items))
+    if not outcome.errors:
+        return _ALL_DONE  # most answers: a batch of 20,000 needs no walk
     matched, unmatched = _match(batch, outcome.errors)
     refused: dict[int, str] = {}
     unconfirmed: set[int] = set()
@@ -59,6 +62,7 @@ def verdict(batch: Batch, outcome: Outcome) -> Verdict:
     return Verdict(refused, frozenset(unconfirmed), tuple(unmatched))
 
 
+_ALL_DONE = Verdict(refused=MappingProxyType({}))
 _ABSENT = re.compile(r"\b(?:does ?n[o']t|not) exists?\b|\bnot found\b", re.IGNORECASE)
 
 
