@@ -253,6 +253,8 @@ class _Contexts:
     distinct one as one tuple shared by its rows (the records of a batch then
     hold one object each, not three, for the garbage collector to walk)."""
 
+    __slots__ = ("by_cells", "context", "shared")
+
     def __init__(self, context: tuple[tuple[str, int], ...]) -> None:
         self.context = context
         self.by_cells: dict[object, Context] = {}
