@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -162,3 +164,25 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for command in ("run", "sync", "check", "status", "hold", "release", "reload", "emulator"):
         assert command in out
+
+
+def test_the_process_entry_point_sets_the_collector_for_millions_of_rows(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    before = gc.get_threshold()
+    try:
+        with pytest.raises(SystemExit):
+            cli.run(["--help"])
+        assert gc.get_threshold() == cli.COLLECTOR_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+    assert "sync" in capsys.readouterr().out
+
+
+def test_the_installed_command_and_python_m_go_through_the_entry_point() -> None:
+    root = Path(__file__).resolve().parent.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    assert project["project"]["scripts"]["feedsync"] == "feedsync.cli:run"
+    assert "raise SystemExit(run())" in (root / "feedsync" / "cli" / "__main__.py").read_text()

@@ -7,6 +7,7 @@ steered.py's (they change it, here or by the running daemon) and processes.py's
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Sequence
 
@@ -37,3 +38,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _json_logs(choice: str) -> bool | None:
     return None if choice == "auto" else choice == "json"
+
+
+# A sync makes millions of short-lived objects in batches of thousands: with the
+# default thresholds the collector ran 48 full collections over every object the
+# imports made (3.4 s of a 1M-row first sync, gc.callbacks). The imports and
+# configuration are frozen out of its walks; a young walk waits for 50,000 net
+# allocations, and a full one still comes every 200 young ones (10M), so cyclic
+# garbage is still freed in a daemon that runs for months.
+COLLECTOR_THRESHOLDS = (50_000, 20, 10)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """The process's entry point (``feedsync``, ``python -m feedsync.cli``): ``main``
+    with the garbage collector set for a process that reads millions of rows."""
+    gc.freeze()
+    gc.set_threshold(*COLLECTOR_THRESHOLDS)
+    return main(argv)

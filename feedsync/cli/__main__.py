@@ -1,5 +1,5 @@
 """``python -m feedsync.cli``: the command line, as the installed ``feedsync`` runs it."""
 
-from feedsync.cli import main
+from feedsync.cli import run
 
-raise SystemExit(main())
+raise SystemExit(run())
