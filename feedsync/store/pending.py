@@ -169,9 +169,14 @@ def lazy_runs(items: Iterable[Item]) -> list[tuple[str, str]]:
     first = lazy[0].id
     if list(map(_id_of, lazy)) == list(range(first, first - len(lazy), -1)):
         return [(lazy[0].value, lazy[-1].value)]
+    return walked_runs(lazy)
+
+
+def walked_runs(items: Iterable[Item]) -> list[tuple[str, str]]:
+    """``lazy_runs`` the long way: the lazy items sorted by their place, then walked."""
     runs: list[tuple[str, str]] = []
     last_id = 0
-    for item in sorted((i for i in lazy if i.id < 0), key=lambda i: -i.id):
+    for item in sorted((i for i in items if i.id < 0), key=lambda i: -i.id):
         if runs and -item.id == last_id + 1:
             runs[-1] = (runs[-1][0], item.value)
         else:

@@ -23,6 +23,7 @@ from feedsync.store.pending import (
     lazy_runs,
     operations,
     settle,
+    walked_runs,
 )
 from feedsync.store.reconcile import plan
 from feedsync.store.snapshot import replace
@@ -167,19 +168,6 @@ def test_items_cut_are_those_their_constructor_makes(stores: tuple[Store, Store]
                 assert Item(*fields) == item and type(item.body) is bytes
 
 
-def reference_runs(items: list[Item]) -> list[tuple[str, str]]:
-    """lazy_runs as it was: sort the lazy items by their place, then walk them."""
-    runs: list[tuple[str, str]] = []
-    last = 0
-    for item in sorted((i for i in items if i.id < 0), key=lambda i: -i.id):
-        if runs and -item.id == last + 1:
-            runs[-1] = (runs[-1][0], item.value)
-        else:
-            runs.append((item.value, item.value))
-        last = -item.id
-    return runs
-
-
 @given(
     st.lists(st.integers(min_value=-30, max_value=30), unique=True, max_size=20),
     st.booleans(),
@@ -188,5 +176,12 @@ def test_lazy_runs_are_those_of_the_sorted_walk(ids: list[int], in_order: bool) 
     if in_order:
         ids.sort(key=lambda i: (i < 0, -i))
     items = [Item(i, f"v{abs(i):02d}", "add", 1, b"{}") for i in ids if i != 0]
-    assert lazy_runs(items) == reference_runs(items)
-    assert lazy_runs(iter(items)) == reference_runs(items)
+    assert lazy_runs(items) == walked_runs(items)
+    assert lazy_runs(iter(items)) == walked_runs(items)
+
+
+def test_lazy_runs_split_where_the_cut_skips_a_place() -> None:
+    items = [Item(i, f"v{abs(i):02d}", "add", 1, b"{}") for i in (7, -1, -2, -4, -5, -6, -9)]
+    expected = [("v01", "v02"), ("v04", "v06"), ("v09", "v09")]
+    assert lazy_runs(items) == walked_runs(items) == expected
+    assert lazy_runs(items[1:3]) == [("v01", "v02")]
