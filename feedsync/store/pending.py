@@ -164,10 +164,8 @@ def lazy_runs(items: Iterable[Item]) -> list[tuple[str, str]]:
     # A batch is cut in order, its lazy items last: they are one run, told by comparing
     # their ids with a range (in C) instead of filtering, sorting and walking them.
     lazy = given if given and given[0].id < 0 else tuple(i for i in given if i.id < 0)
-    if not lazy:
-        return []
-    first = lazy[0].id
-    if list(map(_id_of, lazy)) == list(range(first, first - len(lazy), -1)):
+    first = lazy[0].id if lazy else 0
+    if lazy and list(map(_id_of, lazy)) == list(range(first, first - len(lazy), -1)):
         return [(lazy[0].value, lazy[-1].value)]
     return walked_runs(lazy)
 
