@@ -178,37 +178,61 @@ class Api:
         if supplier.name == "InternalTI" and self.readings.internal_ti_put == "refuse":
             raise Refusal(400, "Only suppliers created with the REST API take indicators")
         self._check_batch(body)
+        tags_allowed = request.level >= TAGS_SINCE
         for item in body:
             _check_item(item)
-            if "tags" in item and request.level < TAGS_SINCE:
+            if not tags_allowed and "tags" in item:
                 raise Refusal(400, "The tags property needs REST API 1.1 or later")
-            _check_flag(item, "mark_detections", request.level)
+            if "mark_detections" in item:
+                _check_flag(item, "mark_detections", request.level)
         now = self.clock()
         errors: list[dict[str, str]] = []
+        stored, held_for = supplier.indicators, self._tags_reader()
+        no_context = _NO_CONTEXT if supplier.name == "FalsePositive" else None
         for item in body:
             try:
                 kind, value = canonical(item["indicator"])
             except NotAnIndicator:
                 errors.append(_rejected(item, "Invalid indicator format"))
                 continue
-            problem = _context_problem(supplier, item["context"]) if "context" in item else None
+            context = item.get("context", _ABSENT)
+            problem = None if context is _ABSENT else no_context or _context_problem(context)
             held: set[str] | None = None
             if problem is None and "tags" in item:
-                problem, held = self._tags_held(item["tags"])
+                problem, held = held_for(item["tags"])
             if problem is not None:
                 errors.append(_rejected(item, problem))
             elif not self.sink:
                 if held is None:
-                    stored = supplier.indicators.get(value)
-                    held = set(stored.tags) if stored is not None else set()
-                context = dict(item.get("context", {}))
-                supplier.indicators[value] = EmulatedIndicator(value, kind, context, held, now)
+                    known = stored.get(value)
+                    held = set(known.tags) if known is not None else set()
+                kept = {} if context is _ABSENT else dict(context)
+                stored[value] = EmulatedIndicator(value, kind, kept, held, now)
         return self._outcome(errors, len(body), "added to", "adding some of the indicators to")
 
-    def _tags_held(self, names: object) -> tuple[str | None, set[str] | None]:
+    def _tags_reader(self) -> Callable[[object], tuple[str | None, set[str] | None]]:
+        """``_tags_held`` remembering its answer per list of names for one request:
+        a feed's items share a few lists, and the tags cannot change meanwhile."""
+        answers: dict[tuple[object, ...], tuple[str | None, frozenset[str] | None]] = {}
+
+        def held_for(names: object) -> tuple[str | None, set[str] | None]:
+            if not isinstance(names, list):
+                return _NOT_TAGS, None
+            try:
+                key = tuple(names)
+                problem, held = answers[key]
+            except TypeError:  # an unhashable name: not a string
+                return _NOT_TAGS, None
+            except KeyError:
+                problem, fresh = self._tags_held(names)
+                held = None if fresh is None else frozenset(fresh)
+                answers[key] = problem, held
+            return problem, None if held is None else set(held)
+
+        return held_for
+
+    def _tags_held(self, names: list[Any]) -> tuple[str | None, set[str] | None]:
         """The problem with an item's ``tags``, or the tags it holds, upper-cased."""
-        if not isinstance(names, list):
-            return _NOT_TAGS, None
         for given in names:
             if not isinstance(given, str):
                 return _NOT_TAGS, None
@@ -260,14 +284,19 @@ class Api:
 
 # The scalar JSON types a context field may hold (a tuple: isinstance is faster with one).
 _SCALARS = (str, int, float, bool)
+# The exact types of those: a set of them takes a whole context in one C call.
+_SCALAR_TYPES = frozenset(_SCALARS)
+_NO_CONTEXT = "Context is not allowed for FalsePositive"
+# An item without "context", told from one whose context is null.
+_ABSENT: Any = object()
 
 
-def _context_problem(supplier: EmulatedSupplier, context: object) -> str | None:
-    if supplier.name == "FalsePositive":
-        return "Context is not allowed for FalsePositive"
+def _context_problem(context: object) -> str | None:
     # The documentation makes the context object hold "one or more" fields.
     if not isinstance(context, dict) or not context:
         return _NOT_SCALARS
+    if _SCALAR_TYPES.issuperset(map(type, context.values())):
+        return None
     for field in context.values():
         if not isinstance(field, _SCALARS):
             return _NOT_SCALARS

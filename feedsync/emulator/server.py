@@ -259,35 +259,54 @@ class Emulator:
     async def _handle(self, request: web.Request) -> web.Response:
         version, segments = split(request.path)
         body = b""
-        parsed: object | None = None
         resolved: Resolved | None = None
+        early: Exception | None = None
         try:
             self._check_headers(request)
             if version not in self.versions:
                 raise Refusal(404, f"API version {version or '(none)'} is not supported")
             resolved = resolve(request.method, version, segments, self.api.tenants)
-            array: list[Any] | None = None
             if request.body_exists:
                 body = await read_body(request, resolved.endpoint.limit)
-            with collector_paused():
-                if request.body_exists:
-                    parsed = array = parse(body, request.headers.get("Content-Type", ""))
-                status, answer = self.api.answer(resolved, array)
+        except ConnectionError:
+            # The client left mid-body: nothing was received, applied, or can be answered.
+            return web.Response(status=400)
+        except Exception as exc:  # answered as the later ones are
+            early = exc
+        with collector_paused():
+            # One pause for parsing, applying and logging, which ends once the parsed
+            # body is dropped: the collection it deferred then walks only what was kept.
+            status, answer = self._answered(request, version, resolved, body, early)
+        return respond(status, answer)
+
+    def _answered(
+        self,
+        request: web.Request,
+        version: str,
+        resolved: Resolved | None,
+        body: bytes,
+        early: Exception | None,
+    ) -> tuple[int, list[Any]]:
+        parsed: object | None = None
+        try:
+            if early is not None:
+                raise early
+            assert resolved is not None  # set whenever nothing was raised
+            array: list[Any] | None = None
+            if request.body_exists:
+                parsed = array = parse(body, request.headers.get("Content-Type", ""))
+            status, answer = self.api.answer(resolved, array)
         except Refusal as refusal:
             if isinstance(refusal, BodyNotArray):
                 parsed = refusal.parsed
             status = refusal.status
             answer = refusal.body(resolved.endpoint.error if resolved else None)
-        except ConnectionError:
-            # The client left mid-body: nothing was received, applied, or can be answered.
-            return web.Response(status=400)
         except Exception:
             # A bug here must reach the test as a CyberTrace 500, with its traceback in the log.
             log.exception("emulator error on %s %s", request.method, request.path)
             status, answer = 500, [{"status": "Internal Server Error", "reason": "emulator bug"}]
-        with collector_paused():
-            self._record(request, version, status, body, parsed)
-        return respond(status, answer)
+        self._record(request, version, status, body, parsed)
+        return status, answer
 
     def _check_headers(self, request: web.Request) -> None:
         if not self.authorized(request):

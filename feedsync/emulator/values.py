@@ -68,6 +68,16 @@ _DOTTED_DECIMAL = re.compile(rf"(?:{_BYTE}\.){{3}}{_BYTE}")
 # with DEL: one regex search instead of a Python test per character.
 _BLANK_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
 _DIGITS = {8: frozenset("01234567"), 10: frozenset(string.digits), 16: frozenset(_HEX)}
+# The shapes most feeds send, which ``read_in_full`` stores as written but lowered: a
+# domain of ASCII labels (no "www." to drop, a last label that no number could be) with
+# an optional "http(s)://" and a path of plain segments (nothing to decode, collapse,
+# resolve or cut). tests/emulator/test_emulator_costs.py holds them to the long way.
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_PLAIN_URL = re.compile(
+    rf"(?:https?://)?(?!www\.)(?P<host>(?:{_LABEL}\.)+[a-z](?:[a-z0-9_-]{{0,61}}[a-z0-9_])?)"
+    r"(?:/[a-z0-9_~-][a-z0-9_~.-]*)*",
+    re.IGNORECASE | re.ASCII,
+)
 
 
 class NotAnIndicator(ValueError):
@@ -88,6 +98,19 @@ def canonical(value: str) -> tuple[str, str]:
     text = value.strip()
     if not text or len(text) > LONGEST:
         raise NotAnIndicator(f"no indicator of 1 to {LONGEST} characters")
+    hash_type = HASH_TYPES.get(len(text))
+    if hash_type is not None and _HEX.issuperset(text):
+        return hash_type, text.upper()
+    if _DOTTED_DECIMAL.fullmatch(text):
+        return "IP", text
+    plain = _PLAIN_URL.fullmatch(text)
+    if plain is not None and len(plain["host"]) <= 253:
+        return "URL", text[text.find("//") + 2 :].lower() if "//" in text else text.lower()
+    return read_in_full(text)
+
+
+def read_in_full(text: str) -> tuple[str, str]:
+    """``canonical`` of a stripped ``text`` of 1 to ``LONGEST`` characters, rule by rule."""
     if _BLANK_OR_CONTROL.search(text):
         raise NotAnIndicator("blank or control characters")
     hash_type = HASH_TYPES.get(len(text))

@@ -98,3 +98,83 @@ def test_paths_without_dot_segments_skip_the_steps_to_the_same_path() -> None:
         for letters in itertools.product("/.a", repeat=length):
             path = "".join(letters)
             assert values._rule_1_without_dot_segments(path) == values.rfc_3986_steps(path), path
+
+
+SCHEMES = ("", "http://", "HTTPS://", "ftp://", "http:/", "http:///", "//", "a@")
+HOSTS = (
+    "a.example",
+    "A.Example",
+    "www.a.b",
+    "WWW.a.b",
+    "www.b",
+    "a.b.",
+    "x_y.a-b.c",
+    "-a.b",
+    "a-.b",
+    "a.b-",
+    "1.2.3.4",
+    "1.2.3.04",
+    "01.2.3.4",
+    "1.2.3.256",
+    "a.0x1f",
+    "a.1",
+    "a.k1",
+    "b.\u212a",
+    "a.b:80",
+    "a..b",
+    "h" * 63 + ".ab",
+    "h" * 64 + ".ab",
+    ("a" * 60 + ".") * 4 + "ab",
+    ("a" * 60 + ".") * 4 + "abcdefghijklmno",
+    "a.b%41",
+)
+PATHS = (
+    "",
+    "/",
+    "/a",
+    "/A.b",
+    "/.a",
+    "/a/..",
+    "/..",
+    "//a",
+    "/a/",
+    "/~x-_",
+    "/a%41",
+    "?q",
+    "#f",
+    "/a?",
+    "/a.b/c",
+)
+
+
+def test_the_plain_shapes_take_the_short_way_to_the_same_value() -> None:
+    for scheme, host, path in itertools.product(SCHEMES, HOSTS, PATHS):
+        text = scheme + host + path
+        try:
+            expected: object = values.read_in_full(text)
+        except NotAnIndicator:
+            expected = NotAnIndicator
+        try:
+            got: object = canonical(text)
+        except NotAnIndicator:
+            got = NotAnIndicator
+        assert got == expected, text
+    # What feeds send most, which the short way is for.
+    assert values._PLAIN_URL.fullmatch("http://host0.example/path/888598/payload.bin")
+    assert values._PLAIN_URL.fullmatch("bad-1.example")
+    assert values._DOTTED_DECIMAL.fullmatch("12.0.0.3")
+
+
+async def test_items_sharing_a_tag_list_are_read_once_and_hold_their_own_tags(
+    watched: Emulator,
+) -> None:
+    watched.add_tag("T")
+    items = [{"indicator": f"{n}.example", "tags": ["t"]} for n in "ab"]
+    items.append({"indicator": "c.example", "tags": ["t", "u"]})
+    items.append({"indicator": "d.example", "tags": ["t", "u"]})
+    status, answer = await put(watched, items)
+    assert status == 202
+    assert [e["reason"] for e in answer[0]["error_indicators"]] == ["Unknown tag u"] * 2
+    held = watched.indicators("S")
+    held["a.example"].tags.add("X")
+    assert held["b.example"].tags == {"T"}, "one set per indicator, not one per list"
