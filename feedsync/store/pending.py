@@ -45,8 +45,8 @@ class Item:
 
 ITEM_FIELDS = ("id", "value", "op", "digest", "body")
 # A frozen dataclass's __init__ sets each field through object.__setattr__; an initial
-# sync cuts a million items, so ``batches`` sets their slots directly (as build.py does;
-# the class has no __post_init__, and a test fails if a field is added).
+# sync cuts a million items, so ``batches`` sets their slots by their descriptors (the
+# class has no __post_init__, and a test fails if a field is added).
 _new = object.__new__
 _set_id, _set_value, _set_op, _set_digest, _set_body = (
     Item.__dict__[name].__set__ for name in ITEM_FIELDS
