@@ -26,6 +26,14 @@ if TYPE_CHECKING:
 Check = Callable[[str], str | None]  # why a value of one kind is excluded, or None
 
 
+def url_host(value: str) -> str:
+    """The host of a canonical URL (normalize writes it without its scheme): what
+    comes before its first "/" or "?", an IPv6 host with its brackets."""
+    end = value.find("/")
+    query = value.find("?", 0, len(value) if end < 0 else end)
+    return value[: end if query < 0 else query]
+
+
 def kind_checks(screen: Screen) -> dict[Kind, Check]:
     """Each kind's check: its table lookups, then its substring and regex lists.
     Written as few calls as can be (one function per value and kind, the tables'
@@ -40,9 +48,7 @@ def kind_checks(screen: Screen) -> dict[Kind, Check]:
             reason = find(value, 0)
             if reason is not None:
                 return reason
-        end = value.find("/")
-        query = value.find("?", 0, len(value) if end < 0 else end)
-        host = value[: end if query < 0 else query]
+        host = url_host(value)
         if host.startswith("["):
             return address6(host[1:-1])
         if host[-1:].isdigit():

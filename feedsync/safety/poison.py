@@ -22,6 +22,7 @@ from types import MappingProxyType
 
 from feedsync.model import Kind
 from feedsync.safety.allowlist import allow_screen, parsed
+from feedsync.safety.checks import url_host
 
 REASON = "canary"
 # The anycast addresses and names of the large public DNS resolvers (Google,
@@ -94,9 +95,7 @@ def plain_canaries(values: tuple[str, ...]) -> Canaries | None:
 
     def canary(kind: str, value: str) -> str | None:
         if kind == _URL:
-            end = value.find("/")
-            query = value.find("?", 0, len(value) if end < 0 else end)
-            host = value[: end if query < 0 else query]
+            host = url_host(value)
             if host.startswith("["):
                 host = host[1:-1]
             return REASON if host in plain else None
