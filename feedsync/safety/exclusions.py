@@ -35,15 +35,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from feedsync.model import Indicator, Invalid, Kind, Record
-from feedsync.normalize import (
-    TAGGED,
-    InvalidValue,
-    NetworkValue,
-    build,
-    canonicalize,
-    indicator_of,
-    tagged_under,
-)
+from feedsync.normalize import InvalidValue, NetworkValue, canonicalize, indicator_of
 from feedsync.safety.checks import Check, kind_checks
 from feedsync.safety.tables import (
     HOST,
@@ -168,9 +160,7 @@ class Screen:
             return [
                 Invalid(record.line, value[:200], EXCLUDED + reason, record.line_hash, record.key)
             ]
-        # indicator_of, inline: one call fewer a row.
-        tagged = TAGGED.get(static_tags) or tagged_under(static_tags)
-        return [build.indicator(record, kind, value, tagged[record.tags])]
+        return [indicator_of(record, kind, value, static_tags)]
 
     def _network(
         self,
