@@ -163,37 +163,41 @@ def client_timeout(seconds: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, connect=seconds, sock_read=seconds)
 
 
-async def ssl_context(verify_tls: bool | str) -> ssl.SSLContext | bool:
+async def ssl_context(verify_tls: bool | str, *, own: bool = False) -> ssl.SSLContext | bool:
     """The TLS setting for aiohttp; loading a CA bundle reads files, so off the loop.
 
-    Contexts are shared: loading the system's CA store costs some 25 ms of CPU,
-    which a context per fetch paid 200 times in a cycle of 200 feeds. A CA file
-    is loaded again when its size or modification time changes (a rotated
-    bundle is used from the next fetch on); the system store is loaded once
-    per process."""
+    ``True`` (the system's CA store) is aiohttp's own verified context, which it
+    builds at its import: building another cost some 27 ms of CPU a process.
+    Contexts of a CA file are shared: a context per fetch paid that 200 times in
+    a cycle of 200 feeds. A CA file is loaded again when its size or
+    modification time changes (a rotated bundle is used from the next fetch
+    on). ``own`` is a context no one else uses, for a client certificate: loaded
+    into a shared one, it would be shown to every feed's server too."""
     if verify_tls is False:
         return False
     cafile = verify_tls if isinstance(verify_tls, str) else None
+    if own:
+        return await asyncio.to_thread(ssl.create_default_context, cafile=cafile)
+    if cafile is None:
+        return True
     return await asyncio.to_thread(_shared_context, cafile)
 
 
-_CONTEXTS: dict[tuple[str | None, int, int], ssl.SSLContext] = {}
+_CONTEXTS: dict[tuple[str, int, int], ssl.SSLContext] = {}
 
 
-def _shared_context(cafile: str | None) -> ssl.SSLContext:
+def _shared_context(cafile: str) -> ssl.SSLContext:
     stamp = (0, 0)
-    if cafile is not None:
-        try:
-            stat = os.stat(cafile)
-            stamp = (stat.st_mtime_ns, stat.st_size)
-        except OSError:
-            pass  # create_default_context says what is wrong with it
+    try:
+        stat = os.stat(cafile)
+        stamp = (stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        pass  # create_default_context says what is wrong with it
     key = (cafile, *stamp)
     context = _CONTEXTS.get(key)
     if context is None:
         context = ssl.create_default_context(cafile=cafile)
-        if cafile is not None:
-            for old in [k for k in _CONTEXTS if k[0] == cafile]:
-                del _CONTEXTS[old]
+        for old in [k for k in _CONTEXTS if k[0] == cafile]:
+            del _CONTEXTS[old]
         _CONTEXTS[key] = context
     return context

@@ -96,7 +96,8 @@ class Session:
             raise ConfigError("cybertrace.password", "not read: loaded without secrets")
         password = self.config.password.reveal()
         cleartext = self.config.url.startswith("http://")
-        tls = False if cleartext else await ssl_context(self.config.verify_tls)
+        own = bool(self.config.client_cert)  # the certificate is loaded into it below
+        tls = False if cleartext else await ssl_context(self.config.verify_tls, own=own)
         if self.config.client_cert and not isinstance(tls, bool):
             await asyncio.to_thread(
                 tls.load_cert_chain, self.config.client_cert, self.config.client_key
