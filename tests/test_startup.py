@@ -11,11 +11,11 @@ from conftest import PASSWORD, ConfigFactory
 
 from feedsync.emulator import Emulator
 
-# What `feedsync run` or a configured warninglist needs, and a sync without them does
-# not: each of these costs tens of milliseconds to import. (The emulator's package is
-# still imported, by the parser that gives `feedsync emulator` its options.)
+# What `feedsync run`, `feedsync emulator` or a configured warninglist needs, and a sync
+# without them does not: each of these costs milliseconds to tens of them to import.
 NOT_FOR_A_SYNC = (
     "apscheduler",
+    "feedsync.emulator",
     "feedsync.daemon.service",
     "feedsync.daemon.server",
     "pymispwarninglists",

@@ -18,7 +18,8 @@ from feedsync.errors import AuthError, ConfigError, FeedsyncError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    args = build_parser(words).parse_args(words)
     try:
         logs.configure(level=args.log_level, json=_json_logs(args.log_format))
         code: int = args.handler(args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import Any
 
 from feedsync import __version__, logs
@@ -11,8 +12,8 @@ from feedsync.store import history
 from feedsync.store.journal import SHOWN
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line's grammar.
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The command line's grammar (for parsing ``argv``: None for every command's options).
 
     Long because it is a table: one declaration per command, read top to bottom
     in the order ``--help`` lists them; split up, a command's options would sit
@@ -103,9 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     reload.set_defaults(handler=steered.reload_command)
 
     emulator = commands.add_parser("emulator", help="run the bundled CyberTrace emulator")
-    from feedsync.emulator import add_arguments  # noqa: PLC0415 -- see processes.run_command
+    if argv is None or "emulator" in argv:
+        # Its options are the emulator package's, which a `sync` would import for
+        # nothing (aiohttp.web, its checks): only a command line naming it needs them.
+        from feedsync.emulator import add_arguments  # noqa: PLC0415 -- see processes.run_command
 
-    add_arguments(emulator)
+        add_arguments(emulator)
     emulator.set_defaults(handler=processes.emulator_command)
     for command in commands.choices.values():
         # After the command too (`feedsync sync --log-level debug`); unset there, the
