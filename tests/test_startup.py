@@ -16,6 +16,7 @@ from feedsync.emulator import Emulator
 NOT_FOR_A_SYNC = (
     "apscheduler",
     "feedsync.emulator",
+    "aiohttp.web",
     "feedsync.daemon.service",
     "feedsync.daemon.server",
     "pymispwarninglists",

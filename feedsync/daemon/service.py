@@ -33,8 +33,9 @@ from feedsync import render as report
 from feedsync.config import Config
 from feedsync.cybertrace import CyberTrace
 from feedsync.daemon import jobs
-from feedsync.daemon.control import ControlServer, Reply, runnable
+from feedsync.daemon.control import Reply, runnable
 from feedsync.daemon.cycles import run_cycle
+from feedsync.daemon.listener import ControlServer
 from feedsync.daemon.opening import check_store, open_client
 from feedsync.daemon.server import Server
 from feedsync.daemon.systemd import Notifier
