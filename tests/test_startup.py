@@ -17,6 +17,7 @@ NOT_FOR_A_SYNC = (
     "apscheduler",
     "feedsync.emulator",
     "aiohttp.web",
+    "importlib.metadata",
     "feedsync.daemon.service",
     "feedsync.daemon.server",
     "pymispwarninglists",

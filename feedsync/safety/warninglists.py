@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.metadata
 import importlib.util
 import re
 from pathlib import Path
@@ -186,4 +185,7 @@ def fingerprint(builtin: tuple[str, ...], selectors: tuple[str, ...], expand_cid
 
 @functools.cache
 def _package() -> str:
+    # Imported here: importlib.metadata costs a sync without warninglists some 6 ms.
+    import importlib.metadata  # noqa: PLC0415
+
     return importlib.metadata.version("pymispwarninglists")
