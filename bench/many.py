@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "--calls", action="store_true", help="the API calls of each cycle by kind (the last 200)"
     )
     args = parser.parse_args(argv)
+    run.compiled()
     work = Path(tempfile.mkdtemp(prefix="feedsync-many-"))
     servers: list[run.Server] = []
     try:
