@@ -173,14 +173,24 @@ async def ssl_context(verify_tls: bool | str, *, own: bool = False) -> ssl.SSLCo
     modification time changes (a rotated bundle is used from the next fetch
     on). ``own`` is a context no one else uses, for a client certificate: loaded
     into a shared one, it would be shown to every feed's server too."""
+    if own:
+        return await asyncio.to_thread(_own_context, verify_tls)
     if verify_tls is False:
         return False
     cafile = verify_tls if isinstance(verify_tls, str) else None
-    if own:
-        return await asyncio.to_thread(ssl.create_default_context, cafile=cafile)
     if cafile is None:
         return True
     return await asyncio.to_thread(_shared_context, cafile)
+
+
+def _own_context(verify_tls: bool | str) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=verify_tls if isinstance(verify_tls, str) else None)
+    if verify_tls is False:
+        # Verification off still shows a client certificate: a server that asks
+        # for one refuses a client without it.
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 _CONTEXTS: dict[tuple[str, int, int], ssl.SSLContext] = {}

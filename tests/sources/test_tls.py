@@ -170,6 +170,16 @@ async def test_client_certificate(certificates: Path, make_config: ConfigFactory
         async with CyberTrace(without.cybertrace) as client:
             with pytest.raises(CyberTraceError):
                 await client.supplier("FalsePositive")
+        # Verification off for this endpoint still shows the certificate.
+        unverified = make_config(
+            emulator.url,
+            FEED,
+            cybertrace="verify_tls: false\nretry: {attempts: 1}\n"
+            f"client_cert: {certificates / 'client.pem'}\n"
+            f"client_key: {certificates / 'client.key'}\n",
+        )
+        async with CyberTrace(unverified.cybertrace) as client:
+            assert await client.supplier("FalsePositive") is not None
     finally:
         await emulator.stop()
 
