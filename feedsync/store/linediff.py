@@ -104,7 +104,10 @@ def replace_lines(db: sqlite3.Connection, job: LineFeed) -> Change:
     with job.phases.timed("fetch"):
         count = lineindex.scan(db, job.path, job.feed.name, bits)
     usable = layout is not None and job.feed.layout == signature and job.feed.line_bits == bits
-    delta = lineindex.diff(db, job.feed, bits) if usable else None
+    delta = None
+    if usable:
+        with job.phases.timed("store"):  # the stored buckets compared: the diff's own part
+            delta = lineindex.diff(db, job.feed, bits)
     change: Change | None = None
     if delta is not None and layout is not None:
         try:
