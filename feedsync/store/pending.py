@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import orjson
 
 from feedsync.store import Store, connection, now, planlog, ranges
+from feedsync.store.batching import batched
 from feedsync.store.bodies import Target
 from feedsync.store.provenance import stamp
 
@@ -101,34 +102,25 @@ def batches(
     made = _stored_items(rows)
     if method == "PUT":
         made = itertools.chain(made, _lazy_items(db, supplier))
-    items: list[Item] = []
-    size = 2
-    for item in made:
-        grown = size + len(item.body) + (1 if items else 0)
-        if items and (grown > limit or len(items) >= max_count):
-            yield Batch(method, tuple(items))
-            items, grown = [], 2 + len(item.body)
-        items.append(item)
-        size = grown
-    if items:
+    for items in batched(made, _body_of, limit, max_count):
         yield Batch(method, tuple(items))
 
 
-def _stored_items(rows: Iterator[tuple[Any, ...]]) -> Iterator[Item]:
-    """The items of pending rows (id, value, op, digest, body, planned_at)."""
+def _stored_items(rows: Iterator[tuple[Any, ...]]) -> Iterator[list[Item]]:
+    """The items of pending rows (id, value, op, digest, body, planned_at), by chunk."""
     while chunk := list(itertools.islice(rows, CHUNK)):
         ids, values, ops, digests, bodies, _at = zip(*chunk, strict=True)
-        yield from _made(ids, values, ops, digests, map(str.encode, bodies))
+        yield _made(ids, values, ops, digests, map(str.encode, bodies))
 
 
-def _lazy_items(db: sqlite3.Connection, supplier: str) -> Iterator[Item]:
+def _lazy_items(db: sqlite3.Connection, supplier: str) -> Iterator[list[Item]]:
     """The adds the supplier's ranges hold, after its pending rows; each id is minus its
     place in the cut, so that settling tells a lazy item and its neighbours."""
     place = 0
     for values, digests, bodies, _at in ranges.chunks(db, supplier):
         ids = range(-place - 1, -place - 1 - len(values), -1)
         place += len(values)
-        yield from _made(ids, values, itertools.repeat("add"), digests, bodies)
+        yield _made(ids, values, itertools.repeat("add"), digests, bodies)
 
 
 def _made(ids: Sequence[int], *columns: Iterable[Any]) -> list[Item]:
