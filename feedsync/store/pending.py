@@ -15,19 +15,21 @@ from __future__ import annotations
 import heapq
 import itertools
 import sqlite3
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any, Protocol
 
 import orjson
 
 from feedsync.store import Store, connection, now, planlog, ranges
+from feedsync.store.batching import batched
 from feedsync.store.bodies import Target
 from feedsync.store.provenance import stamp
 
 PREVIEW = 10
+CHUNK = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,16 +47,12 @@ class Item:
 
 ITEM_FIELDS = ("id", "value", "op", "digest", "body")
 # A frozen dataclass's __init__ sets each field through object.__setattr__; an initial
-# sync cuts a million items, so ``batches`` sets their slots by their descriptors (the
+# sync cuts a million items, so ``_made`` sets their slots by their descriptors (the
 # class has no __post_init__, and a test fails if a field is added).
 _new = object.__new__
-_set_id, _set_value, _set_op, _set_digest, _set_body = (
-    Item.__dict__[name].__set__ for name in ITEM_FIELDS
-)
-_id_of = attrgetter("id")
-_op_of = attrgetter("op")
-_acked_of = attrgetter("value", "digest")
-_body_of = attrgetter("body")
+_SETTERS = tuple(Item.__dict__[name].__set__ for name in ITEM_FIELDS)
+_id_of, _value_of, _op_of, _digest_of, _body_of = map(attrgetter, ITEM_FIELDS)
+_row_id = itemgetter(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,31 +95,41 @@ def batches(
     most ``limit`` bytes and ``max_count`` items (run it on the store's thread)."""
     db = connection(store)
     ops = ("delete",) if method == "DELETE" else ("add", "update")
-    items: list[Item] = []
-    size = 2
     # In plan order (by id) across the ops, each read along the index (supplier, op, id):
     # one query over both ops sorted every remaining row, bodies and all, for each chunk.
     streams = [_pending(db, supplier, op) for op in ops]
     rows = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=_row_id)
+    made = _stored_items(rows)
     if method == "PUT":
-        rows = itertools.chain(rows, _lazy(db, supplier))
-    new = _new
-    for row in rows:
-        body = row[4].encode()
-        made: Item = new(Item)
-        _set_id(made, row[0])
-        _set_value(made, row[1])
-        _set_op(made, row[2])
-        _set_digest(made, row[3])
-        _set_body(made, body)
-        grown = size + len(body) + (1 if items else 0)
-        if items and (grown > limit or len(items) >= max_count):
-            yield Batch(method, tuple(items))
-            items, grown = [], 2 + len(body)
-        items.append(made)
-        size = grown
-    if items:
+        made = itertools.chain(made, _lazy_items(db, supplier))
+    for items in batched(made, _body_of, limit, max_count):
         yield Batch(method, tuple(items))
+
+
+def _stored_items(rows: Iterator[tuple[Any, ...]]) -> Iterator[list[Item]]:
+    """The items of pending rows (id, value, op, digest, body, planned_at), by chunk."""
+    while chunk := list(itertools.islice(rows, CHUNK)):
+        ids, values, ops, digests, bodies, _at = zip(*chunk, strict=True)
+        yield _made(ids, values, ops, digests, map(str.encode, bodies))
+
+
+def _lazy_items(db: sqlite3.Connection, supplier: str) -> Iterator[list[Item]]:
+    """The adds the supplier's ranges hold, after its pending rows; each id is minus its
+    place in the cut, so that settling tells a lazy item and its neighbours."""
+    place = 0
+    for values, digests, bodies, _at in ranges.chunks(db, supplier):
+        ids = range(-place - 1, -place - 1 - len(values), -1)
+        place += len(values)
+        yield _made(ids, values, itertools.repeat("add"), digests, bodies)
+
+
+def _made(ids: Sequence[int], *columns: Iterable[Any]) -> list[Item]:
+    """Items of a chunk's columns (id, value, op, digest, body), each field set over the
+    chunk by one ``map`` in C, not five calls an item from Python."""
+    made: list[Item] = list(map(_new, itertools.repeat(Item, len(ids))))
+    for setter, column in zip(_SETTERS, (ids, *columns), strict=True):
+        deque(map(setter, made, column), maxlen=0)
+    return made
 
 
 def operations(store: Store, supplier: str) -> list[tuple[str, str, int | None, str, float]]:
@@ -129,7 +137,8 @@ def operations(store: Store, supplier: str) -> list[tuple[str, str, int | None, 
     then its DELETEs, each in the order ``batches`` cuts them (tools and tests)."""
     db = connection(store)
     puts = heapq.merge(*(_pending(db, supplier, op) for op in ("add", "update")), key=_row_id)
-    rows = itertools.chain(puts, _lazy(db, supplier), _pending(db, supplier, "delete"))
+    lazy = ((0, v, "add", d, b, at) for v, d, b, at in ranges.items(db, supplier))
+    rows = itertools.chain(puts, lazy, _pending(db, supplier, "delete"))
     return [(row[1], row[2], row[3], row[4], row[5]) for row in rows]
 
 
@@ -142,20 +151,13 @@ def _pending(db: sqlite3.Connection, supplier: str, op: str) -> Iterator[tuple[A
         cursor.row_factory = None  # plain tuples: a million rows are read this way
         rows = cursor.execute(
             "SELECT id, value, op, digest, body, planned_at FROM pending"
-            " WHERE supplier = ? AND op = ? AND id > ? ORDER BY id LIMIT 5000",
-            (supplier, op, after),
+            " WHERE supplier = ? AND op = ? AND id > ? ORDER BY id LIMIT ?",
+            (supplier, op, after, CHUNK),
         ).fetchall()
         if not rows:
             return
         yield from rows
         after = rows[-1][0]
-
-
-def _lazy(db: sqlite3.Connection, supplier: str) -> Iterator[tuple[Any, ...]]:
-    """The adds the supplier's ranges hold, after its pending rows; each id is minus
-    its place in the cut, so that settling tells a lazy item and its neighbours."""
-    for place, (value, digest, body, at) in enumerate(ranges.items(db, supplier), start=1):
-        yield -place, value, "add", digest, body, at
 
 
 def lazy_runs(items: Iterable[Item]) -> list[tuple[str, str]]:
@@ -183,10 +185,6 @@ def walked_runs(items: Iterable[Item]) -> list[tuple[str, str]]:
     return runs
 
 
-def _row_id(row: tuple[Any, ...]) -> int:
-    return int(row[0])
-
-
 def settle(store: Store, supplier: str, batch: Batch, decided: Answer) -> Sent:
     """Record CyberTrace's answer to a batch in a transaction of its own."""
     with store.transaction() as db:
@@ -203,14 +201,16 @@ def acknowledge(
     # The usual answer, every item done: an initial sync settles a million items, so
     # they are counted and gathered in C (Counter, attrgetter), not item by item.
     items = batch.items
-    ops = Counter(map(_op_of, items))
-    sent = Sent(add=ops["add"], update=ops["update"], delete=ops["delete"])
-    puts: Iterable[Item] = items
+    # A batch cut from the ranges alone (its first item lazy: they come last) is adds.
+    ops = {"add": len(items)} if items and items[0].id < 0 else Counter(map(_op_of, items))
+    sent = Sent(add=ops.get("add", 0), update=ops.get("update", 0), delete=ops.get("delete", 0))
+    puts: Sequence[Item] = items
     gone: list[str] = []
     if sent.delete:
         puts = [item for item in items if item.op != "delete"]
         gone = [item.value for item in items if item.op == "delete"]
-    _record(db, supplier, gone=gone, acked=list(map(_acked_of, puts)), rejected=[], stamp=stamp)
+    acked = dict(zip(map(_value_of, puts), map(_digest_of, puts), strict=True))
+    _record(db, supplier, gone=gone, acked=acked, rejected=[], stamp=stamp)
     _take(db, supplier, items)
     return sent
 
@@ -221,7 +221,7 @@ def _acknowledge_each(
     """``acknowledge`` of an answer that refused or left unconfirmed some items."""
     sent = Sent()
     gone: list[str] = []  # deleted from CyberTrace: no longer acknowledged
-    acked: list[tuple[str, int | None]] = []
+    acked: dict[str, int | None] = {}
     rejected: list[tuple[str, str, str, int | None, str, float]] = []
     settled: list[Item] = []
     for item in batch.items:
@@ -234,7 +234,7 @@ def _acknowledge_each(
             gone.append(item.value)
             sent.delete += 1
         elif reason is None:
-            acked.append((item.value, item.digest))
+            acked[item.value] = item.digest
             setattr(sent, item.op, getattr(sent, item.op) + 1)
         else:
             rejected.append((supplier, item.value, item.op, item.digest, reason[:500], stamp))
@@ -247,7 +247,9 @@ def _acknowledge_each(
 def _take(db: sqlite3.Connection, supplier: str, settled: Iterable[Item]) -> None:
     """Settled items leave the plan: their pending rows, and their values the ranges."""
     settled = tuple(settled)
-    ids = [(id_,) for id_ in map(_id_of, settled) if id_ > 0]
+    # A batch whose first item is lazy holds no pending row (lazy items come last).
+    lazy = bool(settled) and settled[0].id < 0
+    ids = [] if lazy else [(id_,) for id_ in map(_id_of, settled) if id_ > 0]
     db.executemany("DELETE FROM pending WHERE id = ?", ids)
     ranges.remove(db, supplier, lazy_runs(settled))
 
@@ -257,11 +259,11 @@ def _record(
     supplier: str,
     *,
     gone: list[str],
-    acked: list[tuple[str, int | None]],
+    acked: dict[str, int | None],
     rejected: list[tuple[str, str, str, int | None, str, float]],
     stamp: float,
 ) -> None:
-    """Record values deleted (``gone``), acknowledged (value, digest) and rejected."""
+    """Record values deleted (``gone``), acknowledged ({value: digest}) and rejected."""
     # One statement per kind of change, not three per item: an initial sync
     # acknowledges a million values.
     db.executemany(
@@ -277,12 +279,12 @@ def _record(
     if db.execute("SELECT 1 FROM retired WHERE supplier = ? LIMIT 1", (supplier,)).fetchone():
         db.executemany(
             "DELETE FROM retired WHERE supplier = ? AND value = ?",
-            [(supplier, value) for value, _digest in acked],
+            [(supplier, value) for value in acked],
         )
     if db.execute("SELECT 1 FROM rejected WHERE supplier = ? LIMIT 1", (supplier,)).fetchone():
         db.executemany(
             "DELETE FROM rejected WHERE supplier = ? AND value = ?",
-            [(supplier, value) for value in itertools.chain(gone, (v for v, _d in acked))],
+            [(supplier, value) for value in itertools.chain(gone, acked)],
         )
     db.executemany(
         "INSERT OR REPLACE INTO rejected (supplier, value, op, digest, reason, rejected_at)"
@@ -299,12 +301,12 @@ _UPSERT_ACKED = (
 
 
 def _acknowledged(
-    db: sqlite3.Connection, supplier: str, acked: list[tuple[str, int | None]], stamp: float
+    db: sqlite3.Connection, supplier: str, acked: dict[str, int | None], stamp: float
 ) -> None:
-    """Record the (value, digest) pairs as acknowledged at ``stamp``."""
+    """Record the values as acknowledged, with their digests, at ``stamp``."""
     # One JSON object {value: digest}, not executemany: SQLite reads the rows out of it
     # in C for about 40% of what binding and stepping each one from Python costs.
-    members = orjson.dumps(dict(acked))
+    members = orjson.dumps(acked)
     if b"\\u0000" not in members:
         # "WHERE true": SQLite would read the upsert's ON as a join constraint without it.
         db.execute(
@@ -316,29 +318,19 @@ def _acknowledged(
     # SQLite's JSON reads a string only up to an escaped NUL: such values are bound.
     db.executemany(
         "INSERT INTO acked (supplier, value, digest, acked_at) VALUES (?, ?, ?, ?)" + _UPSERT_ACKED,
-        [(supplier, value, digest, stamp) for value, digest in acked],
+        [(supplier, value, digest, stamp) for value, digest in acked.items()],
     )
 
 
 def reject_oversize(store: Store, supplier: str, item: Item, limit: int) -> None:
     """An indicator whose body alone exceeds the request limit can never be sent."""
     with store.transaction() as db:
-        db.execute(
-            "INSERT OR REPLACE INTO rejected (supplier, value, op, digest, reason, rejected_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                supplier,
-                item.value,
-                item.op,
-                item.digest,
-                f"body over the {limit}-byte limit",
-                store.clock.now(),
-            ),
-        )
-        reason = f"body over the {limit}-byte limit"
-        planlog.rejected(db, store.clock.now(), supplier, [(item.value, reason)])
-        db.execute("DELETE FROM pending WHERE id = ?", (item.id,))
-        ranges.remove(db, supplier, lazy_runs([item]))
+        at = store.clock.now()
+        refused = [
+            (supplier, item.value, item.op, item.digest, f"body over the {limit}-byte limit", at)
+        ]
+        _record(db, supplier, gone=[], acked={}, rejected=refused, stamp=at)
+        _take(db, supplier, [item])
 
 
 def planned_tags(store: Store, supplier: str) -> set[str]:

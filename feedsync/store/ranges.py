@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from feedsync.store.bodies import Target, put_body, single_put_bodies
+from feedsync.store.bodies import Target, put_body, single_put_payloads
 from feedsync.store.snapshot import digest64
 
 CHUNK = 5000
@@ -116,30 +116,36 @@ def _value_of(row: tuple[str, int, str, str]) -> str:
     return row[0]
 
 
+Chunk = tuple[list[str], list[int], list[bytes], float]  # values, digests, bodies, planned_at
+
+
 def items(db: sqlite3.Connection, supplier: str) -> Iterator[tuple[str, int, str, float]]:
     """Every pending add the supplier's ranges hold: (value, digest, body, planned_at),
-    by value. The ranges are read once: settling meanwhile only removes values
-    already cut."""
+    by value (``chunks`` an item at a time, the bodies as text)."""
+    for values, digests, bodies, at in chunks(db, supplier):
+        yield from zip(values, digests, map(bytes.decode, bodies), itertools.repeat(at))
+
+
+def chunks(db: sqlite3.Connection, supplier: str) -> Iterator[Chunk]:
+    """Every pending add the supplier's ranges hold, by value, a chunk at a time: the
+    values, their digests, their bodies as UTF-8 (encoded once, for both the digest
+    and the request) and the plan's time. The ranges are read once: settling
+    meanwhile only removes values already cut."""
     for lo, hi, target, at in _ranges(db, supplier):
         if len(target.feed_ids) == 1:
-            yield from _single(db, target, lo, hi, at)
+            # One feed lists each value once: no merge, and a chunk's bodies are made
+            # by one comprehension, from the JSON columns as stored, read as bytes.
+            feed_id = target.feed_ids[0]
+            columns = "value, CAST(context AS BLOB), CAST(tags AS BLOB)"
+            for rows in _chunks(db, columns, feed_id, lo, hi):
+                bodies = single_put_payloads(target, feed_id, rows)
+                yield [row[0] for row in rows], list(map(digest64, bodies)), bodies, at
             continue
         position = {feed_id: index for index, feed_id in enumerate(target.feed_ids)}
-        for value, listing in listed(db, target, lo, hi):
-            body = put_body(value, listing, target, position)
-            yield value, digest64(body.encode()), body, at
-
-
-def _single(
-    db: sqlite3.Connection, target: Target, lo: str, hi: str | None, at: float
-) -> Iterator[tuple[str, int, str, float]]:
-    """``items`` of a one-feed range: one feed lists each value once, so there is no
-    merge, and a chunk's bodies and digests are made a chunk at a time."""
-    feed_id = target.feed_ids[0]
-    for rows in _chunks(db, "value, context, tags", feed_id, lo, hi):
-        bodies = single_put_bodies(target, feed_id, rows)
-        digests = map(digest64, map(str.encode, bodies))
-        yield from zip([row[0] for row in rows], digests, bodies, itertools.repeat(at))
+        merged = listed(db, target, lo, hi)
+        while group := list(itertools.islice(merged, CHUNK)):
+            bodies = [put_body(v, listing, target, position).encode() for v, listing in group]
+            yield [value for value, _listing in group], list(map(digest64, bodies)), bodies, at
 
 
 def count(db: sqlite3.Connection, supplier: str) -> int:

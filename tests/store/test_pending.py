@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from feedsync.cybertrace.verdict import Verdict
 from feedsync.model import Indicator, Kind, Validators
 from feedsync.store import Store, connection
+from feedsync.store.batching import batched
 from feedsync.store.bodies import Target
 from feedsync.store.pending import (
     ITEM_FIELDS,
@@ -185,3 +186,34 @@ def test_lazy_runs_split_where_the_cut_skips_a_place() -> None:
     expected = [("v01", "v02"), ("v04", "v06"), ("v09", "v09")]
     assert lazy_runs(items) == walked_runs(items) == expected
     assert lazy_runs(items[1:3]) == [("v01", "v02")]
+
+
+def _batched_one_by_one(bodies: list[bytes], limit: int, max_count: int) -> list[list[bytes]]:
+    """The cut as the per-item loop made it before ``batched``: the reference."""
+    out: list[list[bytes]] = []
+    items: list[bytes] = []
+    size = 2
+    for body in bodies:
+        grown = size + len(body) + (1 if items else 0)
+        if items and (grown > limit or len(items) >= max_count):
+            out.append(items)
+            items, grown = [], 2 + len(body)
+        items.append(body)
+        size = grown
+    return [*out, items] if items else out
+
+
+@given(
+    st.lists(st.lists(st.binary(max_size=12), max_size=8), max_size=6),
+    st.integers(min_value=1, max_value=40),
+    st.integers(min_value=1, max_value=9),
+)
+def test_batched_cuts_chunks_as_the_per_item_loop_does(
+    chunks: list[list[bytes]], limit: int, max_count: int
+) -> None:
+    flat = [body for chunk in chunks for body in chunk]
+    cut = list(batched(chunks, lambda body: body, limit, max_count))
+    assert cut == _batched_one_by_one(flat, limit, max_count)
+    for batch in cut:
+        assert len(batch) == 1 or len(b"[" + b",".join(batch) + b"]") <= limit
+        assert len(batch) <= max_count
