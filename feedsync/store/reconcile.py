@@ -12,6 +12,7 @@ anything is sent.
 from __future__ import annotations
 
 import itertools
+import math
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -143,12 +144,27 @@ def _mark(
     if resync or reshaped is not False:
         mark_all_dirty(db, target)
     if refresh is not None:
-        db.execute(
-            "INSERT OR IGNORE INTO dirty (supplier, value) SELECT a.supplier, a.value FROM acked a"
-            f" WHERE a.supplier = :supplier AND {_due('a')}",
-            {"supplier": target.supplier, "span": refresh.span, "now": refresh.now},
-        )
+        db.execute(_MARK_DUE, _due_bounds(target.supplier, refresh))
     return reshaped
+
+
+# The refresh's marks, one range of the index acked_due a bucket of _due: in bucket b
+# a row can be due only if acked_at <= now - span * (its factor), so each range ends
+# there (with :slack for rounding) and holds what is due; _due itself decides.
+_MARK_DUE = (
+    "WITH RECURSIVE k(b) AS (SELECT 0 UNION ALL SELECT b + 1 FROM k WHERE b < 1023)"
+    " INSERT OR IGNORE INTO dirty (supplier, value) SELECT a.supplier, a.value"
+    " FROM k CROSS JOIN acked a WHERE a.supplier = :supplier AND (a.digest & 1023) = k.b"
+    " AND a.acked_at <= :now - :span * (0.6667 + 0.3333 * (k.b / 1024.0)) + :slack"
+    f" AND {_due('a')}"
+)
+
+
+def _due_bounds(supplier: str, refresh: Refresh) -> dict[str, object]:
+    """``_MARK_DUE``'s parameters; :slack outweighs the rounding of both sides, so
+    that the range never ends before a row ``_due`` takes."""
+    slack = 1e-3 + 8 * math.ulp(max(abs(refresh.now), abs(refresh.span)))
+    return {"supplier": supplier, "span": refresh.span, "now": refresh.now, "slack": slack}
 
 
 @dataclass(slots=True)
