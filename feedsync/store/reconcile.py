@@ -148,14 +148,12 @@ def _mark(
     return reshaped
 
 
-# The refresh's marks, one range of the index acked_due a bucket of _due: in bucket b
-# a row can be due only if acked_at <= now - span * (its factor), so each range ends
-# there (with :slack for rounding) and holds what is due; _due itself decides.
+# The refresh's marks, from the index acked_due: no row acked after now - span * 2/3
+# can be due (the earliest factor of _due), so the range ends there (with :slack for
+# rounding), and _due decides within it.
 _MARK_DUE = (
-    "WITH RECURSIVE k(b) AS (SELECT 0 UNION ALL SELECT b + 1 FROM k WHERE b < 1023)"
-    " INSERT OR IGNORE INTO dirty (supplier, value) SELECT a.supplier, a.value"
-    " FROM k CROSS JOIN acked a WHERE a.supplier = :supplier AND (a.digest & 1023) = k.b"
-    " AND a.acked_at <= :now - :span * (0.6667 + 0.3333 * (k.b / 1024.0)) + :slack"
+    "INSERT OR IGNORE INTO dirty (supplier, value) SELECT a.supplier, a.value FROM acked a"
+    " WHERE a.supplier = :supplier AND a.acked_at <= :now - :span * 0.6667 + :slack"
     f" AND {_due('a')}"
 )
 

@@ -147,8 +147,7 @@ def test_migration_13_indexes_the_acknowledged_rows_of_a_version_12_database(
         db = connection(store)
         assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         found = db.execute(
-            "SELECT value FROM acked INDEXED BY acked_due"
-            " WHERE supplier = 'S' AND (digest & 1023) = 1021 AND acked_at <= 10.0"
+            "SELECT value FROM acked INDEXED BY acked_due WHERE supplier = 'S' AND acked_at <= 10.0"
         ).fetchall()
         assert [tuple(row) for row in found] == [("a.example",)]
     finally:
