@@ -12,6 +12,7 @@ anything is sent.
 from __future__ import annotations
 
 import itertools
+import math
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -143,12 +144,25 @@ def _mark(
     if resync or reshaped is not False:
         mark_all_dirty(db, target)
     if refresh is not None:
-        db.execute(
-            "INSERT OR IGNORE INTO dirty (supplier, value) SELECT a.supplier, a.value FROM acked a"
-            f" WHERE a.supplier = :supplier AND {_due('a')}",
-            {"supplier": target.supplier, "span": refresh.span, "now": refresh.now},
-        )
+        db.execute(_MARK_DUE, _due_bounds(target.supplier, refresh))
     return reshaped
+
+
+# The refresh's marks, from the index acked_due: no row acked after now - span * 2/3
+# can be due (the earliest factor of _due), so the range ends there (with :slack for
+# rounding), and _due decides within it.
+_MARK_DUE = (
+    "INSERT OR IGNORE INTO dirty (supplier, value) SELECT a.supplier, a.value FROM acked a"
+    " WHERE a.supplier = :supplier AND a.acked_at <= :now - :span * 0.6667 + :slack"
+    f" AND {_due('a')}"
+)
+
+
+def _due_bounds(supplier: str, refresh: Refresh) -> dict[str, object]:
+    """``_MARK_DUE``'s parameters; :slack outweighs the rounding of both sides, so
+    that the range never ends before a row ``_due`` takes."""
+    slack = 1e-3 + 8 * math.ulp(max(abs(refresh.now), abs(refresh.span)))
+    return {"supplier": supplier, "span": refresh.span, "now": refresh.now, "slack": slack}
 
 
 @dataclass(slots=True)

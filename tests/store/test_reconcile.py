@@ -662,3 +662,51 @@ def test_a_supplier_planned_before_sees_every_change(store: Store) -> None:
     assert marked == {"a.example", "b.example", "d.example"}
     made = replan(store, t)
     assert (made.add, made.update, made.delete) == (1, 1, 1)
+
+
+def _refresh_rows(store: Store, span: float, now: float, count: int) -> set[str]:
+    """Acked rows around every bucket's deadline (some exactly on it); the values the
+    full-scan predicate of ``_due`` takes."""
+    db = connection(store)
+    rows = []
+    for n in range(count):
+        digest = (n * 7919) % 4096 - 2048  # negative digests too: their low bits
+        factor = 0.6667 + 0.3333 * ((digest & 1023) / 1024.0)
+        offsets = (-1.0, -1e-9, 0.0, 1e-9, 1.0, span * 0.2)
+        acked_at = now - span * factor + offsets[n % len(offsets)]
+        rows.append(("S", f"v{n}", digest, acked_at))
+    rows.append(("T", "other-supplier", 0, 0.0))
+    with store.transaction() as tx:
+        tx.executemany("INSERT INTO acked VALUES (?, ?, ?, ?)", rows)
+    scan = db.execute(
+        f"SELECT value FROM acked a WHERE supplier = 'S' AND {reconcile._due('a')}",
+        {"span": span, "now": now},
+    )
+    return {value for (value,) in scan}
+
+
+@pytest.mark.parametrize(("span", "now"), [(86400.0 * 20, 1.8e9), (3.0, 1e-3), (0.0, 5.0)])
+def test_the_refresh_marks_exactly_what_the_full_scan_finds_due(
+    store: Store, span: float, now: float
+) -> None:
+    expected = _refresh_rows(store, span, now, 6000)
+    assert expected  # and not everything: the offsets put rows either side
+    assert len(expected) < 6000
+    with store.transaction() as db:
+        db.execute(reconcile._MARK_DUE, reconcile._due_bounds("S", reconcile.Refresh(span, now)))
+        marked = {r[1] for r in db.execute("SELECT supplier, value FROM dirty")}
+        assert db.execute("SELECT count(*) FROM dirty WHERE supplier != 'S'").fetchone()[0] == 0
+    assert marked == expected
+
+
+def test_the_refresh_reads_the_due_rows_through_their_index(store: Store) -> None:
+    # A scan of every acknowledged row was most of a 10M supplier's unchanged cycle.
+    details = [
+        row[3]
+        for row in connection(store).execute(
+            "EXPLAIN QUERY PLAN " + reconcile._MARK_DUE,
+            reconcile._due_bounds("S", reconcile.Refresh(3600.0, 1.8e9)),
+        )
+    ]
+    assert any("USING INDEX acked_due" in d and "acked_at<?" in d for d in details), details
+    assert not any(d.startswith("SCAN a") for d in details), details

@@ -119,6 +119,7 @@ def test_a_database_of_an_older_feedsync_is_stamped_and_tightened(tmp_path: Path
         db.execute("ALTER TABLE feeds DROP COLUMN last_stage")
         db.execute("ALTER TABLE runs DROP COLUMN stage")
         db.execute("DROP TABLE pending_range")
+        db.execute("DROP INDEX acked_due")
     path.chmod(0o644)
     store = Store.open(str(path))
     try:
@@ -130,6 +131,27 @@ def test_a_database_of_an_older_feedsync_is_stamped_and_tightened(tmp_path: Path
     finally:
         store.close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_migration_13_indexes_the_acknowledged_rows_of_a_version_12_database(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    Store.open(str(path)).close()
+    with sqlite3.connect(path) as db:  # as feedsync before migration 13 left it
+        db.execute("DROP INDEX acked_due")
+        db.execute("PRAGMA user_version = 12")
+        db.execute("INSERT INTO acked VALUES ('S', 'a.example', -3, 10.0)")
+    store = Store.open(str(path))
+    try:
+        db = connection(store)
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        found = db.execute(
+            "SELECT value FROM acked INDEXED BY acked_due WHERE supplier = 'S' AND acked_at <= 10.0"
+        ).fetchall()
+        assert [tuple(row) for row in found] == [("a.example",)]
+    finally:
+        store.close()
 
 
 def test_a_build_that_fails_leaves_nothing_at_the_path(tmp_path: Path) -> None:
@@ -160,9 +182,7 @@ def test_processes_racing_to_create_end_with_one_database(tmp_path: Path) -> Non
         db.execute("CREATE TABLE feeds (id)")
         db.execute("PRAGMA user_version = 1")
 
-    racers = [
-        threading.Thread(target=create) for _ in range(6)
-    ]
+    racers = [threading.Thread(target=create) for _ in range(6)]
     for racer in racers:
         racer.start()
     for racer in racers:
