@@ -12,8 +12,9 @@ import conftest
 import pytest
 from test_emulator import code, put
 
-from feedsync.emulator import Emulator, values
+from feedsync.emulator import Emulator, api, values
 from feedsync.emulator.api import Answer, Api
+from feedsync.emulator.model import Refusal
 from feedsync.emulator.routes import Resolved
 from feedsync.emulator.values import NotAnIndicator, canonical
 
@@ -100,12 +101,13 @@ def test_paths_without_dot_segments_skip_the_steps_to_the_same_path() -> None:
             assert values._rule_1_without_dot_segments(path) == values.rfc_3986_steps(path), path
 
 
-SCHEMES = ("", "http://", "HTTPS://", "ftp://", "http:/", "http:///", "//", "a@")
+SCHEMES = ("", "http://", "HTTPS://", "hTtPs://", "ftp://", "http:/", "http:///", "//", "a@")
 HOSTS = (
     "a.example",
     "A.Example",
     "www.a.b",
     "WWW.a.b",
+    "wWw.a.b",
     "www.b",
     "a.b.",
     "x_y.a-b.c",
@@ -178,3 +180,52 @@ async def test_items_sharing_a_tag_list_are_read_once_and_hold_their_own_tags(
     held = watched.indicators("S")
     held["a.example"].tags.add("X")
     assert held["b.example"].tags == {"T"}, "one set per indicator, not one per list"
+
+
+class _Mapping(dict[str, Any]):
+    pass
+
+
+class _Text(str):
+    __slots__ = ()
+
+
+ITEMS: tuple[object, ...] = (
+    {"indicator": "a.example"},
+    {"indicator": "a.example", "tags": ["T"], "context": {"k": "v"}},
+    {"indicator": "a.example", "mark_detections": True},
+    {"indicator": "a.example", "mark_detections": 1},
+    {"indicator": "a.example", "unmark_detections": False},
+    {"indicator": "a.example", "unmark_detections": None},
+    {"indicator": 1},
+    {"indicator": None},
+    {"value": "a.example"},
+    {},
+    [],
+    ["indicator"],
+    "a.example",
+    None,
+    _Mapping(indicator="a.example"),
+    {"indicator": _Text("a.example")},
+)
+
+
+def _refusal(body: list[Any], flag: str, level: tuple[int, ...], tags_allowed: bool) -> object:
+    try:
+        api.check_items(body, flag, level, tags_allowed)
+    except Refusal as refusal:
+        return refusal.status, refusal.reason
+    return None
+
+
+def test_batches_the_quick_check_passes_are_those_the_item_checks_pass() -> None:
+    plain = 0
+    for length in range(4):
+        for body in itertools.product(ITEMS, repeat=length):
+            for flag, level, tags_allowed in itertools.product(
+                ("mark_detections", "unmark_detections"), ((1, 0), (1, 1), (1, 2)), (True, False)
+            ):
+                if api.plain_items(list(body), flag, tags_allowed):
+                    plain += 1
+                    assert _refusal(list(body), flag, level, tags_allowed) is None, body
+    assert plain > 500, "the quick check passes the usual batches"
