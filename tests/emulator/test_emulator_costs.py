@@ -149,18 +149,24 @@ PATHS = (
 )
 
 
+def _long_way(text: str) -> object:
+    try:
+        return values.read_in_full(text.strip())
+    except NotAnIndicator:
+        return NotAnIndicator
+
+
+def _short_way(text: str) -> object:
+    try:
+        return canonical(text)
+    except NotAnIndicator:
+        return NotAnIndicator
+
+
 def test_the_plain_shapes_take_the_short_way_to_the_same_value() -> None:
     for scheme, host, path in itertools.product(SCHEMES, HOSTS, PATHS):
         text = scheme + host + path
-        try:
-            expected: object = values.read_in_full(text)
-        except NotAnIndicator:
-            expected = NotAnIndicator
-        try:
-            got: object = canonical(text)
-        except NotAnIndicator:
-            got = NotAnIndicator
-        assert got == expected, text
+        assert _short_way(text) == _long_way(text), text
     # What feeds send most, which the short way is for.
     assert values._PLAIN_URL.fullmatch("http://host0.example/path/888598/payload.bin")
     assert values._PLAIN_URL.fullmatch("bad-1.example")
@@ -243,3 +249,19 @@ def test_the_minimal_json_of_usual_bodies_is_counted_as_item_by_item() -> None:
             each.record_each(method, body)
         assert quick.bytes() == each.bytes(), (first, then)
         assert quick._sizes == each._sizes and quick._methods == each._methods
+
+
+def test_the_hex_test_of_hash_lengths_is_the_set_of_hex_digits() -> None:
+    # In each end of a hash-length text: what ASCII and Latin spell, the full-width digits
+    # and letters, lone surrogates, other scripts' and mathematical digits, the last one.
+    codes = [*range(0x800), *range(0xFF00, 0xFF70), 0x0663, 0x0966, 0xD800, 0xDFFF, 0x1D7CE]
+    for length in values.HASH_TYPES:
+        for at in (0, length - 1):
+            for point in (*codes, sys.maxunicode):
+                letters = ["a"] * length
+                letters[at] = chr(point)
+                text = "".join(letters)
+                assert values._hex_digits(text) == values._HEX.issuperset(text), (length, point)
+    for text in ("0" * 32, "F" * 40, "a." * 16, "0x" + "a" * 30, " " + "a" * 31):
+        assert values._hex_digits(text) == values._HEX.issuperset(text), text
+        assert _short_way(text) == _long_way(text), text
