@@ -14,9 +14,8 @@ They take the emulator's credentials and are not logged themselves.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
@@ -57,18 +56,6 @@ class Changes:
     def record(self, method: str, path: str, parsed: object) -> None:
         if not changes_indicators(method, path):
             return
-        if isinstance(parsed, list) and _objects_with_indicators(parsed):
-            # What record_each does with such a body, by maps in C instead of a Python loop.
-            keys = map(str.encode, map(f"{method}\0".__add__, map(_INDICATOR, parsed)))
-            sizes = map(len, map(_dumps, parsed))
-            self._sizes.update(zip(map(xxh3_64_intdigest, keys), sizes, strict=True))
-            if parsed:
-                self._methods.add(method)
-        else:
-            self.record_each(method, parsed)
-
-    def record_each(self, method: str, parsed: object) -> None:
-        """``record`` item by item, for a body of any shape."""
         sizes, seen = self._sizes, False
         for item in parsed if isinstance(parsed, list) else []:
             if isinstance(item, dict):
@@ -88,22 +75,6 @@ class Changes:
         # "[" and "]" per array, a comma between items.
         count = len(self._methods)
         return sum(self._sizes.values()) + len(self._sizes) - count + 2 * count
-
-
-_INDICATOR = operator.itemgetter("indicator")
-_dumps = orjson.dumps
-_ONLY_DICTS = frozenset({dict})
-_ONLY_STRINGS = frozenset({str})
-
-
-def _objects_with_indicators(items: list[Any]) -> bool:
-    """Whether every item is a dict with a str "indicator" (exactly those types)."""
-    if not _ONLY_DICTS.issuperset(map(type, items)):
-        return False
-    try:
-        return _ONLY_STRINGS.issuperset(map(type, map(_INDICATOR, items)))
-    except KeyError:
-        return False
 
 
 def _guarded(emulator: Emulator, handler: Callable[[Emulator], web.Response]) -> _Handler:

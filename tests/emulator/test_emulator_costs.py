@@ -12,7 +12,7 @@ import conftest
 import pytest
 from test_emulator import code, put
 
-from feedsync.emulator import Emulator, api, debug, values
+from feedsync.emulator import Emulator, api, values
 from feedsync.emulator.api import Answer, Api
 from feedsync.emulator.model import Refusal
 from feedsync.emulator.routes import Resolved
@@ -235,20 +235,6 @@ def test_batches_the_quick_check_passes_are_those_the_item_checks_pass() -> None
                     plain += 1
                     assert _refusal(list(body), flag, level, tags_allowed) is None, body
     assert plain > 500, "the quick check passes the usual batches"
-
-
-def test_the_minimal_json_of_usual_bodies_is_counted_as_item_by_item() -> None:
-    items = (*ITEMS, {"indicator": "b.example", "context": {"k": "v"}}, {"indicator": "a.example"})
-    shapes = itertools.chain.from_iterable(itertools.product(items, repeat=n) for n in range(3))
-    bodies: list[object] = [list(body) for body in shapes]
-    bodies += [None, {"indicator": "a.example"}, "a.example"]
-    for method, first, then in itertools.product(("PUT", "DELETE"), bodies[:40], bodies):
-        quick, each = debug.Changes(), debug.Changes()
-        for body in (first, then):
-            quick.record(method, "/api/1.2/suppliers/S/indicators", body)
-            each.record_each(method, body)
-        assert quick.bytes() == each.bytes(), (first, then)
-        assert quick._sizes == each._sizes and quick._methods == each._methods
 
 
 def test_the_hex_test_of_hash_lengths_is_the_set_of_hex_digits() -> None:
