@@ -157,12 +157,11 @@ async def test_client_certificate(certificates: Path, make_config: ConfigFactory
         async with CyberTrace(without.cybertrace) as client:
             with pytest.raises(CyberTraceError):
                 await client.supplier("FalsePositive")
-        with_cert = make_config(
-            emulator.url,
-            FEED,
-            cybertrace=tls + f"client_cert: {certificates / 'client.pem'}\n"
-            f"client_key: {certificates / 'client.key'}\n",
+        cert = (
+            f"client_cert: {certificates / 'client.pem'}\n"
+            f"client_key: {certificates / 'client.key'}\n"
         )
+        with_cert = make_config(emulator.url, FEED, cybertrace=tls + cert)
         async with CyberTrace(with_cert.cybertrace) as client:
             assert await client.supplier("FalsePositive") is not None
         # The certificate went into a context of its own: one shared with every feed
@@ -171,13 +170,8 @@ async def test_client_certificate(certificates: Path, make_config: ConfigFactory
             with pytest.raises(CyberTraceError):
                 await client.supplier("FalsePositive")
         # Verification off for this endpoint still shows the certificate.
-        unverified = make_config(
-            emulator.url,
-            FEED,
-            cybertrace="verify_tls: false\nretry: {attempts: 1}\n"
-            f"client_cert: {certificates / 'client.pem'}\n"
-            f"client_key: {certificates / 'client.key'}\n",
-        )
+        off = "verify_tls: false\nretry: {attempts: 1}\n"
+        unverified = make_config(emulator.url, FEED, cybertrace=off + cert)
         async with CyberTrace(unverified.cybertrace) as client:
             assert await client.supplier("FalsePositive") is not None
     finally:
