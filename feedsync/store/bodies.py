@@ -79,39 +79,18 @@ def put_body(
 
 def _single_put_body(value: str, row: tuple[int, str, str], target: Target) -> str:
     feed_id, context, tags = row
-    return single_put_bodies(target, feed_id, ((value, context, tags),))[0]
-
-
-def single_put_bodies(
-    target: Target, feed_id: int, rows: Iterable[tuple[str, str, str]]
-) -> list[str]:
-    """The body of each value of ``rows`` (value, context, tags), which one feed lists,
-    from the row's JSON as stored (compact, sorted keys, sorted tags): the same text
-    as the merge above makes, without parsing and re-encoding it, which is most of
-    planning a million values (and one comprehension a chunk: most of cutting them)."""
-    dumps = orjson.dumps
-    if not target.send_context:
-        if target.send_tags:
-            return [f'{{"indicator":{dumps(v).decode()},"tags":{t}}}' for v, _c, t in rows]
-        return [f'{{"indicator":{dumps(v).decode()}}}' for v, _c, _t in rows]
-    source = target.source_context(feed_id)
-    if target.send_tags:
-        return [
-            f'{{"context":{source if c == "{}" else c},"indicator":{dumps(v).decode()},"tags":{t}}}'
-            for v, c, t in rows
-        ]
-    return [
-        f'{{"context":{source if c == "{}" else c},"indicator":{dumps(v).decode()}}}'
-        for v, c, _t in rows
-    ]
+    read = ((value, context.encode(), tags.encode()),)
+    return single_put_payloads(target, feed_id, read)[0].decode()
 
 
 def single_put_payloads(
     target: Target, feed_id: int, rows: Iterable[tuple[str, bytes, bytes]]
 ) -> list[bytes]:
-    """``single_put_bodies`` as UTF-8, from rows whose context and tags are read as
-    bytes (``CAST(... AS BLOB)``): the bodies a request sends, a million when a
-    range is cut, without a text made, then encoded, for each."""
+    """The body of each value of ``rows`` (value, context, tags), which one feed lists,
+    as UTF-8, from the row's JSON as stored (compact, sorted keys, sorted tags) and
+    read as bytes (``CAST(... AS BLOB)``): the same text as the merge above makes,
+    without parsing and re-encoding it, which is most of planning a million values
+    (and one comprehension a chunk: most of cutting them)."""
     dumps = orjson.dumps
     if not target.send_context:
         if target.send_tags:

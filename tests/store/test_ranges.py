@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from feedsync.cybertrace.verdict import Verdict
 from feedsync.model import Indicator, Kind, Validators
 from feedsync.store import Store, connection, ranges, story
-from feedsync.store.bodies import Target, put_body, single_put_bodies, single_put_payloads
+from feedsync.store.bodies import Target, put_body, single_put_payloads
 from feedsync.store.pending import (
     Batch,
     batches,
@@ -269,7 +269,7 @@ def test_a_chunks_bodies_are_the_merged_bodies(
     rows = [(v, orjson.dumps(c).decode(), orjson.dumps(t).decode()) for v, c, t in listed]
     merged = Target("S", (1, 2), ("a", "b"), **shape)
     expected = [put_body(v, [(1, c, t), (2, "{}", "[]")], merged, {1: 0, 2: 1}) for v, c, t in rows]
-    assert single_put_bodies(Target("S", (1,), ("a",), **shape), 1, rows) == expected
+    assert [put_body(v, [(1, c, t)], merged, {1: 0}) for v, c, t in rows] == expected
     # The bodies a range's cut sends: the same text as UTF-8, from the JSON read as bytes.
     read = [(v, c.encode(), t.encode()) for v, c, t in rows]
     payloads = single_put_payloads(Target("S", (1,), ("a",), **shape), 1, read)
