@@ -93,6 +93,7 @@ class Measure:
     feed: str = ""  # what the feed server answered during it
     emulator_cpu: float | None = None  # the emulator's CPU seconds meanwhile
     minimal: int = 0  # the minimal JSON of the changes it sent, in bytes
+    free_mb: float = 0.0  # the state database's free pages after it
 
 
 def compiled() -> None:
@@ -301,7 +302,9 @@ class Bench:
         measure.feed = answered(server.stats())
         minimal = self.emulator.call("GET", "/emulator/minimal")
         assert isinstance(minimal, dict)
-        print_cycle(name, measure, int(minimal["bytes"]), state_db(self.work / "s.db"))
+        state = state_db(self.work / "s.db")
+        measure.free_mb = float(state.split("/")[1])
+        print_cycle(name, measure, int(minimal["bytes"]), state)
         self.cycles[name] = measure
         return measure
 
@@ -382,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         sent = json.loads(naive.out)
         print_measure("naive full re-upload", naive, sent["requests"], sent["bytes"])
-        summary(bench.cycles, parse, naive)
+        summary(bench.cycles, parse, naive, args.rows)
         print("at the end: " + load())
     finally:
         for server in reversed(servers):
@@ -397,12 +400,12 @@ def load() -> str:
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
 
 
-def summary(cycles: dict[str, Measure], parse: Measure, naive: Measure) -> None:
-    """Issue 18's table: each figure, its target and whether it is met."""
+def summary(cycles: dict[str, Measure], parse: Measure, naive: Measure, rows: int) -> None:
+    """Issue 18's table: each figure, its target for ``rows`` and whether it is met."""
     steady, initial = cycles["steady cycle"], cycles["initial sync"]
     sent = int(str(steady.log.get("bytes_sent", 0)))
     ratio = sent / steady.minimal if steady.minimal else 0.0
-    lines: list[tuple[str, str, str, bool]] = []
+    lines: list[tuple[str, str, str, bool | None]] = []  # None: no target at this size
     for name in ("steady cycle", "steady cycle (HTTPS)"):
         if name in cycles:
             cycle = cycles[name]
@@ -417,7 +420,13 @@ def summary(cycles: dict[str, Measure], parse: Measure, naive: Measure) -> None:
                 )
             )
     peak = max(cycles[n].peak_mb for n in ("steady cycle", "steady cycle (HTTPS)") if n in cycles)
-    lines.append(("steady cycle peak RSS", f"{peak:.0f} MB", "≤ 200 MB", peak <= 200))
+    # Issue 18's figures are for 1M rows; at 10M it asks for 400 MB, and few free pages.
+    most = 400 if rows >= 10_000_000 else 200
+    lines.append(("steady cycle peak RSS", f"{peak:.0f} MB", f"≤ {most} MB", peak <= most))
+    free = max(cycle.free_mb for cycle in cycles.values())
+    lines.append(
+        ("state database free pages, most after a cycle", f"{free:.0f} MB", "≤ 64 MB", free <= 64)
+    )
     lines.append(
         ("bytes sent ÷ minimal JSON of the changes", f"{ratio:.2f}x", "≤ 1.05x", 0 < ratio <= 1.05)
     )
@@ -430,11 +439,17 @@ def summary(cycles: dict[str, Measure], parse: Measure, naive: Measure) -> None:
             times <= 4,
         )
     )
-    lines.append(("initial sync wall time", f"{initial.wall:.1f} s", "≤ 20 s", initial.wall <= 20))
+    if rows <= 1_000_000:
+        lines.append(
+            ("initial sync wall time", f"{initial.wall:.1f} s", "≤ 20 s", initial.wall <= 20)
+        )
+    else:
+        lines.append(("initial sync wall time", f"{initial.wall:.1f} s", "(1M: ≤ 20 s)", None))
     print()
     print(f"{'figure':<54} {'measured':>28} {'target (aim)':>13}  met")
     for figure, value, target, met in lines:
-        print(f"{figure:<54} {value:>28} {target:>13}  {'yes' if met else 'NO'}")
+        shown = "-" if met is None else "yes" if met else "NO"
+        print(f"{figure:<54} {value:>28} {target:>13}  {shown}")
 
 
 def state_db(path: Path) -> str:
