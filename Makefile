@@ -34,7 +34,7 @@ bench-small: venv   ## the same at 20k rows (a few seconds; CI runs it in tests/
 bench-many: venv    ## 200 feeds (small and large, shared suppliers) over HTTP: full and unchanged cycles
 	$(BIN)/python bench/many.py
 
-bench-10m: venv     ## the same at 10M rows (about 25 minutes and 12 GB of disk; the emulator keeps nothing)
+bench-10m: venv     ## the same at 10M rows (about 10 minutes and 12 GB of disk; the emulator keeps nothing)
 	$(BIN)/python bench/run.py 10000000 --churn 0.01 --sink
 
 soak: venv          ## the daemon for 10 minutes on short schedules; fails if RSS or descriptors grow
