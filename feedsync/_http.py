@@ -163,7 +163,9 @@ def client_timeout(seconds: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, connect=seconds, sock_read=seconds)
 
 
-async def ssl_context(verify_tls: bool | str, *, own: bool = False) -> ssl.SSLContext | bool:
+async def ssl_context(
+    verify_tls: bool | str, *, certificate: tuple[str, str | None] | None = None
+) -> ssl.SSLContext | bool:
     """The TLS setting for aiohttp; loading a CA bundle reads files, so off the loop.
 
     ``True`` (the system's CA store) is aiohttp's own verified context, which it
@@ -171,10 +173,11 @@ async def ssl_context(verify_tls: bool | str, *, own: bool = False) -> ssl.SSLCo
     Contexts of a CA file are shared: a context per fetch paid that 200 times in
     a cycle of 200 feeds. A CA file is loaded again when its size or
     modification time changes (a rotated bundle is used from the next fetch
-    on). ``own`` is a context no one else uses, for a client certificate: loaded
-    into a shared one, it would be shown to every feed's server too."""
-    if own:
-        return await asyncio.to_thread(_own_context, verify_tls)
+    on). A client ``certificate`` (its file, and its key's where apart) gets a
+    context no one else uses: loaded into a shared one, it would be shown to
+    every feed's server too."""
+    if certificate is not None:
+        return await asyncio.to_thread(_own_context, verify_tls, certificate)
     if verify_tls is False:
         return False
     cafile = verify_tls if isinstance(verify_tls, str) else None
@@ -183,13 +186,14 @@ async def ssl_context(verify_tls: bool | str, *, own: bool = False) -> ssl.SSLCo
     return await asyncio.to_thread(_shared_context, cafile)
 
 
-def _own_context(verify_tls: bool | str) -> ssl.SSLContext:
+def _own_context(verify_tls: bool | str, certificate: tuple[str, str | None]) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=verify_tls if isinstance(verify_tls, str) else None)
     if verify_tls is False:
         # Verification off still shows a client certificate: a server that asks
         # for one refuses a client without it.
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+    context.load_cert_chain(*certificate)
     return context
 
 

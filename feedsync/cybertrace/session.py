@@ -90,18 +90,18 @@ class Session:
             self.route = proxy.route(self.config.proxy, self.config.url)
         except proxy.ProxyUnusable as exc:
             raise CyberTraceError(f"cannot reach CyberTrace: {exc}") from None
-        # Loading the system's CA store costs a noticeable part of a short `feedsync sync`.
         if self.config.password is None:
             # load(secrets=False) is for commands that never connect.
             raise ConfigError("cybertrace.password", "not read: loaded without secrets")
         password = self.config.password.reveal()
         cleartext = self.config.url.startswith("http://")
-        own = bool(self.config.client_cert)  # the certificate is loaded into it below
-        tls = False if cleartext else await ssl_context(self.config.verify_tls, own=own)
-        if self.config.client_cert and not isinstance(tls, bool):
-            await asyncio.to_thread(
-                tls.load_cert_chain, self.config.client_cert, self.config.client_key
-            )
+        cert = self.config.client_cert
+        certificate = None if cert is None else (cert, self.config.client_key)
+        tls = (
+            False
+            if cleartext
+            else await ssl_context(self.config.verify_tls, certificate=certificate)
+        )
         self._session = aiohttp.ClientSession(
             base_url=None,
             timeout=aiohttp.ClientTimeout(total=self.config.timeout, connect=30),
