@@ -52,11 +52,16 @@ class Refresh:
     now: float
 
 
+# The earliest factor of a deadline (_due), which _MARK_DUE's range ends by too.
+_EARLIEST = "0.6667"
+
+
 def _due(table: str) -> str:
     """SQL: the acknowledged row is due; its deadline is acked_at + span * (2/3 .. 1),
     placed by its digest."""
     return (
-        f"{table}.acked_at + :span * (0.6667 + 0.3333 * (({table}.digest & 1023) / 1024.0)) <= :now"
+        f"{table}.acked_at + :span * ({_EARLIEST} + 0.3333 * (({table}.digest & 1023) / 1024.0))"
+        " <= :now"
     )
 
 
@@ -153,7 +158,7 @@ def _mark(
 # rounding), and _due decides within it.
 _MARK_DUE = (
     "INSERT OR IGNORE INTO dirty (supplier, value) SELECT a.supplier, a.value FROM acked a"
-    " WHERE a.supplier = :supplier AND a.acked_at <= :now - :span * 0.6667 + :slack"
+    f" WHERE a.supplier = :supplier AND a.acked_at <= :now - :span * {_EARLIEST} + :slack"
     f" AND {_due('a')}"
 )
 
