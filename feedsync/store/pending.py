@@ -160,12 +160,18 @@ def _pending(db: sqlite3.Connection, supplier: str, op: str) -> Iterator[tuple[A
         after = rows[-1][0]
 
 
+def _lazy_only(items: Sequence[Item]) -> bool:
+    """Whether a batch holds lazy items alone: it is cut in order, its lazy items
+    (adds, with no pending row) last, so its first one tells."""
+    return bool(items) and items[0].id < 0
+
+
 def lazy_runs(items: Iterable[Item]) -> list[tuple[str, str]]:
     """(first, last value) of each run of lazy items consecutive in the cut."""
     given = tuple(items)
-    # A batch is cut in order, its lazy items last: they are one run, told by comparing
-    # their ids with a range (in C) instead of filtering, sorting and walking them.
-    lazy = given if given and given[0].id < 0 else tuple(i for i in given if i.id < 0)
+    # Lazy items come last in a batch: they are one run, told by comparing their ids
+    # with a range (in C) instead of filtering, sorting and walking them.
+    lazy = given if _lazy_only(given) else tuple(i for i in given if i.id < 0)
     first = lazy[0].id if lazy else 0
     if lazy and list(map(_id_of, lazy)) == list(range(first, first - len(lazy), -1)):
         return [(lazy[0].value, lazy[-1].value)]
@@ -201,8 +207,7 @@ def acknowledge(
     # The usual answer, every item done: an initial sync settles a million items, so
     # they are counted and gathered in C (Counter, attrgetter), not item by item.
     items = batch.items
-    # A batch cut from the ranges alone (its first item lazy: they come last) is adds.
-    ops = {"add": len(items)} if items and items[0].id < 0 else Counter(map(_op_of, items))
+    ops = {"add": len(items)} if _lazy_only(items) else Counter(map(_op_of, items))
     sent = Sent(add=ops.get("add", 0), update=ops.get("update", 0), delete=ops.get("delete", 0))
     puts: Sequence[Item] = items
     gone: list[str] = []
@@ -247,9 +252,7 @@ def _acknowledge_each(
 def _take(db: sqlite3.Connection, supplier: str, settled: Iterable[Item]) -> None:
     """Settled items leave the plan: their pending rows, and their values the ranges."""
     settled = tuple(settled)
-    # A batch whose first item is lazy holds no pending row (lazy items come last).
-    lazy = bool(settled) and settled[0].id < 0
-    ids = [] if lazy else [(id_,) for id_ in map(_id_of, settled) if id_ > 0]
+    ids = [] if _lazy_only(settled) else [(id_,) for id_ in map(_id_of, settled) if id_ > 0]
     db.executemany("DELETE FROM pending WHERE id = ?", ids)
     ranges.remove(db, supplier, lazy_runs(settled))
 
