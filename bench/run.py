@@ -302,9 +302,8 @@ class Bench:
         measure.feed = answered(server.stats())
         minimal = self.emulator.call("GET", "/emulator/minimal")
         assert isinstance(minimal, dict)
-        state = state_db(self.work / "s.db")
-        measure.free_mb = float(state.split("/")[1])
-        print_cycle(name, measure, int(minimal["bytes"]), state)
+        file_mb, measure.free_mb = state_db(self.work / "s.db")
+        print_cycle(name, measure, int(minimal["bytes"]), f"{file_mb:.0f}/{measure.free_mb:.0f}")
         self.cycles[name] = measure
         return measure
 
@@ -452,15 +451,15 @@ def summary(cycles: dict[str, Measure], parse: Measure, naive: Measure, rows: in
         print(f"{figure:<54} {value:>28} {target:>13}  {shown}")
 
 
-def state_db(path: Path) -> str:
+def state_db(path: Path) -> tuple[float, float]:
     """The state database after a cycle: its file and WAL in MB, and the part of
-    it that is free pages ("812/3")."""
+    it that is free pages."""
     db = statefile.connect(str(path), readonly=True)
     try:
         space = vacuum.space(db, str(path))
     finally:
         db.close()
-    return f"{space.file_bytes / 1e6:.0f}/{space.free_bytes / 1e6:.0f}"
+    return space.file_bytes / 1e6, space.free_bytes / 1e6
 
 
 def print_cycle(name: str, cycle: Measure, minimal: int, state: str = "") -> None:
